@@ -1,0 +1,32 @@
+.DEFAULT_GOAL := help
+.PHONY: help install check test demo bench stack-up stack-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## create .venv and install the pinned dependencies
+	scripts/bootstrap
+
+check: ## ruff and mypy
+	scripts/check
+
+test: ## the whole suite against a real local stack it starts and stops
+	scripts/test
+
+demo: ## start the stack, apply the schema, seed users, migrate them all, show stats
+	scripts/demo
+
+bench: ## batched migration benchmark (prints users/s)
+	scripts/bench
+
+stack-up: ## start the local stack under .stack and print its export lines
+	@scripts/bootstrap && .venv/bin/migrator stack up
+
+stack-down: ## stop the local stack under .stack
+	@.venv/bin/migrator stack down
+
+clean: ## stop stacks and remove .venv and stack data
+	-.venv/bin/migrator stack down --dir .stack/test
+	-.venv/bin/migrator stack down --dir .stack/demo
+	-.venv/bin/migrator stack down
+	rm -rf .venv .stack

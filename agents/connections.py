@@ -1,0 +1,83 @@
+"""Opening the service's connections (PostgreSQL pool, Redis client) from settings.
+
+Connection errors are turned into one-line ``DependencyUnavailable`` errors naming the server
+and its address, because the person reading them is usually an operator starting something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from streams.settings import Settings
+
+
+class DependencyUnavailable(RuntimeError):
+    """PostgreSQL or Redis could not be reached."""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb travels as text; decode it with the standard library so values compare as plain data.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(
+            settings.database_url,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            command_timeout=60,
+            timeout=10,
+        )
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        raise DependencyUnavailable(
+            f"PostgreSQL at {_redact(settings.database_url)} is not reachable ({exc}); "
+            "start one with: eval \"$(migrator stack up)\""
+        ) from exc
+
+
+async def connect(settings: Settings) -> asyncpg.Connection:
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=10)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        raise DependencyUnavailable(
+            f"PostgreSQL at {_redact(settings.database_url)} is not reachable ({exc}); "
+            "start one with: eval \"$(migrator stack up)\""
+        ) from exc
+    await _init_connection(conn)
+    return conn
+
+
+def create_redis(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+    )
+
+
+@asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, aioredis.Redis]]:
+    """A pool and a Redis client for one command-line run, closed afterwards."""
+    pool = await create_pool(settings)
+    client = create_redis(settings)
+    try:
+        yield pool, client
+    finally:
+        await client.aclose()
+        await pool.close()
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before it is printed."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url

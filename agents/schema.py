@@ -1,0 +1,65 @@
+"""``migrator db init``: apply the numbered DDL files of ``sql/ddl`` once each, and say so.
+
+Every file is applied in its own transaction under an advisory lock (two workers starting at once
+must not race), then recorded with its SHA-256 in ``schema_migrations``. A recorded file whose text
+changed is an error rather than a silent re-run: DDL that shipped is amended by a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import asyncpg
+
+import sql
+
+_LOCK_KEY = 0x6D69677261746F72  # "migrator"
+
+_BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    sha256      text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class SchemaDrift(RuntimeError):
+    """An applied DDL file no longer matches what was recorded when it was applied."""
+
+
+@dataclass(frozen=True)
+class SchemaReport:
+    applied: list[str]
+    already: list[str]
+
+
+async def apply_schema(conn: asyncpg.Connection) -> SchemaReport:
+    applied: list[str] = []
+    already: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await conn.execute(_BOOKKEEPING)
+        rows = await conn.fetch("SELECT version, name, sha256 FROM schema_migrations")
+        recorded = {row["version"]: (row["name"], row["sha256"]) for row in rows}
+        for version, name, text in sql.ddl_files():
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            if version in recorded:
+                if recorded[version][1] != digest:
+                    raise SchemaDrift(
+                        f"{name} changed after it was applied; add a new numbered file instead"
+                    )
+                already.append(name)
+                continue
+            async with conn.transaction():
+                await conn.execute(text)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, sha256) VALUES ($1, $2, $3)",
+                    version, name, digest,
+                )
+            applied.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    return SchemaReport(applied=applied, already=already)

@@ -1,0 +1,125 @@
+"""The service's configuration, read from the environment in exactly one place.
+
+No other module reads ``os.environ``: everything else receives a ``Settings`` object, so tests can
+build one explicitly and a misconfiguration is reported once, at start-up, with the variable's name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
+
+# Tokens people paste from examples; accepting them would make the admin API public in practice.
+_PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "secret", "token", "admin", "password"})
+
+_ENV_NAMES: dict[str, str] = {
+    "kafka_broker_url": "KAFKA_BROKER_URL",
+    "database_url": "DATABASE_URL",
+    "redis_url": "REDIS_URL",
+    "app_id": "MIGRATOR_APP_ID",
+    "web_port": "MIGRATOR_WEB_PORT",
+    "web_host": "MIGRATOR_WEB_HOST",
+    "admin_token": "MIGRATOR_ADMIN_TOKEN",
+    "processing_guarantee": "MIGRATOR_PROCESSING_GUARANTEE",
+    "topic_partitions": "MIGRATOR_TOPIC_PARTITIONS",
+    "topic_replication_factor": "MIGRATOR_TOPIC_REPLICATION_FACTOR",
+    "batch_size": "MIGRATOR_BATCH_SIZE",
+    "batch_within_s": "MIGRATOR_BATCH_WITHIN_S",
+    "max_retries": "MIGRATOR_MAX_RETRIES",
+    "retry_base_delay_s": "MIGRATOR_RETRY_BASE_DELAY_S",
+    "retry_max_delay_s": "MIGRATOR_RETRY_MAX_DELAY_S",
+    "data_dir": "MIGRATOR_DATA_DIR",
+    "log_level": "MIGRATOR_LOG_LEVEL",
+}
+
+
+class SettingsError(ValueError):
+    """A configuration value is unusable; the message names the environment variable."""
+
+
+class Settings(BaseModel):
+    """Everything the worker and the command line need to know about their surroundings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kafka_broker_url: str = "kafka://localhost:9092"
+    database_url: str = "postgresql://postgres@localhost:5432/migrator"
+    redis_url: str = "redis://localhost:6379/0"
+    app_id: str = Field(default="onboarding-migrator", min_length=1, max_length=200)
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_host: str = "0.0.0.0"
+    admin_token: SecretStr | None = None
+    processing_guarantee: ProcessingGuarantee = "exactly_once"
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    topic_replication_factor: int = Field(default=1, ge=1, le=16)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_within_s: float = Field(default=0.25, gt=0, le=60)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    retry_base_delay_s: float = Field(default=0.2, ge=0, le=60)
+    retry_max_delay_s: float = Field(default=5.0, ge=0, le=600)
+    data_dir: str = "/tmp/onboarding-migrator"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _refuse_placeholder_token(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            return value
+        if value.strip().lower() in _PLACEHOLDER_TOKENS or len(value) < 16:
+            raise ValueError("must be 16+ characters and not a placeholder such as 'changeme'")
+        return value
+
+    @field_validator("kafka_broker_url")
+    @classmethod
+    def _kafka_scheme(cls, value: str) -> str:
+        if not value.startswith("kafka://"):
+            raise ValueError("must look like kafka://host:port[;host:port]")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must look like postgresql://user@host:port/dbname")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must look like redis://host:port/db")
+        return value
+
+    @property
+    def kafka_bootstrap_servers(self) -> list[str]:
+        """``host:port`` pairs for clients that are not Faust (aiokafka admin, producers)."""
+        hosts = self.kafka_broker_url.removeprefix("kafka://")
+        return [h for h in hosts.replace(",", ";").split(";") if h]
+
+    @property
+    def admin_token_value(self) -> str | None:
+        return self.admin_token.get_secret_value() if self.admin_token else None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: the process environment).
+
+        Raises ``SettingsError`` naming the variable at fault: start-up fails with one clear line.
+        """
+        env = os.environ if environ is None else environ
+        values = {field: env[name] for field, name in _ENV_NAMES.items() if env.get(name, "") != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else "?"
+                problems.append(f"{_ENV_NAMES.get(field, field)}: {error['msg']}")
+            raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

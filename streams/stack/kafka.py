@@ -1,0 +1,233 @@
+"""Apache Kafka (KRaft, one node) from the Apache artifacts on Maven Central, run with local Java.
+
+Maven resolves ``org.apache.kafka:kafka_2.13`` and its runtime dependencies into the user's Maven
+cache once; the resulting class path is cached beside a generated pom, so later starts need neither
+Maven nor the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from streams.stack.errors import MissingDependency, StackError
+
+KAFKA_VERSION = "4.3.1"
+SLF4J_VERSION = "2.0.17"
+LOG4J_VERSION = "2.25.4"
+HEAP = "-Xmx768m"
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.onboarding-migrator</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{kafka}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>{slf4j}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.kafka_request.name = kafka.request.logger
+logger.kafka_request.level = WARN
+"""
+
+
+def check_java() -> str:
+    """Path of a Java 17+ runtime, or a MissingDependency naming how to get one."""
+    java = shutil.which("java")
+    if java is None:
+        raise MissingDependency(
+            "java not found: Kafka needs Java 17 or newer "
+            "(Debian: apt-get install openjdk-17-jre-headless)"
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)', out.stderr + out.stdout)
+    if match is None or int(match.group(1)) < 17:
+        raise MissingDependency(
+            f"{java} is not Java 17 or newer: install openjdk-17-jre-headless and put it on PATH"
+        )
+    return java
+
+
+def cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "onboarding-migrator" / f"kafka-{KAFKA_VERSION}"
+
+
+def classpath() -> str:
+    """The broker's class path, resolved by Maven on first use and cached afterwards."""
+    cached = cache_dir() / "classpath.txt"
+    if cached.exists():
+        entries = cached.read_text().strip().split(os.pathsep)
+        if entries and all(Path(entry).is_file() for entry in entries):
+            return os.pathsep.join(entries)
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise MissingDependency(
+            "mvn not found: Maven resolves Apache Kafka from Maven Central "
+            "(Debian: apt-get install maven)"
+        )
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    pom = cached.parent / "pom.xml"
+    pom.write_text(_POM.format(kafka=KAFKA_VERSION, slf4j=SLF4J_VERSION, log4j=LOG4J_VERSION))
+    result = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:build-classpath",
+            f"-Dmdep.outputFile={cached}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not cached.exists():
+        detail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        raise StackError(
+            f"Maven could not resolve org.apache.kafka:kafka_2.13:{KAFKA_VERSION}: "
+            + " | ".join(detail)
+        )
+    return cached.read_text().strip()
+
+
+def write_config(workdir: Path, *, port: int, controller_port: int) -> Path:
+    """server.properties tuned for a small shared machine: one node, replication factor 1."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = workdir / "data"
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(data),
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        # Without these, InitProducerId fails on a single broker and transactions never start.
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "10",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.cleaner.threads": "1",
+        "log.retention.hours": "168",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+        "auto.create.topics.enable": "true",
+        "delete.topic.enable": "true",
+    }
+    config = workdir / "server.properties"
+    config.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
+    (workdir / "log4j2.properties").write_text(_LOG4J2)
+    return config
+
+
+def format_storage(java: str, cp: str, config: Path) -> None:
+    """Format the KRaft metadata log once; a formatted directory is left alone."""
+    data = config.parent / "data"
+    if (data / "meta.properties").exists():
+        return
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    result = subprocess.run(
+        [
+            java,
+            "-cp",
+            cp,
+            *_jvm_log_flags(config.parent),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError("kafka storage format failed: " + (result.stdout + result.stderr)[-800:])
+
+
+def command(java: str, cp: str, config: Path) -> list[str]:
+    return [
+        java,
+        HEAP,
+        "-Xms256m",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        *_jvm_log_flags(config.parent),
+        "-cp",
+        cp,
+        "kafka.Kafka",
+        str(config),
+    ]
+
+
+def _jvm_log_flags(workdir: Path) -> list[str]:
+    return [f"-Dlog4j2.configurationFile={workdir / 'log4j2.properties'}"]
+
+
+async def _answers(bootstrap: str) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    # A broker that is still starting refuses connections; that is the expected answer, not news.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await asyncio.wait_for(client.start(), timeout=4)
+        cluster = await asyncio.wait_for(client.describe_cluster(), timeout=4)
+        return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) != -1
+    except Exception:
+        return False
+    finally:
+        try:
+            await client.close()
+        except Exception:
+            pass
+
+
+def answers(port: int) -> bool:
+    """True once the broker serves metadata and knows its controller."""
+    return asyncio.run(_answers(f"127.0.0.1:{port}"))

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Settings, SettingsError
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = Settings.from_env({})
+    assert settings.kafka_broker_url == "kafka://localhost:9092"
+    assert settings.app_id == "onboarding-migrator"
+    assert settings.web_port == 6066
+    assert settings.processing_guarantee == "exactly_once"
+    assert settings.admin_token_value is None
+
+
+def test_environment_overrides_and_empty_means_unset() -> None:
+    settings = Settings.from_env(
+        {
+            "KAFKA_BROKER_URL": "kafka://a:1;b:2",
+            "MIGRATOR_WEB_PORT": "7000",
+            "MIGRATOR_PROCESSING_GUARANTEE": "at_least_once",
+            "MIGRATOR_ADMIN_TOKEN": "",
+        }
+    )
+    assert settings.kafka_bootstrap_servers == ["a:1", "b:2"]
+    assert settings.web_port == 7000
+    assert settings.processing_guarantee == "at_least_once"
+    assert settings.admin_token is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MIGRATOR_PROCESSING_GUARANTEE", "maybe_once"),
+        ("MIGRATOR_WEB_PORT", "http"),
+        ("KAFKA_BROKER_URL", "localhost:9092"),
+        ("DATABASE_URL", "mysql://x"),
+        ("MIGRATOR_ADMIN_TOKEN", "changeme"),
+        ("MIGRATOR_ADMIN_TOKEN", "short"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({name: value})
+    assert name in str(caught.value)
+
+
+def test_token_is_not_printed() -> None:
+    settings = Settings.from_env({"MIGRATOR_ADMIN_TOKEN": "a-long-enough-secret-token"})
+    assert "a-long-enough" not in repr(settings)
+    assert settings.admin_token_value == "a-long-enough-secret-token"
