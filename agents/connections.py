@@ -6,7 +6,6 @@ and its address, because the person reading them is usually an operator starting
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,9 +20,24 @@ class DependencyUnavailable(RuntimeError):
     """PostgreSQL or Redis could not be reached."""
 
 
+def _encode_jsonb(value: object) -> bytes:
+    return b"\x01" + json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def _decode_jsonb(data: bytes) -> object:
+    return json.loads(data[1:])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb travels as text; decode it with the standard library so values compare as plain data.
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # jsonb as plain Python data, in binary format (version byte 1 + UTF-8 JSON): a text-format
+    # codec would make asyncpg refuse jsonb columns in binary COPY, which the hot path relies on.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        schema="pg_catalog",
+        format="binary",
+    )
 
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
@@ -36,20 +50,20 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
             command_timeout=60,
             timeout=10,
         )
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DependencyUnavailable(
             f"PostgreSQL at {_redact(settings.database_url)} is not reachable ({exc}); "
-            "start one with: eval \"$(migrator stack up)\""
+            'start one with: eval "$(migrator stack up)"'
         ) from exc
 
 
 async def connect(settings: Settings) -> asyncpg.Connection:
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=10)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DependencyUnavailable(
             f"PostgreSQL at {_redact(settings.database_url)} is not reachable ({exc}); "
-            "start one with: eval \"$(migrator stack up)\""
+            'start one with: eval "$(migrator stack up)"'
         ) from exc
     await _init_connection(conn)
     return conn

@@ -57,7 +57,9 @@ async def apply_schema(conn: asyncpg.Connection) -> SchemaReport:
                 await conn.execute(text)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, sha256) VALUES ($1, $2, $3)",
-                    version, name, digest,
+                    version,
+                    name,
+                    digest,
                 )
             applied.append(name)
     finally:

@@ -1,0 +1,83 @@
+"""The session document mirrored to Redis (contract §7), built one way from either source.
+
+A fresh migration builds it from the plan; repair, resync and validation build it from PostgreSQL
+rows. Both go through ``session_document`` so that "Redis equals PostgreSQL" is a plain ``==``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from agents.catalog import STEPS_TOTAL
+from agents.planner import MigrationPlan
+from schemas.rows import Row
+
+
+def session_document(
+    *,
+    session_id: UUID | str,
+    user_id: str,
+    workspace_id: str | None,
+    status: str,
+    current_step: int | None,
+    completion_percentage: float,
+    steps_completed: int,
+    created_at: datetime,
+    updated_at: datetime,
+    steps: Iterable[Mapping[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "session_id": str(session_id),
+        "user_id": user_id,
+        "workspace_id": workspace_id,
+        "status": status,
+        "current_step": current_step,
+        "completion_percentage": float(completion_percentage),
+        "steps_completed": steps_completed,
+        "steps_total": STEPS_TOTAL,
+        "created_at": created_at.isoformat(),
+        "updated_at": updated_at.isoformat(),
+        "steps": [
+            {
+                "step_number": int(step["step_number"]),
+                "step_key": step["step_key"],
+                "status": step["status"],
+                "required": bool(step["required"]),
+            }
+            for step in steps
+        ],
+    }
+
+
+def document_from_plan(plan: MigrationPlan) -> dict[str, Any]:
+    return session_document(
+        session_id=plan.session_id,
+        user_id=plan.user_id,
+        workspace_id=plan.workspace_id,
+        status=plan.status,
+        current_step=plan.current_step,
+        completion_percentage=plan.completion_percentage,
+        steps_completed=plan.steps_completed,
+        created_at=plan.now,
+        updated_at=plan.now,
+        steps=(step.model_dump() for step in plan.steps),
+    )
+
+
+def document_from_row(row: Row) -> dict[str, Any]:
+    """From a ``session_documents.sql`` row."""
+    return session_document(
+        session_id=row["session_id"],
+        user_id=row["user_id"],
+        workspace_id=row["workspace_id"],
+        status=row["status"],
+        current_step=row["current_step"],
+        completion_percentage=row["completion_percentage"],
+        steps_completed=row["steps_completed"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        steps=row["steps"],
+    )

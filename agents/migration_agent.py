@@ -1,0 +1,139 @@
+"""The Faust agents: thin wiring around the migration core and the counters.
+
+``migrate`` takes records in batches, decodes each at the edge (invalid → dead letter, original
+bytes kept), hands the valid ones to the core one source partition at a time, and publishes one
+outcome per accepted record plus one stats delta per partition, all inside the source partition's
+transaction. ``count`` folds the deltas into the per-partition ``stats`` table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from agents import counters
+from agents.decide import Work
+from schemas.events import Outcome, Rejection, decode_request
+from streams import topics
+from streams.codecs import Origin, dead_letter, failure_headers
+
+if TYPE_CHECKING:
+    from streams.app import Migrator
+
+log = logging.getLogger(__name__)
+
+
+def register_agents(migrator: Migrator) -> None:
+    app = migrator.app
+    settings = migrator.settings
+
+    @app.agent(migrator.requests, name="migrate")
+    async def migrate(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await process_events(migrator, events)
+
+    @app.agent(migrator.stats_deltas, name="count")
+    async def count(stream: Any) -> None:
+        # One event at a time: Faust writes a table change into the changelog partition of the
+        # current event, which must be the partition whose total is being changed.
+        async for event in stream.events():
+            key = str(event.message.partition)
+            migrator.stats[key] = counters.merge(
+                migrator.stats[key], event.value, now_s=int(time.time())
+            )
+
+
+async def process_events(migrator: Migrator, events: Sequence[Any]) -> None:
+    """Handle one ``take_events`` batch, one source partition at a time.
+
+    Outputs go to the source record's partition, so each partition's outputs share its
+    transaction; per-user order holds because a user's requests share a partition.
+    """
+    by_partition: dict[int, list[Any]] = defaultdict(list)
+    for event in events:
+        by_partition[event.message.partition].append(event)
+    core = await migrator.ready_core()
+    for partition, group in by_partition.items():
+        pending: list[Any] = []
+        works: list[Work] = []
+        for event in group:
+            decoded = decode_request(event.message.key, event.message.value)
+            if isinstance(decoded, Rejection):
+                pending.append(await _dead_letter(migrator, event.message, decoded))
+            else:
+                message = event.message
+                works.append(Work(decoded, partition, message.offset, _timestamp_ms(message)))
+        outcomes = await core.apply(works)
+        for work, outcome in zip(works, outcomes, strict=True):
+            pending.append(await _publish_outcome(migrator, work, outcome))
+        now = time.time()
+        delta = counters.batch_delta(
+            outcomes,
+            [_latency_ms(work, now) for work in works],
+            dead_lettered=len(group) - len(works),
+            now_s=int(now),
+        )
+        pending.append(
+            await migrator.publish(
+                migrator.stats_deltas,
+                key=str(partition).encode(),
+                value=_json(delta),
+                partition=partition,
+            )  # fmt: skip
+        )
+        # Wait for delivery before the batch's offsets can be acknowledged (at-least-once needs
+        # it; under exactly-once the commit would flush them anyway).
+        for future in pending:
+            await future
+
+
+async def _dead_letter(migrator: Migrator, message: Any, rejection: Rejection) -> Any:
+    origin = Origin(message.topic, message.partition, message.offset, _timestamp_ms(message))
+    value, headers = dead_letter(
+        origin,
+        key=message.key,
+        value=message.value,
+        headers=list(message.headers or []),
+        reason=rejection.reason,
+        message=rejection.message,
+    )
+    return await migrator.publish(
+        migrator.dead_letters, key=message.key, value=value, partition=message.partition,
+        headers=headers,
+    )  # fmt: skip
+
+
+async def _publish_outcome(migrator: Migrator, work: Work, outcome: Outcome) -> Any:
+    assert work.partition is not None and work.offset is not None
+    headers = None
+    if outcome.error is not None:
+        origin = Origin(topics.REQUESTED, work.partition, work.offset, work.timestamp_ms)
+        headers = failure_headers(
+            origin, code=outcome.error.code.value, retryable=outcome.error.retryable
+        )
+    return await migrator.publish(
+        migrator.outcome_topics[outcome.outcome],
+        key=outcome.user_id.encode("utf-8"),
+        value=outcome.model_dump_json().encode("utf-8"),
+        partition=work.partition,
+        headers=headers,
+    )
+
+
+def _timestamp_ms(message: Any) -> int | None:
+    timestamp = getattr(message, "timestamp", None)
+    return int(timestamp * 1000) if timestamp else None
+
+
+def _latency_ms(work: Work, now_s: float) -> float | None:
+    if work.timestamp_ms is None:
+        return None
+    return max(0.0, now_s * 1000 - work.timestamp_ms)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")

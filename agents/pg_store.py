@@ -1,0 +1,203 @@
+"""PostgreSQL side of the migration core: the only module that runs SQL for a batch.
+
+Everything is set-based: one statement (or one COPY) per kind of row for the whole batch, never a
+round trip per user. The caller owns the transaction; these functions only run inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+import sql
+from schemas.events import SessionStatusName
+from schemas.legacy import LegacyRow
+from schemas.rows import Row
+
+# A connection, whether acquired from a pool (a proxy) or opened alone.
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+# Errors that mean "PostgreSQL is not there right now / try again", not "the data is wrong".
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+
+_SESSION_COLUMNS = (
+    "session_id", "user_id", "workspace_id", "status", "current_step", "completion_percentage",
+    "steps_completed", "legacy_snapshot", "legacy_sha256", "request_id", "created_at", "updated_at",
+)  # fmt: skip
+_STEP_COLUMNS = ("session_id", "step_number", "step_key", "status", "required", "completed_at")
+_MANIFEST_COLUMNS = (
+    "session_id", "user_id", "version", "manifest", "checksum", "token_estimate", "created_at",
+)  # fmt: skip
+_LEDGER_COLUMNS = (
+    "request_id", "user_id", "action", "outcome", "source_partition", "source_offset",
+    "processed_at",
+)  # fmt: skip
+_AUDIT_COLUMNS = (
+    "request_id", "user_id", "action", "outcome", "error_code", "detail", "created_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """A session as the migration core needs to see it: enough to report and to roll back."""
+
+    session_id: UUID
+    user_id: str
+    workspace_id: str | None
+    status: SessionStatusName
+    current_step: int | None
+    completion_percentage: float
+    steps_completed: int
+    legacy_snapshot: dict[str, Any]
+    legacy_sha256: str
+    bcm_version: int | None
+    bcm_checksum: str | None
+    bcm_token_estimate: int | None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    request_id: UUID
+    user_id: str
+    action: str
+    outcome: dict[str, Any]
+    source_partition: int | None
+    source_offset: int | None
+
+
+def legacy_row_from_record(record: Row) -> LegacyRow:
+    return LegacyRow(
+        user_id=record["user_id"],
+        workspace_id=record["workspace_id"],
+        status=record["status"],
+        current_step=record["current_step"],
+        completed_steps=list(record["completed_steps"]),
+        answers=record["answers"],
+        updated_at=record["updated_at"],
+    )
+
+
+async def lock_legacy_rows(conn: Conn, user_ids: Sequence[str]) -> dict[str, LegacyRow]:
+    records = await conn.fetch(sql.query("lock_legacy_rows"), list(user_ids))
+    return {record["user_id"]: legacy_row_from_record(record) for record in records}
+
+
+async def lock_sessions(conn: Conn, user_ids: Sequence[str]) -> dict[str, StoredSession]:
+    records = await conn.fetch(sql.query("lock_sessions"), list(user_ids))
+    return {
+        record["user_id"]: StoredSession(
+            session_id=record["session_id"],
+            user_id=record["user_id"],
+            workspace_id=record["workspace_id"],
+            status=record["status"],
+            current_step=record["current_step"],
+            completion_percentage=float(record["completion_percentage"]),
+            steps_completed=record["steps_completed"],
+            legacy_snapshot=record["legacy_snapshot"],
+            legacy_sha256=record["legacy_sha256"],
+            bcm_version=record["bcm_version"],
+            bcm_checksum=record["bcm_checksum"],
+            bcm_token_estimate=record["bcm_token_estimate"],
+        )
+        for record in records
+    }
+
+
+async def ledger_entries(conn: Conn, request_ids: Sequence[UUID]) -> dict[UUID, LedgerEntry]:
+    records = await conn.fetch(sql.query("ledger_entries"), list(request_ids))
+    return {
+        record["request_id"]: LedgerEntry(
+            request_id=record["request_id"],
+            user_id=record["user_id"],
+            action=record["action"],
+            outcome=record["outcome"],
+            source_partition=record["source_partition"],
+            source_offset=record["source_offset"],
+        )
+        for record in records
+    }
+
+
+async def insert_sessions(
+    conn: Conn,
+    *,
+    sessions: Sequence[tuple[Any, ...]],
+    steps: Sequence[tuple[Any, ...]],
+    manifests: Sequence[tuple[Any, ...]],
+) -> None:
+    """COPY new sessions, their steps and manifests (tuples in the column orders above)."""
+    if sessions:
+        await conn.copy_records_to_table(
+            "onboarding_sessions", records=sessions, columns=_SESSION_COLUMNS
+        )
+    if steps:
+        await conn.copy_records_to_table("onboarding_steps", records=steps, columns=_STEP_COLUMNS)
+    if manifests:
+        await conn.copy_records_to_table(
+            "business_context_manifests",
+            records=manifests,
+            columns=_MANIFEST_COLUMNS,
+        )
+
+
+async def mark_legacy_migrated(conn: Conn, user_ids: Sequence[str], now: datetime) -> None:
+    if user_ids:
+        await conn.execute(sql.query("mark_legacy_migrated"), list(user_ids), now)
+
+
+async def delete_sessions(conn: Conn, session_ids: Sequence[UUID]) -> None:
+    if session_ids:
+        await conn.execute(sql.query("delete_sessions"), list(session_ids))
+
+
+async def restore_legacy_rows(
+    conn: Conn, snapshots: Sequence[Mapping[str, Any]]
+) -> dict[str, LegacyRow]:
+    """Write snapshots back and return the rows as PostgreSQL now holds them."""
+    if not snapshots:
+        return {}
+    records = await conn.fetch(sql.query("restore_legacy_rows"), list(snapshots))
+    return {record["user_id"]: legacy_row_from_record(record) for record in records}
+
+
+async def insert_ledger(conn: Conn, entries: Sequence[tuple[Any, ...]]) -> None:
+    if entries:
+        await conn.copy_records_to_table(
+            "migration_requests", records=entries, columns=_LEDGER_COLUMNS
+        )
+
+
+async def insert_audit(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> None:
+    if rows:
+        await conn.copy_records_to_table(
+            "onboarding_migration_log", records=rows, columns=_AUDIT_COLUMNS
+        )
+
+
+async def session_documents(
+    conn: Conn | asyncpg.Pool, user_ids: Sequence[str]
+) -> list[asyncpg.Record]:
+    if not user_ids:
+        return []
+    return list(await conn.fetch(sql.query("session_documents"), list(user_ids)))
+
+
+async def session_users_page(conn: Conn | asyncpg.Pool, after: str, limit: int) -> list[str]:
+    return [r["user_id"] for r in await conn.fetch(sql.query("session_users_page"), after, limit)]

@@ -1,0 +1,125 @@
+"""Legacy row in, migration plan out (contract §6). Pure: no I/O, no clock, no random ids.
+
+``now`` and the session id are passed in, and the session id is derived from the request
+(uuid5), so a redelivered request plans exactly the same session as the first delivery did.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from agents.catalog import LEGACY_STEPS, STEPS, STEPS_TOTAL
+from agents.manifest import (
+    InvalidAnswers,
+    build_manifest,
+    check_answers,
+    manifest_checksum,
+    token_estimate,
+)
+from schemas.events import ErrorCode, SessionStatusName
+from schemas.legacy import LegacyRow
+from schemas.session import SessionStep, StepStatus
+
+_SESSION_NAMESPACE = uuid.UUID("0b7f3c1e-58a4-4f0e-9d63-6c1f2a9e4b21")
+_PLANNABLE = frozenset({"not_started", "in_progress", "completed"})
+
+
+class PlanError(Exception):
+    """The legacy row cannot be migrated; ``code`` is the outcome's error code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    user_id: str
+    session_id: uuid.UUID
+    workspace_id: str | None
+    status: SessionStatusName
+    current_step: int | None
+    completion_percentage: float
+    steps_completed: int
+    steps_total: int
+    steps: tuple[SessionStep, ...]
+    manifest: dict[str, Any] | None
+    manifest_checksum: str | None
+    token_estimate: int | None
+    legacy_snapshot: dict[str, Any]
+    legacy_sha256: str
+    now: datetime
+
+
+def session_id_for(user_id: str, request_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(_SESSION_NAMESPACE, f"{user_id}/{request_id}")
+
+
+def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> MigrationPlan:
+    unknown = sorted(set(row.completed_steps) - LEGACY_STEPS)
+    if unknown:
+        raise PlanError(
+            ErrorCode.UNKNOWN_LEGACY_STEP,
+            f"completed_steps holds names that are not legacy steps: {', '.join(unknown)}",
+        )
+    if row.status not in _PLANNABLE:
+        raise PlanError(
+            ErrorCode.INVALID_LEGACY_DATA, f"legacy status {row.status!r} cannot be migrated"
+        )
+    try:
+        check_answers(row)
+    except InvalidAnswers as exc:
+        raise PlanError(ErrorCode.INVALID_LEGACY_DATA, str(exc)) from None
+    done = set(row.completed_steps)
+    legacy_completed = row.status == "completed"
+    steps = []
+    for step in STEPS:
+        if step.legacy_step in done or (legacy_completed and step.required):
+            status = StepStatus.COMPLETED
+        elif legacy_completed:
+            status = StepStatus.SKIPPED
+        else:
+            status = StepStatus.PENDING
+        steps.append(
+            SessionStep(
+                step_number=step.number,
+                step_key=step.key,
+                status=status,
+                required=step.required,
+                # The legacy system records no per-step times; its row's last update is the
+                # latest moment it is known to have held the step as done.
+                completed_at=row.updated_at if status is StepStatus.COMPLETED else None,
+            )
+        )
+    completed = sum(s.status is StepStatus.COMPLETED for s in steps)
+    required_done = all(s.status is StepStatus.COMPLETED for s in steps if s.required)
+    session_status: SessionStatusName = (
+        "completed" if required_done else "in_progress" if completed else "not_started"
+    )
+    pending = [s.step_number for s in steps if s.status is StepStatus.PENDING]
+    manifest = checksum = tokens = None
+    if session_status == "completed":
+        manifest = build_manifest(row)
+        checksum = manifest_checksum(manifest)
+        tokens = token_estimate(manifest)
+    return MigrationPlan(
+        user_id=row.user_id,
+        session_id=session_id,
+        workspace_id=row.workspace_id,
+        status=session_status,
+        current_step=min(pending) if pending else None,
+        completion_percentage=round(100 * completed / STEPS_TOTAL, 2),
+        steps_completed=completed,
+        steps_total=STEPS_TOTAL,
+        steps=tuple(steps),
+        manifest=manifest,
+        manifest_checksum=checksum,
+        token_estimate=tokens,
+        legacy_snapshot=row.snapshot(),
+        legacy_sha256=row.snapshot_sha256(),
+        now=now,
+    )

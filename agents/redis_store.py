@@ -1,0 +1,72 @@
+"""The Redis mirror of sessions (contract §7): the only module that talks to Redis.
+
+PostgreSQL is the source of truth. Every write here is idempotent (SET a whole document, DEL keys)
+so that repeating it after a failure, or rebuilding from PostgreSQL, always converges.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+SESSION_KEY = "onboarding:session:{session_id}"
+USER_KEY = "onboarding:user:{user_id}"
+
+# Errors that mean "Redis is not there right now", as opposed to a bug in how we call it.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def session_key(session_id: UUID | str) -> str:
+    return SESSION_KEY.format(session_id=session_id)
+
+
+def user_key(user_id: str) -> str:
+    return USER_KEY.format(user_id=user_id)
+
+
+async def write_sessions(
+    client: aioredis.Redis,
+    documents: Sequence[Mapping[str, Any]],
+    *,
+    stale_sessions: Iterable[UUID | str] = (),
+    users_without_session: Iterable[str] = (),
+) -> None:
+    """Make Redis match PostgreSQL for some users, in one pipeline round trip.
+
+    Deletions go first, then each document and its user pointer are SET. No MULTI: every command
+    is idempotent and a half-applied pipeline is repaired by the next write of the same user.
+    """
+    async with client.pipeline(transaction=False) as pipe:
+        for session_id in stale_sessions:
+            pipe.delete(session_key(session_id))
+        for user_id in users_without_session:
+            pipe.delete(user_key(user_id))
+        for document in documents:
+            pipe.set(session_key(document["session_id"]), _dumps(document))
+            pipe.set(user_key(document["user_id"]), str(document["session_id"]))
+        if len(pipe) > 0:
+            await pipe.execute()
+
+
+async def read_session(client: aioredis.Redis, user_id: str) -> tuple[str | None, Any]:
+    """The user's session id pointer and the session document it points to (either may be None)."""
+    pointer = await client.get(user_key(user_id))
+    if pointer is None:
+        return None, None
+    session_id = pointer.decode() if isinstance(pointer, bytes) else str(pointer)
+    raw = await client.get(session_key(session_id))
+    return session_id, json.loads(raw) if raw is not None else None
+
+
+async def ping(client: aioredis.Redis) -> bool:
+    return bool(await client.ping())
+
+
+def _dumps(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -1,0 +1,206 @@
+"""Event models of the public contract (§2–§4) and the edge decoder for request records.
+
+``decode_request`` is the only way a consumed record becomes a ``MigrationRequest``: it checks
+size, encoding, JSON, action, schema version, fields and key in that order and answers either a
+request or a ``Rejection`` naming the dead-letter reason with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+SCHEMA_VERSION = 1
+MAX_RECORD_BYTES = 1024 * 1024
+USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+
+Action = Literal["migrate", "rollback"]
+OutcomeKind = Literal["migrated", "failed", "rolled_back"]
+SessionStatusName = Literal["completed", "in_progress", "not_started"]
+
+
+class ErrorCode(StrEnum):
+    USER_NOT_FOUND = "user_not_found"
+    UNKNOWN_LEGACY_STEP = "unknown_legacy_step"
+    INVALID_LEGACY_DATA = "invalid_legacy_data"
+    NOT_MIGRATED = "not_migrated"
+    REQUEST_ID_CONFLICT = "request_id_conflict"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    CACHE_UNAVAILABLE = "cache_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+_RETRYABLE = frozenset({ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.CACHE_UNAVAILABLE})
+
+
+def is_retryable(code: ErrorCode) -> bool:
+    """Retryable failures may succeed unchanged later; the others need the data fixed first."""
+    return code in _RETRYABLE
+
+
+class DeadLetterReason(StrEnum):
+    TOO_LARGE = "too_large"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    UNKNOWN_ACTION = "unknown_action"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    INVALID_REQUEST = "invalid_request"
+    KEY_MISMATCH = "key_mismatch"
+
+
+class MigrationRequest(BaseModel):
+    """A request record's value. Unknown fields are ignored: producers may add fields."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: Literal[1] = 1
+    request_id: UUID
+    user_id: str = Field(pattern=USER_ID_PATTERN, min_length=1, max_length=128)
+    action: Action = "migrate"
+    dry_run: StrictBool = False
+    requested_by: str | None = Field(default=None, max_length=128)
+    requested_at: datetime | None = None
+    attempt: StrictInt = Field(default=1, ge=1)
+    reason: str | None = Field(default=None, max_length=512)
+
+
+class OutcomeError(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    code: ErrorCode
+    message: str
+    retryable: bool
+
+
+class BcmRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: int = Field(ge=1)
+    checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
+    token_estimate: int = Field(ge=0)
+
+
+class Outcome(BaseModel):
+    """An outcome event. ``request`` (the original request) is set on failed outcomes only."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: UUID
+    request_id: UUID
+    user_id: str
+    action: Action
+    outcome: OutcomeKind
+    dry_run: bool = False
+    already_done: bool = False
+    session_id: UUID | None = None
+    session_status: SessionStatusName | None = None
+    completion_percentage: float | None = None
+    steps_completed: int | None = None
+    steps_total: int = 24
+    bcm: BcmRef | None = None
+    error: OutcomeError | None = None
+    attempt: int = Field(default=1, ge=1)
+    duration_ms: float = 0.0
+    processed_at: datetime
+    request: dict[str, Any] | None = None
+    legacy_snapshot_sha256: str | None = None
+    restored_legacy_sha256: str | None = None
+    matches_snapshot: bool | None = None
+
+
+class DeadLetterOriginal(BaseModel):
+    """The rejected record, its bytes base64-encoded and never altered.
+
+    ``headers`` is a list of ``[name, value_b64]`` pairs: Kafka allows repeated header names and
+    arbitrary bytes, which a JSON object of strings could not carry.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    key_b64: str | None
+    value_b64: str | None
+    headers: list[list[str | None]] = Field(default_factory=list)
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    reason: DeadLetterReason
+    message: str
+    original: DeadLetterOriginal
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a record cannot be accepted; it goes to the dead-letter topic with this reason."""
+
+    reason: DeadLetterReason
+    message: str
+
+
+def decode_request(key: bytes | None, value: bytes | None) -> MigrationRequest | Rejection:
+    if value is None:
+        return Rejection(DeadLetterReason.NOT_JSON, "the record has no value")
+    if len(value) > MAX_RECORD_BYTES:
+        return Rejection(
+            DeadLetterReason.TOO_LARGE,
+            f"the value is {len(value)} bytes; at most {MAX_RECORD_BYTES} are accepted",
+        )
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(DeadLetterReason.NOT_UTF8, f"the value is not UTF-8: {exc}")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Rejection(DeadLetterReason.NOT_JSON, f"the value is not JSON: {exc}")
+    if not isinstance(document, dict):
+        return Rejection(DeadLetterReason.NOT_JSON, "the value must be a JSON object")
+    action = document.get("action", "migrate")
+    if action not in ("migrate", "rollback"):
+        return Rejection(
+            DeadLetterReason.UNKNOWN_ACTION,
+            f"action must be 'migrate' or 'rollback', not {action!r}",
+        )
+    version = document.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version != SCHEMA_VERSION:
+        return Rejection(
+            DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION,
+            f"schema_version {version} is not supported; this service reads {SCHEMA_VERSION}",
+        )
+    try:
+        request = MigrationRequest.model_validate(document)
+    except ValidationError as exc:
+        return Rejection(DeadLetterReason.INVALID_REQUEST, describe(exc))
+    if key is None:
+        return Rejection(DeadLetterReason.KEY_MISMATCH, "the record has no key; it must be user_id")
+    if key != request.user_id.encode("utf-8"):
+        return Rejection(
+            DeadLetterReason.KEY_MISMATCH,
+            f"the record key {key[:140]!r} is not the user_id {request.user_id!r}",
+        )
+    return request
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem: ``field: what is wrong``."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "value"
+        message = item["msg"]
+        if item["type"] == "string_pattern_mismatch" and field == "user_id":
+            message = "must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"
+        parts.append(f"{field}: {message}")
+    return "; ".join(parts)

@@ -1,0 +1,56 @@
+"""Prometheus text exposition (format 0.0.4) of the live counters: pure string building."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agents.counters import COUNTERS, LATENCY_BOUNDS_MS
+
+_HELP = {
+    "requested": "Accepted request records.",
+    "migrated": "Migrated outcomes (dry runs excluded).",
+    "rolled_back": "Rolled-back outcomes (dry runs excluded).",
+    "failed": "Failed outcomes (dry runs excluded).",
+    "dry_run": "Dry-run outcomes.",
+    "already_done": "Outcomes whose effect was already in place.",
+    "dead_lettered": "Records sent to the dead-letter topic.",
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(summary: Mapping[str, Any], totals: Mapping[str, Any]) -> str:
+    lines: list[str] = []
+    for name in COUNTERS:
+        metric = f"migrator_{name}_total"
+        lines += [f"# HELP {metric} {_HELP[name]}", f"# TYPE {metric} counter"]
+        lines.append(f"{metric} {int(summary[name])}")
+    lines += [
+        "# HELP migrator_failed_by_code_total Failed outcomes by error code.",
+        "# TYPE migrator_failed_by_code_total counter",
+    ]
+    for code, count in sorted(summary["failed_by_code"].items()):
+        lines.append(f'migrator_failed_by_code_total{{code="{_escape(code)}"}} {int(count)}')
+    lines += [
+        "# HELP migrator_request_to_outcome_seconds Time from request record to outcome.",
+        "# TYPE migrator_request_to_outcome_seconds histogram",
+    ]
+    running = 0
+    buckets = totals.get("latency_buckets") or [0] * (len(LATENCY_BOUNDS_MS) + 1)
+    for bound, count in zip(LATENCY_BOUNDS_MS, buckets, strict=False):
+        running += int(count)
+        lines.append(
+            f'migrator_request_to_outcome_seconds_bucket{{le="{bound / 1000:g}"}} {running}'
+        )
+    running += int(buckets[-1]) if len(buckets) > len(LATENCY_BOUNDS_MS) else 0
+    lines.append(f'migrator_request_to_outcome_seconds_bucket{{le="+Inf"}} {running}')
+    lines.append(f"migrator_request_to_outcome_seconds_count {running}")
+    lines += [
+        "# HELP migrator_throughput_per_second Outcomes per second over the last minute.",
+        "# TYPE migrator_throughput_per_second gauge",
+        f"migrator_throughput_per_second {summary['throughput_per_s_last_minute']}",
+    ]
+    return "\n".join(lines) + "\n"

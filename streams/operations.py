@@ -1,0 +1,145 @@
+"""Kafka I/O of the operator commands: publishing requests and reading failed outcomes back.
+
+Both ``enqueue`` and ``replay`` can move a whole population, so they only print their plan unless
+the operator says ``--execute``; the plan and the execution use the same selection code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas.events import MigrationRequest
+from streams import topics
+from streams.requests_out import encode
+from streams.settings import Settings
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total = max(total, 1)
+        self.label = label
+        self.started = time.monotonic()
+        self._last = 0.0
+        self._tty = sys.stderr.isatty()
+
+    def update(self, done: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < (0.2 if self._tty else 5.0):
+            return
+        self._last = now
+        elapsed = max(now - self.started, 1e-6)
+        fraction = min(done / self.total, 1.0)
+        bar = "#" * int(fraction * 30)
+        line = (
+            f"{self.label} [{bar:<30}] {done}/{self.total} "
+            f"{fraction * 100:5.1f}% {done / elapsed:,.0f}/s"
+        )
+        print(("\r" + line) if self._tty else line, end="" if self._tty else "\n", file=sys.stderr)
+        if force and self._tty:
+            print(file=sys.stderr)
+
+
+async def publish(
+    settings: Settings,
+    requests: Iterable[MigrationRequest],
+    *,
+    total: int,
+    rate_per_s: float | None = None,
+    label: str = "publishing",
+) -> int:
+    """Publish requests keyed by user id; ``rate_per_s`` caps the pace. Returns how many."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=10,
+        max_batch_size=512 * 1024,
+    )
+    await producer.start()
+    progress = Progress(total, label)
+    sent = 0
+    started = time.monotonic()
+    try:
+        pending: list[asyncio.Future[object]] = []
+        for request in requests:
+            key, value = encode(request)
+            pending.append(await producer.send(topics.REQUESTED, value, key=key))
+            sent += 1
+            if len(pending) >= 5_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if rate_per_s:
+                ahead = sent / rate_per_s - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            progress.update(sent)
+        await asyncio.gather(*pending)
+        progress.update(sent, force=True)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def read_topic(
+    settings: Settings, topic: str, *, idle_timeout_s: float = 2.0
+) -> AsyncIterator[bytes]:
+    """Every committed record value of ``topic`` from the beginning to its current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+            partitions = consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not assigned:
+            return
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        # For read_committed, end offsets are the last stable offsets: everything committed.
+        ends = await consumer.end_offsets(assigned)
+        remaining = {tp for tp in assigned if ends[tp] > 0}
+        idle_rounds = 0
+        while remaining and idle_rounds < 3:
+            batch = await consumer.getmany(*remaining, timeout_ms=int(idle_timeout_s * 1000))
+            idle_rounds = 0 if batch else idle_rounds + 1
+            for records in batch.values():
+                for record in records:
+                    if record.value is not None:
+                        yield record.value
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+def sample_lines(requests: Sequence[MigrationRequest], limit: int) -> list[str]:
+    return [
+        f"  {r.action:<8} {r.user_id:<32} request_id={r.request_id} attempt={r.attempt}"
+        + ("  (dry run)" if r.dry_run else "")
+        for r in requests[:limit]
+    ]
+
+
+def print_plan(
+    what: str, requests: Sequence[MigrationRequest], *, sample: int, out: Callable[[str], None]
+) -> None:
+    out(f"{what}: {len(requests)} request(s) would be published to {topics.REQUESTED}")
+    for line in sample_lines(requests, sample):
+        out(line)
+    if len(requests) > sample:
+        out(f"  … and {len(requests) - sample} more")
+    out("nothing was published: add --execute to publish")

@@ -1,0 +1,37 @@
+"""Requests this service publishes itself (HTTP API, enqueue, replay): built and encoded one way."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from schemas.events import SCHEMA_VERSION, MigrationRequest
+
+
+def new_request(
+    user_id: str,
+    *,
+    action: str = "migrate",
+    dry_run: bool = False,
+    requested_by: str,
+    reason: str | None = None,
+    now: datetime,
+) -> MigrationRequest:
+    return MigrationRequest.model_validate(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "request_id": str(uuid.uuid4()),
+            "user_id": user_id,
+            "action": action,
+            "dry_run": dry_run,
+            "requested_by": requested_by,
+            "requested_at": now.isoformat(),
+            "attempt": 1,
+            "reason": reason,
+        }
+    )
+
+
+def encode(request: MigrationRequest) -> tuple[bytes, bytes]:
+    """Record key (the user id, as the contract requires) and JSON value."""
+    return request.user_id.encode("utf-8"), request.model_dump_json(exclude_none=True).encode()

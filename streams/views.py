@@ -1,0 +1,266 @@
+"""HTTP on the Faust web server (contract §9): stats, progress, health, validate, admin, dashboard.
+
+``stats`` is the same on every worker: each worker answers for the table partitions it owns and
+asks the owners of the others (Faust's router knows them) for theirs, then adds them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any, cast
+
+import aiohttp
+import aiohttp.web
+from faust.web import Request, Response, View
+
+import sql
+from agents import counters, redis_store
+from agents.validation import validate_user
+from streams import topics
+from streams.http_input import (
+    MAX_BODY_BYTES,
+    InputError,
+    RequestOptions,
+    authorize,
+    check_user_id,
+    parse_bulk,
+    parse_options,
+)
+from streams.metrics import prometheus_text
+from streams.requests_out import encode, new_request
+
+if TYPE_CHECKING:
+    from streams.app import Migrator
+
+PREFIX = "/api/v1/onboarding/migration"
+_ENQUEUE_PAGE = 5_000
+
+
+def register_views(migrator: Migrator) -> None:
+    app = migrator.app
+
+    async def local_totals() -> dict[str, Any]:
+        owned = {
+            str(tp.partition)
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == migrator.stats.changelog_topic.get_topic_name()
+        }
+        parts = [dict(migrator.stats[key]) for key in owned if key in migrator.stats]
+        return counters.combine(parts, now_s=int(time.time()))
+
+    async def cluster_totals() -> dict[str, Any]:
+        mine = str(app.conf.canonical_url)
+        others = [url for url in app.router.table_metadata("stats") if str(url) != mine]
+        parts = [await local_totals()]
+        if others:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                for url in others:
+                    async with http.get(f"{str(url).rstrip('/')}{PREFIX}/stats?scope=local") as r:
+                        r.raise_for_status()
+                        parts.append((await r.json())["totals"])
+        return counters.combine(parts, now_s=int(time.time()))
+
+    async def progress() -> dict[str, Any]:
+        await migrator.ready_core()
+        pool = migrator.resources.pool
+        row = await pool.fetchrow(sql.query("progress"))
+        summary = counters.summary(await cluster_totals(), now_s=int(time.time()))
+        total, migrated = int(row["legacy_total"]), int(row["migrated"])
+        remaining = total - migrated
+        rate = summary["throughput_per_s_last_minute"]
+        return {
+            "legacy_total": total,
+            "migrated": migrated,
+            "remaining": remaining,
+            "percent": round(100 * migrated / total, 2) if total else 100.0,
+            "rate_per_s": rate,
+            "eta_s": round(remaining / rate, 1) if rate > 0 else None,
+            "stats": summary,
+        }
+
+    async def health() -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {}
+        pool = migrator.resources.pool
+        try:
+            if pool is None:
+                raise RuntimeError("not started")
+            await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=3)
+            checks["postgres"] = {"ok": True}
+        except Exception as exc:  # noqa: BLE001 - any failure is "down" for a health check
+            checks["postgres"] = {"ok": False, "error": str(exc) or type(exc).__name__}
+        try:
+            if migrator.resources.redis is None:
+                raise RuntimeError("not started")
+            await asyncio.wait_for(redis_store.ping(migrator.resources.redis), timeout=3)
+            checks["redis"] = {"ok": True}
+        except Exception as exc:  # noqa: BLE001
+            checks["redis"] = {"ok": False, "error": str(exc) or type(exc).__name__}
+        checks["kafka"] = await _kafka_health(migrator)
+        return all(c["ok"] for c in checks.values()), checks
+
+    async def publish_requests(
+        user_ids: list[str], action: str, options: RequestOptions
+    ) -> list[str]:
+        now = datetime.now(UTC)
+        producer = app.producer
+        await producer.maybe_start()
+        request_ids = []
+        futures = []
+        for user_id in user_ids:
+            request = new_request(
+                user_id,
+                action=action,
+                dry_run=options.dry_run,
+                requested_by=options.requested_by,
+                reason=options.reason,
+                now=now,
+            )
+            key, value = encode(request)
+            futures.append(await producer.send(topics.REQUESTED, key, value, None, None, None))
+            request_ids.append(str(request.request_id))
+        for future in futures:
+            await future
+        return request_ids
+
+    async def all_unmigrated() -> list[str]:
+        await migrator.ready_core()
+        pool = migrator.resources.pool
+        found: list[str] = []
+        after = ""
+        while True:
+            rows = await pool.fetch(sql.query("unmigrated_users_page"), after, _ENQUEUE_PAGE)
+            if not rows:
+                return found
+            found += [r["user_id"] for r in rows]
+            after = found[-1]
+
+    class Admin(View):
+        """Base of the mutating endpoints: bearer token first, then the body."""
+
+        action = "migrate"
+
+        async def _handle(self, request: Request, user_id: str | None) -> Response:
+            try:
+                authorize(migrator.settings.admin_token_value, request.headers.get("Authorization"))
+                http = cast(aiohttp.web.Request, request)
+                if (http.content_length or 0) > MAX_BODY_BYTES:
+                    raise InputError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+                raw = await http.content.read(MAX_BODY_BYTES + 1)
+                if user_id is not None:
+                    user_ids, options = [check_user_id(user_id)], parse_options(raw)
+                else:
+                    bulk = parse_bulk(raw, allow_all=self.action == "migrate")
+                    options = bulk.options
+                    user_ids = (
+                        bulk.user_ids if bulk.user_ids is not None else await all_unmigrated()
+                    )
+            except InputError as error:
+                return _error(self, error)
+            ids = await publish_requests(user_ids, self.action, options)
+            return self.json(
+                {"action": self.action, "dry_run": options.dry_run, "count": len(ids),
+                 "request_ids": ids},
+                status=202,
+            )  # fmt: skip
+
+    @app.page(f"{PREFIX}/migrate")
+    class MigrateMany(Admin):
+        async def post(self, request: Request) -> Response:
+            return await self._handle(request, None)
+
+    @app.page(f"{PREFIX}/migrate/{{user_id}}")
+    class MigrateOne(Admin):
+        async def post(self, request: Request, user_id: str) -> Response:
+            return await self._handle(request, user_id)
+
+    @app.page(f"{PREFIX}/rollback")
+    class RollbackMany(Admin):
+        action = "rollback"
+
+        async def post(self, request: Request) -> Response:
+            return await self._handle(request, None)
+
+    @app.page(f"{PREFIX}/rollback/{{user_id}}")
+    class RollbackOne(Admin):
+        action = "rollback"
+
+        async def post(self, request: Request, user_id: str) -> Response:
+            return await self._handle(request, user_id)
+
+    @app.page(f"{PREFIX}/stats")
+    class Stats(View):
+        async def get(self, request: Request) -> Response:
+            if request.query.get("scope") == "local":
+                return self.json({"totals": await local_totals()})
+            try:
+                totals = await cluster_totals()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                return self.json({"error": f"a worker did not answer: {exc}"}, status=503)
+            return self.json(counters.summary(totals, now_s=int(time.time())))
+
+    @app.page(f"{PREFIX}/progress")
+    class Progress(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(await progress())
+
+    @app.page(f"{PREFIX}/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            ok, checks = await health()
+            return self.json({"ok": ok, "checks": checks}, status=200 if ok else 503)
+
+    @app.page(f"{PREFIX}/validate/{{user_id}}")
+    class Validate(View):
+        async def get(self, request: Request, user_id: str) -> Response:
+            try:
+                check_user_id(user_id)
+            except InputError as error:
+                return _error(self, error)
+            await migrator.ready_core()
+            report = await validate_user(migrator.resources.pool, migrator.resources.redis, user_id)
+            return self.json(report.as_dict())
+
+    @app.page("/dashboard")
+    class Dashboard(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(_dashboard_html())
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            totals = await cluster_totals()
+            return self.text(
+                prometheus_text(counters.summary(totals, now_s=int(time.time())), totals),
+                content_type="text/plain; version=0.0.4",
+            )
+
+
+def _error(view: View, error: InputError) -> Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="migrator"'} if error.status == 401 else None
+    return view.json({"error": error.message}, status=error.status, headers=headers)
+
+
+def _dashboard_html() -> str:
+    return resources.files("streams").joinpath("dashboard.html").read_text("utf-8")
+
+
+async def _kafka_health(migrator: Migrator) -> dict[str, Any]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    client = AIOKafkaAdminClient(
+        bootstrap_servers=migrator.settings.kafka_bootstrap_servers, request_timeout_ms=3000
+    )
+    try:
+        await asyncio.wait_for(client.start(), timeout=4)
+        cluster = await asyncio.wait_for(client.describe_cluster(), timeout=4)
+        return {"ok": bool(cluster.get("brokers")), "brokers": len(cluster.get("brokers", []))}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+    finally:
+        try:
+            await client.close()
+        except Exception:  # noqa: BLE001
+            pass
