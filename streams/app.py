@@ -164,8 +164,9 @@ def create_app(settings: Settings) -> Migrator:
         "stats",
         default=dict,
         partitions=settings.topic_partitions,
-        key_serializer="raw",
-        value_serializer="json",
+        schema=faust.Schema(
+            key_type=str, value_type=None, key_serializer="raw", value_serializer="json"
+        ),
     )
     resources = Resources(settings)
     app.service(resources)  # type: ignore[arg-type]  # Faust starts instances as well as classes

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from agents.connections import DependencyUnavailable, connect, create_redis
 from streams import topics
@@ -53,7 +54,10 @@ async def ensure_topics(settings: Settings) -> None:
         ) from exc
     try:
         wanted = [*topics.PUBLIC_TOPICS, topics.stats_topic(settings.app_id)]
-        existing = await admin.describe_topics(wanted)
+        # Describe only topics that exist: a metadata request for a missing topic may create it
+        # with the broker's default partition count on brokers that auto-create topics.
+        present = set(await admin.list_topics())
+        existing = await admin.describe_topics([name for name in wanted if name in present])
         counts = {t["topic"]: len(t["partitions"]) for t in existing if t.get("error_code", 0) == 0}
         mismatched = {
             name: count for name, count in counts.items() if count != settings.topic_partitions
@@ -85,7 +89,9 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
 
     from streams.app import create_app
 
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+
     migrator = create_app(settings)
-    worker = faust.Worker(migrator.app, loglevel=loglevel, web_port=settings.web_port)
+    worker = faust.Worker(migrator.app, loglevel=loglevel)
     worker.execute_from_commandline()
     return 0

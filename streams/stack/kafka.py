@@ -152,7 +152,7 @@ def write_config(workdir: Path, *, port: int, controller_port: int) -> Path:
         "log.cleaner.threads": "1",
         "log.retention.hours": "168",
         "log.segment.bytes": str(64 * 1024 * 1024),
-        "auto.create.topics.enable": "true",
+        "auto.create.topics.enable": "false",
         "delete.topic.enable": "true",
     }
     config = workdir / "server.properties"
