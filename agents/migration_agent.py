@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def register_agents(migrator: Migrator) -> None:
+def register_agents(migrator: Migrator) -> dict[str, Any]:
+    """Create the agents on ``migrator.app``; returns them by name (tests drive them directly)."""
     app = migrator.app
     settings = migrator.settings
 
@@ -45,6 +46,8 @@ def register_agents(migrator: Migrator) -> None:
             migrator.stats[key] = counters.merge(
                 migrator.stats[key], event.value, now_s=int(time.time())
             )
+
+    return {"migrate": migrate, "count": count}
 
 
 async def process_events(migrator: Migrator, events: Sequence[Any]) -> None:

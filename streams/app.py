@@ -71,7 +71,7 @@ class Migrator:
     stats_deltas: Any
     stats: Any
     resources: Resources
-    extras: dict[str, Any] = field(default_factory=dict)
+    agents: dict[str, Any] = field(default_factory=dict)
 
     async def ready_core(self) -> MigrationCore:
         """The migration core, once the pools exist (Faust starts services after the agents)."""
@@ -128,8 +128,8 @@ def create_app(settings: Settings) -> Migrator:
         broker_commit_every=settings.batch_size,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
-        producer_max_request_size=4 * 1024 * 1024,
-        consumer_max_fetch_size=4 * 1024 * 1024,
+        producer_max_request_size=topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
+        consumer_max_fetch_size=topics.MAX_REQUEST_RECORD_BYTES,
         web_transport="tcp://",
         autodiscover=False,
         logging_config=None,
@@ -184,7 +184,7 @@ def create_app(settings: Settings) -> Migrator:
     from agents.migration_agent import register_agents
     from streams.views import register_views
 
-    register_agents(migrator)
+    migrator.agents = register_agents(migrator)
     register_views(migrator)
     return migrator
 

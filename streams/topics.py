@@ -19,3 +19,18 @@ PUBLIC_TOPICS = (REQUESTED, MIGRATED, FAILED, ROLLED_BACK, DEAD_LETTER)
 def stats_topic(app_id: str) -> str:
     """Counter deltas, one record per processed batch and source partition (internal)."""
     return f"{app_id}-stats"
+
+
+# Records larger than the contract's 1 MiB limit must still reach the worker (to be dead-lettered
+# with their bytes), and a dead letter carries them base64-encoded (4/3 of the size) plus JSON.
+MAX_REQUEST_RECORD_BYTES = 4 * 1024 * 1024
+MAX_DEAD_LETTER_BYTES = 8 * 1024 * 1024
+
+
+def topic_config(name: str) -> dict[str, str]:
+    """Per-topic settings the worker applies when it creates a topic."""
+    if name == DEAD_LETTER:
+        return {"max.message.bytes": str(MAX_DEAD_LETTER_BYTES)}
+    if name == REQUESTED:
+        return {"max.message.bytes": str(MAX_REQUEST_RECORD_BYTES)}
+    return {}

@@ -71,7 +71,12 @@ async def ensure_topics(settings: Settings) -> None:
         if missing:
             await admin.create_topics(
                 [
-                    NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
+                    NewTopic(
+                        name,
+                        settings.topic_partitions,
+                        settings.topic_replication_factor,
+                        topic_configs=topics.topic_config(name),
+                    )
                     for name in missing
                 ]
             )

@@ -1,0 +1,278 @@
+"""End-to-end helpers: a fresh local stack per test module, workers as real processes.
+
+Topic names are fixed by the contract, so each module gets its own Kafka (and databases) rather
+than sharing topics with other tests. Outcomes are read back by a read_committed consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents.connections import connect
+from agents.schema import apply_schema
+from agents.seed import SeedOptions, generate, write_rows
+from streams import topics
+from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+MIGRATOR = [sys.executable, "-m", "streams.cli"]
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
+
+
+@dataclass
+class Stack:
+    directory: Path
+    env: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+
+def start_stack() -> Stack:
+    """A new stack in its own directory, schema applied; ``stop_stack`` removes it."""
+    directory = Path(tempfile.mkdtemp(prefix="migrator-e2e-"))
+    directory.chmod(0o755)
+    up = subprocess.run(
+        [*MIGRATOR, "stack", "up", "--dir", str(directory)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if up.returncode != 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        pytest.fail(f"could not start an e2e stack: {up.stderr}", pytrace=False)
+    env = dict(os.environ)
+    for line in up.stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value
+    result = Stack(directory, env)
+    asyncio.run(_init_db(result.settings))
+    return result
+
+
+def stop_stack(stack: Stack) -> None:
+    subprocess.run(
+        [*MIGRATOR, "stack", "down", "--dir", str(stack.directory)], timeout=120, check=False
+    )
+    shutil.rmtree(stack.directory, ignore_errors=True)
+
+
+async def _init_db(settings: Settings) -> None:
+    conn = await connect(settings)
+    try:
+        await apply_schema(conn)
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Worker:
+    stack: Stack
+    app_id: str
+    port: int = field(default_factory=free_port)
+    token: str | None = ADMIN_TOKEN
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait: bool = True) -> Worker:
+        env = {
+            **self.stack.env,
+            "MIGRATOR_APP_ID": self.app_id,
+            "MIGRATOR_WEB_PORT": str(self.port),
+            "MIGRATOR_WEB_HOST": "127.0.0.1",
+            "MIGRATOR_DATA_DIR": str(self.stack.directory / "workers" / f"{self.port}"),
+            "MIGRATOR_BATCH_WITHIN_S": "0.1",
+            **self.extra_env,
+        }
+        env.pop("MIGRATOR_ADMIN_TOKEN", None)
+        if self.token:
+            env["MIGRATOR_ADMIN_TOKEN"] = self.token
+        self.log_path = self.stack.directory / f"worker-{self.app_id}-{self.port}.log"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*MIGRATOR, "worker", "-l", "info"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT, start_new_session=True,
+            )  # fmt: skip
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"worker exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                status, _ = self.get("/api/v1/onboarding/migration/health", timeout=3)
+                if status == 200 and "Worker ready" in self.log_tail(400):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"worker not ready within {timeout_s}s:\n{self.log_tail()}")
+
+    def get(self, path: str, *, timeout: float = 10) -> tuple[int, Any]:
+        return self.request("GET", path, timeout=timeout)
+
+    def request(self, method: str, path: str, *, body: Any = None, token: str | None = None,
+                timeout: float = 30, raw: bytes | None = None) -> tuple[int, Any]:  # fmt: skip
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, _decode(response.read(), response.headers)
+        except urllib.error.HTTPError as error:
+            payload = _decode(error.read(), error.headers)
+            if isinstance(payload, dict):
+                payload["_headers"] = dict(error.headers)
+            return error.code, payload
+
+    def stats(self) -> dict[str, Any]:
+        status, body = self.get("/api/v1/onboarding/migration/stats")
+        assert status == 200, body
+        return dict(body)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=60)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _decode(data: bytes, headers: Any) -> Any:
+    if "json" in (headers.get("Content-Type") or ""):
+        return json.loads(data)
+    return data.decode("utf-8", errors="replace")
+
+
+async def seed(stack: Stack, users: int, *, prefix: str, problem_ratio: float = 0.0) -> list[str]:
+    from agents.connections import opened
+
+    options = SeedOptions(users=users, prefix=prefix, seed=11, problem_ratio=problem_ratio)
+    async with opened(stack.settings) as (pool, _):
+        await write_rows(pool, generate(options))
+    return [row[0] for row in generate(options)]
+
+
+def request_value(user_id: str, **fields: Any) -> dict[str, Any]:
+    return {"schema_version": 1, "request_id": str(uuid.uuid4()), "user_id": user_id, **fields}
+
+
+async def produce(stack: Stack, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.settings.kafka_bootstrap_servers,
+        acks="all",
+        max_request_size=topics.MAX_REQUEST_RECORD_BYTES,
+    )
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topics.REQUESTED, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def produce_requests(stack: Stack, values: list[dict[str, Any]]) -> list[str]:
+    await produce(stack, [(v["user_id"].encode(), json.dumps(v).encode()) for v in values])
+    return [v["request_id"] for v in values]
+
+
+@dataclass
+class Read:
+    topic: str
+    key: bytes | None
+    value: dict[str, Any]
+    headers: dict[str, bytes]
+    partition: int
+
+
+async def read_all(stack: Stack, *topic_names: str, idle_s: float = 1.5) -> list[Read]:
+    """Everything committed so far on the topics (read_committed, from the beginning)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.settings.kafka_bootstrap_servers,
+        isolation_level="read_committed", enable_auto_commit=False, group_id=None,
+    )  # fmt: skip
+    await consumer.start()
+    found: list[Read] = []
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        tps = [
+            TopicPartition(name, p)
+            for name in topic_names
+            for p in sorted(consumer.partitions_for_topic(name) or [])
+        ]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            for tp, records in batch.items():
+                for r in records:
+                    found.append(
+                        Read(tp.topic, r.key, json.loads(r.value), dict(r.headers), tp.partition)
+                    )
+            positions = [await consumer.position(tp) for tp in tps]
+            if not batch and all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                return found
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_outcomes(
+    stack: Stack, request_ids: list[str], *, timeout_s: float = 120
+) -> dict[str, list[Read]]:
+    """Outcomes by request id, once every id has at least one (or fail at the deadline)."""
+    wanted = set(request_ids)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reads = await read_all(stack, *topics.OUTCOME_TOPICS.values())
+        by_id: dict[str, list[Read]] = {}
+        for read in reads:
+            if read.value["request_id"] in wanted:
+                by_id.setdefault(read.value["request_id"], []).append(read)
+        if len(by_id) == len(wanted) or time.monotonic() > deadline:
+            missing = wanted - set(by_id)
+            assert not missing, f"{len(missing)} request(s) got no outcome within {timeout_s}s"
+            return by_id
+        await asyncio.sleep(1)

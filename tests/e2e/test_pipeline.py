@@ -1,0 +1,231 @@
+"""The worker as a process: requests in, exactly one outcome each out, counters and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from harness import (
+    ADMIN_TOKEN,
+    MIGRATOR,
+    Stack,
+    Worker,
+    produce,
+    produce_requests,
+    read_all,
+    request_value,
+    seed,
+    wait_for_outcomes,
+)
+
+from agents.connections import opened
+from streams import topics
+
+API = "/api/v1/onboarding/migration"
+
+
+@pytest.fixture(scope="module")
+def worker(stack: Stack) -> Iterator[Worker]:
+    running = Worker(stack, app_id=f"e2e-pipeline-{uuid.uuid4().hex[:6]}").start()
+    yield running
+    running.stop()
+
+
+def only(reads: list[Any]) -> Any:
+    assert len(reads) == 1, f"expected exactly one outcome, got {len(reads)}"
+    return reads[0]
+
+
+async def test_migrate_rollback_and_dry_run_end_to_end(stack: Stack, worker: Worker) -> None:
+    users = await seed(stack, 60, prefix="pipe-")
+    migrate_ids = await produce_requests(stack, [request_value(u) for u in users[:50]])
+    outcomes = await wait_for_outcomes(stack, migrate_ids)
+    for request_id in migrate_ids:
+        read = only(outcomes[request_id])
+        assert read.topic == topics.MIGRATED and read.value["outcome"] == "migrated"
+        assert read.key == read.value["user_id"].encode()
+        assert read.value["legacy_snapshot_sha256"]
+
+    rollback_ids = await produce_requests(
+        stack, [request_value(u, action="rollback") for u in users[:10]]
+    )
+    dry_ids = await produce_requests(stack, [request_value(u, dry_run=True) for u in users[50:]])
+    outcomes = await wait_for_outcomes(stack, rollback_ids + dry_ids)
+    for request_id in rollback_ids:
+        read = only(outcomes[request_id])
+        assert read.topic == topics.ROLLED_BACK and read.value["matches_snapshot"] is True
+    for request_id in dry_ids:
+        read = only(outcomes[request_id])
+        assert read.value["dry_run"] is True
+    async with opened(stack.settings) as (pool, _):
+        sessions = await pool.fetchval(
+            "SELECT count(*) FROM onboarding_sessions WHERE user_id = ANY($1)", users[50:]
+        )
+    assert sessions == 0  # dry runs wrote nothing but the audit log
+
+
+async def test_poison_records_are_dead_lettered_once_with_original_bytes(
+    stack: Stack, worker: Worker
+) -> None:
+    good = request_value("poison-ok")
+    await seed(stack, 1, prefix="poison-ok-")
+    good["user_id"] = "poison-ok-0000000"
+    tag = uuid.uuid4().hex.encode()
+    poison: list[tuple[bytes | None, bytes]] = [
+        (b"p1-" + tag, b"\xff\xfe" + tag),
+        (b"p2-" + tag, b"{not json " + tag),
+        (b"p3-" + tag, json.dumps({"user_id": "u", "request_id": str(uuid.uuid4()),
+                                   "action": "explode", "tag": tag.decode()}).encode()),
+        (b"p4-" + tag, json.dumps({"user_id": "u", "tag": tag.decode()}).encode()),
+        (b"p5-" + tag, json.dumps({**request_value("someone-else"), "tag": tag.decode()}).encode()),
+        (None, json.dumps({**request_value("nokey"), "tag": tag.decode()}).encode()),
+        (b"p7-" + tag, json.dumps({**request_value("u"), "schema_version": 2,
+                                   "tag": tag.decode()}).encode()),
+        (b"p8-" + tag, tag + b" " * (1024 * 1024 + 10)),
+    ]  # fmt: skip
+    await produce(stack, [*poison, (good["user_id"].encode(), json.dumps(good).encode())])
+    await wait_for_outcomes(stack, [good["request_id"]])
+    letters = [
+        r for r in await read_all(stack, topics.DEAD_LETTER)
+        if tag in base64.b64decode(r.value["original"]["value_b64"] or "")
+    ]  # fmt: skip
+    expected = [
+        "not_utf8", "not_json", "unknown_action", "invalid_request", "key_mismatch",
+        "key_mismatch", "unsupported_schema_version", "too_large",
+    ]  # fmt: skip
+    assert len(letters) == len(poison)  # each once
+    by_value = {base64.b64decode(r.value["original"]["value_b64"]): r for r in letters}
+    for (key, value), reason in zip(poison, expected, strict=True):
+        letter = by_value[value]
+        original = letter.value["original"]
+        assert letter.value["reason"] == reason
+        assert (base64.b64decode(original["key_b64"]) if original["key_b64"] else None) == key
+        assert letter.headers["migrator-error-code"] == reason.encode()
+        assert letter.headers["migrator-original-topic"] == topics.REQUESTED.encode()
+        assert int(letter.headers["migrator-original-offset"]) == original["offset"]
+
+
+async def test_duplicate_request_ids_apply_once(stack: Stack, worker: Worker) -> None:
+    [user] = await seed(stack, 1, prefix="dup-")
+    value = request_value(user)
+    await produce_requests(stack, [value, value, value])
+    await asyncio.sleep(0)
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        reads = [
+            r for r in await read_all(stack, topics.MIGRATED)
+            if r.value["request_id"] == value["request_id"]
+        ]  # fmt: skip
+        if len(reads) == 3 or asyncio.get_running_loop().time() > deadline:
+            break
+    assert [r.value["already_done"] for r in reads] == [False, True, True]
+    assert len({r.value["session_id"] for r in reads}) == 1
+
+
+async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
+    stack: Stack, worker: Worker
+) -> None:
+    [user] = await seed(stack, 1, prefix="replay-")
+    async with opened(stack.settings) as (pool, _):
+        await pool.execute(
+            "UPDATE legacy_onboarding_status SET completed_steps = completed_steps || "
+            "'{legacy_wizard}' WHERE user_id = $1", user,
+        )  # fmt: skip
+    value = request_value(user)
+    failed = only((await wait_for_outcomes(stack, await produce_requests(stack, [value])))[
+        value["request_id"]])  # fmt: skip
+    assert failed.topic == topics.FAILED
+    assert failed.headers["migrator-error-code"] == b"unknown_legacy_step"
+    assert failed.headers["migrator-retryable"] == b"false"
+
+    plan = _cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user)
+    assert "1 request(s) would be published" in plan and "nothing was published" in plan
+    async with opened(stack.settings) as (pool, _):
+        await pool.execute(
+            "UPDATE legacy_onboarding_status SET completed_steps = "
+            "array_remove(completed_steps, 'legacy_wizard') WHERE user_id = $1", user,
+        )  # fmt: skip
+    _cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user, "--execute")
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        done = [
+            r for r in await read_all(stack, topics.MIGRATED)
+            if r.value["request_id"] == value["request_id"]
+        ]  # fmt: skip
+        if done or asyncio.get_running_loop().time() > deadline:
+            break
+    assert len(done) == 1 and done[0].value["attempt"] == 2
+
+
+async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
+    users = await seed(stack, 3, prefix="http-")
+    status, health = worker.get(f"{API}/health")
+    assert status == 200 and health["ok"] is True
+
+    status, body = worker.request("POST", f"{API}/migrate", body={"user_ids": users})
+    assert status == 401 and body["_headers"]["WWW-Authenticate"].startswith("Bearer")
+    status, _ = worker.request("POST", f"{API}/migrate", body={"user_ids": users}, token="nope")
+    assert status == 401
+    status, body = worker.request("POST", f"{API}/migrate", raw=b"{", token=ADMIN_TOKEN)
+    assert status == 400 and "JSON" in body["error"]
+    status, body = worker.request(
+        "POST", f"{API}/migrate", body={"user_ids": ["bad id"]}, token=ADMIN_TOKEN
+    )
+    assert status == 400
+    status, body = worker.request(
+        "POST", f"{API}/migrate", raw=b" " * (1024 * 1024 + 1), token=ADMIN_TOKEN
+    )
+    assert status == 413
+
+    status, body = worker.request(
+        "POST", f"{API}/migrate", body={"user_ids": users}, token=ADMIN_TOKEN
+    )
+    assert status == 202 and body["count"] == 3
+    await wait_for_outcomes(stack, body["request_ids"])
+    status, body = worker.request("POST", f"{API}/rollback/{users[0]}", token=ADMIN_TOKEN)
+    assert status == 202
+    [rollback_id] = body["request_ids"]
+    assert only((await wait_for_outcomes(stack, [rollback_id]))[rollback_id]).topic == (
+        topics.ROLLED_BACK
+    )
+
+    status, report = worker.get(f"{API}/validate/{users[1]}")
+    assert status == 200 and report["ok"] is True
+    status, _ = worker.get(f"{API}/validate/not%20valid")
+    assert status == 400
+
+    stats = worker.stats()
+    assert stats["requested"] == (
+        stats["migrated"] + stats["rolled_back"] + stats["failed"] + stats["dry_run"]
+    )
+    status, progress = worker.get(f"{API}/progress")
+    assert status == 200 and progress["legacy_total"] >= 3
+    status, metrics = worker.get("/metrics")
+    assert status == 200 and f"migrator_requested_total {stats['requested']}" in metrics
+    status, page = worker.get("/dashboard")
+    assert status == 200 and "<html" in page and "http" not in page.split("<script>")[0].lower()
+
+
+def test_admin_endpoints_answer_403_without_a_configured_token(stack: Stack) -> None:
+    tokenless = Worker(stack, app_id=f"e2e-notoken-{uuid.uuid4().hex[:6]}", token=None).start()
+    try:
+        status, body = tokenless.request(
+            "POST", f"{API}/migrate", body={"user_ids": ["x"]}, token="anything"
+        )
+        assert status == 403 and "MIGRATOR_ADMIN_TOKEN" in body["error"]
+    finally:
+        tokenless.stop()
+
+
+def _cli(stack: Stack, *args: str) -> str:
+    result = subprocess.run(
+        [*MIGRATOR, *args], env=stack.env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

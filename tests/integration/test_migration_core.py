@@ -1,0 +1,295 @@
+"""The migration core on the real PostgreSQL and Redis of the stack."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from agents import redis_store
+from agents.decide import Work
+from agents.migrator import MigrationCore, Unavailable
+from agents.resync import resync_redis
+from agents.retry import RetryPolicy
+from agents.seed import SeedOptions, generate, write_rows
+from agents.validation import validate_user
+from schemas.events import MigrationRequest
+
+FAST_RETRY = RetryPolicy(max_retries=1, base_delay_s=0.01, max_delay_s=0.01)
+_offsets = iter(range(10**9))
+
+
+def work(user_id: str, action: str = "migrate", *, dry_run: bool = False, request_id: Any = None,
+         offset: int | None = None) -> Work:  # fmt: skip
+    request = MigrationRequest(
+        request_id=request_id or uuid.uuid4(), user_id=user_id, action=action, dry_run=dry_run
+    )  # type: ignore[arg-type]
+    return Work(request, 0, next(_offsets) if offset is None else offset, None)
+
+
+async def insert_legacy(pool: asyncpg.Pool, user_id: str, **columns: Any) -> dict[str, Any]:
+    row = {
+        "workspace_id": "ws-1",
+        "status": "in_progress",
+        "current_step": "goals",
+        "completed_steps": ["account", "profile", "account", "workspace"],
+        "answers": {"company_name": "Müller & Söhne 株式会社", "goals": ["grow ☀️"]},
+        "updated_at": datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC),
+        **columns,
+    }
+    await pool.execute(
+        "INSERT INTO legacy_onboarding_status (user_id, workspace_id, status, current_step,"
+        " completed_steps, answers, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        user_id, row["workspace_id"], row["status"], row["current_step"],
+        row["completed_steps"], row["answers"], row["updated_at"],
+    )  # fmt: skip
+    return await legacy(pool, user_id)
+
+
+async def legacy(pool: asyncpg.Pool, user_id: str) -> dict[str, Any]:
+    record = await pool.fetchrow(
+        "SELECT * FROM legacy_onboarding_status WHERE user_id = $1", user_id
+    )
+    return dict(record) if record else {}
+
+
+@pytest.fixture
+def core(pool: asyncpg.Pool, redis_client: aioredis.Redis) -> MigrationCore:
+    return MigrationCore(pool, redis_client, retry=FAST_RETRY)
+
+
+def uid(unique: str, name: str) -> str:
+    return f"{name}-{unique}"
+
+
+async def test_migrate_validate_rollback_restores_the_exact_row(
+    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    user = uid(unique, "roundtrip")
+    original = await insert_legacy(pool, user, workspace_id=None, status="completed")
+
+    [migrated] = await core.apply([work(user)])
+    assert migrated.outcome == "migrated" and not migrated.already_done
+    assert migrated.session_status == "completed" and migrated.bcm is not None
+    report = await validate_user(pool, redis_client, user)
+    assert report.ok, report.as_dict()
+    assert (await legacy(pool, user))["status"] == "migrated"
+
+    [rolled_back] = await core.apply([work(user, "rollback")])
+    assert rolled_back.outcome == "rolled_back"
+    assert rolled_back.matches_snapshot is True
+    assert rolled_back.restored_legacy_sha256 == migrated.legacy_snapshot_sha256
+    assert await legacy(pool, user) == original
+    count = await pool.fetchval("SELECT count(*) FROM onboarding_sessions WHERE user_id = $1", user)
+    assert count == 0
+    assert await redis_client.exists(redis_store.user_key(user)) == 0
+    assert await redis_client.exists(redis_store.session_key(migrated.session_id or "")) == 0
+    audit = await pool.fetch(
+        "SELECT action, outcome FROM onboarding_migration_log WHERE user_id = $1 ORDER BY id", user
+    )
+    assert [(r["action"], r["outcome"]) for r in audit] == [
+        ("migrate", "migrated"),
+        ("rollback", "rolled_back"),
+    ]
+
+
+async def test_repeats_change_nothing_and_say_already_done(
+    core: MigrationCore, pool: asyncpg.Pool, unique: str
+) -> None:
+    user = uid(unique, "repeat")
+    await insert_legacy(pool, user)
+    first_work = work(user)
+    [first] = await core.apply([first_work])
+    [redelivered] = await core.apply([first_work])  # the same record again
+    [duplicate] = await core.apply([work(user, request_id=first_work.request.request_id)])
+    [again] = await core.apply([work(user)])  # a new request for a migrated user
+    assert redelivered == first
+    assert duplicate.already_done and duplicate.outcome == "migrated"
+    assert duplicate.session_id == first.session_id and duplicate.event_id != first.event_id
+    assert again.already_done and again.session_id == first.session_id
+    sessions = await pool.fetchval(
+        "SELECT count(*) FROM onboarding_sessions WHERE user_id = $1", user
+    )
+    assert sessions == 1
+
+
+async def test_one_bad_user_never_fails_the_others(
+    core: MigrationCore, pool: asyncpg.Pool, unique: str
+) -> None:
+    good = [uid(unique, f"good{i}") for i in range(3)]
+    for user in good:
+        await insert_legacy(pool, user)
+    await insert_legacy(pool, uid(unique, "badstep"), completed_steps=["account", "wizard"])
+    await insert_legacy(pool, uid(unique, "badtype"), answers={"goals": "grow"})
+    batch = [
+        work(good[0]),
+        work(uid(unique, "missing")),
+        work(uid(unique, "badstep")),
+        work(good[1]),
+        work(uid(unique, "notmigrated"), "rollback"),
+        work(uid(unique, "badtype")),
+        work(good[2]),
+    ]
+    outcomes = await core.apply(batch)
+    got = [(o.outcome, o.error.code.value if o.error else None) for o in outcomes]
+    assert got == [
+        ("migrated", None),
+        ("failed", "user_not_found"),
+        ("failed", "unknown_legacy_step"),
+        ("migrated", None),
+        ("failed", "not_migrated"),
+        ("failed", "invalid_legacy_data"),
+        ("migrated", None),
+    ]
+    failed = outcomes[1]
+    assert failed.error is not None and failed.error.retryable is False
+    assert failed.request is not None and failed.request["user_id"] == uid(unique, "missing")
+    assert (await legacy(pool, uid(unique, "badstep")))["status"] == "in_progress"
+
+
+async def test_dry_run_writes_only_the_audit_log(
+    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    user = uid(unique, "dry")
+    before = await insert_legacy(pool, user, status="completed")
+    [outcome] = await core.apply([work(user, dry_run=True)])
+    assert outcome.dry_run and outcome.outcome == "migrated" and outcome.bcm is not None
+    assert await legacy(pool, user) == before
+    assert (
+        await pool.fetchval("SELECT count(*) FROM onboarding_sessions WHERE user_id=$1", user) == 0
+    )
+    assert await redis_client.exists(redis_store.user_key(user)) == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM onboarding_migration_log WHERE user_id = $1", user
+        )
+        == 1
+    )
+    await core.apply([work(user)])
+    [dry_rollback] = await core.apply([work(user, "rollback", dry_run=True)])
+    assert dry_rollback.outcome == "rolled_back" and dry_rollback.matches_snapshot is True
+    assert (await legacy(pool, user))["status"] == "migrated"
+
+
+async def test_requests_of_one_user_apply_in_order_within_a_batch(
+    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    user = uid(unique, "order")
+    await insert_legacy(pool, user)
+    outcomes = await core.apply([work(user), work(user, "rollback"), work(user)])
+    assert [o.outcome for o in outcomes] == ["migrated", "rolled_back", "migrated"]
+    assert outcomes[0].session_id != outcomes[2].session_id
+    report = await validate_user(pool, redis_client, user)
+    assert report.ok, report.as_dict()
+    pointer, _ = await redis_store.read_session(redis_client, user)
+    assert pointer == str(outcomes[2].session_id)
+    assert await redis_client.exists(redis_store.session_key(outcomes[0].session_id or "")) == 0
+
+
+async def test_connection_killed_mid_batch_leaves_nothing_and_the_retry_succeeds(
+    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    users = [uid(unique, f"kill{i}") for i in range(4)]
+    originals = [await insert_legacy(pool, user) for user in users]
+    trigger = f"slow_{unique}"
+    # Hold the batch inside its transaction (after sessions and steps were written) so the
+    # test can kill its backend at a known point.
+    await pool.execute(f"""
+        CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$;
+        CREATE TRIGGER {trigger} BEFORE UPDATE ON legacy_onboarding_status FOR EACH ROW
+            WHEN (NEW.user_id = '{users[-1]}') EXECUTE FUNCTION {trigger}();
+    """)  # fmt: skip
+    batch = [work(user) for user in users]
+    try:
+        task = asyncio.create_task(core.apply_once(batch))
+        pid = None
+        for _ in range(200):
+            pid = await pool.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                " AND query LIKE '%legacy_onboarding_status%'"
+            )
+            if pid:
+                break
+            await asyncio.sleep(0.05)
+        assert pid, "the batch never reached the slow trigger"
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(Unavailable) as caught:
+            await task
+        assert caught.value.code.value == "database_unavailable"
+    finally:
+        await pool.execute(f"DROP TRIGGER IF EXISTS {trigger} ON legacy_onboarding_status;"
+                           f" DROP FUNCTION IF EXISTS {trigger}()")  # fmt: skip
+    for user, original in zip(users, originals, strict=True):
+        assert await legacy(pool, user) == original
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM onboarding_sessions WHERE user_id = ANY($1)", users
+        )
+        == 0
+    )
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM onboarding_migration_log WHERE user_id = ANY($1)", users
+        )
+        == 0
+    )
+    outcomes = await core.apply(batch)
+    assert [o.outcome for o in outcomes] == ["migrated"] * 4
+    for user in users:
+        assert (await validate_user(pool, redis_client, user)).ok
+
+
+async def test_redis_down_after_commit_is_retryable_and_repaired_on_the_next_attempt(
+    pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    user = uid(unique, "cache")
+    await insert_legacy(pool, user)
+    dead_redis = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    broken = MigrationCore(pool, dead_redis, retry=FAST_RETRY)
+    batch = [work(user)]
+    [failed] = await broken.apply(batch)
+    assert failed.outcome == "failed" and failed.error is not None
+    assert failed.error.code.value == "cache_unavailable" and failed.error.retryable
+    # PostgreSQL committed; Redis does not have it yet.
+    assert (await validate_user(pool, redis_client, user)).ok is False
+    healthy = MigrationCore(pool, redis_client, retry=FAST_RETRY)
+    [done] = await healthy.apply(batch)
+    assert done.outcome == "migrated" and not done.already_done
+    assert (await validate_user(pool, redis_client, user)).ok
+    await dead_redis.aclose()
+
+
+async def test_resync_rebuilds_redis_from_postgres(
+    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    users = [uid(unique, f"resync{i}") for i in range(3)]
+    for user in users:
+        await insert_legacy(pool, user)
+    outcomes = await core.apply([work(user) for user in users])
+    for outcome in outcomes:
+        await redis_client.delete(redis_store.session_key(outcome.session_id or ""))
+    await redis_client.delete(redis_store.user_key(users[0]))
+    assert not (await validate_user(pool, redis_client, users[0])).ok
+    written = await resync_redis(pool, redis_client, page_size=2)
+    assert written >= 3
+    for user in users:
+        assert (await validate_user(pool, redis_client, user)).ok
+
+
+async def test_seeding_is_idempotent_and_seeded_users_migrate(
+    core: MigrationCore, pool: asyncpg.Pool, unique: str
+) -> None:
+    options = SeedOptions(users=300, prefix=f"seed-{unique}-", seed=7)
+    assert await write_rows(pool, generate(options)) == 300
+    assert await write_rows(pool, generate(options)) == 0
+    user_ids = [row[0] for row in generate(options)]
+    outcomes = await core.apply([work(user) for user in user_ids])
+    assert {o.outcome for o in outcomes} == {"migrated"}
+    statuses = {o.session_status for o in outcomes}
+    assert statuses == {"completed", "in_progress", "not_started"}
