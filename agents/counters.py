@@ -40,9 +40,17 @@ def batch_delta(
     *,
     dead_lettered: int,
     now_s: int,
+    source_first: int,
+    source_last: int,
 ) -> Counters:
-    """The counter changes one batch causes. A dry run counts in ``dry_run`` only."""
+    """The counter changes one batch causes. A dry run counts in ``dry_run`` only.
+
+    ``source_first``/``source_last`` are the batch's request offsets in its partition: they let
+    ``fold`` recognise a batch it has already counted.
+    """
     delta = empty()
+    delta["source_first"] = source_first
+    delta["source_last"] = source_last
     delta["requested"] = len(outcomes)
     delta["dead_lettered"] = dead_lettered
     for outcome in outcomes:
@@ -87,6 +95,23 @@ def merge(total: Mapping[str, Any], delta: Mapping[str, Any], *, now_s: int) -> 
     return merged
 
 
+def fold(
+    total: Mapping[str, Any], delta: Mapping[str, Any], *, now_s: int
+) -> tuple[Counters, bool]:
+    """Add a batch delta to a partition total unless its source records are counted already.
+
+    A delta delivered twice (its offset not committed before a crash) must not count twice; the
+    total remembers the last request offset it covers (``counted_through``). Returns the new
+    total and whether the delta was applied.
+    """
+    through = int(total.get("counted_through", -1))
+    if int(delta["source_last"]) <= through:
+        return dict(total), False
+    merged = merge(total, delta, now_s=now_s)
+    merged["counted_through"] = int(delta["source_last"])
+    return merged, True
+
+
 def combine(parts: Iterable[Mapping[str, Any]], *, now_s: int) -> Counters:
     total = empty()
     for part in parts:
@@ -95,17 +120,21 @@ def combine(parts: Iterable[Mapping[str, Any]], *, now_s: int) -> Counters:
 
 
 def percentile(buckets: Sequence[int], quantile: float) -> float | None:
-    """Upper bound (ms) of the bucket holding the quantile; None when nothing was measured."""
+    """Upper bound (ms) of the bucket holding the quantile; None when nothing was measured.
+
+    Latencies above the last bound are reported as that bound (JSON has no infinity).
+    """
     count = sum(buckets)
     if count == 0:
         return None
     rank = quantile * count
     running = 0
-    for index, bucket in enumerate(buckets):
+    index = 0
+    for index, bucket in enumerate(buckets):  # noqa: B007 - the index after the loop is the answer
         running += bucket
         if running >= rank:
-            return LATENCY_BOUNDS_MS[index] if index < len(LATENCY_BOUNDS_MS) else float("inf")
-    return float("inf")
+            break
+    return float(LATENCY_BOUNDS_MS[min(index, len(LATENCY_BOUNDS_MS) - 1)])
 
 
 def rate_per_s(per_second: Mapping[str, int], *, now_s: int) -> float:

@@ -15,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from faust.exceptions import ProducerSendError
+
 from agents import counters
 from agents.decide import Work
 from schemas.events import Outcome, Rejection, decode_request
@@ -35,17 +37,26 @@ def register_agents(migrator: Migrator) -> dict[str, Any]:
     @app.agent(migrator.requests, name="migrate")
     async def migrate(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await process_events(migrator, events)
+            async with migrator.commit_fence():
+                await process_events(migrator, events)
 
     @app.agent(migrator.stats_deltas, name="count")
     async def count(stream: Any) -> None:
         # One event at a time: Faust writes a table change into the changelog partition of the
         # current event, which must be the partition whose total is being changed.
         async for event in stream.events():
-            key = str(event.message.partition)
-            migrator.stats[key] = counters.merge(
-                migrator.stats[key], event.value, now_s=int(time.time())
-            )
+            async with migrator.commit_fence():
+                partition = event.message.partition
+                key = str(partition)
+                total, applied = counters.fold(
+                    migrator.stats.data.get(key) or counters.empty(),
+                    event.value,
+                    now_s=int(time.time()),
+                )
+                if applied:
+                    await migrator.save_stats(key, total, partition=partition)
+                else:
+                    log.info("stats delta at offset %d already counted", event.message.offset)
 
     return {"migrate": migrate, "count": count}
 
@@ -61,37 +72,52 @@ async def process_events(migrator: Migrator, events: Sequence[Any]) -> None:
         by_partition[event.message.partition].append(event)
     core = await migrator.ready_core()
     for partition, group in by_partition.items():
-        pending: list[Any] = []
-        works: list[Work] = []
-        for event in group:
-            decoded = decode_request(event.message.key, event.message.value)
-            if isinstance(decoded, Rejection):
-                pending.append(await _dead_letter(migrator, event.message, decoded))
-            else:
-                message = event.message
-                works.append(Work(decoded, partition, message.offset, _timestamp_ms(message)))
-        outcomes = await core.apply(works)
-        for work, outcome in zip(works, outcomes, strict=True):
-            pending.append(await _publish_outcome(migrator, work, outcome))
-        now = time.time()
-        delta = counters.batch_delta(
-            outcomes,
-            [_latency_ms(work, now) for work in works],
-            dead_lettered=len(group) - len(works),
-            now_s=int(now),
-        )
-        pending.append(
-            await migrator.publish(
-                migrator.stats_deltas,
-                key=str(partition).encode(),
-                value=_json(delta),
-                partition=partition,
-            )  # fmt: skip
-        )
-        # Wait for delivery before the batch's offsets can be acknowledged (at-least-once needs
-        # it; under exactly-once the commit would flush them anyway).
-        for future in pending:
-            await future
+        try:
+            await _process_partition(migrator, core, partition, group)
+        except ProducerSendError as exc:
+            # The partition was revoked mid-batch (rebalance): its transaction is gone, so its
+            # records are not committed here and their new owner processes them again. The
+            # database side is idempotent: the redelivered records replay the same outcomes.
+            log.warning("partition %d left this worker mid-batch: %s", partition, exc)
+
+
+async def _process_partition(
+    migrator: Migrator, core: Any, partition: int, group: Sequence[Any]
+) -> None:
+    """One partition's share of a batch: its outputs all go into its transaction."""
+    pending: list[Any] = []
+    works: list[Work] = []
+    for event in group:
+        decoded = decode_request(event.message.key, event.message.value)
+        if isinstance(decoded, Rejection):
+            pending.append(await _dead_letter(migrator, event.message, decoded))
+        else:
+            message = event.message
+            works.append(Work(decoded, partition, message.offset, _timestamp_ms(message)))
+    outcomes = await core.apply(works)
+    for work, outcome in zip(works, outcomes, strict=True):
+        pending.append(await _publish_outcome(migrator, work, outcome))
+    now = time.time()
+    delta = counters.batch_delta(
+        outcomes,
+        [_latency_ms(work, now) for work in works],
+        dead_lettered=len(group) - len(works),
+        now_s=int(now),
+        source_first=group[0].message.offset,
+        source_last=group[-1].message.offset,
+    )
+    pending.append(
+        await migrator.publish(
+            migrator.stats_deltas,
+            key=str(partition).encode(),
+            value=_json(delta),
+            partition=partition,
+        )  # fmt: skip
+    )
+    # Wait for delivery before the batch's offsets can be acknowledged (at-least-once needs
+    # it; under exactly-once the commit would flush them anyway).
+    for future in pending:
+        await future
 
 
 async def _dead_letter(migrator: Migrator, message: Any, rejection: Rejection) -> Any:

@@ -11,7 +11,8 @@ reaches the dead-letter topic with its original bytes instead of crashing the st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from mode import Service
 from agents.connections import create_pool, create_redis
 from agents.migrator import MigrationCore
 from agents.retry import RetryPolicy
-from streams import topics
+from streams import gap_guard, topics
 from streams.settings import Settings
 
 Headers = Sequence[tuple[str, bytes]]
@@ -79,6 +80,46 @@ class Migrator:
         assert self.resources.core is not None
         return self.resources.core
 
+    @asynccontextmanager
+    async def commit_fence(self) -> AsyncIterator[None]:
+        """Keep Faust's offset commits out while a batch is between its first send and its acks.
+
+        Under exactly-once, Faust commits a partition's transaction with the offsets acked so
+        far whenever its commit timer fires. Outputs already sent for a batch whose records are
+        not acked yet would be committed without their offsets, and a crash would produce them
+        a second time. So: first commit what earlier batches acked (their outputs and offsets
+        together), then make commits skip until the batch's body ends. The stream acks the
+        batch right after the body, before any other task runs, so the next commit covers both.
+        """
+        if not self.app.in_transaction:
+            yield
+            return
+        consumer: Any = self.app.consumer  # Faust's Consumer: _commit_fut is not on ConsumerT
+        await consumer.commit()
+        while consumer._commit_fut is not None:  # noqa: SLF001 - Faust's commit-in-progress slot
+            await consumer.maybe_wait_for_commit_to_finish()
+        fence: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        consumer._commit_fut = fence  # noqa: SLF001 - a commit started now waits, then skips
+        try:
+            yield
+        finally:
+            if consumer._commit_fut is fence:  # noqa: SLF001
+                consumer._commit_fut = None  # noqa: SLF001
+            fence.set_result(None)
+
+    async def save_stats(self, key: str, total: dict[str, Any], *, partition: int) -> None:
+        """Set a stats table entry and write its changelog record in the partition's transaction.
+
+        Faust's own table write goes through a send buffer that a commit can overtake; writing
+        the changelog record here, awaited, keeps it in the same transaction as the offsets.
+        """
+        self.stats.data[key] = total
+        changelog = self.stats.changelog_topic
+        raw_key, _ = changelog.prepare_key(key, None)
+        raw_value, _ = changelog.prepare_value(total, None)
+        future = await self.publish(changelog, key=raw_key, value=raw_value, partition=partition)
+        await future
+
     async def publish(
         self,
         topic: Any,
@@ -131,6 +172,10 @@ def create_app(settings: Settings) -> Migrator:
         producer_max_request_size=topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
         consumer_max_fetch_size=topics.MAX_REQUEST_RECORD_BYTES,
         web_transport="tcp://",
+        # A worker that died is noticed within 10 s, not Faust's default 60 s, so its
+        # partitions (and their open transactions) move to a live worker quickly.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         autodiscover=False,
         logging_config=None,
     )
@@ -148,6 +193,7 @@ def create_app(settings: Settings) -> Migrator:
         )
 
     requests = declare(topics.REQUESTED)
+    gap_guard.install(topics.REQUESTED)
     outcome_topics = {kind: declare(name) for kind, name in topics.OUTCOME_TOPICS.items()}
     dead_letters = declare(topics.DEAD_LETTER)
     stats_deltas = app.topic(

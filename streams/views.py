@@ -48,7 +48,7 @@ def register_views(migrator: Migrator) -> None:
             for tp in app.assignor.assigned_actives()
             if tp.topic == migrator.stats.changelog_topic.get_topic_name()
         }
-        parts = [dict(migrator.stats[key]) for key in owned if key in migrator.stats]
+        parts = [dict(migrator.stats.data[key]) for key in owned if key in migrator.stats.data]
         return counters.combine(parts, now_s=int(time.time()))
 
     async def cluster_totals() -> dict[str, Any]:

@@ -172,13 +172,19 @@ async def test_each_batch_publishes_one_stats_delta_per_partition(wired: Any) ->
     assert len(partitions) == 1  # everything follows its source partition
 
 
-async def test_stats_agent_folds_deltas_into_the_partition_total(wired: Any) -> None:
-    migrator, _, _ = wired
+async def test_stats_agent_folds_each_batch_once_even_when_delivered_twice(wired: Any) -> None:
+    migrator, _, recorder = wired
     agent = migrator.agents["count"]
-    delta = {"requested": 2, "migrated": 1, "failed": 1, "failed_by_code": {"user_not_found": 1}}
+    first = {"requested": 2, "migrated": 1, "failed": 1, "failed_by_code": {"user_not_found": 1},
+             "source_first": 0, "source_last": 1}  # fmt: skip
+    second = {**first, "source_first": 2, "source_last": 3}
     async with agent.test_context() as context:
-        event = await context.put(delta, key="0")
-        await context.put(delta, key="0")
+        event = await context.put(first, key="0")
+        await context.put(first, key="0")  # redelivered: already counted
+        await context.put(second, key="0")
         partition = str(event.message.partition)
-    total = migrator.stats[partition]
+    total = migrator.stats.data[partition]
     assert total["requested"] == 4 and total["failed_by_code"] == {"user_not_found": 2}
+    assert total["counted_through"] == 3
+    changelog = recorder.to(migrator.stats.changelog_topic.get_topic_name())
+    assert len(changelog) == 2  # one changelog record per applied delta, in the transaction
