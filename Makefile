@@ -1,5 +1,5 @@
 .DEFAULT_GOAL := help
-.PHONY: help install check test demo bench stack-up stack-down clean
+.PHONY: help install check test demo demo-stop bench stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -13,8 +13,11 @@ check: ## ruff and mypy
 test: ## the whole suite against a real local stack it starts and stops
 	scripts/test
 
-demo: ## start the stack, apply the schema, seed users, migrate them all, show stats
+demo: ## start a stack, seed 50,000 users (DEMO_USERS=n), migrate them all, show live progress
 	scripts/demo
+
+demo-stop: ## stop the demo's worker and stack
+	.venv/bin/python scripts/demo.py --stop
 
 bench: ## batched migration benchmark (prints users/s)
 	scripts/bench
@@ -27,6 +30,7 @@ stack-down: ## stop the local stack under .stack
 
 clean: ## stop stacks and remove .venv and stack data
 	-.venv/bin/migrator stack down --dir .stack/test
-	-.venv/bin/migrator stack down --dir .stack/demo
+	-.venv/bin/python scripts/demo.py --stop
+	-.venv/bin/migrator stack down --dir .stack/bench
 	-.venv/bin/migrator stack down
 	rm -rf .venv .stack

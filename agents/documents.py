@@ -63,7 +63,7 @@ def document_from_plan(plan: MigrationPlan) -> dict[str, Any]:
         steps_completed=plan.steps_completed,
         created_at=plan.now,
         updated_at=plan.now,
-        steps=(step.model_dump() for step in plan.steps),
+        steps=(step.as_dict() for step in plan.steps),
     )
 
 

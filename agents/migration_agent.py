@@ -19,7 +19,7 @@ from faust.exceptions import ProducerSendError
 
 from agents import counters
 from agents.decide import Work
-from schemas.events import Outcome, Rejection, decode_request
+from schemas.events import MigrationRequest, Outcome, Rejection, decode_request
 from streams import topics
 from streams.codecs import Origin, dead_letter, failure_headers
 
@@ -62,18 +62,34 @@ def register_agents(migrator: Migrator) -> dict[str, Any]:
 
 
 async def process_events(migrator: Migrator, events: Sequence[Any]) -> None:
-    """Handle one ``take_events`` batch, one source partition at a time.
+    """Handle one ``take_events`` batch: decode, apply in one go, publish per source partition.
 
-    Outputs go to the source record's partition, so each partition's outputs share its
-    transaction; per-user order holds because a user's requests share a partition.
+    All valid requests of the batch go through the core together (one database transaction;
+    a user's requests share a partition, and the core keeps each user's order). Outputs go to
+    the source record's partition, so each partition's outputs share its Kafka transaction.
     """
     by_partition: dict[int, list[Any]] = defaultdict(list)
     for event in events:
         by_partition[event.message.partition].append(event)
+    decoded = {
+        partition: [(e.message, decode_request(e.message.key, e.message.value)) for e in group]
+        for partition, group in by_partition.items()
+    }
+    works = {
+        partition: [
+            Work(request, partition, message.offset, _timestamp_ms(message))
+            for message, request in records
+            if not isinstance(request, Rejection)
+        ]
+        for partition, records in decoded.items()
+    }
     core = await migrator.ready_core()
-    for partition, group in by_partition.items():
+    outcomes = iter(await core.apply([work for group in works.values() for work in group]))
+    for partition, records in decoded.items():
+        mine = works[partition]
+        theirs = [next(outcomes) for _ in mine]
         try:
-            await _process_partition(migrator, core, partition, group)
+            await _publish_partition(migrator, partition, records, mine, theirs)
         except ProducerSendError as exc:
             # The partition was revoked mid-batch (rebalance): its transaction is gone, so its
             # records are not committed here and their new owner processes them again. The
@@ -81,30 +97,28 @@ async def process_events(migrator: Migrator, events: Sequence[Any]) -> None:
             log.warning("partition %d left this worker mid-batch: %s", partition, exc)
 
 
-async def _process_partition(
-    migrator: Migrator, core: Any, partition: int, group: Sequence[Any]
+async def _publish_partition(
+    migrator: Migrator,
+    partition: int,
+    records: Sequence[tuple[Any, MigrationRequest | Rejection]],
+    works: Sequence[Work],
+    outcomes: Sequence[Outcome],
 ) -> None:
-    """One partition's share of a batch: its outputs all go into its transaction."""
+    """One partition's outputs, all into its transaction: dead letters, outcomes, stats delta."""
     pending: list[Any] = []
-    works: list[Work] = []
-    for event in group:
-        decoded = decode_request(event.message.key, event.message.value)
-        if isinstance(decoded, Rejection):
-            pending.append(await _dead_letter(migrator, event.message, decoded))
-        else:
-            message = event.message
-            works.append(Work(decoded, partition, message.offset, _timestamp_ms(message)))
-    outcomes = await core.apply(works)
+    for message, request in records:
+        if isinstance(request, Rejection):
+            pending.append(await _dead_letter(migrator, message, request))
     for work, outcome in zip(works, outcomes, strict=True):
         pending.append(await _publish_outcome(migrator, work, outcome))
     now = time.time()
     delta = counters.batch_delta(
         outcomes,
         [_latency_ms(work, now) for work in works],
-        dead_lettered=len(group) - len(works),
+        dead_lettered=len(records) - len(works),
         now_s=int(now),
-        source_first=group[0].message.offset,
-        source_last=group[-1].message.offset,
+        source_first=records[0][0].offset,
+        source_last=records[-1][0].offset,
     )
     pending.append(
         await migrator.publish(

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
+from pydantic_core import to_json
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -39,19 +40,24 @@ async def write_sessions(
 ) -> None:
     """Make Redis match PostgreSQL for some users, in one pipeline round trip.
 
-    Deletions go first, then each document and its user pointer are SET. No MULTI: every command
-    is idempotent and a half-applied pipeline is repaired by the next write of the same user.
+    One DEL for what is gone, then one MSET of every document and user pointer: two commands
+    for a whole batch. No MULTI: both are idempotent and a half-applied pipeline is repaired by
+    the next write of the same users.
     """
+    stale = [session_key(session_id) for session_id in stale_sessions]
+    gone = [user_key(user_id) for user_id in users_without_session]
+    pairs: dict[str, bytes] = {}
+    for document in documents:
+        pairs[session_key(document["session_id"])] = _dumps(document)
+        pairs[user_key(document["user_id"])] = str(document["session_id"]).encode()
+    if not (stale or gone or pairs):
+        return
     async with client.pipeline(transaction=False) as pipe:
-        for session_id in stale_sessions:
-            pipe.delete(session_key(session_id))
-        for user_id in users_without_session:
-            pipe.delete(user_key(user_id))
-        for document in documents:
-            pipe.set(session_key(document["session_id"]), _dumps(document))
-            pipe.set(user_key(document["user_id"]), str(document["session_id"]))
-        if len(pipe) > 0:
-            await pipe.execute()
+        if stale or gone:
+            pipe.delete(*stale, *gone)
+        if pairs:
+            pipe.mset(pairs)
+        await pipe.execute()
 
 
 async def read_session(client: aioredis.Redis, user_id: str) -> tuple[str | None, Any]:
@@ -68,5 +74,5 @@ async def ping(client: aioredis.Redis) -> bool:
     return bool(await client.ping())
 
 
-def _dumps(document: Mapping[str, Any]) -> str:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str)
+def _dumps(document: Mapping[str, Any]) -> bytes:
+    return to_json(document)

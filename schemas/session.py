@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 
 class StepStatus(StrEnum):
@@ -20,11 +20,25 @@ class SessionStatus(StrEnum):
     NOT_STARTED = "not_started"
 
 
-class SessionStep(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@dataclass(frozen=True, slots=True)
+class SessionStep:
+    """One of a session's 24 steps.
 
-    step_number: int = Field(ge=1, le=24)
+    A plain dataclass, not a pydantic model: the planner builds 24 per user from the trusted
+    step catalog on the hot path, where validating each one would cost more than the migration.
+    """
+
+    step_number: int
     step_key: str
     status: StepStatus
     required: bool
     completed_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step_number": self.step_number,
+            "step_key": self.step_key,
+            "status": self.status.value,
+            "required": self.required,
+            "completed_at": self.completed_at,
+        }

@@ -1,0 +1,148 @@
+"""``make demo``: the whole job on a local stack, with live progress and final figures.
+
+Stack up → schema → seed legacy users → worker (background) → enqueue everyone not migrated →
+progress until every request has its outcome → final stats, throughput, the worker's peak memory
+and the dashboard's URL. The worker and the stack keep running for the dashboard; ``make
+demo-stop`` ends both. Re-running is safe: seeding and enqueueing only add what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK = ROOT / ".stack" / "demo"
+MIGRATOR = [sys.executable, "-m", "streams.cli"]
+API = "/api/v1/onboarding/migration"
+
+
+def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    result = subprocess.run(
+        [*MIGRATOR, *args], env=env, cwd=ROOT, check=True, text=True,
+        stdout=subprocess.PIPE if capture else None,
+    )  # fmt: skip
+    return result.stdout or ""
+
+
+def get(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return dict(json.load(response))
+
+
+def worker_pid() -> int | None:
+    try:
+        pid = int((STACK / "worker.pid").read_text())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+
+
+def start_worker(env: dict[str, str], base: str) -> int:
+    pid = worker_pid()
+    if pid is None:
+        log = (STACK / "worker.log").open("ab")
+        process = subprocess.Popen(
+            [*MIGRATOR, "worker"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        pid = process.pid
+        (STACK / "worker.pid").write_text(f"{pid}\n")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if get(f"{base}{API}/health").get("ok"):
+                return pid
+        except OSError:
+            pass
+        time.sleep(0.5)
+    sys.exit(f"demo: the worker did not become healthy; see {STACK / 'worker.log'}")
+
+
+def peak_memory_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def demo(users: int, port: int) -> None:
+    STACK.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    exports = subprocess.run(
+        [*MIGRATOR, "stack", "up", "--dir", str(STACK)], cwd=ROOT, check=True, text=True,
+        stdout=subprocess.PIPE,
+    ).stdout  # fmt: skip
+    for line in exports.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value
+    env.setdefault("MIGRATOR_APP_ID", "onboarding-migrator-demo")
+    env["MIGRATOR_WEB_PORT"] = str(port)
+    env.setdefault("MIGRATOR_ADMIN_TOKEN", "demo-token-" + "x" * 16)
+    env["MIGRATOR_DATA_DIR"] = str(STACK / "worker-data")
+    base = f"http://127.0.0.1:{port}"
+    print("== schema")
+    run("db", "init", env=env)
+    print(f"== seeding {users} legacy users (1% deliberately broken)")
+    run("seed-legacy", "--users", str(users), "--with-problems", "0.01", env=env)
+    print("== worker")
+    pid = start_worker(env, base)
+    before = int(get(f"{base}{API}/stats")["requested"])  # type: ignore[call-overload]
+    print("== enqueue every legacy user not yet migrated")
+    published_line = run("enqueue", "--execute", env=env, capture=True).strip()
+    print(published_line)
+    published = int(published_line.split()[1])
+    started = time.monotonic()
+    target = before + published
+    while True:
+        progress = get(f"{base}{API}/progress")
+        stats = progress["stats"]
+        done = int(stats["requested"]) - before  # type: ignore[index]
+        elapsed = time.monotonic() - started
+        bar = "#" * int(30 * done / max(published, 1))
+        print(
+            f"\r[{bar:<30}] {done}/{published} outcomes  {done / max(elapsed, 1e-6):,.0f}/s  "
+            f"legacy migrated {progress['percent']}%",
+            end="", flush=True,
+        )  # fmt: skip
+        if int(stats["requested"]) >= target:  # type: ignore[index]
+            break
+        time.sleep(1)
+    elapsed = time.monotonic() - started
+    rate = published / elapsed
+    print(f"\n== done: {published} requests → outcomes in {elapsed:.1f}s = {rate:,.0f} users/s")
+    print("   (request published to outcome committed, everything on this machine)")
+    print(f"worker peak memory (VmHWM): {peak_memory_mib(pid):.0f} MiB")
+    print(json.dumps(get(f"{base}{API}/stats"), indent=2))
+    print(f"dashboard: {base}/dashboard   (stop everything with: make demo-stop)")
+
+
+def stop() -> None:
+    pid = worker_pid()
+    if pid is not None:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+    (STACK / "worker.pid").unlink(missing_ok=True)
+    subprocess.run([*MIGRATOR, "stack", "down", "--dir", str(STACK)], cwd=ROOT, check=False)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=int(os.environ.get("DEMO_USERS", "50000")))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "6066")))
+    parser.add_argument("--stop", action="store_true")
+    arguments = parser.parse_args()
+    stop() if arguments.stop else demo(arguments.users, arguments.port)
