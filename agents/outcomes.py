@@ -20,7 +20,7 @@ from agents.decide import (
     RollBack,
     Work,
 )
-from agents.pg_store import StoredSession
+from agents.state import StoredSession
 from schemas.events import SCHEMA_VERSION, BcmRef, ErrorCode, Outcome, OutcomeError, is_retryable
 from schemas.legacy import LegacyRow
 

@@ -7,7 +7,6 @@ round trip per user. The caller owns the transaction; these functions only run i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 import sql
-from schemas.events import SessionStatusName
+from agents.state import LedgerEntry, StoredSession
 from schemas.legacy import LegacyRow
 from schemas.rows import Row
 
@@ -52,34 +51,6 @@ _LEDGER_COLUMNS = (
 _AUDIT_COLUMNS = (
     "request_id", "user_id", "action", "outcome", "error_code", "detail", "created_at",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class StoredSession:
-    """A session as the migration core needs to see it: enough to report and to roll back."""
-
-    session_id: UUID
-    user_id: str
-    workspace_id: str | None
-    status: SessionStatusName
-    current_step: int | None
-    completion_percentage: float
-    steps_completed: int
-    legacy_snapshot: dict[str, Any]
-    legacy_sha256: str
-    bcm_version: int | None
-    bcm_checksum: str | None
-    bcm_token_estimate: int | None
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    request_id: UUID
-    user_id: str
-    action: str
-    outcome: dict[str, Any]
-    source_partition: int | None
-    source_offset: int | None
 
 
 def legacy_row_from_record(record: Row) -> LegacyRow:

@@ -1,0 +1,84 @@
+"""Live counter arithmetic: what counts where (contract §9), folding, percentiles, rate."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents import counters
+from schemas.events import Outcome, OutcomeError
+
+
+def outcome(kind: str = "migrated", *, dry_run: bool = False, already_done: bool = False,
+            code: str | None = None) -> Outcome:  # fmt: skip
+    error = OutcomeError(code=code, retryable=False, message="m") if code else None  # type: ignore[arg-type]
+    return Outcome(
+        event_id=uuid.uuid4(), request_id=uuid.uuid4(), user_id="u", action="migrate",
+        outcome=kind, dry_run=dry_run, already_done=already_done, error=error,  # type: ignore[arg-type]
+        processed_at=datetime.now(UTC),
+    )  # fmt: skip
+
+
+def delta(outcomes: list[Outcome], first: int = 0, last: int = 9, **kw: Any) -> dict[str, Any]:
+    return counters.batch_delta(outcomes, [5.0] * len(outcomes), dead_lettered=kw.get("dead", 0),
+                                now_s=1000, source_first=first, source_last=last)  # fmt: skip
+
+
+def test_what_counts_where() -> None:
+    d = delta([outcome(), outcome(already_done=True), outcome("failed", code="user_not_found"),
+               outcome("rolled_back"), outcome(dry_run=True),
+               outcome("failed", dry_run=True, code="user_not_found")], dead=2)  # fmt: skip
+    assert (d["requested"], d["migrated"], d["already_done"], d["failed"], d["rolled_back"],
+            d["dry_run"], d["dead_lettered"]) == (6, 2, 1, 1, 1, 2, 2)  # fmt: skip
+    assert d["failed_by_code"] == {"user_not_found": 1}
+
+
+@given(st.lists(st.tuples(st.sampled_from(["migrated", "failed", "rolled_back"]), st.booleans(),
+                          st.booleans()), max_size=40))  # fmt: skip
+def test_requested_is_the_sum_of_the_outcome_counters(specs: list[tuple[str, bool, bool]]) -> None:
+    items = [
+        outcome(kind, dry_run=dry, already_done=done,
+                code="user_not_found" if kind == "failed" else None)
+        for kind, dry, done in specs
+    ]  # fmt: skip
+    s = counters.summary(delta(items), now_s=1000)
+    assert s["requested"] == s["migrated"] + s["rolled_back"] + s["failed"] + s["dry_run"]
+
+
+def test_fold_applies_each_batch_once() -> None:
+    first = delta([outcome()], 0, 4)
+    total, applied = counters.fold(counters.empty(), first, now_s=1000)
+    assert applied and total["requested"] == 1 and total["counted_through"] == 4
+    again, applied = counters.fold(total, first, now_s=1000)
+    assert not applied and again["requested"] == 1
+    later, applied = counters.fold(total, delta([outcome(), outcome()], 5, 9), now_s=1000)
+    assert applied and later["requested"] == 3 and later["counted_through"] == 9
+
+
+def test_combine_adds_partitions_and_summary_has_integer_counters() -> None:
+    parts = [delta([outcome()]), delta([outcome("failed", code="not_migrated")])]
+    s = counters.summary(counters.combine(parts, now_s=1000), now_s=1000)
+    for name in counters.COUNTERS:
+        assert isinstance(s[name], int)
+    assert s["requested"] == 2 and s["failed_by_code"] == {"not_migrated": 1}
+
+
+def test_percentiles_and_the_overflow_bucket() -> None:
+    buckets = [0] * (len(counters.LATENCY_BOUNDS_MS) + 1)
+    assert counters.percentile(buckets, 0.5) is None
+    buckets[0], buckets[3] = 90, 10  # 90 under 1 ms, 10 under 10 ms
+    assert counters.percentile(buckets, 0.5) == 1
+    assert counters.percentile(buckets, 0.99) == 10
+    buckets[-1] = 1000
+    assert counters.percentile(buckets, 0.99) == counters.LATENCY_BOUNDS_MS[-1]
+
+
+def test_rate_covers_the_last_minute_only() -> None:
+    per_second = {"1000": 60, "950": 60, "900": 600}
+    assert counters.rate_per_s(per_second, now_s=1000) == 2.0
+    merged = counters.merge({"per_second": {"100": 5}}, {"per_second": {"1000": 1}}, now_s=1000)
+    assert merged["per_second"] == {"1000": 1}  # older than two minutes is dropped
