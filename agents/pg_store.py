@@ -74,36 +74,16 @@ async def lock_sessions(conn: Conn, user_ids: Sequence[str]) -> dict[str, Stored
     records = await conn.fetch(sql.query("lock_sessions"), list(user_ids))
     return {
         record["user_id"]: StoredSession(
-            session_id=record["session_id"],
-            user_id=record["user_id"],
-            workspace_id=record["workspace_id"],
-            status=record["status"],
-            current_step=record["current_step"],
-            completion_percentage=float(record["completion_percentage"]),
-            steps_completed=record["steps_completed"],
-            legacy_snapshot=record["legacy_snapshot"],
-            legacy_sha256=record["legacy_sha256"],
-            bcm_version=record["bcm_version"],
-            bcm_checksum=record["bcm_checksum"],
-            bcm_token_estimate=record["bcm_token_estimate"],
+            **{**dict(record), "completion_percentage": float(record["completion_percentage"])}
         )
         for record in records
     }
 
 
 async def ledger_entries(conn: Conn, request_ids: Sequence[UUID]) -> dict[UUID, LedgerEntry]:
+    """Requests of the batch that already succeeded (the query's columns are the fields)."""
     records = await conn.fetch(sql.query("ledger_entries"), list(request_ids))
-    return {
-        record["request_id"]: LedgerEntry(
-            request_id=record["request_id"],
-            user_id=record["user_id"],
-            action=record["action"],
-            outcome=record["outcome"],
-            source_partition=record["source_partition"],
-            source_offset=record["source_offset"],
-        )
-        for record in records
-    }
+    return {record["request_id"]: LedgerEntry(**dict(record)) for record in records}
 
 
 async def insert_sessions(

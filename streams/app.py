@@ -24,6 +24,7 @@ from agents.migrator import MigrationCore
 from agents.retry import RetryPolicy
 from streams import gap_guard, topics
 from streams.settings import Settings
+from streams.topic_admin import ensure_topics
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -40,6 +41,9 @@ class Resources(Service):
         self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
+        # Here rather than only in `migrator worker`, so `faust -A streams.app worker` gets the
+        # outcome and dead-letter topics too (agents wait for `ready` before they send).
+        await ensure_topics(self.settings)
         self.pool = await create_pool(self.settings, min_size=2, max_size=10)
         self.redis = create_redis(self.settings)
         self.core = MigrationCore(

@@ -276,3 +276,15 @@ async def wait_for_outcomes(
             assert not missing, f"{len(missing)} request(s) got no outcome within {timeout_s}s"
             return by_id
         await asyncio.sleep(1)
+
+
+async def reads_for(
+    stack: Stack, topic: str, request_id: str, *, until: int = 1, timeout_s: float = 60
+) -> list[Read]:
+    """Records of ``topic`` for one request id, once there are ``until`` of them (or time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reads = [r for r in await read_all(stack, topic) if r.value["request_id"] == request_id]
+        if len(reads) >= until or time.monotonic() > deadline:
+            return reads
+        await asyncio.sleep(0.5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import subprocess
@@ -19,6 +18,7 @@ from harness import (
     produce,
     produce_requests,
     read_all,
+    reads_for,
     request_value,
     seed,
     wait_for_outcomes,
@@ -115,15 +115,7 @@ async def test_duplicate_request_ids_apply_once(stack: Stack, worker: Worker) ->
     [user] = await seed(stack, 1, prefix="dup-")
     value = request_value(user)
     await produce_requests(stack, [value, value, value])
-    await asyncio.sleep(0)
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        reads = [
-            r for r in await read_all(stack, topics.MIGRATED)
-            if r.value["request_id"] == value["request_id"]
-        ]  # fmt: skip
-        if len(reads) == 3 or asyncio.get_running_loop().time() > deadline:
-            break
+    reads = await reads_for(stack, topics.MIGRATED, value["request_id"], until=3)
     assert [r.value["already_done"] for r in reads] == [False, True, True]
     assert len({r.value["session_id"] for r in reads}) == 1
 
@@ -152,14 +144,7 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
             "array_remove(completed_steps, 'legacy_wizard') WHERE user_id = $1", user,
         )  # fmt: skip
     _cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user, "--execute")
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        done = [
-            r for r in await read_all(stack, topics.MIGRATED)
-            if r.value["request_id"] == value["request_id"]
-        ]  # fmt: skip
-        if done or asyncio.get_running_loop().time() > deadline:
-            break
+    done = await reads_for(stack, topics.MIGRATED, value["request_id"])
     assert len(done) == 1 and done[0].value["attempt"] == 2
 
 
