@@ -40,16 +40,12 @@ def session_document(
         "steps_total": STEPS_TOTAL,
         "created_at": created_at.isoformat(),
         "updated_at": updated_at.isoformat(),
-        "steps": [
-            {
-                "step_number": int(step["step_number"]),
-                "step_key": step["step_key"],
-                "status": step["status"],
-                "required": bool(step["required"]),
-            }
-            for step in steps
-        ],
+        "steps": list(steps),
     }
+
+
+def _step_entry(number: int, key: str, status: str, required: bool) -> dict[str, Any]:
+    return {"step_number": number, "step_key": key, "status": status, "required": required}
 
 
 def document_from_plan(plan: MigrationPlan) -> dict[str, Any]:
@@ -63,7 +59,9 @@ def document_from_plan(plan: MigrationPlan) -> dict[str, Any]:
         steps_completed=plan.steps_completed,
         created_at=plan.now,
         updated_at=plan.now,
-        steps=(step.as_dict() for step in plan.steps),
+        steps=(
+            _step_entry(s.step_number, s.step_key, s.status.value, s.required) for s in plan.steps
+        ),
     )
 
 
@@ -79,5 +77,8 @@ def document_from_row(row: Row) -> dict[str, Any]:
         steps_completed=row["steps_completed"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        steps=row["steps"],
+        steps=(
+            _step_entry(int(s["step_number"]), s["step_key"], s["status"], bool(s["required"]))
+            for s in row["steps"]
+        ),
     )

@@ -19,6 +19,7 @@ from agents.manifest import (
     manifest_checksum,
     token_estimate,
 )
+from schemas.canonical import sha256_hex
 from schemas.events import ErrorCode, SessionStatusName
 from schemas.legacy import LegacyRow
 from schemas.session import SessionStep, StepStatus
@@ -106,6 +107,7 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
         manifest = build_manifest(row)
         checksum = manifest_checksum(manifest)
         tokens = token_estimate(manifest)
+    snapshot = row.snapshot()
     return MigrationPlan(
         user_id=row.user_id,
         session_id=session_id,
@@ -119,7 +121,7 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
         manifest=manifest,
         manifest_checksum=checksum,
         token_estimate=tokens,
-        legacy_snapshot=row.snapshot(),
-        legacy_sha256=row.snapshot_sha256(),
+        legacy_snapshot=snapshot,
+        legacy_sha256=sha256_hex(snapshot),
         now=now,
     )

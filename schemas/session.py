@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 
 class StepStatus(StrEnum):
@@ -33,12 +32,3 @@ class SessionStep:
     status: StepStatus
     required: bool
     completed_at: datetime | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "step_number": self.step_number,
-            "step_key": self.step_key,
-            "status": self.status.value,
-            "required": self.required,
-            "completed_at": self.completed_at,
-        }
