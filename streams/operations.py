@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from schemas.events import MigrationRequest
 from streams import topics
@@ -87,10 +87,10 @@ async def publish(
     return sent
 
 
-async def read_topic(
-    settings: Settings, topic: str, *, idle_timeout_s: float = 2.0
-) -> AsyncIterator[bytes]:
-    """Every committed record value of ``topic`` from the beginning to its current end."""
+async def read_records(
+    settings: Settings, *topic_names: str, idle_timeout_s: float = 2.0
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of the topics, from the beginning to their current end."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         isolation_level="read_committed",
@@ -99,11 +99,12 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
-            partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+        assigned = [
+            TopicPartition(name, partition)
+            for name in topic_names
+            for partition in sorted(consumer.partitions_for_topic(name) or ())
+        ]
         if not assigned:
             return
         consumer.assign(assigned)
@@ -117,13 +118,21 @@ async def read_topic(
             idle_rounds = 0 if batch else idle_rounds + 1
             for records in batch.values():
                 for record in records:
-                    if record.value is not None:
-                        yield record.value
+                    yield record
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def read_topic(
+    settings: Settings, topic: str, *, idle_timeout_s: float = 2.0
+) -> AsyncIterator[bytes]:
+    """The values of every committed record of ``topic``."""
+    async for record in read_records(settings, topic, idle_timeout_s=idle_timeout_s):
+        if record.value is not None:
+            yield record.value
 
 
 def sample_lines(requests: Sequence[MigrationRequest], limit: int) -> list[str]:

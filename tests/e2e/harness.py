@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from agents.connections import connect
 from agents.schema import apply_schema
 from agents.seed import SeedOptions, generate, write_rows
 from streams import topics
+from streams.operations import read_records
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +72,11 @@ def stop_stack(stack: Stack) -> None:
     subprocess.run(
         [*MIGRATOR, "stack", "down", "--dir", str(stack.directory)], timeout=120, check=False
     )
+    # Keep the workers' logs for a post-mortem (CI prints the failing test's tail already).
+    keep = Path(tempfile.gettempdir()) / "migrator-e2e-logs"
+    keep.mkdir(exist_ok=True)
+    for log in stack.directory.glob("worker-*.log"):
+        shutil.copy(log, keep / log.name)
     shutil.rmtree(stack.directory, ignore_errors=True)
 
 
@@ -227,36 +233,11 @@ class Read:
 
 async def read_all(stack: Stack, *topic_names: str, idle_s: float = 1.5) -> list[Read]:
     """Everything committed so far on the topics (read_committed, from the beginning)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=stack.settings.kafka_bootstrap_servers,
-        isolation_level="read_committed", enable_auto_commit=False, group_id=None,
-    )  # fmt: skip
-    await consumer.start()
-    found: list[Read] = []
-    try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001
-        tps = [
-            TopicPartition(name, p)
-            for name in topic_names
-            for p in sorted(consumer.partitions_for_topic(name) or [])
-        ]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        while True:
-            batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
-            for tp, records in batch.items():
-                for r in records:
-                    found.append(
-                        Read(tp.topic, r.key, json.loads(r.value), dict(r.headers), tp.partition)
-                    )
-            positions = [await consumer.position(tp) for tp in tps]
-            if not batch and all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                return found
-    finally:
-        await consumer.stop()
+    return [
+        Read(r.topic, r.key, json.loads(r.value), dict(r.headers), r.partition)
+        async for r in read_records(stack.settings, *topic_names, idle_timeout_s=idle_s)
+        if r.value is not None
+    ]
 
 
 async def wait_for_outcomes(
