@@ -152,3 +152,15 @@ async def session_documents(
 
 async def session_users_page(conn: Conn | asyncpg.Pool, after: str, limit: int) -> list[str]:
     return [r["user_id"] for r in await conn.fetch(sql.query("session_users_page"), after, limit)]
+
+
+async def unmigrated_user_ids(pool: asyncpg.Pool, *, page_size: int = 10_000) -> list[str]:
+    """Every legacy user not yet migrated, in user_id order, read page by page (keyset)."""
+    found: list[str] = []
+    after = ""
+    while True:
+        rows = await pool.fetch(sql.query("unmigrated_users_page"), after, page_size)
+        if not rows:
+            return found
+        found += [row["user_id"] for row in rows]
+        after = found[-1]

@@ -107,6 +107,7 @@ def _read_ids(args: argparse.Namespace) -> list[str] | None:
 
 
 def _enqueue(args: argparse.Namespace) -> int:
+    from agents import pg_store
     from agents.connections import opened
     from streams.http_input import InputError, check_user_id
     from streams.operations import print_plan, publish
@@ -115,17 +116,8 @@ def _enqueue(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
 
     async def all_unmigrated() -> list[str]:
-        import sql
-
-        found: list[str] = []
         async with opened(settings) as (pool, _):
-            after = ""
-            while True:
-                rows = await pool.fetch(sql.query("unmigrated_users_page"), after, 10_000)
-                if not rows:
-                    return found
-                found += [row["user_id"] for row in rows]
-                after = found[-1]
+            return await pg_store.unmigrated_user_ids(pool)
 
     ids = _read_ids(args)
     try:

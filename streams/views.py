@@ -17,7 +17,7 @@ import aiohttp.web
 from faust.web import Request, Response, View
 
 import sql
-from agents import counters, redis_store
+from agents import counters, pg_store, redis_store
 from agents.validation import validate_user
 from streams import topics
 from streams.http_input import (
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from streams.app import Migrator
 
 PREFIX = "/api/v1/onboarding/migration"
-_ENQUEUE_PAGE = 5_000
 
 
 def register_views(migrator: Migrator) -> None:
@@ -127,15 +126,7 @@ def register_views(migrator: Migrator) -> None:
 
     async def all_unmigrated() -> list[str]:
         await migrator.ready_core()
-        pool = migrator.resources.pool
-        found: list[str] = []
-        after = ""
-        while True:
-            rows = await pool.fetch(sql.query("unmigrated_users_page"), after, _ENQUEUE_PAGE)
-            if not rows:
-                return found
-            found += [r["user_id"] for r in rows]
-            after = found[-1]
+        return await pg_store.unmigrated_user_ids(migrator.resources.pool)
 
     class Admin(View):
         """Base of the mutating endpoints: bearer token first, then the body."""

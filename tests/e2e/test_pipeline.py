@@ -185,6 +185,16 @@ async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
     status, _ = worker.get(f"{API}/validate/not%20valid")
     assert status == 400
 
+    async with opened(stack.settings) as (pool, _):
+        unmigrated = await pool.fetchval(
+            "SELECT count(*) FROM legacy_onboarding_status WHERE status <> 'migrated'"
+        )
+    status, body = worker.request(
+        "POST", f"{API}/migrate", body={"all": True, "dry_run": True}, token=ADMIN_TOKEN
+    )
+    assert status == 202 and body["count"] == unmigrated and body["dry_run"] is True
+    await wait_for_outcomes(stack, body["request_ids"])
+
     stats = worker.stats()
     assert stats["requested"] == (
         stats["migrated"] + stats["rolled_back"] + stats["failed"] + stats["dry_run"]
