@@ -164,3 +164,13 @@ async def unmigrated_user_ids(pool: asyncpg.Pool, *, page_size: int = 10_000) ->
             return found
         found += [row["user_id"] for row in rows]
         after = found[-1]
+
+
+async def existing_session_ids(pool: asyncpg.Pool, session_ids: Sequence[UUID]) -> set[UUID]:
+    rows = await pool.fetch(sql.query("existing_session_ids"), list(session_ids))
+    return {row["session_id"] for row in rows}
+
+
+async def users_with_sessions(pool: asyncpg.Pool, user_ids: Sequence[str]) -> set[str]:
+    rows = await pool.fetch(sql.query("users_with_sessions"), list(user_ids))
+    return {row["user_id"] for row in rows}

@@ -7,7 +7,7 @@ so that repeating it after a failure, or rebuilding from PostgreSQL, always conv
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -68,6 +68,25 @@ async def read_session(client: aioredis.Redis, user_id: str) -> tuple[str | None
     session_id = pointer.decode() if isinstance(pointer, bytes) else str(pointer)
     raw = await client.get(session_key(session_id))
     return session_id, json.loads(raw) if raw is not None else None
+
+
+async def scan_ids(
+    client: aioredis.Redis, pattern: str, *, chunk: int = 1000
+) -> AsyncIterator[list[str]]:
+    """The variable part of keys matching ``SESSION_KEY``/``USER_KEY``, in chunks (SCAN)."""
+    prefix = pattern.split("{", 1)[0]
+    found: list[str] = []
+    async for key in client.scan_iter(match=prefix + "*", count=chunk):
+        found.append((key.decode() if isinstance(key, bytes) else str(key))[len(prefix) :])
+        if len(found) >= chunk:
+            yield found
+            found = []
+    if found:
+        yield found
+
+
+async def delete_keys(client: aioredis.Redis, keys: Sequence[str]) -> int:
+    return int(await client.delete(*keys)) if keys else 0
 
 
 async def ping(client: aioredis.Redis) -> bool:

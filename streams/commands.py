@@ -84,12 +84,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _resync_redis(args: argparse.Namespace) -> int:
     from agents.connections import opened
-    from agents.resync import resync_redis
+    from agents.resync import prune_redis, resync_redis
 
     async def run() -> int:
         async with opened(Settings.from_env()) as (pool, redis):
             written = await resync_redis(pool, redis, page_size=args.page_size)
-        print(f"rewrote {written} sessions in Redis from PostgreSQL")
+            removed = await prune_redis(pool, redis)
+        print(f"rewrote {written} sessions in Redis from PostgreSQL; removed {removed} stale keys")
         return 0
 
     return asyncio.run(run())

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from agents import redis_store
 from agents.decide import Work
 from agents.migrator import MigrationCore, Unavailable
-from agents.resync import resync_redis
+from agents.resync import prune_redis, resync_redis
 from agents.retry import RetryPolicy
 from agents.seed import SeedOptions, generate, write_rows
 from agents.validation import validate_user
@@ -276,10 +276,19 @@ async def test_resync_rebuilds_redis_from_postgres(
         await redis_client.delete(redis_store.session_key(outcome.session_id or ""))
     await redis_client.delete(redis_store.user_key(users[0]))
     assert not (await validate_user(pool, redis_client, users[0])).ok
+    ghost_user, ghost_session = uid(unique, "ghost"), uuid.uuid4()
+    await redis_client.set(redis_store.user_key(ghost_user), str(ghost_session))
+    await redis_client.set(redis_store.session_key(ghost_session), "{}")
+    await redis_client.set(redis_store.session_key(f"not-a-uuid-{unique}"), "{}")
     written = await resync_redis(pool, redis_client, page_size=2)
     assert written >= 3
+    assert await prune_redis(pool, redis_client) >= 3
     for user in users:
         assert (await validate_user(pool, redis_client, user)).ok
+    assert await redis_client.exists(
+        redis_store.user_key(ghost_user), redis_store.session_key(ghost_session),
+        redis_store.session_key(f"not-a-uuid-{unique}"),
+    ) == 0  # fmt: skip
 
 
 async def test_seeding_is_idempotent_and_seeded_users_migrate(
