@@ -1,8 +1,8 @@
 """The Faust agents: thin wiring around the migration core and the counters.
 
 ``migrate`` takes records in batches, decodes each at the edge (invalid → dead letter, original
-bytes kept), hands the valid ones to the core one source partition at a time, and publishes one
-outcome per accepted record plus one stats delta per partition, all inside the source partition's
+bytes kept), hands all valid ones of the batch to the core at once, and publishes one outcome per
+accepted record plus one stats delta per source partition, each inside that partition's
 transaction. ``count`` folds the deltas into the per-partition ``stats`` table.
 """
 
@@ -42,8 +42,8 @@ def register_agents(migrator: Migrator) -> dict[str, Any]:
 
     @app.agent(migrator.stats_deltas, name="count")
     async def count(stream: Any) -> None:
-        # One event at a time: Faust writes a table change into the changelog partition of the
-        # current event, which must be the partition whose total is being changed.
+        # One delta at a time: each is folded and its partition's changelog record written in
+        # that partition's transaction before the delta's offset can be committed.
         async for event in stream.events():
             async with migrator.commit_fence():
                 partition = event.message.partition
