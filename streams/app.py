@@ -184,13 +184,13 @@ def create_app(settings: Settings) -> Migrator:
         logging_config=None,
     )
 
-    def declare(name: str, *, internal: bool = False) -> Any:
+    def declare(name: str, *, internal: bool = False, json_values: bool = False) -> Any:
         return app.topic(
             name,
             key_type=bytes,
-            value_type=bytes,
+            value_type=None if json_values else bytes,
             key_serializer="raw",
-            value_serializer="raw",
+            value_serializer="json" if json_values else "raw",
             partitions=settings.topic_partitions,
             replicas=settings.topic_replication_factor,
             internal=internal,
@@ -200,16 +200,7 @@ def create_app(settings: Settings) -> Migrator:
     gap_guard.install(topics.REQUESTED)
     outcome_topics = {kind: declare(name) for kind, name in topics.OUTCOME_TOPICS.items()}
     dead_letters = declare(topics.DEAD_LETTER)
-    stats_deltas = app.topic(
-        topics.stats_topic(settings.app_id),
-        key_type=str,
-        value_type=None,
-        key_serializer="raw",
-        value_serializer="json",
-        partitions=settings.topic_partitions,
-        replicas=settings.topic_replication_factor,
-        internal=True,
-    )
+    stats_deltas = declare(topics.stats_topic(settings.app_id), internal=True, json_values=True)
     stats = app.Table(
         "stats",
         default=dict,
