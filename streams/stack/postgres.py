@@ -119,11 +119,16 @@ def answers(port: int) -> bool:
 
 
 def _hand_over(workdir: Path, user: str) -> None:
+    """Give the cluster directory to ``user``, who must also reach it and the server binaries."""
     entry = pwd.getpwnam(user)
     os.chown(workdir, entry.pw_uid, entry.pw_gid)
-    blocked = [p for p in [workdir, *workdir.parents] if not os.stat(p).st_mode & 0o001]
-    if blocked:
-        raise StackError(
-            f"PostgreSQL runs as '{user}' when started by root, but {blocked[0]} is not "
-            "searchable by other users: use --dir on a path like /tmp/stack, or chmod o+x it"
-        )
+    for needed, hint in (
+        (workdir, "use --dir on a path like /tmp/stack"),
+        (bin_dir(), "install the project where other users can read it"),
+    ):
+        blocked = [p for p in [needed, *needed.parents] if not os.stat(p).st_mode & 0o001]
+        if blocked:
+            raise StackError(
+                f"PostgreSQL runs as '{user}' when started by root, but {blocked[-1]} is not "
+                f"searchable by other users: {hint}, or chmod o+x it"
+            )
