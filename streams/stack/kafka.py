@@ -161,12 +161,25 @@ def write_config(workdir: Path, *, port: int, controller_port: int) -> Path:
     return config
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id that no argument parser can take for an option.
+
+    Kafka's ids are URL-safe base64 of 16 random bytes; one in 64 begins with ``-``. Like
+    Kafka's own ``Uuid.randomUuid``, draw again rather than hand such an id to the storage tool
+    (it is also passed as ``--cluster-id=…``, which would accept it).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def format_storage(java: str, cp: str, config: Path) -> None:
     """Format the KRaft metadata log once; a formatted directory is left alone."""
     data = config.parent / "data"
     if (data / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     result = subprocess.run(
         [
             java,
@@ -175,8 +188,7 @@ def format_storage(java: str, cp: str, config: Path) -> None:
             *_jvm_log_flags(config.parent),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",
             "-c",
             str(config),
         ],

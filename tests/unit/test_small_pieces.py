@@ -90,3 +90,11 @@ def test_seed_generator_is_deterministic_mixed_and_plannable() -> None:
         except PlanError:
             failures += 1
     assert failures > 100
+
+
+def test_kafka_cluster_ids_never_look_like_an_option() -> None:
+    from streams.stack.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)
