@@ -1,8 +1,9 @@
 """Live counters (contract §9) as plain JSON-ready dicts: pure arithmetic, no Faust.
 
-The worker turns each processed batch into a *delta*, publishes it to its internal stats topic in
-the same Kafka transaction as the outcomes, and a stats agent folds deltas into a per-partition
-total. ``combine`` adds partition totals up and ``summary`` shapes the public answer.
+The migration core turns the records a batch answers for the first time into a *delta* and adds
+it to its partition's total in the batch's own PostgreSQL transaction, so a total holds exactly
+the answers PostgreSQL holds. ``combine`` adds partition totals up and ``summary`` shapes the
+public answer.
 """
 
 from __future__ import annotations
@@ -40,17 +41,9 @@ def batch_delta(
     *,
     dead_lettered: int,
     now_s: int,
-    source_first: int,
-    source_last: int,
 ) -> Counters:
-    """The counter changes one batch causes. A dry run counts in ``dry_run`` only.
-
-    ``source_first``/``source_last`` are the batch's request offsets in its partition: they let
-    ``fold`` recognise a batch it has already counted.
-    """
+    """The counter changes one batch causes. A dry run counts in ``dry_run`` only."""
     delta = empty()
-    delta["source_first"] = source_first
-    delta["source_last"] = source_last
     delta["requested"] = len(outcomes)
     delta["dead_lettered"] = dead_lettered
     for outcome in outcomes:
@@ -93,23 +86,6 @@ def merge(total: Mapping[str, Any], delta: Mapping[str, Any], *, now_s: int) -> 
             if int(second) > horizon:
                 merged["per_second"][second] = merged["per_second"].get(second, 0) + int(count)
     return merged
-
-
-def fold(
-    total: Mapping[str, Any], delta: Mapping[str, Any], *, now_s: int
-) -> tuple[Counters, bool]:
-    """Add a batch delta to a partition total unless its source records are counted already.
-
-    A delta delivered twice (its offset not committed before a crash) must not count twice; the
-    total remembers the last request offset it covers (``counted_through``). Returns the new
-    total and whether the delta was applied.
-    """
-    through = int(total.get("counted_through", -1))
-    if int(delta["source_last"]) <= through:
-        return dict(total), False
-    merged = merge(total, delta, now_s=now_s)
-    merged["counted_through"] = int(delta["source_last"])
-    return merged, True
 
 
 def combine(parts: Iterable[Mapping[str, Any]], *, now_s: int) -> Counters:

@@ -19,12 +19,26 @@ from schemas.legacy import LegacyRow
 
 @dataclass(frozen=True)
 class Work:
-    """One accepted request and where it came from (``None`` outside Kafka, e.g. in tests)."""
+    """One accepted request and where it came from (``None`` outside Kafka, e.g. in tests).
+
+    ``digest`` identifies the record's bytes, so a position answered before is only replayed
+    for the very same record.
+    """
 
     request: MigrationRequest
     partition: int | None = None
     offset: int | None = None
     timestamp_ms: int | None = None
+    digest: bytes = b""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record dead-lettered at the edge: recorded and counted once, like an answered request."""
+
+    partition: int
+    offset: int
+    digest: bytes
 
 
 @dataclass(frozen=True)

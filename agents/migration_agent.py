@@ -1,27 +1,25 @@
-"""The Faust agents: thin wiring around the migration core and the counters.
+"""The Faust agent: thin wiring around the migration core and the per-partition transactions.
 
 ``migrate`` takes records in batches, decodes each at the edge (invalid → dead letter, original
-bytes kept), hands all valid ones of the batch to the core at once, and publishes one outcome per
-accepted record plus one stats delta per source partition, each inside that partition's
-transaction. ``count`` folds the deltas into the per-partition ``stats`` table.
+bytes kept), hands all records of the batch to the core at once (one PostgreSQL transaction that
+records every answer and advances the counters), then publishes each source partition's outcomes
+and dead letters in one Kafka transaction with that partition's offset.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import hashlib
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from faust.exceptions import ProducerSendError
-
-from agents import counters
-from agents.decide import Work
+from agents.decide import Rejected, Work
 from schemas.events import MigrationRequest, Outcome, Rejection, decode_request
 from streams import topics
 from streams.codecs import Origin, dead_letter, failure_headers
+from streams.transactions import Send
 
 if TYPE_CHECKING:
     from streams.app import Migrator
@@ -36,147 +34,134 @@ def register_agents(migrator: Migrator) -> dict[str, Any]:
 
     @app.agent(migrator.requests, name="migrate")
     async def migrate(stream: Any) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            async with migrator.commit_fence():
+        # Acks are ours: a record is acknowledged once its answer is published (or, under
+        # exactly-once, once it is left to the partition's next owner; Faust does not commit
+        # this topic then, the transactions do).
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_within_s):
+            try:
                 await process_events(migrator, events)
+            except BaseException:
+                if migrator.transactions is not None:
+                    await _ack(stream, events)
+                raise
+            await _ack(stream, events)
 
-    @app.agent(migrator.stats_deltas, name="count")
-    async def count(stream: Any) -> None:
-        # One delta at a time: each is folded and its partition's changelog record written in
-        # that partition's transaction before the delta's offset can be committed.
-        async for event in stream.events():
-            async with migrator.commit_fence():
-                partition = event.message.partition
-                key = str(partition)
-                total, applied = counters.fold(
-                    migrator.stats.data.get(key) or counters.empty(),
-                    event.value,
-                    now_s=int(time.time()),
-                )
-                if applied:
-                    await migrator.save_stats(key, total, partition=partition)
-                else:
-                    log.info("stats delta at offset %d already counted", event.message.offset)
+    return {"migrate": migrate}
 
-    return {"migrate": migrate, "count": count}
+
+async def _ack(stream: Any, events: Sequence[Any]) -> None:
+    for event in events:
+        await stream.ack(event)
 
 
 async def process_events(migrator: Migrator, events: Sequence[Any]) -> None:
-    """Handle one ``take_events`` batch: decode, apply in one go, publish per source partition.
+    """Handle one batch: keep the records still ours to answer, apply them, publish per partition.
 
     All valid requests of the batch go through the core together (one database transaction;
     a user's requests share a partition, and the core keeps each user's order). Outputs go to
     the source record's partition, so each partition's outputs share its Kafka transaction.
     """
+    epoch = migrator.epoch()
     by_partition: dict[int, list[Any]] = defaultdict(list)
     for event in events:
         by_partition[event.message.partition].append(event)
-    decoded = {
-        partition: [(e.message, decode_request(e.message.key, e.message.value)) for e in group]
+    claimed = {
+        partition: kept
         for partition, group in by_partition.items()
+        if (kept := await migrator.claim(partition, group, epoch))
     }
-    works = {
-        partition: [
-            Work(request, partition, message.offset, _timestamp_ms(message))
-            for message, request in records
-            if not isinstance(request, Rejection)
-        ]
-        for partition, records in decoded.items()
+    if not claimed:
+        return
+    records = {
+        partition: [_Record.of(event.message) for event in group]
+        for partition, group in claimed.items()
     }
+    works = [r.work for group in records.values() for r in group if r.work is not None]
+    rejected = [r.rejected for group in records.values() for r in group if r.rejected is not None]
     core = await migrator.ready_core()
-    outcomes = iter(await core.apply([work for group in works.values() for work in group]))
-    for partition, records in decoded.items():
-        mine = works[partition]
-        theirs = [next(outcomes) for _ in mine]
-        try:
-            await _publish_partition(migrator, partition, records, mine, theirs)
-        except ProducerSendError as exc:
-            # The partition was revoked mid-batch (rebalance): its transaction is gone, so its
-            # records are not committed here and their new owner processes them again. The
-            # database side is idempotent: the redelivered records replay the same outcomes.
-            log.warning("partition %d left this worker mid-batch: %s", partition, exc)
+    applied = await core.apply(
+        works, rejected=rejected, abandoned=lambda: migrator.epoch() != epoch
+    )
+    if applied is None:
+        log.info("batch left to the partitions' next owner (rebalance during an outage)")
+        return
+    outcomes = iter(applied.outcomes)
+    answers = {
+        partition: [(r, next(outcomes) if r.work is not None else None) for r in group]
+        for partition, group in records.items()
+    }
+    published = await asyncio.gather(
+        *(
+            migrator.publish_batch(
+                partition, epoch, [_send(r, o) for r, o in pairs], pairs[-1][0].message.offset
+            )
+            for partition, pairs in answers.items()
+        )
+    )
+    for partition, done in zip(answers, published, strict=True):
+        if done and partition in applied.totals:
+            migrator.stats.data[str(partition)] = applied.totals[partition]
 
 
-async def _publish_partition(
-    migrator: Migrator,
-    partition: int,
-    records: Sequence[tuple[Any, MigrationRequest | Rejection]],
-    works: Sequence[Work],
-    outcomes: Sequence[Outcome],
-) -> None:
-    """One partition's outputs, all into its transaction: dead letters, outcomes, stats delta."""
-    pending: list[Any] = []
-    for message, request in records:
+class _Record:
+    """A consumed record, decoded: either a request to apply or a rejection to dead-letter."""
+
+    __slots__ = ("message", "request", "work", "rejected")
+
+    def __init__(self, message: Any, request: MigrationRequest | Rejection) -> None:
+        self.message = message
+        self.request = request
+        digest = _digest(message)
+        self.work: Work | None = None
+        self.rejected: Rejected | None = None
         if isinstance(request, Rejection):
-            pending.append(await _dead_letter(migrator, message, request))
-    for work, outcome in zip(works, outcomes, strict=True):
-        pending.append(await _publish_outcome(migrator, work, outcome))
-    now = time.time()
-    delta = counters.batch_delta(
-        outcomes,
-        [_latency_ms(work, now) for work in works],
-        dead_lettered=len(records) - len(works),
-        now_s=int(now),
-        source_first=records[0][0].offset,
-        source_last=records[-1][0].offset,
-    )
-    pending.append(
-        await migrator.publish(
-            migrator.stats_deltas,
-            key=str(partition).encode(),
-            value=_json(delta),
-            partition=partition,
-        )  # fmt: skip
-    )
-    # Wait for delivery before the batch's offsets can be acknowledged (at-least-once needs
-    # it; under exactly-once the commit would flush them anyway).
-    for future in pending:
-        await future
+            self.rejected = Rejected(message.partition, message.offset, digest)
+        else:
+            self.work = Work(
+                request, message.partition, message.offset, _timestamp_ms(message), digest
+            )
+
+    @classmethod
+    def of(cls, message: Any) -> _Record:
+        return cls(message, decode_request(message.key, message.value))
 
 
-async def _dead_letter(migrator: Migrator, message: Any, rejection: Rejection) -> Any:
+def _send(record: _Record, outcome: Outcome | None) -> Send:
+    message = record.message
     origin = Origin(message.topic, message.partition, message.offset, _timestamp_ms(message))
-    value, headers = dead_letter(
-        origin,
-        key=message.key,
-        value=message.value,
-        headers=list(message.headers or []),
-        reason=rejection.reason,
-        message=rejection.message,
-    )
-    return await migrator.publish(
-        migrator.dead_letters, key=message.key, value=value, partition=message.partition,
-        headers=headers,
-    )  # fmt: skip
-
-
-async def _publish_outcome(migrator: Migrator, work: Work, outcome: Outcome) -> Any:
-    assert work.partition is not None and work.offset is not None
-    headers = None
+    if isinstance(record.request, Rejection):
+        value, headers = dead_letter(
+            origin,
+            key=message.key,
+            value=message.value,
+            headers=list(message.headers or []),
+            reason=record.request.reason,
+            message=record.request.message,
+        )
+        return Send(topics.DEAD_LETTER, message.key, value, headers)
+    assert outcome is not None
+    headers = []
     if outcome.error is not None:
-        origin = Origin(topics.REQUESTED, work.partition, work.offset, work.timestamp_ms)
         headers = failure_headers(
             origin, code=outcome.error.code.value, retryable=outcome.error.retryable
         )
-    return await migrator.publish(
-        migrator.outcome_topics[outcome.outcome],
-        key=outcome.user_id.encode("utf-8"),
-        value=outcome.model_dump_json().encode("utf-8"),
-        partition=work.partition,
-        headers=headers,
+    return Send(
+        topics.OUTCOME_TOPICS[outcome.outcome],
+        outcome.user_id.encode("utf-8"),
+        outcome.model_dump_json().encode("utf-8"),
+        headers,
     )
+
+
+def _digest(message: Any) -> bytes:
+    """What tells this record from another one at the same position: its key and value."""
+    hasher = hashlib.blake2b(digest_size=16)
+    key = message.key
+    hasher.update(b"-" if key is None else b"+" + len(key).to_bytes(4, "big") + key)
+    hasher.update(message.value or b"")
+    return hasher.digest()
 
 
 def _timestamp_ms(message: Any) -> int | None:
     timestamp = getattr(message, "timestamp", None)
     return int(timestamp * 1000) if timestamp else None
-
-
-def _latency_ms(work: Work, now_s: float) -> float | None:
-    if work.timestamp_ms is None:
-        return None
-    return max(0.0, now_s * 1000 - work.timestamp_ms)
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")

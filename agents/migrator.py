@@ -1,10 +1,19 @@
-"""Applying a batch of requests: one PostgreSQL transaction, then one Redis pipeline.
+"""Applying a batch of requests: one PostgreSQL transaction that also writes the Redis mirror.
 
-The flow per batch is load (locked, set-based) → decide (pure) → write (COPY / set-based) →
-commit → mirror to Redis. A transient failure of either server raises ``Unavailable``; ``apply``
-retries with bounded exponential backoff and, when the tries are spent, answers every request with
-a retryable failure. Nothing is half-written: the transaction rolls back, and a Redis mirror that
-missed a committed session is rewritten from PostgreSQL the next time the request is seen.
+The flow per batch is: answered before? (replay) → load (locked, set-based) → decide (pure) →
+write (COPY / set-based) → remember each record's answer and advance the counters → mirror to
+Redis while the rows are still locked → commit.
+
+What an outcome says is what PostgreSQL committed, whatever happens next:
+- Redis down does not fail a request. The users whose mirror could not be written are recorded
+  as pending in the same transaction and repaired as soon as Redis answers (``mirror_repair``).
+- PostgreSQL down does not turn the backlog into failures either: the batch waits until
+  PostgreSQL answers again (``waiting_for`` says so to ``health``). Only tries that fail while
+  PostgreSQL *does* answer use up the retry budget (a deadlock, a statement timeout), and once it
+  is spent the batch's requests are answered ``database_unavailable``, recorded like any answer.
+- A record answered before (same position, same bytes) gets its first answer again, unchanged:
+  a redone batch never decides a dry run or a failure again against rows that already carry
+  later requests' effects.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,13 +32,14 @@ from uuid import UUID
 import asyncpg
 import redis.asyncio as aioredis
 
-from agents import pg_store, redis_store
+from agents import counters, pg_store, redis_store
 from agents.decide import (
     AlreadyMigrated,
     Decision,
     Duplicate,
     Failed,
     Migrate,
+    Rejected,
     Replayed,
     RollBack,
     Work,
@@ -43,9 +54,12 @@ from schemas.legacy import LegacyRow
 
 log = logging.getLogger(__name__)
 
+# How long to wait between two looks at a PostgreSQL that does not answer.
+_OUTAGE_POLL_S = (0.2, 2.0)
+
 
 class Unavailable(Exception):
-    """PostgreSQL or Redis failed in a way that may pass: the batch can be tried again."""
+    """PostgreSQL failed in a way that may pass: the batch can be tried again."""
 
     def __init__(self, code: ErrorCode, detail: str) -> None:
         super().__init__(f"{code.value}: {detail}")
@@ -55,6 +69,26 @@ class Unavailable(Exception):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class Applied:
+    """A batch's answers, in order, and the counter totals of its partitions after it."""
+
+    outcomes: list[Outcome]
+    totals: dict[int, counters.Counters] = field(default_factory=dict)
+    mirror_pending: int = 0
+
+    def __add__(self, other: Applied) -> Applied:
+        return Applied(
+            self.outcomes + other.outcomes,
+            {**self.totals, **other.totals},
+            self.mirror_pending + other.mirror_pending,
+        )
 
 
 @dataclass
@@ -82,7 +116,11 @@ class _Mirror:
 
 
 class MigrationCore:
-    """Owns nothing: the pool and the Redis client belong to the caller (a Faust service, a CLI)."""
+    """Owns nothing: the pool and the Redis client belong to the caller (a Faust service, a CLI).
+
+    ``app_id`` names the consumer group whose answers and counters the core keeps: each app id
+    reads the request topic on its own, so it remembers and counts its own answers.
+    """
 
     def __init__(
         self,
@@ -91,64 +129,228 @@ class MigrationCore:
         *,
         retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
+        app_id: str = "",
     ) -> None:
         self._pool = pool
         self._redis = redis
         self._retry = retry or RetryPolicy()
         self._clock = clock
+        self._app_id = app_id
+        # Set while a batch waits for PostgreSQL to come back; ``health`` shows it.
+        self.waiting_for: str | None = None
+        # Redis refused a write: batches record their users as pending without trying Redis
+        # (no 5 s timeout per batch) until the repair loop finds Redis answering again.
+        self.redis_down = False
 
-    async def apply(self, batch: Sequence[Work]) -> list[Outcome]:
-        """One outcome per request, in order; never raises for a data or availability problem."""
-        if not batch:
-            return []
-        last: Unavailable | None = None
-        for attempt in range(self._retry.max_retries + 1):
+    async def apply(
+        self,
+        batch: Sequence[Work],
+        *,
+        rejected: Sequence[Rejected] = (),
+        abandoned: Callable[[], bool] = _never,
+    ) -> Applied | None:
+        """One outcome per request, in order. ``None`` only when ``abandoned()`` turned true
+        while PostgreSQL was down (a rebalance took the records away: nothing was written)."""
+        if not batch and not rejected:
+            return Applied([])
+        failures = 0
+        while True:
             try:
-                return await self.apply_once(batch)
+                return await self.apply_once(batch, rejected=rejected)
             except Unavailable as exc:
-                last = exc
-                log.warning("batch of %d: %s (try %d)", len(batch), exc, attempt + 1)
-                if attempt < self._retry.max_retries:
-                    await asyncio.sleep(self._retry.delay(attempt, random.random()))
+                if not await self._postgres_answers():
+                    if not await self._wait_for_postgres(exc, abandoned):
+                        return None
+                    continue
+                failures += 1
+                log.warning("batch of %d: %s (try %d)", len(batch), exc, failures)
+                if failures > self._retry.max_retries:
+                    return await self._give_up(batch, rejected, exc, abandoned)
+                await asyncio.sleep(self._retry.delay(failures - 1, random.random()))
             except Exception:
-                if len(batch) == 1:
-                    log.exception("request %s failed unexpectedly", batch[0].request.request_id)
-                    now = self._clock()
-                    return [
-                        failed_outcome(
-                            batch[0],
-                            ErrorCode.INTERNAL_ERROR,
-                            "unexpected error while applying the request; see the worker log",
-                            now=now,
-                            duration_ms=0.0,
-                        )
-                    ]
+                if len(batch) <= 1:
+                    return await self._answer_internal_error(batch, rejected, abandoned)
                 # Isolate the record the database refuses: halves keep per-user order.
                 middle = len(batch) // 2
-                return await self.apply(batch[:middle]) + await self.apply(batch[middle:])
-        assert last is not None
-        now = self._clock()
-        message = f"gave up after {self._retry.max_retries + 1} tries: {last.detail}"
-        return [failed_outcome(w, last.code, message, now=now, duration_ms=0.0) for w in batch]
+                first = await self.apply(batch[:middle], rejected=rejected, abandoned=abandoned)
+                if first is None:
+                    return None
+                second = await self.apply(batch[middle:], abandoned=abandoned)
+                return None if second is None else first + second
 
-    async def apply_once(self, batch: Sequence[Work]) -> list[Outcome]:
-        """A single try; raises ``Unavailable`` if a server is down: the batch is redone."""
+    async def apply_once(
+        self,
+        batch: Sequence[Work],
+        *,
+        rejected: Sequence[Rejected] = (),
+        forced: Callable[[Work], Outcome] | None = None,
+    ) -> Applied:
+        """A single try; raises ``Unavailable`` if PostgreSQL is down: the batch is redone.
+
+        ``forced`` answers every new request without deciding or writing anything but the
+        answer itself (used to record failures).
+        """
         started = time.perf_counter()
         now = self._clock()
-        results: dict[int, Outcome] = {}
         mirror = _Mirror()
-        index = {id(work): position for position, work in enumerate(batch)}
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                for wave in waves(batch):
-                    outcomes = await self._apply_wave(conn, wave, now, started, mirror)
-                    for work, outcome in zip(wave, outcomes, strict=True):
+                known = await self._answered_before(conn, batch, rejected)
+                results: dict[int, Outcome] = {}
+                fresh: list[Work] = []
+                for position, work in enumerate(batch):
+                    if position in known.works:
+                        results[position] = known.works[position]
+                    else:
+                        fresh.append(work)
+                new_rejections = [
+                    r for r in rejected if (r.partition, r.offset) not in known.rejected
+                ]
+                index = {id(work): position for position, work in enumerate(batch)}
+                if forced is not None:
+                    outcomes = [forced(work) for work in fresh]
+                    await pg_store.insert_audit(
+                        conn,
+                        [_audit_row(w, "Failed", o, o.model_dump(mode="json"), now)
+                         for w, o in zip(fresh, outcomes, strict=True)],
+                    )  # fmt: skip
+                    for work, outcome in zip(fresh, outcomes, strict=True):
                         results[index[id(work)]] = outcome
-                repair_rows = await pg_store.session_documents(conn, sorted(mirror.to_repair))
+                else:
+                    for wave in waves(fresh):
+                        outcomes = await self._apply_wave(conn, wave, now, started, mirror)
+                        for work, outcome in zip(wave, outcomes, strict=True):
+                            results[index[id(work)]] = outcome
+                answered = [(work, results[index[id(work)]]) for work in fresh]
+                await self._remember(conn, answered, new_rejections, now)
+                totals = await self._count(conn, answered, new_rejections, now)
+                pending = await self._write_mirror(conn, mirror, now)
         except pg_store.UNAVAILABLE as exc:
             raise Unavailable(ErrorCode.DATABASE_UNAVAILABLE, _describe(exc)) from exc
-        await self._write_mirror(mirror, repair_rows)
-        return [results[position] for position in range(len(batch))]
+        return Applied([results[p] for p in range(len(batch))], totals, pending)
+
+    async def _answered_before(
+        self, conn: pg_store.Conn, batch: Sequence[Work], rejected: Sequence[Rejected]
+    ) -> _Known:
+        positions = [
+            (w.partition, w.offset)
+            for w in batch
+            if w.partition is not None and w.offset is not None
+        ] + [(r.partition, r.offset) for r in rejected]
+        found = await pg_store.processed_records(conn, self._app_id, positions)
+        known = _Known()
+        other_records: list[tuple[int, int]] = []
+        for position, work in enumerate(batch):
+            if work.partition is None or work.offset is None:
+                continue
+            hit = found.get((work.partition, work.offset))
+            if hit is None:
+                continue
+            digest, outcome = hit
+            if digest == work.digest and outcome is not None:
+                known.works[position] = Outcome.model_validate(outcome)
+            else:
+                other_records.append((work.partition, work.offset))
+        for rejection in rejected:
+            hit = found.get((rejection.partition, rejection.offset))
+            if hit is None:
+                continue
+            if hit[0] == rejection.digest and hit[1] is None:
+                known.rejected.add((rejection.partition, rejection.offset))
+            else:
+                other_records.append((rejection.partition, rejection.offset))
+        if other_records:
+            log.warning("positions %s hold other records than before: answered afresh",
+                        other_records[:5])  # fmt: skip
+            await pg_store.forget_processed_records(conn, self._app_id, other_records)
+        return known
+
+    async def _remember(
+        self,
+        conn: pg_store.Conn,
+        answered: Sequence[tuple[Work, Outcome]],
+        rejected: Sequence[Rejected],
+        now: datetime,
+    ) -> None:
+        app_id = self._app_id
+        rows: list[tuple[Any, ...]] = [
+            (app_id, work.partition, work.offset, work.digest, outcome.model_dump(mode="json"), now)
+            for work, outcome in answered
+            if work.partition is not None and work.offset is not None
+        ]
+        rows += [(app_id, r.partition, r.offset, r.digest, None, now) for r in rejected]
+        await pg_store.insert_processed_records(conn, rows)
+
+    async def _count(
+        self,
+        conn: pg_store.Conn,
+        answered: Sequence[tuple[Work, Outcome]],
+        rejected: Sequence[Rejected],
+        now: datetime,
+    ) -> dict[int, counters.Counters]:
+        """Advance the counters of the batch's partitions by what was answered for the first
+        time, in the same transaction: a counter never holds an answer PostgreSQL does not."""
+        by_partition: dict[int, list[Outcome]] = defaultdict(list)
+        latencies: dict[int, list[float | None]] = defaultdict(list)
+        dead: dict[int, int] = defaultdict(int)
+        now_ms = time.time() * 1000
+        for work, outcome in answered:
+            if work.partition is None:
+                continue
+            by_partition[work.partition].append(outcome)
+            latencies[work.partition].append(
+                None if work.timestamp_ms is None else max(0.0, now_ms - work.timestamp_ms)
+            )
+        for rejection in rejected:
+            dead[rejection.partition] += 1
+        partitions = sorted(set(by_partition) | set(dead))
+        if not partitions:
+            return {}
+        stored = await pg_store.lock_counters(conn, self._app_id, partitions)
+        now_s = int(now_ms // 1000)
+        totals = {
+            p: counters.merge(
+                stored.get(p) or counters.empty(),
+                counters.batch_delta(by_partition[p], latencies[p], dead_lettered=dead[p],
+                                     now_s=now_s),
+                now_s=now_s,
+            )
+            for p in partitions
+        }  # fmt: skip
+        await pg_store.save_counters(conn, self._app_id, totals, now)
+        return totals
+
+    async def _write_mirror(self, conn: pg_store.Conn, mirror: _Mirror, now: datetime) -> int:
+        """Write Redis while the users' rows are locked; if Redis fails, mark them pending.
+
+        Writing before the commit, under the batch's row locks, orders every Redis write of a
+        user like its PostgreSQL changes (a repair takes the same locks). Should the commit
+        then fail, the records are redone and write the same documents again.
+        """
+        repair_rows = await pg_store.session_documents(conn, sorted(mirror.to_repair))
+        documents = dict(mirror.documents)
+        repaired = {row["user_id"]: document_from_row(row) for row in repair_rows}
+        for user in mirror.to_repair:
+            documents.setdefault(user, repaired.get(user))
+        if not documents:
+            return 0
+        if not self.redis_down:
+            live = [doc for doc in documents.values() if doc is not None]
+            keep = {doc["session_id"] for doc in live}
+            try:
+                await redis_store.write_sessions(
+                    self._redis,
+                    live,
+                    stale_sessions=sorted(mirror.stale_sessions - keep),
+                    users_without_session=sorted(u for u, doc in documents.items() if doc is None),
+                )
+                return 0
+            except redis_store.UNAVAILABLE as exc:
+                log.warning("Redis refused the mirror of %d users (%s): marked pending",
+                            len(documents), _describe(exc))  # fmt: skip
+                self.redis_down = True
+        await pg_store.mark_mirror_pending(conn, sorted(documents), now)
+        return len(documents)
 
     async def _apply_wave(
         self,
@@ -202,7 +404,7 @@ class MigrationCore:
                         now,
                     )
                 )
-            audit_rows.append(_audit_row(work, decision, outcome, document, now))
+            audit_rows.append(_audit_row(work, type(decision).__name__, outcome, document, now))
         await pg_store.insert_ledger(conn, ledger_rows)
         await pg_store.insert_audit(conn, audit_rows)
         return outcomes
@@ -278,29 +480,85 @@ class MigrationCore:
         restored.update(await pg_store.restore_legacy_rows(conn, snapshots))
         return restored
 
-    async def _write_mirror(self, mirror: _Mirror, repair_rows: Sequence[Any]) -> None:
-        documents = dict(mirror.documents)
-        repaired = {row["user_id"]: document_from_row(row) for row in repair_rows}
-        for user in mirror.to_repair:
-            documents.setdefault(user, repaired.get(user))
-        live = [doc for doc in documents.values() if doc is not None]
-        keep = {doc["session_id"] for doc in live}
+    async def _give_up(
+        self,
+        batch: Sequence[Work],
+        rejected: Sequence[Rejected],
+        last: Unavailable,
+        abandoned: Callable[[], bool],
+    ) -> Applied | None:
+        message = f"gave up after {self._retry.max_retries + 1} tries: {last.detail}"
+        return await self._record_failures(batch, rejected, last.code, message, abandoned)
+
+    async def _answer_internal_error(
+        self, batch: Sequence[Work], rejected: Sequence[Rejected], abandoned: Callable[[], bool]
+    ) -> Applied | None:
+        for work in batch:
+            log.exception("request %s failed unexpectedly", work.request.request_id)
+        message = "unexpected error while applying the request; see the worker log"
+        return await self._record_failures(
+            batch, rejected, ErrorCode.INTERNAL_ERROR, message, abandoned
+        )
+
+    async def _record_failures(
+        self,
+        batch: Sequence[Work],
+        rejected: Sequence[Rejected],
+        code: ErrorCode,
+        message: str,
+        abandoned: Callable[[], bool],
+    ) -> Applied | None:
+        """Answer the batch's new requests ``failed``, recorded and counted like any answer,
+        so a redelivery says the same and the counters match the topics."""
+        now = self._clock()
+
+        def failure(work: Work) -> Outcome:
+            return failed_outcome(work, code, message, now=now, duration_ms=0.0)
+
+        while True:
+            try:
+                return await self.apply_once(batch, rejected=rejected, forced=failure)
+            except Unavailable as exc:
+                if not await self._wait_for_postgres(exc, abandoned):
+                    return None
+
+    async def _postgres_answers(self) -> bool:
         try:
-            await redis_store.write_sessions(
-                self._redis,
-                live,
-                stale_sessions=sorted(mirror.stale_sessions - keep),
-                users_without_session=sorted(u for u, doc in documents.items() if doc is None),
-            )
-        except redis_store.UNAVAILABLE as exc:
-            raise Unavailable(ErrorCode.CACHE_UNAVAILABLE, _describe(exc)) from exc
+            await asyncio.wait_for(self._pool.fetchval("SELECT 1"), timeout=3)
+        except Exception:  # noqa: BLE001 - any failure means "not answering"
+            return False
+        return True
+
+    async def _wait_for_postgres(self, exc: Unavailable, abandoned: Callable[[], bool]) -> bool:
+        """Wait until PostgreSQL answers; False if the batch was abandoned meanwhile."""
+        self.waiting_for = f"PostgreSQL: {exc.detail}"
+        log.warning("waiting for PostgreSQL (%s)", exc.detail)
+        delay, ceiling = _OUTAGE_POLL_S
+        try:
+            while not abandoned():
+                await asyncio.sleep(delay)
+                delay = min(ceiling, delay * 2)
+                if await self._postgres_answers():
+                    log.info("PostgreSQL answers again")
+                    return True
+            return False
+        finally:
+            self.waiting_for = None
+
+
+@dataclass
+class _Known:
+    """What the batch's positions were answered with before."""
+
+    works: dict[int, Outcome] = field(default_factory=dict)  # batch index → first outcome
+    rejected: set[tuple[int, int]] = field(default_factory=set)
 
 
 def _audit_row(
-    work: Work, decision: Decision, outcome: Outcome, document: dict[str, Any], now: datetime
+    work: Work, decision: str, outcome: Outcome, document: dict[str, Any], now: datetime
 ) -> tuple[Any, ...]:
     detail = {
-        "decision": type(decision).__name__,
+        "decision": decision,
         "source": {"partition": work.partition, "offset": work.offset},
         "outcome": document,
     }
@@ -320,4 +578,4 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-__all__ = ["Failed", "MigrationCore", "Unavailable", "Work", "utcnow"]
+__all__ = ["Applied", "Failed", "MigrationCore", "Rejected", "Unavailable", "Work", "utcnow"]

@@ -166,11 +166,92 @@ async def unmigrated_user_ids(pool: asyncpg.Pool, *, page_size: int = 10_000) ->
         after = found[-1]
 
 
-async def existing_session_ids(pool: asyncpg.Pool, session_ids: Sequence[UUID]) -> set[UUID]:
+async def existing_session_ids(pool: Conn | asyncpg.Pool, session_ids: Sequence[UUID]) -> set[UUID]:
     rows = await pool.fetch(sql.query("existing_session_ids"), list(session_ids))
     return {row["session_id"] for row in rows}
 
 
-async def users_with_sessions(pool: asyncpg.Pool, user_ids: Sequence[str]) -> set[str]:
+async def users_with_sessions(pool: Conn | asyncpg.Pool, user_ids: Sequence[str]) -> set[str]:
     rows = await pool.fetch(sql.query("users_with_sessions"), list(user_ids))
     return {row["user_id"] for row in rows}
+
+
+async def processed_records(
+    conn: Conn, app_id: str, positions: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], tuple[bytes, dict[str, Any] | None]]:
+    """Records of the batch already answered: position → (record digest, outcome or None)."""
+    if not positions:
+        return {}
+    partitions, offsets = zip(*positions, strict=True)
+    records = await conn.fetch(
+        sql.query("processed_records"), app_id, list(partitions), list(offsets)
+    )
+    return {
+        (r["source_partition"], r["source_offset"]): (bytes(r["record_digest"]), r["outcome"])
+        for r in records
+    }
+
+
+async def forget_processed_records(
+    conn: Conn, app_id: str, positions: Sequence[tuple[int, int]]
+) -> None:
+    if positions:
+        partitions, offsets = zip(*positions, strict=True)
+        await conn.execute(
+            sql.query("forget_processed_records"), app_id, list(partitions), list(offsets)
+        )
+
+
+async def insert_processed_records(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``(app id, partition, offset, digest, outcome or None, processed_at)`` tuples, by COPY."""
+    if rows:
+        await conn.copy_records_to_table(
+            "processed_records",
+            records=rows,
+            columns=("app_id", "source_partition", "source_offset", "record_digest", "outcome",
+                     "processed_at"),
+        )  # fmt: skip
+
+
+async def lock_counters(
+    conn: Conn, app_id: str, partitions: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    records = await conn.fetch(sql.query("lock_counters"), app_id, list(partitions))
+    return {r["source_partition"]: r["totals"] for r in records}
+
+
+async def save_counters(
+    conn: Conn, app_id: str, totals: Mapping[int, Mapping[str, Any]], now: datetime
+) -> None:
+    if totals:
+        await conn.execute(
+            sql.query("save_counters"), app_id, list(totals), list(totals.values()), now
+        )
+
+
+async def counters(conn: Conn | asyncpg.Pool, app_id: str) -> dict[int, dict[str, Any]]:
+    records = await conn.fetch(sql.query("counters"), app_id)
+    return {r["source_partition"]: r["totals"] for r in records}
+
+
+async def mark_mirror_pending(conn: Conn, user_ids: Sequence[str], now: datetime) -> None:
+    if user_ids:
+        await conn.execute(sql.query("mark_mirror_pending"), list(user_ids), now)
+
+
+async def lock_pending_mirrors(conn: Conn, limit: int) -> list[str]:
+    return [r["user_id"] for r in await conn.fetch(sql.query("lock_pending_mirrors"), limit)]
+
+
+async def clear_pending_mirrors(conn: Conn, user_ids: Sequence[str]) -> None:
+    if user_ids:
+        await conn.execute(sql.query("clear_pending_mirrors"), list(user_ids))
+
+
+async def pending_mirror_count(conn: Conn | asyncpg.Pool) -> int:
+    return int(await conn.fetchval(sql.query("pending_mirror_count")))
+
+
+async def lock_legacy_users(conn: Conn, user_ids: Sequence[str]) -> None:
+    if user_ids:
+        await conn.execute(sql.query("lock_legacy_users"), list(user_ids))

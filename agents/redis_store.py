@@ -23,6 +23,11 @@ USER_KEY = "onboarding:user:{user_id}"
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (the client answers bytes unless told to decode)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def session_key(session_id: UUID | str) -> str:
     return SESSION_KEY.format(session_id=session_id)
 

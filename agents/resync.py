@@ -1,12 +1,15 @@
-"""``migrator resync-redis``: rebuild the Redis mirror from PostgreSQL, a page at a time.
+"""Rebuilding the Redis mirror from PostgreSQL: pending users, everything, or stale keys.
 
-Every session is rewritten, then keys PostgreSQL no longer backs (a user pointer without a
-session, a session document whose id is gone) are deleted, so Redis ends up equal to PostgreSQL.
+Each page runs in a PostgreSQL transaction that first locks the users' legacy rows, the lock a
+batch holds while it writes the same users' keys. So a rebuild never writes a state PostgreSQL
+has already moved past, and never deletes keys a batch is about to commit: it can run while the
+workers migrate (``migrator resync-redis``, or the worker itself after Redis lost data).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 import asyncpg
@@ -14,6 +17,44 @@ import redis.asyncio as aioredis
 
 from agents import pg_store, redis_store
 from agents.documents import document_from_row
+
+
+async def rewrite_users(conn: pg_store.Conn, client: aioredis.Redis, users: Sequence[str]) -> int:
+    """Make Redis equal PostgreSQL for ``users`` (their rows locked by the caller)."""
+    if not users:
+        return 0
+    rows = await pg_store.session_documents(conn, users)
+    documents = [document_from_row(row) for row in rows]
+    current = {doc["user_id"]: str(doc["session_id"]) for doc in documents}
+    pointers = await client.mget([redis_store.user_key(user) for user in users])
+    stale = [
+        redis_store.text(pointer)
+        for user, pointer in zip(users, pointers, strict=True)
+        if pointer is not None and redis_store.text(pointer) != current.get(user)
+    ]
+    await redis_store.write_sessions(
+        client,
+        documents,
+        stale_sessions=stale,
+        users_without_session=[user for user in users if user not in current],
+    )
+    return len(documents)
+
+
+async def repair_pending(
+    pool: asyncpg.Pool, client: aioredis.Redis, *, page_size: int = 1000
+) -> int:
+    """Rewrite the users whose mirror a batch could not write; return how many were repaired."""
+    repaired = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            users = await pg_store.lock_pending_mirrors(conn, page_size)
+            if not users:
+                return repaired
+            await pg_store.lock_legacy_users(conn, users)
+            await rewrite_users(conn, client, users)
+            await pg_store.clear_pending_mirrors(conn, users)
+        repaired += len(users)
 
 
 async def resync_redis(
@@ -30,9 +71,9 @@ async def resync_redis(
         users = await pg_store.session_users_page(pool, after, page_size)
         if not users:
             return written
-        rows = await pg_store.session_documents(pool, users)
-        await redis_store.write_sessions(client, [document_from_row(row) for row in rows])
-        written += len(rows)
+        async with pool.acquire() as conn, conn.transaction():
+            await pg_store.lock_legacy_users(conn, users)
+            written += await rewrite_users(conn, client, users)
         after = users[-1]
         if progress is not None:
             progress(written)
@@ -42,18 +83,34 @@ async def prune_redis(pool: asyncpg.Pool, client: aioredis.Redis) -> int:
     """Delete mirror keys PostgreSQL does not back; return how many were deleted."""
     removed = 0
     async for users in redis_store.scan_ids(client, redis_store.USER_KEY):
-        alive = await pg_store.users_with_sessions(pool, users)
-        stale = [redis_store.user_key(user) for user in users if user not in alive]
-        removed += await redis_store.delete_keys(client, stale)
+        async with pool.acquire() as conn, conn.transaction():
+            await pg_store.lock_legacy_users(conn, users)
+            alive = await pg_store.users_with_sessions(conn, users)
+            stale = [redis_store.user_key(user) for user in users if user not in alive]
+            removed += await redis_store.delete_keys(client, stale)
     async for ids in redis_store.scan_ids(client, redis_store.SESSION_KEY):
-        parsed = {raw: _uuid(raw) for raw in ids}
-        alive_ids = await pg_store.existing_session_ids(
-            pool, [value for value in parsed.values() if value is not None]
-        )
-        stale = [redis_store.session_key(raw) for raw, value in parsed.items()
-                 if value is None or value not in alive_ids]  # fmt: skip
-        removed += await redis_store.delete_keys(client, stale)
+        keys = [redis_store.session_key(raw) for raw in ids]
+        owners = [_owner(raw) for raw in await client.mget(keys)]
+        async with pool.acquire() as conn, conn.transaction():
+            await pg_store.lock_legacy_users(conn, sorted({o for o in owners if o is not None}))
+            parsed = {raw: _uuid(raw) for raw in ids}
+            alive_ids = await pg_store.existing_session_ids(
+                conn, [value for value in parsed.values() if value is not None]
+            )
+            stale = [redis_store.session_key(raw) for raw, value in parsed.items()
+                     if value is None or value not in alive_ids]  # fmt: skip
+            removed += await redis_store.delete_keys(client, stale)
     return removed
+
+
+def _owner(raw: bytes | str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        user = json.loads(raw).get("user_id")
+    except (ValueError, AttributeError):
+        return None
+    return user if isinstance(user, str) else None
 
 
 def _uuid(raw: str) -> UUID | None:

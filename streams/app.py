@@ -11,22 +11,28 @@ reaches the dead-letter topic with its original bytes instead of crashing the st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
+from faust.types import TP
 from mode import Service
 
+from agents import mirror_repair
 from agents.connections import create_pool, create_redis
 from agents.migrator import MigrationCore
 from agents.retry import RetryPolicy
-from streams import gap_guard, topics
+from streams import topics
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
+from streams.transactions import PartitionTransactions, Send, exclude_from_faust_commits
 
-Headers = Sequence[tuple[str, bytes]]
+log = logging.getLogger(__name__)
+
+_MIRROR_LOOK_S = 1.0
 
 
 class Resources(Service):
@@ -54,8 +60,23 @@ class Resources(Service):
                 base_delay_s=self.settings.retry_base_delay_s,
                 max_delay_s=self.settings.retry_max_delay_s,
             ),
+            app_id=self.settings.app_id,
         )
         self.ready.set()
+
+    @Service.task
+    async def _keep_mirror(self) -> None:
+        """Repair the Redis mirror whenever Redis answers (see ``agents.mirror_repair``)."""
+        await self.ready.wait()
+        assert self.core is not None
+        while not self.should_stop:
+            await self.sleep(_MIRROR_LOOK_S)
+            try:
+                healed = await mirror_repair.heal(self.pool, self.redis)
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL or Redis away: look again later
+                log.warning("Redis mirror repair: %s", exc)
+                continue
+            self.core.redis_down = not healed.redis_up
 
     async def on_stop(self) -> None:
         if self.redis is not None:
@@ -64,18 +85,56 @@ class Resources(Service):
             await self.pool.close()
 
 
+class MigratorApp(faust.App):
+    """Faust's app, telling the per-partition transactions about a rebalance before Faust acts.
+
+    The revocation must be known before Faust waits for in-flight records (a batch that sees it
+    stops instead of committing), and the assignment must register the partitions'
+    transactional ids before anything is read from them.
+    """
+
+    transactions: PartitionTransactions | None = None
+
+    async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
+        if self.transactions is not None:
+            await self.transactions.on_revocation_start()
+        await super()._on_partitions_revoked(revoked)
+
+    async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        transactions = self.transactions
+        if transactions is not None and not self.should_stop:
+            mine = {tp.partition for tp in assigned if tp.topic == transactions.source_topic}
+            try:
+                await transactions.on_assigned(mine, self._committed_positions)
+            except Exception as exc:  # noqa: BLE001 - Kafka refused; a crash is the last resort
+                await self.crash(exc)
+                return
+        await super()._on_partitions_assigned(assigned, generation_id)
+
+    async def _committed_positions(self) -> dict[int, int | None]:
+        """Seek the request partitions to their committed offsets and say what they are."""
+        assert self.transactions is not None
+        consumer: Any = self.consumer  # Faust's Consumer; ConsumerT lacks seek_to_committed
+        committed = await consumer.seek_to_committed()
+        return {
+            tp.partition: offset if offset is not None and offset >= 0 else None
+            for tp, offset in committed.items()
+            if tp.topic == self.transactions.source_topic
+        }
+
+
 @dataclass
 class Migrator:
     """Everything the agents and views need, handed to them explicitly."""
 
     settings: Settings
-    app: faust.App
+    app: MigratorApp
     requests: Any
     outcome_topics: dict[str, Any]
     dead_letters: Any
-    stats_deltas: Any
     stats: Any
     resources: Resources
+    transactions: PartitionTransactions | None = None
     agents: dict[str, Any] = field(default_factory=dict)
 
     async def ready_core(self) -> MigrationCore:
@@ -84,80 +143,74 @@ class Migrator:
         assert self.resources.core is not None
         return self.resources.core
 
-    @asynccontextmanager
-    async def commit_fence(self) -> AsyncIterator[None]:
-        """Keep Faust's offset commits out while a batch is between its first send and its acks.
+    def epoch(self) -> int:
+        """Changes when a rebalance begins: a batch begun before it publishes nothing."""
+        return self.transactions.epoch if self.transactions is not None else 0
 
-        Under exactly-once, Faust commits a partition's transaction with the offsets acked so
-        far whenever its commit timer fires. Outputs already sent for a batch whose records are
-        not acked yet would be committed without their offsets, and a crash would produce them
-        a second time. So: first commit what earlier batches acked (their outputs and offsets
-        together), then make commits skip until the batch's body ends. The stream acks the
-        batch right after the body, before any other task runs, so the next commit covers both.
+    async def claim(self, partition: int, events: Sequence[Any], epoch: int) -> list[Any]:
+        """The events of ``partition`` this worker is still to answer.
+
+        Under exactly-once: none if the partition is no longer ours; not those already covered
+        by a committed transaction (stale copies from before a seek); none if records before
+        them never arrived (the partition is read again from the first missing one).
         """
-        if not self.app.in_transaction:
-            yield
-            return
-        consumer: Any = self.app.consumer  # Faust's Consumer: _commit_fut is not on ConsumerT
-        await consumer.commit()
-        while consumer._commit_fut is not None:  # noqa: SLF001 - Faust's commit-in-progress slot
-            await consumer.maybe_wait_for_commit_to_finish()
-        fence: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        consumer._commit_fut = fence  # noqa: SLF001 - a commit started now waits, then skips
-        try:
-            yield
-        finally:
-            if consumer._commit_fut is fence:  # noqa: SLF001
-                consumer._commit_fut = None  # noqa: SLF001
-            fence.set_result(None)
+        transactions = self.transactions
+        if transactions is None:
+            return list(events)
+        if not transactions.owns(partition, epoch):
+            return []
+        # In offset order, each offset once: after a seek, copies read before it may still be
+        # buffered next to the records read again.
+        by_offset = {event.message.offset: event for event in events}
+        wanted = transactions.unpublished(partition, sorted(by_offset))
+        kept = [by_offset[offset] for offset in wanted]
+        if not kept:
+            return []
+        restart = transactions.gap_before(partition, kept[0].message.offset)
+        if restart is not None:
+            await self.app.consumer.seek(TP(transactions.source_topic, partition), restart)
+            return []
+        return kept
 
-    async def save_stats(self, key: str, total: dict[str, Any], *, partition: int) -> None:
-        """Set a stats table entry and write its changelog record in the partition's transaction.
+    async def publish_batch(
+        self, partition: int, epoch: int, sends: Sequence[Send], last_offset: int
+    ) -> bool:
+        """Publish one partition's answers of a batch; True once they are on the topics.
 
-        Faust's own table write goes through a send buffer that a commit can overtake; writing
-        the changelog record here, awaited, keeps it in the same transaction as the offsets.
+        Exactly-once: one Kafka transaction with the partition's next offset. At-least-once:
+        plain sends, awaited before the records are acknowledged (Faust then commits them).
         """
-        self.stats.data[key] = total
-        changelog = self.stats.changelog_topic
-        raw_key, _ = changelog.prepare_key(key, None)
-        raw_value, _ = changelog.prepare_value(total, None)
-        future = await self.publish(changelog, key=raw_key, value=raw_value, partition=partition)
-        await future
+        if self.transactions is not None:
+            return await self.transactions.publish(partition, epoch, sends, last_offset)
+        producer = self.app.producer
+        futures = [
+            await producer.send(send.topic, send.key, send.value, partition, None,
+                                list(send.headers))
+            for send in sends
+        ]  # fmt: skip
+        for future in futures:
+            await future
+        return True
 
-    async def publish(
-        self,
-        topic: Any,
-        *,
-        key: bytes | None,
-        value: bytes,
-        partition: int,
-        headers: Headers | None = None,
-    ) -> Any:
-        """Send into the transaction of the *source* partition (exactly-once), or plainly.
 
-        Faust ties a send to a transaction through the destination's partition and its
-        co-partitioned group, which only works for topics the app consumes. Outcome topics are
-        not consumed here, so the transactional id of the source partition is named explicitly:
-        outcomes, dead letters and stats deltas then commit or abort with the consumed offsets.
-        """
-        name = topic.get_topic_name()
-        if self.app.in_transaction:
-            group = self.app.assignor.group_for_topic(topics.REQUESTED)
-            transactional_id = f"{self.app.conf.id}-{group}-{partition}"
-            return await self.app.producer.send(
-                name, key, value, partition, None, list(headers or []),
-                transactional_id=transactional_id,
-            )  # fmt: skip
-        return await self.app.producer.send(
-            name, key, value, partition, None, list(headers or []),
-        )  # fmt: skip
+def new_transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        transactional_id=transactional_id,
+        enable_idempotence=True,
+        acks="all",
+        max_request_size=topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
+        request_timeout_ms=15_000,
+    )
 
 
 def create_app(settings: Settings) -> Migrator:
-    app = faust.App(
+    app = MigratorApp(
         settings.app_id,
         broker=settings.kafka_broker_url,
-        processing_guarantee=settings.processing_guarantee,
+        # Exactly-once is the service's own (streams/transactions.py); Faust's would put the
+        # stats table's recovery and every rebalance in the way (see the README, "Failures").
+        processing_guarantee="at_least_once",
         store="memory://",
         datadir=f"{settings.data_dir}/{settings.app_id}",
         web_port=settings.web_port,
@@ -184,23 +237,35 @@ def create_app(settings: Settings) -> Migrator:
         logging_config=None,
     )
 
-    def declare(name: str, *, internal: bool = False, json_values: bool = False) -> Any:
+    def declare(name: str) -> Any:
         return app.topic(
             name,
             key_type=bytes,
-            value_type=None if json_values else bytes,
+            value_type=bytes,
             key_serializer="raw",
-            value_serializer="json" if json_values else "raw",
+            value_serializer="raw",
             partitions=settings.topic_partitions,
             replicas=settings.topic_replication_factor,
-            internal=internal,
         )
 
     requests = declare(topics.REQUESTED)
-    gap_guard.install(topics.REQUESTED)
     outcome_topics = {kind: declare(name) for kind, name in topics.OUTCOME_TOPICS.items()}
     dead_letters = declare(topics.DEAD_LETTER)
-    stats_deltas = declare(topics.stats_topic(settings.app_id), internal=True, json_values=True)
+    transactions = None
+    if settings.processing_guarantee == "exactly_once":
+        transactions = PartitionTransactions(
+            source_topic=topics.REQUESTED,
+            group_id=settings.app_id,
+            app_id=settings.app_id,
+            new_producer=lambda transactional_id: new_transactional_producer(
+                settings, transactional_id
+            ),
+        )
+        exclude_from_faust_commits(topics.REQUESTED)
+        app.transactions = transactions
+    # The latest counter totals of the request partitions this worker answers, as committed by
+    # their batches' PostgreSQL transactions (``partition_counters`` holds the truth). Entries are
+    # set directly, never through the changelog: recovery has nothing to check, nothing to lose.
     stats = app.Table(
         "stats",
         default=dict,
@@ -217,9 +282,9 @@ def create_app(settings: Settings) -> Migrator:
         requests=requests,
         outcome_topics=outcome_topics,
         dead_letters=dead_letters,
-        stats_deltas=stats_deltas,
         stats=stats,
         resources=resources,
+        transactions=transactions,
     )
 
     from agents.migration_agent import register_agents

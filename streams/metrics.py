@@ -48,6 +48,12 @@ def prometheus_text(summary: Mapping[str, Any], totals: Mapping[str, Any]) -> st
     running += int(buckets[-1]) if len(buckets) > len(LATENCY_BOUNDS_MS) else 0
     lines.append(f'migrator_request_to_outcome_seconds_bucket{{le="+Inf"}} {running}')
     lines.append(f"migrator_request_to_outcome_seconds_count {running}")
+    if "mirror_pending" in summary:
+        lines += [
+            "# HELP migrator_redis_mirror_pending Users whose Redis mirror waits for repair.",
+            "# TYPE migrator_redis_mirror_pending gauge",
+            f"migrator_redis_mirror_pending {int(summary['mirror_pending'])}",
+        ]
     lines += [
         "# HELP migrator_throughput_per_second Outcomes per second over the last minute.",
         "# TYPE migrator_throughput_per_second gauge",

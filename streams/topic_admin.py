@@ -34,7 +34,7 @@ async def ensure_topics(settings: Settings) -> None:
             'start one with: eval "$(migrator stack up)"'
         ) from exc
     try:
-        wanted = [*topics.PUBLIC_TOPICS, topics.stats_topic(settings.app_id)]
+        wanted = list(topics.PUBLIC_TOPICS)
         # Describe only topics that exist: a metadata request for a missing topic may create it
         # with the broker's default partition count on brokers that auto-create topics.
         present = set(await admin.list_topics())

@@ -16,11 +16,6 @@ OUTCOME_TOPICS: dict[str, str] = {
 PUBLIC_TOPICS = (REQUESTED, MIGRATED, FAILED, ROLLED_BACK, DEAD_LETTER)
 
 
-def stats_topic(app_id: str) -> str:
-    """Counter deltas, one record per processed batch and source partition (internal)."""
-    return f"{app_id}-stats"
-
-
 # Records larger than the contract's 1 MiB limit must still reach the worker (to be dead-lettered
 # with their bytes), and a dead letter carries them base64-encoded (4/3 of the size) plus JSON.
 MAX_REQUEST_RECORD_BYTES = 4 * 1024 * 1024

@@ -1,7 +1,8 @@
 """HTTP on the Faust web server (contract §9): stats, progress, health, validate, admin, dashboard.
 
-``stats`` is the same on every worker: each worker answers for the table partitions it owns and
-asks the owners of the others (Faust's router knows them) for theirs, then adds them up.
+``stats`` is the same on every worker: the counters live in PostgreSQL, advanced in each batch's
+own transaction, and every worker reads all partitions' totals from there. ``?scope=local`` gives
+the totals of the request partitions this worker owns, from its ``stats`` table.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 
-import aiohttp
 import aiohttp.web
+import asyncpg
 from faust.web import Request, Response, View
 
 import sql
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from streams.app import Migrator
 
 PREFIX = "/api/v1/onboarding/migration"
+_POSTGRES_ERRORS: tuple[type[BaseException], ...] = (*pg_store.UNAVAILABLE, asyncpg.PostgresError)
 
 
 def register_views(migrator: Migrator) -> None:
@@ -43,24 +45,18 @@ def register_views(migrator: Migrator) -> None:
 
     async def local_totals() -> dict[str, Any]:
         owned = {
-            str(tp.partition)
-            for tp in app.assignor.assigned_actives()
-            if tp.topic == migrator.stats.changelog_topic.get_topic_name()
+            str(tp.partition) for tp in app.consumer.assignment() if tp.topic == topics.REQUESTED
         }
         parts = [dict(migrator.stats.data[key]) for key in owned if key in migrator.stats.data]
         return counters.combine(parts, now_s=int(time.time()))
 
     async def cluster_totals() -> dict[str, Any]:
-        mine = str(app.conf.canonical_url)
-        others = [url for url in app.router.table_metadata("stats") if str(url) != mine]
-        parts = [await local_totals()]
-        if others:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-                for url in others:
-                    async with http.get(f"{str(url).rstrip('/')}{PREFIX}/stats?scope=local") as r:
-                        r.raise_for_status()
-                        parts.append((await r.json())["totals"])
-        return counters.combine(parts, now_s=int(time.time()))
+        await migrator.ready_core()
+        stored = await pg_store.counters(migrator.resources.pool, migrator.settings.app_id)
+        return counters.combine(stored.values(), now_s=int(time.time()))
+
+    async def mirror_pending() -> int:
+        return await pg_store.pending_mirror_count(migrator.resources.pool)
 
     async def progress() -> dict[str, Any]:
         await migrator.ready_core()
@@ -98,6 +94,14 @@ def register_views(migrator: Migrator) -> None:
         except Exception as exc:  # noqa: BLE001
             checks["redis"] = {"ok": False, "error": str(exc) or type(exc).__name__}
         checks["kafka"] = await _kafka_health(migrator)
+        core = migrator.resources.core
+        waiting = core.waiting_for if core is not None else "not started"
+        checks["processing"] = (
+            {"ok": True} if waiting is None else {"ok": False, "error": f"waiting for {waiting}"}
+        )
+        if checks["postgres"]["ok"]:
+            # Not a failure: Redis is repaired from PostgreSQL by the worker itself.
+            checks["redis_mirror"] = {"ok": True, "pending": await mirror_pending()}
         return all(c["ok"] for c in checks.values()), checks
 
     async def publish_requests(
@@ -188,9 +192,12 @@ def register_views(migrator: Migrator) -> None:
                 return self.json({"totals": await local_totals()})
             try:
                 totals = await cluster_totals()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                return self.json({"error": f"a worker did not answer: {exc}"}, status=503)
-            return self.json(counters.summary(totals, now_s=int(time.time())))
+                pending = await mirror_pending()
+            except _POSTGRES_ERRORS as exc:
+                return self.json({"error": f"PostgreSQL did not answer: {exc}"}, status=503)
+            return self.json(
+                {**counters.summary(totals, now_s=int(time.time())), "mirror_pending": pending}
+            )
 
     @app.page(f"{PREFIX}/progress")
     class Progress(View):
@@ -223,8 +230,12 @@ def register_views(migrator: Migrator) -> None:
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             totals = await cluster_totals()
+            summary = {
+                **counters.summary(totals, now_s=int(time.time())),
+                "mirror_pending": await mirror_pending(),
+            }
             return self.text(
-                prometheus_text(counters.summary(totals, now_s=int(time.time())), totals),
+                prometheus_text(summary, totals),
                 content_type="text/plain; version=0.0.4",
             )
 

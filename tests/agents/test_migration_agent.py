@@ -1,7 +1,8 @@
 """Agent routing with Faust's ``test_context``: which record goes to which topic, with what.
 
 The migration core is replaced by a small deterministic stand-in (the core has its own
-integration tests on real servers), and publishing is recorded instead of sent.
+integration tests on real servers), and publishing is recorded instead of sent (the Kafka
+transactions are exercised by the end-to-end tests).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any
 
 import pytest
 
-from agents.decide import Work
+from agents.decide import Rejected, Work
+from agents.migrator import Applied
 from agents.outcomes import failed_outcome
 from schemas.events import ErrorCode, Outcome
 from streams import topics
 from streams.app import Migrator, create_app
 from streams.settings import Settings
+from streams.transactions import Send
 
 
 class StandInCore:
@@ -28,9 +31,13 @@ class StandInCore:
 
     def __init__(self) -> None:
         self.batches: list[list[Work]] = []
+        self.rejected: list[Rejected] = []
 
-    async def apply(self, batch: Sequence[Work]) -> list[Outcome]:
+    async def apply(
+        self, batch: Sequence[Work], *, rejected: Sequence[Rejected] = (), abandoned: Any = None
+    ) -> Applied:
         self.batches.append(list(batch))
+        self.rejected += rejected
         now = datetime.now(UTC)
         result = []
         for work in batch:
@@ -52,22 +59,21 @@ class StandInCore:
                     processed_at=now,
                 )
             )
-        return result
+        return Applied(result, {0: {"requested": len(result)}})
 
 
 class Recorder:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    async def __call__(self, topic: Any, *, key: bytes | None, value: bytes, partition: int,
-                       headers: Any = None) -> Any:  # fmt: skip
-        self.sent.append(
-            {"topic": topic.get_topic_name(), "key": key, "value": value,
-             "partition": partition, "headers": dict(headers or [])}
-        )  # fmt: skip
-        future: Any = __import__("asyncio").get_running_loop().create_future()
-        future.set_result(None)
-        return future
+    async def __call__(self, partition: int, epoch: int, sends: Sequence[Send],
+                       last_offset: int) -> bool:  # fmt: skip
+        self.sent += [
+            {"topic": send.topic, "key": send.key, "value": send.value, "partition": partition,
+             "headers": dict(send.headers), "last_offset": last_offset}
+            for send in sends
+        ]  # fmt: skip
+        return True
 
     def to(self, topic: str) -> list[dict[str, Any]]:
         return [record for record in self.sent if record["topic"] == topic]
@@ -77,14 +83,14 @@ class Recorder:
 async def wired() -> AsyncIterator[tuple[Migrator, StandInCore, Recorder]]:
     settings = Settings.from_env(
         {"MIGRATOR_APP_ID": f"agent-test-{uuid.uuid4().hex[:6]}", "MIGRATOR_BATCH_SIZE": "50",
-         "MIGRATOR_BATCH_WITHIN_S": "0.05"}
+         "MIGRATOR_BATCH_WITHIN_S": "0.05", "MIGRATOR_PROCESSING_GUARANTEE": "at_least_once"}
     )  # fmt: skip
     migrator = create_app(settings)
     core = StandInCore()
     recorder = Recorder()
     migrator.resources.core = core  # type: ignore[assignment]
     migrator.resources.ready.set()
-    migrator.publish = recorder  # type: ignore[method-assign]
+    migrator.publish_batch = recorder  # type: ignore[method-assign]
     yield migrator, core, recorder
 
 
@@ -161,30 +167,11 @@ async def test_invalid_records_are_dead_lettered_with_their_bytes_and_the_rest_g
     assert [r["key"] for r in recorder.to(topics.MIGRATED)] == [b"ok"]
 
 
-async def test_each_batch_publishes_one_stats_delta_per_partition(wired: Any) -> None:
-    migrator, _, recorder = wired
+async def test_each_partition_publishes_once_per_batch_with_its_last_offset(wired: Any) -> None:
+    migrator, core, recorder = wired
     await put_all(migrator, [(b"a", request("a")), (b"b", b"nope"), (b"c", request("c"))])
-    deltas = [json.loads(r["value"]) for r in recorder.to(migrator.stats_deltas.get_topic_name())]
-    assert sum(d["requested"] for d in deltas) == 2
-    assert sum(d["migrated"] for d in deltas) == 2
-    assert sum(d["dead_lettered"] for d in deltas) == 1
+    assert len(core.rejected) == 1  # handed to the core to be recorded and counted once
     partitions = {r["partition"] for r in recorder.sent}
     assert len(partitions) == 1  # everything follows its source partition
-
-
-async def test_stats_agent_folds_each_batch_once_even_when_delivered_twice(wired: Any) -> None:
-    migrator, _, recorder = wired
-    agent = migrator.agents["count"]
-    first = {"requested": 2, "migrated": 1, "failed": 1, "failed_by_code": {"user_not_found": 1},
-             "source_first": 0, "source_last": 1}  # fmt: skip
-    second = {**first, "source_first": 2, "source_last": 3}
-    async with agent.test_context() as context:
-        event = await context.put(first, key="0")
-        await context.put(first, key="0")  # redelivered: already counted
-        await context.put(second, key="0")
-        partition = str(event.message.partition)
-    total = migrator.stats.data[partition]
-    assert total["requested"] == 4 and total["failed_by_code"] == {"user_not_found": 2}
-    assert total["counted_through"] == 3
-    changelog = recorder.to(migrator.stats.changelog_topic.get_topic_name())
-    assert len(changelog) == 2  # one changelog record per applied delta, in the transaction
+    assert {r["last_offset"] for r in recorder.sent} == {2}
+    assert migrator.stats.data["0"] == {"requested": 2}  # the totals the core committed

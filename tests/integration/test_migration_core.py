@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from agents import redis_store
 from agents.decide import Work
 from agents.migrator import MigrationCore, Unavailable
-from agents.resync import prune_redis, resync_redis
+from agents.resync import prune_redis, repair_pending, resync_redis
 from agents.retry import RetryPolicy
 from agents.seed import SeedOptions, generate, write_rows
 from agents.validation import validate_user
@@ -73,14 +73,14 @@ async def test_migrate_validate_rollback_restores_the_exact_row(
     user = uid(unique, "roundtrip")
     original = await insert_legacy(pool, user, workspace_id=None, status="completed")
 
-    [migrated] = await core.apply([work(user)])
+    [migrated] = (await core.apply([work(user)])).outcomes
     assert migrated.outcome == "migrated" and not migrated.already_done
     assert migrated.session_status == "completed" and migrated.bcm is not None
     report = await validate_user(pool, redis_client, user)
     assert report.ok, report.as_dict()
     assert (await legacy(pool, user))["status"] == "migrated"
 
-    [rolled_back] = await core.apply([work(user, "rollback")])
+    [rolled_back] = (await core.apply([work(user, "rollback")])).outcomes
     assert rolled_back.outcome == "rolled_back"
     assert rolled_back.matches_snapshot is True
     assert rolled_back.restored_legacy_sha256 == migrated.legacy_snapshot_sha256
@@ -104,10 +104,11 @@ async def test_repeats_change_nothing_and_say_already_done(
     user = uid(unique, "repeat")
     await insert_legacy(pool, user)
     first_work = work(user)
-    [first] = await core.apply([first_work])
-    [redelivered] = await core.apply([first_work])  # the same record again
-    [duplicate] = await core.apply([work(user, request_id=first_work.request.request_id)])
-    [again] = await core.apply([work(user)])  # a new request for a migrated user
+    [first] = (await core.apply([first_work])).outcomes
+    [redelivered] = (await core.apply([first_work])).outcomes  # the same record again
+    duplicate_work = work(user, request_id=first_work.request.request_id)
+    [duplicate] = (await core.apply([duplicate_work])).outcomes
+    [again] = (await core.apply([work(user)])).outcomes  # a new request for a migrated user
     assert redelivered == first
     assert duplicate.already_done and duplicate.outcome == "migrated"
     assert duplicate.session_id == first.session_id and duplicate.event_id != first.event_id
@@ -135,7 +136,7 @@ async def test_one_bad_user_never_fails_the_others(
         work(uid(unique, "badtype")),
         work(good[2]),
     ]
-    outcomes = await core.apply(batch)
+    outcomes = (await core.apply(batch)).outcomes
     got = [(o.outcome, o.error.code.value if o.error else None) for o in outcomes]
     assert got == [
         ("migrated", None),
@@ -157,7 +158,7 @@ async def test_dry_run_writes_only_the_audit_log(
 ) -> None:
     user = uid(unique, "dry")
     before = await insert_legacy(pool, user, status="completed")
-    [outcome] = await core.apply([work(user, dry_run=True)])
+    [outcome] = (await core.apply([work(user, dry_run=True)])).outcomes
     assert outcome.dry_run and outcome.outcome == "migrated" and outcome.bcm is not None
     assert await legacy(pool, user) == before
     assert (
@@ -171,7 +172,7 @@ async def test_dry_run_writes_only_the_audit_log(
         == 1
     )
     await core.apply([work(user)])
-    [dry_rollback] = await core.apply([work(user, "rollback", dry_run=True)])
+    [dry_rollback] = (await core.apply([work(user, "rollback", dry_run=True)])).outcomes
     assert dry_rollback.outcome == "rolled_back" and dry_rollback.matches_snapshot is True
     assert (await legacy(pool, user))["status"] == "migrated"
 
@@ -181,7 +182,7 @@ async def test_requests_of_one_user_apply_in_order_within_a_batch(
 ) -> None:
     user = uid(unique, "order")
     await insert_legacy(pool, user)
-    outcomes = await core.apply([work(user), work(user, "rollback"), work(user)])
+    outcomes = (await core.apply([work(user), work(user, "rollback"), work(user)])).outcomes
     assert [o.outcome for o in outcomes] == ["migrated", "rolled_back", "migrated"]
     assert outcomes[0].session_id != outcomes[2].session_id
     report = await validate_user(pool, redis_client, user)
@@ -239,30 +240,80 @@ async def test_connection_killed_mid_batch_leaves_nothing_and_the_retry_succeeds
         )
         == 0
     )
-    outcomes = await core.apply(batch)
+    outcomes = (await core.apply(batch)).outcomes
     assert [o.outcome for o in outcomes] == ["migrated"] * 4
     for user in users:
         assert (await validate_user(pool, redis_client, user)).ok
 
 
-async def test_redis_down_after_commit_is_retryable_and_repaired_on_the_next_attempt(
+async def test_redis_down_after_commit_answers_success_and_the_mirror_is_repaired(
     pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
 ) -> None:
     user = uid(unique, "cache")
     await insert_legacy(pool, user)
     dead_redis = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     broken = MigrationCore(pool, dead_redis, retry=FAST_RETRY)
-    batch = [work(user)]
-    [failed] = await broken.apply(batch)
-    assert failed.outcome == "failed" and failed.error is not None
-    assert failed.error.code.value == "cache_unavailable" and failed.error.retryable
-    # PostgreSQL committed; Redis does not have it yet.
+    applied = await broken.apply([work(user)])
+    assert applied is not None
+    [done] = applied.outcomes
+    # PostgreSQL committed, so the answer is the success; the mirror is owed, not lost.
+    assert done.outcome == "migrated" and done.error is None and not done.already_done
+    assert applied.mirror_pending == 1 and broken.redis_down
+    assert await pool.fetchval("SELECT count(*) FROM redis_mirror_pending WHERE user_id = $1", user)
     assert (await validate_user(pool, redis_client, user)).ok is False
-    healthy = MigrationCore(pool, redis_client, retry=FAST_RETRY)
-    [done] = await healthy.apply(batch)
-    assert done.outcome == "migrated" and not done.already_done
+    assert await repair_pending(pool, redis_client) >= 1
     assert (await validate_user(pool, redis_client, user)).ok
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM redis_mirror_pending WHERE user_id = $1", user
+    )
     await dead_redis.aclose()
+
+
+async def test_a_redone_batch_answers_exactly_as_the_first_time(
+    pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    """Redoing a batch (crash, rebalance, fenced producer) must not decide anything again:
+    a dry run decided before the user's later rollback would now say ``not_migrated``, and a
+    [rollback, migrate] pair would now say ``rolled_back`` for a user left migrated."""
+    core = MigrationCore(pool, redis_client, retry=FAST_RETRY, app_id=f"app-{unique}")
+    migrated, fresh = uid(unique, "redo-m"), uid(unique, "redo-f")
+    await insert_legacy(pool, migrated)
+    await insert_legacy(pool, fresh)
+    await core.apply([work(migrated)])
+    batch = [
+        work(migrated, "rollback", dry_run=True),
+        work(migrated, "rollback"),
+        work(fresh, "rollback"),
+        work(fresh),
+    ]
+    first = await core.apply(batch)
+    again = await core.apply(batch)
+    assert first is not None and again is not None
+    assert [(o.outcome, o.dry_run) for o in first.outcomes] == [
+        ("rolled_back", True), ("rolled_back", False), ("failed", False), ("migrated", False),
+    ]  # fmt: skip
+    assert [o.model_dump() for o in again.outcomes] == [o.model_dump() for o in first.outcomes]
+    # Counted once: the redo answered from the record of the first answers.
+    assert again.totals == {} and first.totals[0]["requested"] == 5
+    stored = await pool.fetchval(
+        "SELECT totals FROM partition_counters WHERE app_id = $1", f"app-{unique}"
+    )
+    assert stored["requested"] == 5 and stored["dry_run"] == 1
+    assert await pool.fetchval("SELECT count(*) FROM onboarding_sessions WHERE user_id = $1", fresh)
+
+
+async def test_a_position_holding_another_record_is_answered_afresh(
+    core: MigrationCore, pool: asyncpg.Pool, unique: str
+) -> None:
+    user = uid(unique, "recreated")
+    await insert_legacy(pool, user)
+    first = work(user, "rollback")
+    [answer] = (await core.apply([first])).outcomes  # type: ignore[union-attr]
+    assert answer.outcome == "failed"
+    other = Work(MigrationRequest(request_id=uuid.uuid4(), user_id=user), first.partition,
+                 first.offset, None, b"another record")  # fmt: skip
+    [answer] = (await core.apply([other])).outcomes  # type: ignore[union-attr]
+    assert answer.outcome == "migrated"
 
 
 async def test_resync_rebuilds_redis_from_postgres(
@@ -271,7 +322,7 @@ async def test_resync_rebuilds_redis_from_postgres(
     users = [uid(unique, f"resync{i}") for i in range(3)]
     for user in users:
         await insert_legacy(pool, user)
-    outcomes = await core.apply([work(user) for user in users])
+    outcomes = (await core.apply([work(user) for user in users])).outcomes
     for outcome in outcomes:
         await redis_client.delete(redis_store.session_key(outcome.session_id or ""))
     await redis_client.delete(redis_store.user_key(users[0]))
@@ -298,7 +349,7 @@ async def test_seeding_is_idempotent_and_seeded_users_migrate(
     assert await write_rows(pool, generate(options)) == 300
     assert await write_rows(pool, generate(options)) == 0
     user_ids = [row[0] for row in generate(options)]
-    outcomes = await core.apply([work(user) for user in user_ids])
+    outcomes = (await core.apply([work(user) for user in user_ids])).outcomes
     assert {o.outcome for o in outcomes} == {"migrated"}
     statuses = {o.session_status for o in outcomes}
     assert statuses == {"completed", "in_progress", "not_started"}

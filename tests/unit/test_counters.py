@@ -1,4 +1,4 @@
-"""Live counter arithmetic: what counts where (contract §9), folding, percentiles, rate."""
+"""Live counter arithmetic: what counts where (contract §9), merging, percentiles, rate."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def outcome(kind: str = "migrated", *, dry_run: bool = False, already_done: bool
     )  # fmt: skip
 
 
-def delta(outcomes: list[Outcome], first: int = 0, last: int = 9, **kw: Any) -> dict[str, Any]:
+def delta(outcomes: list[Outcome], **kw: Any) -> dict[str, Any]:
     return counters.batch_delta(outcomes, [5.0] * len(outcomes), dead_lettered=kw.get("dead", 0),
-                                now_s=1000, source_first=first, source_last=last)  # fmt: skip
+                                now_s=1000)  # fmt: skip
 
 
 def test_what_counts_where() -> None:
@@ -49,14 +49,13 @@ def test_requested_is_the_sum_of_the_outcome_counters(specs: list[tuple[str, boo
     assert s["requested"] == s["migrated"] + s["rolled_back"] + s["failed"] + s["dry_run"]
 
 
-def test_fold_applies_each_batch_once() -> None:
-    first = delta([outcome()], 0, 4)
-    total, applied = counters.fold(counters.empty(), first, now_s=1000)
-    assert applied and total["requested"] == 1 and total["counted_through"] == 4
-    again, applied = counters.fold(total, first, now_s=1000)
-    assert not applied and again["requested"] == 1
-    later, applied = counters.fold(total, delta([outcome(), outcome()], 5, 9), now_s=1000)
-    assert applied and later["requested"] == 3 and later["counted_through"] == 9
+def test_merge_adds_batches_up() -> None:
+    total = counters.merge(counters.empty(), delta([outcome()], dead=1), now_s=1000)
+    total = counters.merge(total, delta([outcome("failed", code="user_not_found")]), now_s=1000)
+    assert (total["requested"], total["migrated"], total["failed"], total["dead_lettered"]) == (
+        2, 1, 1, 1,
+    )  # fmt: skip
+    assert total["failed_by_code"] == {"user_not_found": 1}
 
 
 def test_combine_adds_partitions_and_summary_has_integer_counters() -> None:

@@ -1,0 +1,81 @@
+"""The worker keeps the Redis mirror equal to PostgreSQL by itself, without an operator.
+
+Once a second it looks at Redis:
+- Redis that restarted or was flushed has lost writes that no pending row records (a restart
+  brings back an older snapshot; FLUSHALL brings back nothing). Redis's ``run_id`` changes at
+  every start, and a marker key holding the ``run_id`` of the last full rebuild is gone after a
+  flush; either way the whole mirror is rebuilt and pruned (one worker at a time, under a
+  PostgreSQL advisory lock), while batches go on writing.
+- Users a batch could not mirror (Redis was down) are rewritten from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from agents import redis_store
+from agents.resync import prune_redis, repair_pending, resync_redis
+
+log = logging.getLogger(__name__)
+
+MARKER_KEY = "onboarding:mirror:rebuilt-for"
+_LOCK_KEY = 0x6D6972726F72  # "mirror"
+
+
+@dataclass
+class Healed:
+    """What one look did: whether Redis answered, and how much was rewritten."""
+
+    redis_up: bool
+    rebuilt: int = 0
+    repaired: int = 0
+
+
+async def heal(pool: asyncpg.Pool, client: aioredis.Redis) -> Healed:
+    """One look at Redis: rebuild it if it lost data, then rewrite pending users."""
+    try:
+        info = await client.info("server")
+    except redis_store.UNAVAILABLE:
+        return Healed(redis_up=False)
+    run_id = str(info["run_id"])
+    rebuilt = await _rebuild_if_lost(pool, client, run_id)
+    repaired = await repair_pending(pool, client)
+    if repaired:
+        log.info("Redis mirror of %d users repaired", repaired)
+    return Healed(redis_up=True, rebuilt=rebuilt, repaired=repaired)
+
+
+async def _rebuild_if_lost(pool: asyncpg.Pool, client: aioredis.Redis, run_id: str) -> int:
+    marker = await client.get(MARKER_KEY)
+    if marker is not None and redis_store.text(marker) == run_id:
+        return 0
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+            return 0  # another worker is rebuilding
+        try:
+            return await _rebuild(pool, client, run_id)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+async def _rebuild(pool: asyncpg.Pool, client: aioredis.Redis, run_id: str) -> int:
+    """Rebuild until no flush happened meanwhile (the marker set at the start survived)."""
+    while True:
+        started = time.monotonic()
+        token = f"rebuilding:{uuid.uuid4()}"
+        await client.set(MARKER_KEY, token)
+        written = await resync_redis(pool, client)
+        removed = await prune_redis(pool, client)
+        previous = await client.set(MARKER_KEY, run_id, get=True)
+        if isinstance(previous, bytes | str) and redis_store.text(previous) == token:
+            log.info("Redis mirror rebuilt (Redis %s): %d sessions written, %d stale keys "
+                     "removed in %.1f s", run_id[:8], written, removed,
+                     time.monotonic() - started)  # fmt: skip
+            return written
+        log.warning("Redis lost its data again during the rebuild: rebuilding again")

@@ -1,0 +1,297 @@
+"""Exactly-once publishing: one Kafka transaction per batch and source partition, owned here.
+
+A batch's outcomes, dead letters and the request partition's next offset commit together in one
+transaction of a producer whose transactional id is tied to that partition
+(``<app id>-migrate-<partition>``). That gives, without Faust's own exactly-once machinery:
+
+- zombie fencing: a worker that is assigned a partition starts its producer, which fences the
+  previous owner's producer and aborts whatever it left open. A worker that finds itself fenced
+  drops the partition's records until the group gives it partitions again, and carries on;
+- no transaction spans two batches, so a rebalance never finds outputs waiting for offsets;
+- offsets of the request topic are committed only here. Faust's own commits skip that topic
+  (``exclude_from_faust_commits``): a late plain commit could otherwise move the group's
+  position back over published outcomes.
+
+A rebalance bumps ``epoch`` before Faust waits for in-flight records; a batch commits only if the
+epoch it started in is still current (checked under the lock the rebalance takes), so nothing is
+committed for a partition after its revocation began. Records dropped that way are read again
+from the committed offset by the partition's next owner (maybe this worker), and PostgreSQL
+answers them with the answers it already recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from faust.transport.consumer import Consumer
+
+log = logging.getLogger(__name__)
+
+_RETRY_S = (0.1, 2.0)
+_REGISTER_TIMEOUT_S = 20.0
+_FENCED = (ProducerFenced, InvalidProducerEpoch)
+
+
+@dataclass(frozen=True)
+class Send:
+    """One record for the transaction: topic, key, value, headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+ProducerFactory = Callable[[str], AIOKafkaProducer]
+
+
+class PartitionTransactions:
+    """The transactional producers of the request partitions this worker owns."""
+
+    def __init__(
+        self, *, source_topic: str, group_id: str, app_id: str, new_producer: ProducerFactory
+    ) -> None:
+        self.source_topic = source_topic
+        self.group_id = group_id
+        self.app_id = app_id
+        self._new_producer = new_producer
+        self._owned: set[int] = set()
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        self._next: dict[int, int | None] = {}
+        self._fenced: set[int] = set()
+        self._suspect_gap: dict[int, tuple[int, int]] = {}
+        self._epoch = 0
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def transactional_id(self, partition: int) -> str:
+        return f"{self.app_id}-migrate-{partition}"
+
+    def owns(self, partition: int, epoch: int) -> bool:
+        """Whether a batch begun in ``epoch`` may still publish for ``partition``."""
+        return (
+            self._ready
+            and epoch == self._epoch
+            and partition in self._owned
+            and partition not in self._fenced
+        )
+
+    def unpublished(self, partition: int, offsets: Iterable[int]) -> list[int]:
+        """The offsets not yet covered by a committed transaction (older ones are stale copies
+        still buffered from before a seek: their outcomes are on the topics already)."""
+        start = self._next.get(partition)
+        return [offset for offset in offsets if start is None or offset >= start]
+
+    def gap_before(self, partition: int, first_offset: int) -> int | None:
+        """The offset to read again from when records before ``first_offset`` never arrived.
+
+        A gap seen once is read again (seek back): records lost inside the stream come back. The
+        same gap seen twice in a row is real (transaction markers, compaction) and accepted.
+        """
+        start = self._next.get(partition)
+        if start is None or first_offset <= start:
+            self._suspect_gap.pop(partition, None)
+            return None
+        if self._suspect_gap.get(partition) == (start, first_offset):
+            log.info("offsets %d..%d of partition %d hold no records: going on",
+                     start, first_offset - 1, partition)  # fmt: skip
+            self._suspect_gap.pop(partition, None)
+            return None
+        self._suspect_gap[partition] = (start, first_offset)
+        log.warning("records %d..%d of partition %d did not arrive: reading them again",
+                    start, first_offset - 1, partition)  # fmt: skip
+        return start
+
+    async def on_revocation_start(self) -> None:
+        """Called before Faust waits for in-flight records: no commit after this one."""
+        async with self._lock:
+            self._epoch += 1
+            self._ready = False
+
+    async def on_assigned(
+        self,
+        partitions: set[int],
+        read_committed: Callable[[], Coroutine[Any, Any, Mapping[int, int | None]]],
+    ) -> None:
+        """Start a producer per assigned partition, then read where each partition stands.
+
+        Every producer is started afresh, kept partitions too (the group may have given one to
+        another worker and back in between): starting registers the transactional id, which
+        fences any earlier holder and settles its open transaction, committed or aborted. Only
+        then are the committed offsets read, so no zombie can move them afterwards.
+        """
+        async with self._lock:
+            for partition in list(self._producers):
+                await self._stop(partition)
+            self._fenced.clear()
+            self._suspect_gap.clear()
+            self._owned = set(partitions)
+            started = await asyncio.gather(*(self._start_patiently(p) for p in partitions))
+            if not all(started):
+                raise RuntimeError("Kafka did not register the partitions' transactional ids")
+            committed = await read_committed()
+            self._next = {p: committed.get(p) for p in partitions}
+            self._ready = True
+
+    async def publish(
+        self, partition: int, epoch: int, sends: Sequence[Send], last_offset: int
+    ) -> bool:
+        """Commit ``sends`` with the partition's offset ``last_offset + 1``, retrying while
+        Kafka is away. False when the partition is no longer this worker's (nothing committed)."""
+        delay, ceiling = _RETRY_S
+        while True:
+            if not self.owns(partition, epoch):
+                return False
+            producer = self._producers.get(partition) or await self._start(partition)
+            if producer is None:
+                await asyncio.sleep(delay)
+                delay = min(ceiling, delay * 2)
+                continue
+            try:
+                if await self._commit(producer, partition, epoch, sends, last_offset):
+                    return True
+                return False
+            except _FENCED as exc:
+                log.warning("partition %d: producer fenced (%s); another worker owns it now",
+                            partition, exc)  # fmt: skip
+                self._fenced.add(partition)
+                return False
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("partition %d: transaction failed (%r); trying again", partition, exc)
+                await self._recover(partition, producer)
+                await asyncio.sleep(delay)
+                delay = min(ceiling, delay * 2)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            self._ready = False
+            self._owned = set()
+            for partition in list(self._producers):
+                await self._stop(partition)
+
+    async def _commit(
+        self,
+        producer: AIOKafkaProducer,
+        partition: int,
+        epoch: int,
+        sends: Sequence[Send],
+        last_offset: int,
+    ) -> bool:
+        await producer.begin_transaction()
+        try:
+            futures = [
+                await producer.send(
+                    send.topic,
+                    send.value,
+                    key=send.key,
+                    partition=partition,
+                    headers=list(send.headers),
+                )  # fmt: skip
+                for send in sends
+            ]
+            await producer.send_offsets_to_transaction(
+                {TopicPartition(self.source_topic, partition): last_offset + 1}, self.group_id
+            )
+            await asyncio.gather(*futures)
+        except BaseException:
+            await self._abort(producer)
+            raise
+        async with self._lock:
+            current = epoch == self._epoch
+            if current:
+                await producer.commit_transaction()
+                self._next[partition] = last_offset + 1
+        if not current:
+            await self._abort(producer)
+        return current
+
+    async def _abort(self, producer: AIOKafkaProducer) -> None:
+        if producer._txn_manager.is_fatal_error():  # noqa: SLF001 - aborting would raise
+            return
+        try:
+            await producer.abort_transaction()
+        except KafkaError as exc:
+            log.info("abort failed (%r); the next transaction's start settles it", exc)
+
+    async def _recover(self, partition: int, producer: AIOKafkaProducer) -> None:
+        """After a failed transaction: a producer in a fatal (non-fencing) state is replaced."""
+        if not producer._txn_manager.is_fatal_error():  # noqa: SLF001
+            return
+        async with self._lock:
+            if self._producers.get(partition) is producer:
+                await self._stop(partition)
+
+    async def _start(self, partition: int) -> AIOKafkaProducer | None:
+        """Start the partition's producer: its first request fences the previous owner's."""
+        producer = self._new_producer(self.transactional_id(partition))
+        try:
+            await producer.start()
+            await asyncio.wait_for(
+                asyncio.shield(producer._txn_manager.wait_for_pid()),  # noqa: SLF001
+                timeout=_REGISTER_TIMEOUT_S,
+            )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("partition %d: producer did not start (%r); trying again", partition, exc)
+            await producer.stop()
+            return None
+        self._producers[partition] = producer
+        return producer
+
+    async def _start_patiently(self, partition: int) -> bool:
+        deadline = asyncio.get_running_loop().time() + _REGISTER_TIMEOUT_S
+        delay, ceiling = _RETRY_S
+        while await self._start(partition) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(ceiling, delay * 2)
+        return True
+
+    async def _stop(self, partition: int) -> None:
+        producer = self._producers.pop(partition, None)
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=10)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.info("partition %d: producer stop: %r", partition, exc)
+
+
+def exclude_from_faust_commits(topic: str) -> None:
+    """Keep Faust from committing ``topic``'s offsets; only its bookkeeping moves.
+
+    The topic's offsets are committed inside the transactions above. Faust still needs to
+    believe they are committed (its ack bookkeeping waits for contiguous commits), so its
+    record of committed offsets is updated as if it had committed them itself.
+    """
+    _excluded.add(topic)
+    if _patched:
+        return
+    _patched.append(True)
+    commit_offsets: Callable[..., Coroutine[Any, Any, bool]] = Consumer._commit_offsets  # noqa: SLF001
+
+    async def _commit_offsets(
+        self: Consumer, offsets: Mapping[Any, int], start_new_transaction: bool = True
+    ) -> bool:
+        ours = {tp: offset for tp, offset in offsets.items() if tp.topic in _excluded}
+        theirs = {tp: offset for tp, offset in offsets.items() if tp.topic not in _excluded}
+        self._committed_offset.update(ours)  # noqa: SLF001
+        if not theirs:
+            return False
+        return await commit_offsets(self, theirs, start_new_transaction=start_new_transaction)
+
+    Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]  # noqa: SLF001
+
+
+_excluded: set[str] = set()
+_patched: list[bool] = []
