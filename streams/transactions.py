@@ -48,48 +48,45 @@ class Send:
     headers: Sequence[tuple[str, bytes]] = ()
 
 
-ProducerFactory = Callable[[str], AIOKafkaProducer]
+class Positions:
+    """Which request partitions a batch may still publish for, and from which offset: pure.
 
+    ``epoch`` changes when a rebalance begins; a batch publishes only in the epoch it began in.
+    ``next`` is each partition's first offset not yet covered by a committed transaction.
+    """
 
-class PartitionTransactions:
-    """The transactional producers of the request partitions this worker owns."""
-
-    def __init__(
-        self, *, source_topic: str, group_id: str, app_id: str, new_producer: ProducerFactory
-    ) -> None:
-        self.source_topic = source_topic
-        self.group_id = group_id
-        self.app_id = app_id
-        self._new_producer = new_producer
-        self._owned: set[int] = set()
-        self._producers: dict[int, AIOKafkaProducer] = {}
-        self._next: dict[int, int | None] = {}
-        self._fenced: set[int] = set()
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.ready = False
+        self.owned: set[int] = set()
+        self.fenced: set[int] = set()
+        self.next: dict[int, int | None] = {}
         self._suspect_gap: dict[int, tuple[int, int]] = {}
-        self._epoch = 0
-        self._ready = False
-        self._lock = asyncio.Lock()
 
-    @property
-    def epoch(self) -> int:
-        return self._epoch
+    def revoke(self) -> None:
+        self.epoch += 1
+        self.ready = False
 
-    def transactional_id(self, partition: int) -> str:
-        return f"{self.app_id}-migrate-{partition}"
+    def assign(self, partitions: set[int], committed: Mapping[int, int | None]) -> None:
+        self.owned = set(partitions)
+        self.fenced.clear()
+        self._suspect_gap.clear()
+        self.next = {p: committed.get(p) for p in partitions}
+        self.ready = True
 
     def owns(self, partition: int, epoch: int) -> bool:
         """Whether a batch begun in ``epoch`` may still publish for ``partition``."""
         return (
-            self._ready
-            and epoch == self._epoch
-            and partition in self._owned
-            and partition not in self._fenced
+            self.ready
+            and epoch == self.epoch
+            and partition in self.owned
+            and partition not in self.fenced
         )
 
     def unpublished(self, partition: int, offsets: Iterable[int]) -> list[int]:
         """The offsets not yet covered by a committed transaction (older ones are stale copies
         still buffered from before a seek: their outcomes are on the topics already)."""
-        start = self._next.get(partition)
+        start = self.next.get(partition)
         return [offset for offset in offsets if start is None or offset >= start]
 
     def gap_before(self, partition: int, first_offset: int) -> int | None:
@@ -98,7 +95,7 @@ class PartitionTransactions:
         A gap seen once is read again (seek back): records lost inside the stream come back. The
         same gap seen twice in a row is real (transaction markers, compaction) and accepted.
         """
-        start = self._next.get(partition)
+        start = self.next.get(partition)
         if start is None or first_offset <= start:
             self._suspect_gap.pop(partition, None)
             return None
@@ -112,11 +109,44 @@ class PartitionTransactions:
                     start, first_offset - 1, partition)  # fmt: skip
         return start
 
+
+ProducerFactory = Callable[[str], AIOKafkaProducer]
+
+
+class PartitionTransactions:
+    """The transactional producers of the request partitions this worker owns."""
+
+    def __init__(
+        self, *, source_topic: str, group_id: str, app_id: str, new_producer: ProducerFactory
+    ) -> None:
+        self.source_topic = source_topic
+        self.group_id = group_id
+        self.app_id = app_id
+        self._new_producer = new_producer
+        self.positions = Positions()
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def epoch(self) -> int:
+        return self.positions.epoch
+
+    def transactional_id(self, partition: int) -> str:
+        return f"{self.app_id}-migrate-{partition}"
+
+    def owns(self, partition: int, epoch: int) -> bool:
+        return self.positions.owns(partition, epoch)
+
+    def unpublished(self, partition: int, offsets: Iterable[int]) -> list[int]:
+        return self.positions.unpublished(partition, offsets)
+
+    def gap_before(self, partition: int, first_offset: int) -> int | None:
+        return self.positions.gap_before(partition, first_offset)
+
     async def on_revocation_start(self) -> None:
         """Called before Faust waits for in-flight records: no commit after this one."""
         async with self._lock:
-            self._epoch += 1
-            self._ready = False
+            self.positions.revoke()
 
     async def on_assigned(
         self,
@@ -133,15 +163,10 @@ class PartitionTransactions:
         async with self._lock:
             for partition in list(self._producers):
                 await self._stop(partition)
-            self._fenced.clear()
-            self._suspect_gap.clear()
-            self._owned = set(partitions)
             started = await asyncio.gather(*(self._start_patiently(p) for p in partitions))
             if not all(started):
                 raise RuntimeError("Kafka did not register the partitions' transactional ids")
-            committed = await read_committed()
-            self._next = {p: committed.get(p) for p in partitions}
-            self._ready = True
+            self.positions.assign(partitions, await read_committed())
 
     async def publish(
         self, partition: int, epoch: int, sends: Sequence[Send], last_offset: int
@@ -164,7 +189,7 @@ class PartitionTransactions:
             except _FENCED as exc:
                 log.warning("partition %d: producer fenced (%s); another worker owns it now",
                             partition, exc)  # fmt: skip
-                self._fenced.add(partition)
+                self.positions.fenced.add(partition)
                 return False
             except (KafkaError, TimeoutError, OSError) as exc:
                 log.warning("partition %d: transaction failed (%r); trying again", partition, exc)
@@ -174,8 +199,7 @@ class PartitionTransactions:
 
     async def stop(self) -> None:
         async with self._lock:
-            self._ready = False
-            self._owned = set()
+            self.positions.revoke()
             for partition in list(self._producers):
                 await self._stop(partition)
 
@@ -207,10 +231,10 @@ class PartitionTransactions:
             await self._abort(producer)
             raise
         async with self._lock:
-            current = epoch == self._epoch
+            current = epoch == self.positions.epoch
             if current:
                 await producer.commit_transaction()
-                self._next[partition] = last_offset + 1
+                self.positions.next[partition] = last_offset + 1
         if not current:
             await self._abort(producer)
         return current

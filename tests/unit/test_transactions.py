@@ -1,0 +1,73 @@
+"""The rules that decide which records a batch may publish: pure bookkeeping, no Kafka.
+
+Publishing itself runs against the real broker in the end-to-end tests (SIGKILL, rebalance,
+fault run); these tests pin the decisions taken before any transaction begins.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.transactions import Positions
+
+
+def assigned(partitions: set[int], committed: dict[int, int | None]) -> Positions:
+    positions = Positions()
+    positions.assign(partitions, committed)
+    return positions
+
+
+def test_only_assigned_partitions_are_published_for() -> None:
+    positions = assigned({0, 2}, {0: 10, 2: None})
+    epoch = positions.epoch
+    assert positions.owns(0, epoch) and positions.owns(2, epoch) and not positions.owns(1, epoch)
+
+
+def test_a_revocation_ends_every_batch_begun_before_it() -> None:
+    positions = assigned({0}, {0: 10})
+    epoch = positions.epoch
+    positions.revoke()
+    assert not positions.owns(0, epoch)
+    assert not positions.owns(0, positions.epoch)  # nor new batches, until the assignment
+    positions.assign({0}, {0: 12})
+    assert positions.owns(0, positions.epoch) and not positions.owns(0, epoch)
+
+
+def test_a_fenced_partition_is_dropped_until_the_next_assignment() -> None:
+    positions = assigned({0, 1}, {})
+    positions.fenced.add(0)
+    assert not positions.owns(0, positions.epoch) and positions.owns(1, positions.epoch)
+    positions.revoke()
+    positions.assign({0, 1}, {})
+    assert positions.owns(0, positions.epoch)
+
+
+def test_records_below_the_committed_offset_are_stale_copies() -> None:
+    positions = assigned({0, 1}, {0: 100, 1: None})
+    assert positions.unpublished(0, [98, 99, 100, 101]) == [100, 101]
+    assert positions.unpublished(1, [0, 1]) == [0, 1]  # nothing committed yet: all of them
+    positions.next[0] = 102  # a transaction committed through offset 101
+    assert positions.unpublished(0, [100, 101, 102]) == [102]
+
+
+def test_a_gap_is_read_again_once_then_accepted_when_it_is_real() -> None:
+    positions = assigned({0}, {0: 100})
+    assert positions.gap_before(0, 105) == 100  # first sight: seek back and read again
+    assert positions.gap_before(0, 105) is None  # same gap after the re-read: markers, accept
+
+
+def test_a_different_gap_after_the_re_read_is_read_again_too() -> None:
+    positions = assigned({0}, {0: 100})
+    assert positions.gap_before(0, 105) == 100
+    assert positions.gap_before(0, 103) == 100
+
+
+@pytest.mark.parametrize("first", [90, 100])
+def test_no_gap_when_the_batch_starts_at_or_before_the_committed_offset(first: int) -> None:
+    positions = assigned({0}, {0: 100})
+    assert positions.gap_before(0, first) is None
+
+
+def test_no_gap_check_before_anything_was_committed() -> None:
+    positions = assigned({0}, {0: None})
+    assert positions.gap_before(0, 57) is None
