@@ -37,16 +37,59 @@ def register_agents(migrator: Migrator) -> dict[str, Any]:
         # Acks are ours: a record is acknowledged once its answer is published (or, under
         # exactly-once, once it is left to the partition's next owner; Faust does not commit
         # this topic then, the transactions do).
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_within_s):
-            try:
-                await process_events(migrator, events)
-            except BaseException:
-                if migrator.transactions is not None:
-                    await _ack(stream, events)
-                raise
-            await _ack(stream, events)
+        manual = stream.noack()
+        waiting: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * settings.batch_size)
+
+        async def read() -> None:
+            async for event in manual.events():
+                await waiting.put(event)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                events = await take_waiting(
+                    waiting, reader, settings.batch_size, settings.batch_within_s
+                )
+                try:
+                    await process_events(migrator, events)
+                except BaseException:
+                    if migrator.transactions is not None:
+                        await _ack(manual, events)
+                    raise
+                await _ack(manual, events)
+        finally:
+            reader.cancel()
 
     return {"migrate": migrate}
+
+
+async def take_waiting(
+    waiting: asyncio.Queue[Any], reader: asyncio.Future[None], most: int, linger_s: float
+) -> list[Any]:
+    """The records waiting now (at least one, at most ``most``): an idle stream answers a
+    single record at once, and under load a batch grows with the backlog that built up while
+    the previous one was written (group commit). ``linger_s`` > 0 waits that long for more.
+    """
+    get = asyncio.ensure_future(waiting.get())
+    done, _ = await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
+    if get not in done:
+        get.cancel()
+        reader.result()  # the stream ended or failed: say how
+        raise RuntimeError("the request stream ended")
+    events = [get.result()]
+    deadline = asyncio.get_running_loop().time() + linger_s
+    while len(events) < most:
+        if not waiting.empty():
+            events.append(waiting.get_nowait())
+            continue
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            break
+        try:
+            events.append(await asyncio.wait_for(waiting.get(), timeout=remaining))
+        except TimeoutError:
+            break
+    return events
 
 
 async def _ack(stream: Any, events: Sequence[Any]) -> None:

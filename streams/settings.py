@@ -58,7 +58,7 @@ class Settings(BaseModel):
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     topic_replication_factor: int = Field(default=1, ge=1, le=16)
     batch_size: int = Field(default=500, ge=1, le=10_000)
-    batch_within_s: float = Field(default=0.25, gt=0, le=60)
+    batch_within_s: float = Field(default=0.0, ge=0, le=60)
     max_retries: int = Field(default=4, ge=0, le=20)
     retry_base_delay_s: float = Field(default=0.2, ge=0, le=60)
     retry_max_delay_s: float = Field(default=5.0, ge=0, le=600)
