@@ -8,7 +8,7 @@ public answer.
 
 from __future__ import annotations
 
-import bisect
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,7 +16,13 @@ from schemas.events import Outcome
 
 COUNTERS = ("requested", "migrated", "rolled_back", "failed", "dry_run", "already_done",
             "dead_lettered")  # fmt: skip
-# Upper bounds (ms) of the latency histogram buckets; the last bucket is everything above.
+# Request-to-outcome latency is kept in a log-linear histogram (HDR style): bucket i > 0 holds
+# [FLOOR·GROWTHⁱ⁻¹, FLOOR·GROWTHⁱ) ms, bucket 0 everything below FLOOR. With 2 % wide buckets and
+# interpolation inside the bucket, a percentile is off by at most 2 % of its value. Only buckets
+# that were hit are stored (``{"index": count}``), so a total stays small.
+LATENCY_FLOOR_MS = 0.1
+LATENCY_GROWTH = 1.02
+# Bounds (ms) of the coarse histogram exported to Prometheus.
 LATENCY_BOUNDS_MS: tuple[float, ...] = (
     1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000,
 )  # fmt: skip
@@ -30,7 +36,7 @@ def empty() -> Counters:
     return {
         **dict.fromkeys(COUNTERS, 0),
         "failed_by_code": {},
-        "latency_buckets": [0] * (len(LATENCY_BOUNDS_MS) + 1),
+        "latency": {},
         "per_second": {},
     }
 
@@ -58,7 +64,8 @@ def batch_delta(
             delta["failed_by_code"][code] = delta["failed_by_code"].get(code, 0) + 1
     for latency in latencies_ms:
         if latency is not None:
-            delta["latency_buckets"][bisect.bisect_left(LATENCY_BOUNDS_MS, latency)] += 1
+            key = str(latency_bucket(latency))
+            delta["latency"][key] = delta["latency"].get(key, 0) + 1
     if outcomes:
         delta["per_second"][str(now_s)] = len(outcomes)
     return delta
@@ -72,14 +79,9 @@ def merge(total: Mapping[str, Any], delta: Mapping[str, Any], *, now_s: int) -> 
     for source in (total.get("failed_by_code", {}), delta.get("failed_by_code", {})):
         for code, count in source.items():
             merged["failed_by_code"][code] = merged["failed_by_code"].get(code, 0) + int(count)
-    merged["latency_buckets"] = [
-        int(a) + int(b)
-        for a, b in zip(
-            _buckets(total.get("latency_buckets")),
-            _buckets(delta.get("latency_buckets")),
-            strict=True,
-        )
-    ]
+    for source in (total.get("latency", {}), delta.get("latency", {})):
+        for key, count in source.items():
+            merged["latency"][key] = merged["latency"].get(key, 0) + int(count)
     horizon = now_s - _KEEP_SECONDS
     for source in (total.get("per_second", {}), delta.get("per_second", {})):
         for second, count in source.items():
@@ -95,22 +97,49 @@ def combine(parts: Iterable[Mapping[str, Any]], *, now_s: int) -> Counters:
     return total
 
 
-def percentile(buckets: Sequence[int], quantile: float) -> float | None:
-    """Upper bound (ms) of the bucket holding the quantile; None when nothing was measured.
+def latency_bucket(latency_ms: float) -> int:
+    if latency_ms < LATENCY_FLOOR_MS:
+        return 0
+    return int(math.log(latency_ms / LATENCY_FLOOR_MS) / math.log(LATENCY_GROWTH)) + 1
 
-    Latencies above the last bound are reported as that bound (JSON has no infinity).
-    """
-    count = sum(buckets)
-    if count == 0:
+
+def bucket_bounds(index: int) -> tuple[float, float]:
+    """``[low, high)`` in ms of histogram bucket ``index``."""
+    if index == 0:
+        return 0.0, LATENCY_FLOOR_MS
+    return (
+        LATENCY_FLOOR_MS * LATENCY_GROWTH ** (index - 1),
+        LATENCY_FLOOR_MS * LATENCY_GROWTH**index,
+    )
+
+
+def percentile(histogram: Mapping[str, int], quantile: float) -> float | None:
+    """The latency (ms) below which ``quantile`` of the samples fall, interpolated inside its
+    bucket (within 2 %); None when nothing was measured."""
+    counts = sorted((int(key), int(count)) for key, count in histogram.items() if int(count) > 0)
+    total = sum(count for _, count in counts)
+    if total == 0:
         return None
-    rank = quantile * count
+    rank = quantile * total
     running = 0
-    index = 0
-    for index, bucket in enumerate(buckets):  # noqa: B007 - the index after the loop is the answer
-        running += bucket
-        if running >= rank:
-            break
-    return float(LATENCY_BOUNDS_MS[min(index, len(LATENCY_BOUNDS_MS) - 1)])
+    for index, count in counts:
+        if running + count >= rank:
+            low, high = bucket_bounds(index)
+            return round(low + (high - low) * max(0.0, rank - running) / count, 3)
+        running += count
+    return round(bucket_bounds(counts[-1][0])[1], 3)
+
+
+def cumulative_counts(histogram: Mapping[str, int], bounds: Sequence[float]) -> list[int]:
+    """Samples at or below each bound (a bucket counts where its midpoint falls)."""
+    result = [0] * len(bounds)
+    for key, count in histogram.items():
+        low, high = bucket_bounds(int(key))
+        middle = (low + high) / 2
+        for position, bound in enumerate(bounds):
+            if middle <= bound:
+                result[position] += int(count)
+    return result
 
 
 def rate_per_s(per_second: Mapping[str, int], *, now_s: int) -> float:
@@ -123,22 +152,15 @@ def rate_per_s(per_second: Mapping[str, int], *, now_s: int) -> float:
 
 def summary(total: Mapping[str, Any], *, now_s: int) -> dict[str, Any]:
     """The public ``stats`` answer: integer counters at the top level, then derived figures."""
-    buckets = _buckets(total.get("latency_buckets"))
+    histogram = total.get("latency", {})
     return {
         **{name: int(total.get(name, 0)) for name in COUNTERS},
         "failed_by_code": dict(sorted(total.get("failed_by_code", {}).items())),
         "latency_ms": {
-            "p50": percentile(buckets, 0.50),
-            "p95": percentile(buckets, 0.95),
-            "p99": percentile(buckets, 0.99),
-            "samples": sum(buckets),
+            "p50": percentile(histogram, 0.50),
+            "p95": percentile(histogram, 0.95),
+            "p99": percentile(histogram, 0.99),
+            "samples": sum(int(count) for count in histogram.values()),
         },
         "throughput_per_s_last_minute": rate_per_s(total.get("per_second", {}), now_s=now_s),
     }
-
-
-def _buckets(value: Any) -> list[int]:
-    size = len(LATENCY_BOUNDS_MS) + 1
-    if not value:
-        return [0] * size
-    return [int(v) for v in value][:size] + [0] * max(0, size - len(value))

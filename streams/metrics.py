@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agents.counters import COUNTERS, LATENCY_BOUNDS_MS
+from agents.counters import COUNTERS, LATENCY_BOUNDS_MS, cumulative_counts
 
 _HELP = {
     "requested": "Accepted request records.",
@@ -38,14 +38,12 @@ def prometheus_text(summary: Mapping[str, Any], totals: Mapping[str, Any]) -> st
         "# HELP migrator_request_to_outcome_seconds Time from request record to outcome.",
         "# TYPE migrator_request_to_outcome_seconds histogram",
     ]
-    running = 0
-    buckets = totals.get("latency_buckets") or [0] * (len(LATENCY_BOUNDS_MS) + 1)
-    for bound, count in zip(LATENCY_BOUNDS_MS, buckets, strict=False):
-        running += int(count)
-        lines.append(
-            f'migrator_request_to_outcome_seconds_bucket{{le="{bound / 1000:g}"}} {running}'
-        )
-    running += int(buckets[-1]) if len(buckets) > len(LATENCY_BOUNDS_MS) else 0
+    histogram = totals.get("latency") or {}
+    for bound, count in zip(
+        LATENCY_BOUNDS_MS, cumulative_counts(histogram, LATENCY_BOUNDS_MS), strict=True
+    ):
+        lines.append(f'migrator_request_to_outcome_seconds_bucket{{le="{bound / 1000:g}"}} {count}')
+    running = sum(int(count) for count in histogram.values())
     lines.append(f'migrator_request_to_outcome_seconds_bucket{{le="+Inf"}} {running}')
     lines.append(f"migrator_request_to_outcome_seconds_count {running}")
     if "mirror_pending" in summary:

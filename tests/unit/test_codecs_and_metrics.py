@@ -40,8 +40,8 @@ def test_prometheus_text_is_cumulative_and_complete() -> None:
     totals = counters.empty()
     totals["requested"] = totals["migrated"] = 3
     totals["failed_by_code"] = {"user_not_found": 2}
-    totals["latency_buckets"][0] = 1
-    totals["latency_buckets"][-1] = 2
+    totals["latency"] = {str(counters.latency_bucket(0.5)): 1,
+                         str(counters.latency_bucket(400_000)): 2}  # fmt: skip
     text = prometheus_text(counters.summary(totals, now_s=0), totals)
     lines = [line for line in text.splitlines() if not line.startswith("#")]
     assert "migrator_requested_total 3" in lines

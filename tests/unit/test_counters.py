@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -66,14 +67,34 @@ def test_combine_adds_partitions_and_summary_has_integer_counters() -> None:
     assert s["requested"] == 2 and s["failed_by_code"] == {"not_migrated": 1}
 
 
-def test_percentiles_and_the_overflow_bucket() -> None:
-    buckets = [0] * (len(counters.LATENCY_BOUNDS_MS) + 1)
-    assert counters.percentile(buckets, 0.5) is None
-    buckets[0], buckets[3] = 90, 10  # 90 under 1 ms, 10 under 10 ms
-    assert counters.percentile(buckets, 0.5) == 1
-    assert counters.percentile(buckets, 0.99) == 10
-    buckets[-1] = 1000
-    assert counters.percentile(buckets, 0.99) == counters.LATENCY_BOUNDS_MS[-1]
+def histogram_of(latencies: list[float]) -> dict[str, int]:
+    return counters.batch_delta([outcome() for _ in latencies], latencies, dead_lettered=0,
+                                now_s=0)["latency"]  # fmt: skip
+
+
+def test_percentiles_are_measurements_within_two_percent() -> None:
+    assert counters.percentile({}, 0.5) is None
+    latencies = [float(ms) for ms in range(1, 1001)]  # 1 ms .. 1 s, evenly
+    histogram = histogram_of(latencies)
+    for quantile, exact in ((0.5, 500.0), (0.95, 950.0), (0.99, 990.0)):
+        found = counters.percentile(histogram, quantile)
+        assert found is not None and abs(found - exact) <= 0.02 * exact, (quantile, found)
+
+
+@given(st.lists(st.floats(min_value=0.2, max_value=600_000), min_size=1, max_size=300),
+       st.sampled_from([0.5, 0.95, 0.99]))  # fmt: skip
+def test_a_percentile_lies_within_two_percent_of_a_sample(
+    latencies: list[float], quantile: float
+) -> None:
+    found = counters.percentile(histogram_of(latencies), quantile)
+    assert found is not None
+    assert min(abs(found - value) / value for value in latencies) <= 0.021
+
+
+def test_very_short_latencies_fall_in_the_first_bucket() -> None:
+    assert counters.latency_bucket(0.0) == 0 and counters.latency_bucket(0.05) == 0
+    low, high = counters.bucket_bounds(counters.latency_bucket(12.3))
+    assert low <= 12.3 < high and high / low == pytest.approx(counters.LATENCY_GROWTH)
 
 
 def test_rate_covers_the_last_minute_only() -> None:
