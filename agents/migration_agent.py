@@ -46,10 +46,9 @@ def register_agents(migrator: Migrator) -> dict[str, Any]:
 
         reader = asyncio.ensure_future(read())
         try:
-            while True:
-                events = await take_waiting(
-                    waiting, reader, settings.batch_size, settings.batch_within_s
-                )
+            while events := await take_waiting(
+                waiting, reader, settings.batch_size, settings.batch_within_s
+            ):
                 try:
                     await process_events(migrator, events)
                 except BaseException:
@@ -69,13 +68,14 @@ async def take_waiting(
     """The records waiting now (at least one, at most ``most``): an idle stream answers a
     single record at once, and under load a batch grows with the backlog that built up while
     the previous one was written (group commit). ``linger_s`` > 0 waits that long for more.
+    Empty when the stream has ended (the worker stops); a failed stream raises its error.
     """
     get = asyncio.ensure_future(waiting.get())
     done, _ = await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
     if get not in done:
         get.cancel()
-        reader.result()  # the stream ended or failed: say how
-        raise RuntimeError("the request stream ended")
+        reader.result()
+        return []
     events = [get.result()]
     deadline = asyncio.get_running_loop().time() + linger_s
     while len(events) < most:

@@ -44,6 +44,7 @@ class Resources(Service):
         self.pool: Any = None
         self.redis: Any = None
         self.core: MigrationCore | None = None
+        self.transactions: PartitionTransactions | None = None  # stopped with the pools
         self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
@@ -79,6 +80,8 @@ class Resources(Service):
             self.core.redis_down = not healed.redis_up
 
     async def on_stop(self) -> None:
+        if self.transactions is not None:
+            await self.transactions.stop()
         if self.redis is not None:
             await self.redis.aclose()
         if self.pool is not None:
@@ -275,6 +278,7 @@ def create_app(settings: Settings) -> Migrator:
         ),
     )
     resources = Resources(settings)
+    resources.transactions = transactions
     app.service(resources)  # type: ignore[arg-type]  # Faust starts instances as well as classes
     migrator = Migrator(
         settings=settings,

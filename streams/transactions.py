@@ -212,22 +212,25 @@ class PartitionTransactions:
         last_offset: int,
     ) -> bool:
         await producer.begin_transaction()
+        futures: list[asyncio.Future[Any]] = []
         try:
-            futures = [
-                await producer.send(
-                    send.topic,
-                    send.value,
-                    key=send.key,
-                    partition=partition,
-                    headers=list(send.headers),
-                )  # fmt: skip
-                for send in sends
-            ]
+            for send in sends:
+                futures.append(
+                    await producer.send(
+                        send.topic,
+                        send.value,
+                        key=send.key,
+                        partition=partition,
+                        headers=list(send.headers),
+                    )
+                )
             await producer.send_offsets_to_transaction(
                 {TopicPartition(self.source_topic, partition): last_offset + 1}, self.group_id
             )
             await asyncio.gather(*futures)
         except BaseException:
+            # The sends already queued fail with the transaction: collect their errors.
+            await asyncio.gather(*futures, return_exceptions=True)
             await self._abort(producer)
             raise
         async with self._lock:
