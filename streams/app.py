@@ -26,9 +26,14 @@ from agents.connections import create_pool, create_redis
 from agents.migrator import MigrationCore
 from agents.retry import RetryPolicy
 from streams import topics
+from streams.exactly_once import (
+    MigratorApp,
+    PartitionTransactions,
+    Send,
+    exclude_from_faust_commits,
+)
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
-from streams.transactions import PartitionTransactions, Send, exclude_from_faust_commits
 
 log = logging.getLogger(__name__)
 
@@ -86,44 +91,6 @@ class Resources(Service):
             await self.redis.aclose()
         if self.pool is not None:
             await self.pool.close()
-
-
-class MigratorApp(faust.App):
-    """Faust's app, telling the per-partition transactions about a rebalance before Faust acts.
-
-    The revocation must be known before Faust waits for in-flight records (a batch that sees it
-    stops instead of committing), and the assignment must register the partitions'
-    transactional ids before anything is read from them.
-    """
-
-    transactions: PartitionTransactions | None = None
-
-    async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
-        if self.transactions is not None:
-            await self.transactions.on_revocation_start()
-        await super()._on_partitions_revoked(revoked)
-
-    async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        transactions = self.transactions
-        if transactions is not None and not self.should_stop:
-            mine = {tp.partition for tp in assigned if tp.topic == transactions.source_topic}
-            try:
-                await transactions.on_assigned(mine, self._committed_positions)
-            except Exception as exc:  # noqa: BLE001 - Kafka refused; a crash is the last resort
-                await self.crash(exc)
-                return
-        await super()._on_partitions_assigned(assigned, generation_id)
-
-    async def _committed_positions(self) -> dict[int, int | None]:
-        """Seek the request partitions to their committed offsets and say what they are."""
-        assert self.transactions is not None
-        consumer: Any = self.consumer  # Faust's Consumer; ConsumerT lacks seek_to_committed
-        committed = await consumer.seek_to_committed()
-        return {
-            tp.partition: offset if offset is not None and offset >= 0 else None
-            for tp, offset in committed.items()
-            if tp.topic == self.transactions.source_topic
-        }
 
 
 @dataclass
@@ -211,7 +178,7 @@ def create_app(settings: Settings) -> Migrator:
     app = MigratorApp(
         settings.app_id,
         broker=settings.kafka_broker_url,
-        # Exactly-once is the service's own (streams/transactions.py); Faust's would put the
+        # Exactly-once is the service's own (streams/exactly_once.py); Faust's would put the
         # stats table's recovery and every rebalance in the way (see the README, "Failures").
         processing_guarantee="at_least_once",
         store="memory://",

@@ -22,8 +22,8 @@ from agents.outcomes import failed_outcome
 from schemas.events import ErrorCode, Outcome
 from streams import topics
 from streams.app import Migrator, create_app
+from streams.exactly_once import Send
 from streams.settings import Settings
-from streams.transactions import Send
 
 
 class StandInCore:

@@ -1,22 +1,42 @@
-"""Exactly-once publishing: one Kafka transaction per batch and source partition, owned here.
+"""Exactly-once publishing, and every use of Faust's and aiokafka's internals, in one place.
 
 A batch's outcomes, dead letters and the request partition's next offset commit together in one
 transaction of a producer whose transactional id is tied to that partition
 (``<app id>-migrate-<partition>``). That gives, without Faust's own exactly-once machinery:
 
 - zombie fencing: a worker that is assigned a partition starts its producer, which fences the
-  previous owner's producer and aborts whatever it left open. A worker that finds itself fenced
-  drops the partition's records until the group gives it partitions again, and carries on;
+  previous owner's producer and settles whatever it left open, before the committed offset is
+  read. A worker that finds itself fenced drops the partition's records until the group gives
+  it partitions again, and carries on;
 - no transaction spans two batches, so a rebalance never finds outputs waiting for offsets;
-- offsets of the request topic are committed only here. Faust's own commits skip that topic
-  (``exclude_from_faust_commits``): a late plain commit could otherwise move the group's
-  position back over published outcomes.
+- offsets of the request topic are committed only here (a late plain commit from Faust could
+  otherwise move the group's position back over published outcomes).
 
 A rebalance bumps ``epoch`` before Faust waits for in-flight records; a batch commits only if the
 epoch it started in is still current (checked under the lock the rebalance takes), so nothing is
 committed for a partition after its revocation began. Records dropped that way are read again
 from the committed offset by the partition's next owner (maybe this worker), and PostgreSQL
-answers them with the answers it already recorded.
+answers them with the answers it already recorded (``processed_records``).
+
+Register of internals (checked against faust-streaming 0.15.3 and aiokafka 0.14.0; the canary
+``tests/unit/test_exactly_once.py::test_the_internals_we_rely_on_are_there`` fails on a version
+where a name is gone, and ``pyproject.toml`` caps both below their next minor version):
+
+1. ``faust.App._on_partitions_revoked`` / ``_on_partitions_assigned`` are overridden
+   (``MigratorApp``). Corrects: Faust tells the app about a revocation only after waiting for
+   in-flight records, too late to stop a batch from committing. Proven by the SIGKILL,
+   rebalance and fault end-to-end tests (``tests/e2e``).
+2. ``faust.transport.consumer.Consumer._commit_offsets`` is wrapped and ``_committed_offset``
+   updated by hand (``exclude_from_faust_commits``). Corrects: Faust commits acked offsets on
+   its own timer and at rebalances, which would race the transactions' commits. Proven by the
+   same end-to-end tests (no duplicate outcome after a kill or a rebalance).
+3. ``Consumer.seek_to_committed`` and ``Consumer.seek`` (on Faust's consumer, not on
+   ``ConsumerT``): read where a partition stands after the fencing; read records again after a
+   gap. Proven by the fault test (worker kill, stop, Kafka restart).
+4. aiokafka ``TransactionManager.wait_for_pid`` and ``is_fatal_error``
+   (``producer._txn_manager``): know the transactional id is registered (the fencing happened)
+   before offsets are read; know whether a failed transaction can be aborted or the producer
+   must be replaced. Proven by the fault test.
 """
 
 from __future__ import annotations
@@ -27,9 +47,11 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import faust
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from faust.transport.consumer import Consumer
+from faust.types import TP
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +314,44 @@ class PartitionTransactions:
             await asyncio.wait_for(producer.stop(), timeout=10)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.info("partition %d: producer stop: %r", partition, exc)
+
+
+class MigratorApp(faust.App):
+    """Faust's app, telling the per-partition transactions about a rebalance before Faust acts.
+
+    The revocation must be known before Faust waits for in-flight records (a batch that sees it
+    stops instead of committing), and the assignment must register the partitions'
+    transactional ids before anything is read from them.
+    """
+
+    transactions: PartitionTransactions | None = None
+
+    async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
+        if self.transactions is not None:
+            await self.transactions.on_revocation_start()
+        await super()._on_partitions_revoked(revoked)
+
+    async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        transactions = self.transactions
+        if transactions is not None and not self.should_stop:
+            mine = {tp.partition for tp in assigned if tp.topic == transactions.source_topic}
+            try:
+                await transactions.on_assigned(mine, self._committed_positions)
+            except Exception as exc:  # noqa: BLE001 - Kafka refused; a crash is the last resort
+                await self.crash(exc)
+                return
+        await super()._on_partitions_assigned(assigned, generation_id)
+
+    async def _committed_positions(self) -> dict[int, int | None]:
+        """Seek the request partitions to their committed offsets and say what they are."""
+        assert self.transactions is not None
+        consumer: Any = self.consumer  # Faust's Consumer; ConsumerT lacks seek_to_committed
+        committed = await consumer.seek_to_committed()
+        return {
+            tp.partition: offset if offset is not None and offset >= 0 else None
+            for tp, offset in committed.items()
+            if tp.topic == self.transactions.source_topic
+        }
 
 
 def exclude_from_faust_commits(topic: str) -> None:

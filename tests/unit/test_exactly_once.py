@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.transactions import Positions
+from streams.exactly_once import Positions
 
 
 def assigned(partitions: set[int], committed: dict[int, int | None]) -> Positions:
@@ -71,3 +71,37 @@ def test_no_gap_when_the_batch_starts_at_or_before_the_committed_offset(first: i
 def test_no_gap_check_before_anything_was_committed() -> None:
     positions = assigned({0}, {0: None})
     assert positions.gap_before(0, 57) is None
+
+
+def test_the_internals_we_rely_on_are_there() -> None:
+    """A canary: streams/exactly_once.py's register names these; a Faust or aiokafka release
+    that renames or drops one must fail here, with the name, not in production."""
+    import inspect
+
+    import aiokafka
+    import faust
+    from aiokafka.producer.transaction_manager import TransactionManager
+    from faust.transport.consumer import Consumer
+
+    checked = {"faust": "0.15.", "aiokafka": "0.14."}
+    for module, prefix in ((faust, checked["faust"]), (aiokafka, checked["aiokafka"])):
+        assert module.__version__.startswith(prefix), (
+            f"{module.__name__} {module.__version__}: streams/exactly_once.py was checked "
+            f"against {prefix}x only; re-check its register, then this test"
+        )
+    needed = {
+        faust.App: ("_on_partitions_revoked", "_on_partitions_assigned"),
+        Consumer: ("_commit_offsets", "seek_to_committed", "seek"),
+        TransactionManager: ("wait_for_pid", "is_fatal_error"),
+    }
+    for owner, names in needed.items():
+        for name in names:
+            assert callable(getattr(owner, name, None)), f"{owner.__name__}.{name} is gone"
+    assert "_committed_offset" in inspect.getsource(Consumer.__init__), (
+        "Consumer._committed_offset is gone"
+    )
+    parameters = inspect.signature(Consumer._commit_offsets).parameters
+    assert list(parameters)[:3] == ["self", "offsets", "start_new_transaction"], parameters
+    revoked = inspect.getsource(faust.App._on_partitions_revoked)
+    # The reason for the override: Faust waits for in-flight records before its signal.
+    assert revoked.index("_consumer_wait_empty") < revoked.index("on_partitions_revoked.send")
