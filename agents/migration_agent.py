@@ -19,7 +19,7 @@ from agents.decide import Rejected, Work
 from schemas.events import MigrationRequest, Outcome, Rejection, decode_request
 from streams import topics
 from streams.codecs import Origin, dead_letter, failure_headers
-from streams.transactions import Send
+from streams.exactly_once import Send
 
 if TYPE_CHECKING:
     from streams.app import Migrator
