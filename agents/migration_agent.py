@@ -22,12 +22,12 @@ from streams.codecs import Origin, dead_letter, failure_headers
 from streams.exactly_once import Send
 
 if TYPE_CHECKING:
-    from streams.app import Migrator
+    from streams.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
 
-def register_agents(migrator: Migrator) -> dict[str, Any]:
+def register_agents(migrator: ServiceContext) -> dict[str, Any]:
     """Create the agents on ``migrator.app``; returns them by name (tests drive them directly)."""
     app = migrator.app
     settings = migrator.settings
@@ -97,7 +97,7 @@ async def _ack(stream: Any, events: Sequence[Any]) -> None:
         await stream.ack(event)
 
 
-async def process_events(migrator: Migrator, events: Sequence[Any]) -> None:
+async def process_events(migrator: ServiceContext, events: Sequence[Any]) -> None:
     """Handle one batch: keep the records still ours to answer, apply them, publish per partition.
 
     All valid requests of the batch go through the core together (one database transaction;

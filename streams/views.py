@@ -34,13 +34,13 @@ from streams.metrics import prometheus_text
 from streams.requests_out import encode, new_request
 
 if TYPE_CHECKING:
-    from streams.app import Migrator
+    from streams.context import ServiceContext
 
 PREFIX = "/api/v1/onboarding/migration"
 _POSTGRES_ERRORS: tuple[type[BaseException], ...] = (*pg_store.UNAVAILABLE, asyncpg.PostgresError)
 
 
-def register_views(migrator: Migrator) -> None:
+def register_views(migrator: ServiceContext) -> None:
     app = migrator.app
 
     async def local_totals() -> dict[str, Any]:
@@ -249,7 +249,7 @@ def _dashboard_html() -> str:
     return resources.files("streams").joinpath("dashboard.html").read_text("utf-8")
 
 
-async def _kafka_health(migrator: Migrator) -> dict[str, Any]:
+async def _kafka_health(migrator: ServiceContext) -> dict[str, Any]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     client = AIOKafkaAdminClient(

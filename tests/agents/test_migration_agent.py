@@ -21,7 +21,8 @@ from agents.migrator import Applied
 from agents.outcomes import failed_outcome
 from schemas.events import ErrorCode, Outcome
 from streams import topics
-from streams.app import Migrator, create_app
+from streams.app import create_app
+from streams.context import ServiceContext
 from streams.exactly_once import Send
 from streams.settings import Settings
 
@@ -80,7 +81,7 @@ class Recorder:
 
 
 @pytest.fixture
-async def wired() -> AsyncIterator[tuple[Migrator, StandInCore, Recorder]]:
+async def wired() -> AsyncIterator[tuple[ServiceContext, StandInCore, Recorder]]:
     settings = Settings.from_env(
         {"MIGRATOR_APP_ID": f"agent-test-{uuid.uuid4().hex[:6]}", "MIGRATOR_BATCH_SIZE": "50",
          "MIGRATOR_BATCH_WITHIN_S": "0.05", "MIGRATOR_PROCESSING_GUARANTEE": "at_least_once"}
@@ -100,7 +101,7 @@ def request(user_id: str, **fields: Any) -> bytes:
     ).encode()
 
 
-async def put_all(migrator: Migrator, records: list[tuple[bytes | None, bytes]]) -> None:
+async def put_all(migrator: ServiceContext, records: list[tuple[bytes | None, bytes]]) -> None:
     agent = migrator.agents["migrate"]
     async with agent.test_context() as context:
         for key, value in records:
