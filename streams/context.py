@@ -69,7 +69,8 @@ class Resources(Service):
             try:
                 healed = await mirror_repair.heal(self.pool, self.redis)
             except Exception as exc:  # noqa: BLE001 - PostgreSQL or Redis away: look again later
-                log.warning("Redis mirror repair: %s", exc)
+                if not self.should_stop:
+                    log.warning("Redis mirror repair: %s", exc)
                 continue
             self.core.redis_down = not healed.redis_up
 

@@ -1,0 +1,978 @@
+"""``make bench``: the service measured end to end, the way its producers and consumers see it.
+
+Why end to end: the migration core alone (``--core``) says how fast PostgreSQL takes batches, but
+a user of the service waits for Kafka, the worker's batching, the per-partition Kafka
+transactions and a ``read_committed`` consumer as well. So every figure here is taken from
+outside the worker: requests are published to ``user-migration-requested`` like any upstream
+service would, and outcomes are counted and timed by our own ``read_committed`` consumer of the
+three outcome topics, never from the service's own counters (which are measured separately,
+against the topics, as "counter lag").
+
+One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
+
+- flood: N requests published at once; users/s from the first publish to the N-th outcome
+  read back; worker peak RSS; CPU seconds per 1,000 users of the worker, Kafka, PostgreSQL
+  and Redis; how far ``stats.requested`` strays from the outcome topics meanwhile.
+  ``--users 10000,100000`` floods each size with freshly seeded users and a fresh worker
+  process (same app id), so that peak RSS is per size.
+- idle: single requests on an idle worker, publish → outcome visible, p50 and max.
+- half load: requests paced at half the flood rate, per-request latency p50 / p99 / max.
+- baseline (a reference line, not the service): the migration core applying one user per
+  PostgreSQL transaction, no Kafka, on a tenth of the users.
+
+Everything runs on this machine (servers, worker and this client share its CPUs), so the
+figures compare runs on the same machine; nothing is asserted. Any failure is one line on
+stderr and a non-zero exit; the worker's and servers' logs stay in the stack directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+STACK_DIR = ROOT / ".stack" / "bench"
+MIGRATOR = [sys.executable, "-m", "streams.cli"]
+API = "/api/v1/onboarding/migration"
+APP_ID = "bench-migrator"
+BASELINE_APP_ID = "bench-baseline"
+DEFAULT_USERS = 100_000
+QUICK_USERS = 2_000
+SERVERS = ("kafka", "postgres", "redis")
+REQUESTED_TOPIC = "user-migration-requested"
+OUTCOME_TOPICS = ("user-migration-migrated", "user-migration-failed", "user-migration-rolled-back")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# A flood that produces no outcome for this long has stalled (the worker died or is stuck).
+STALL_S = 90.0
+
+
+class BenchError(Exception):
+    """Why the run cannot go on, worded as the one line the operator sees."""
+
+
+# --- plan --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures; ``--quick`` shrinks every part so CI can smoke-test it."""
+
+    sizes: tuple[int, ...]
+    idle_requests: int
+    idle_gap_s: float
+    half_load_s: float
+    baseline_users: int
+    json_path: Path
+    quick: bool
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be positive integers: {text!r}")
+    return sizes
+
+
+def build_plan(args: argparse.Namespace) -> Plan:
+    sizes: tuple[int, ...] = args.users or ((QUICK_USERS,) if args.quick else (DEFAULT_USERS,))
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Plan(
+        sizes=sizes,
+        idle_requests=5 if args.quick else 10,
+        idle_gap_s=0.5,
+        half_load_s=5.0 if args.quick else 20.0,
+        baseline_users=max(1, max(sizes) // 10),
+        json_path=Path(args.json) if args.json else STACK_DIR / f"bench-{stamp}.json",
+        quick=args.quick,
+    )
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """Any message squeezed into one line: the failure contract of this script."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (no interpolation: the value some request really had)."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def request_value(user_id: str) -> bytes:
+    """A migrate request as an upstream producer would write it (contract §2), not via our code."""
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "request_id": str(uuid.uuid4()),
+            "user_id": user_id,
+            "action": "migrate",
+            "requested_by": "bench",
+            "requested_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+    ).encode()
+
+
+# --- processes: CPU and memory from /proc ------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants: PostgreSQL serves every connection in a child process."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time of a process tree, including children it has already reaped (cutime, cstime).
+
+    Summing utime+stime+cutime+cstime over the live tree counts a backend that exited between
+    two samples once: its time moved into its parent's cutime/cstime when it was reaped.
+    """
+    ticks = 0
+    for pid in process_tree(root):
+        fields = _stat_fields(pid)
+        if fields is not None:
+            ticks += sum(int(value) for value in fields[11:15])
+    return ticks / CLOCK_TICKS
+
+
+def peak_rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+def self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- the stack ---------------------------------------------------------------------------------
+
+
+def _migrator(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    """Run a ``migrator`` sub-command; a failure becomes its first stderr line."""
+    try:
+        done = subprocess.run(
+            [*MIGRATOR, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"`migrator {' '.join(args)}` did not finish in {timeout:.0f}s") from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()] or ["(no output)"]
+        first = next((line for line in lines if line.startswith("migrator:")), lines[-1])
+        raise BenchError(f"`migrator {' '.join(args)}` failed: {one_line(first)}")
+    return done.stdout
+
+
+def stack_down(directory: Path) -> None:
+    subprocess.run(
+        [*MIGRATOR, "stack", "down", "--dir", str(directory)], cwd=ROOT, capture_output=True,
+        timeout=180, check=False,
+    )  # fmt: skip
+
+
+def fresh_stack(directory: Path) -> dict[str, str]:
+    """Stop whatever an earlier run left there, wipe its data (keep reports), start anew."""
+    stack_down(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)  # PostgreSQL runs as ``nobody`` under root and must reach its data
+    for entry in directory.iterdir():
+        if entry.name.startswith("bench-") and entry.suffix == ".json":
+            continue
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    try:
+        exports = _migrator("stack", "up", "--dir", str(directory))
+    except BenchError as exc:
+        raise BenchError(f"the stack did not start: {exc}") from None
+    env = dict(os.environ)
+    for line in exports.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value
+    _migrator("db", "init", env=env)
+    return env
+
+
+def server_pids(directory: Path) -> dict[str, int]:
+    """The stack's server pids, from its pid files, checked to be really that stack's."""
+    from streams.stack.process import ServerProcess
+
+    pids = {}
+    for name in SERVERS:
+        pid = ServerProcess(name, directory / name).pid()
+        if pid is None:
+            raise BenchError(f"{name} of the stack in {directory} is not running")
+        pids[name] = pid
+    return pids
+
+
+# --- the worker --------------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """One ``migrator worker`` process, started like the e2e harness does."""
+
+    env: dict[str, str]
+    directory: Path
+    index: int
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{API}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / f"worker-{self.index}.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        env = {
+            **self.env,
+            "MIGRATOR_APP_ID": APP_ID,
+            "MIGRATOR_WEB_PORT": str(self.port),
+            "MIGRATOR_WEB_HOST": "127.0.0.1",
+            "MIGRATOR_DATA_DIR": str(self.directory / f"worker-data-{self.index}"),
+        }
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*MIGRATOR, "worker", "-l", "info"], env=env, cwd=ROOT, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def log_tail(self, lines: int = 40) -> list[str]:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if line.strip()][-lines:]
+
+    def check(self, doing: str) -> None:
+        """Raise if the worker process has exited: every wait calls this, so none hangs."""
+        if self.process is not None and self.process.poll() is not None:
+            tail = self.log_tail(1)
+            raise BenchError(
+                f"the worker exited (code {self.process.returncode}) {doing}; last log line: "
+                f"{one_line(tail[-1] if tail else '(empty log)', 200)}; log: {self.log_path}"
+            )
+
+    async def wait_ready(self, http: aiohttp.ClientSession, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check("during start-up")
+            try:
+                async with http.get(f"{self.url}/health") as response:
+                    if response.status == 200 and any(
+                        "Worker ready" in line for line in self.log_tail(400)
+                    ):
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.3)
+        raise BenchError(f"the worker was not ready within {timeout_s:.0f}s; log: {self.log_path}")
+
+    async def requested(self, http: aiohttp.ClientSession) -> int:
+        async with http.get(f"{self.url}/stats") as response:
+            body = await response.json(content_type=None)
+            if response.status != 200 or "requested" not in body:
+                raise BenchError(f"GET stats answered {response.status}: {one_line(body, 200)}")
+            return int(body["requested"])
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+
+# --- Kafka: publishing requests and watching outcomes --------------------------------------------
+
+
+async def start_producer(bootstrap: list[str], *, linger_ms: int) -> AIOKafkaProducer:
+    """An ordinary upstream producer (acks=all, idempotent); batching only for the flood."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        max_batch_size=1024 * 1024,
+    )
+    await producer.start()
+    return producer
+
+
+class OutcomeWatcher:
+    """A ``read_committed`` consumer of the three outcome topics, positioned at their end.
+
+    It sees only outcomes committed after ``open()``, so each phase opens its own and counts
+    exactly its own outcomes. Each batch of records is stamped with the monotonic time it
+    arrived; that is the moment an outcome consumer could have acted on it.
+    """
+
+    def __init__(self, bootstrap: list[str], *, keyed: bool) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_wait_ms=100,
+        )
+        self._keyed = keyed
+        self._task: asyncio.Task[None] | None = None
+        self.count = 0
+        self.by_topic = dict.fromkeys(OUTCOME_TOPICS, 0)
+        self.times: list[float] = []  # arrival time of each batch …
+        self.totals: list[int] = []  # … and the count once it was in
+        self.arrivals: dict[bytes, float] = {}  # record key → first arrival (keyed watchers)
+
+    async def open(self) -> OutcomeWatcher:
+        await self._consumer.start()
+        try:
+            await self._position()
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _position(self) -> None:
+        # ``topics()`` does not refresh the consumer's own metadata; this (private) call does,
+        # as in streams.operations.read_records.
+        await self._consumer._client.force_metadata_update()
+        assigned = [
+            TopicPartition(topic, partition)
+            for topic in OUTCOME_TOPICS
+            for partition in sorted(self._consumer.partitions_for_topic(topic) or ())
+        ]
+        if len({tp.topic for tp in assigned}) != len(OUTCOME_TOPICS):
+            raise BenchError("the outcome topics do not exist (the worker creates them)")
+        self._consumer.assign(assigned)
+        # read_committed end offsets are the last stable offsets: nothing before them is ours.
+        ends = await self._consumer.end_offsets(assigned)
+        for tp in assigned:
+            self._consumer.seek(tp, ends[tp])
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100)
+            now = time.monotonic()
+            got = 0
+            for tp, records in batch.items():
+                self.by_topic[tp.topic] += len(records)
+                got += len(records)
+                if self._keyed:
+                    for record in records:
+                        if record.key is not None:
+                            self.arrivals.setdefault(record.key, now)
+            if got:
+                self.count += got
+                self.times.append(now)
+                self.totals.append(self.count)
+
+    def _raise_if_dead(self) -> None:
+        if self._task is not None and self._task.done() and self._task.exception() is not None:
+            raise BenchError(f"the outcome consumer failed: {one_line(self._task.exception())}")
+
+    def time_of(self, count: int) -> float:
+        """When the topics first held ``count`` of this watcher's outcomes."""
+        return self.times[bisect_left(self.totals, count)]
+
+    def count_at(self, moment: float) -> int:
+        index = bisect_right(self.times, moment)
+        return self.totals[index - 1] if index else 0
+
+    async def wait_count(self, wanted: int, worker: Worker, what: str) -> float:
+        """Wait for ``wanted`` outcomes; fail when none came for ``STALL_S``."""
+        last_count, last_change = -1, time.monotonic()
+        while self.count < wanted:
+            self._raise_if_dead()
+            worker.check(f"during the {what}")
+            if self.count != last_count:
+                last_count, last_change = self.count, time.monotonic()
+            elif time.monotonic() - last_change > STALL_S:
+                raise BenchError(
+                    f"{what} stalled: {self.count}/{wanted} outcomes, none for {STALL_S:.0f}s; "
+                    f"worker log: {worker.log_path}"
+                )
+            await asyncio.sleep(0.01)
+        return self.time_of(wanted)
+
+    async def wait_keys(self, keys: Sequence[bytes], worker: Worker, what: str) -> None:
+        await self.wait_count(len(keys), worker, what)
+        deadline = time.monotonic() + 30
+        while any(key not in self.arrivals for key in keys):
+            if time.monotonic() > deadline:
+                missing = sum(key not in self.arrivals for key in keys)
+                raise BenchError(f"{what}: {missing} request(s) had no outcome of their own")
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._consumer.stop()
+
+
+# --- seeding -----------------------------------------------------------------------------------
+
+
+async def seed(env: dict[str, str], users: int, prefix: str) -> list[str]:
+    """Seed legacy users (the e2e harness's generator) and return their ids."""
+    from agents.connections import opened
+    from agents.seed import SeedOptions, generate, write_rows
+    from streams.settings import Settings
+
+    ids: list[str] = []
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for row in generate(SeedOptions(users=users, prefix=prefix, seed=11)):
+            ids.append(row[0])
+            yield row
+
+    async with opened(Settings.from_env(env)) as (pool, _):
+        inserted = await write_rows(pool, rows())
+    if inserted != users:
+        raise BenchError(f"seeding {prefix}*: {inserted} of {users} legacy rows were new")
+    return ids
+
+
+# --- the phases --------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    env: dict[str, str]
+    bootstrap: list[str]
+    directory: Path
+    servers: dict[str, int]
+    http: aiohttp.ClientSession
+
+
+async def warm_up(ctx: Context, worker: Worker, prefix: str) -> float:
+    """A few requests before any measurement: partitions assigned, transactional producers up.
+
+    Returns the seconds from publish to the last of their outcomes (the worker's first batch).
+    """
+    ids = await seed(ctx.env, 8, prefix)
+    watcher = await OutcomeWatcher(ctx.bootstrap, keyed=True).open()
+    producer = await start_producer(ctx.bootstrap, linger_ms=0)
+    try:
+        started = time.monotonic()
+        for user_id in ids:
+            await producer.send(REQUESTED_TOPIC, request_value(user_id), key=user_id.encode())
+        await producer.flush()
+        await watcher.wait_keys([user_id.encode() for user_id in ids], worker, "warm-up")
+        return max(watcher.arrivals.values()) - started
+    finally:
+        await producer.stop()
+        await watcher.close()
+
+
+async def poll_counter(
+    ctx: Context, worker: Worker, base: int, stop: asyncio.Event, samples: list[tuple[float, int]]
+) -> None:
+    """``stats.requested`` (minus ``base``) every 0.2 s, stamped mid-way through the request."""
+    while not stop.is_set():
+        sent = time.monotonic()
+        try:
+            value = await worker.requested(ctx.http) - base
+            samples.append(((sent + time.monotonic()) / 2, value))
+        except (aiohttp.ClientError, TimeoutError, BenchError):
+            pass  # a busy worker may miss a poll; the gap analysis uses what it got
+        await asyncio.sleep(max(0.0, 0.2 - (time.monotonic() - sent)))
+
+
+def counter_lag(samples: list[tuple[float, int]], watcher: OutcomeWatcher) -> dict[str, Any]:
+    """How far ``stats.requested`` was from the outcome topics while the flood ran.
+
+    At each poll, with the counter at ``c`` and the topics at ``m``: ``behind_records`` is the
+    largest ``m - c``; ``behind_s`` the longest the topics had held level ``c + 1`` while the
+    counter still said ``c`` (observed at polls, so a lower bound, to within the 0.2 s poll).
+    ``ahead_records``: the counter also leads, since it commits in PostgreSQL before the batch's
+    Kafka transaction commits.
+    """
+    behind = ahead = 0
+    behind_s = 0.0
+    for moment, value in samples:
+        topics = watcher.count_at(moment)
+        behind = max(behind, topics - value)
+        ahead = max(ahead, value - topics)
+        if topics > value >= 0:
+            behind_s = max(behind_s, moment - watcher.time_of(value + 1))
+    return {
+        "behind_records": behind,
+        "behind_s": round(behind_s, 3),
+        "ahead_records": ahead,
+        "polls": len(samples),
+        "final_counter": samples[-1][1] if samples else None,
+    }
+
+
+async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
+    """All requests at once; users/s from the first publish to the last outcome read back."""
+    users = len(ids)
+    records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
+    watcher = await OutcomeWatcher(ctx.bootstrap, keyed=False).open()
+    producer = await start_producer(ctx.bootstrap, linger_ms=20)
+    base = await worker.requested(ctx.http)
+    stop = asyncio.Event()
+    samples: list[tuple[float, int]] = []
+    try:
+        processes = {"worker": worker.pid, **ctx.servers}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        client_before = self_cpu_seconds()
+        poller = asyncio.create_task(poll_counter(ctx, worker, base, stop, samples))
+        started = time.monotonic()
+        futures = [await producer.send(REQUESTED_TOPIC, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+        published = time.monotonic()
+        finished = await watcher.wait_count(users, worker, "flood")
+        cpu_after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        client_cpu = self_cpu_seconds() - client_before
+        # Let the counter catch up, so the lag of the last levels is measured too.
+        deadline = time.monotonic() + 30
+        while (not samples or samples[-1][1] < users) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # anything beyond N would be a duplicate outcome
+        stop.set()
+        await poller
+    finally:
+        stop.set()
+        await producer.stop()
+        await watcher.close()
+    elapsed = finished - started
+    per_1k = {
+        name: round((cpu_after[name] - cpu_before[name]) * 1000 / users, 3) for name in processes
+    }
+    per_1k["bench client"] = round(client_cpu * 1000 / users, 3)
+    return {
+        "users": users,
+        "seconds": round(elapsed, 3),
+        "users_per_s": round(users / elapsed, 1),
+        "publish_s": round(published - started, 3),
+        "first_outcome_s": round(watcher.times[0] - started, 3),
+        "outcomes": {
+            topic.removeprefix("user-migration-"): n for topic, n in watcher.by_topic.items()
+        },
+        "outcomes_total": watcher.count,
+        "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
+        "cpu_s_per_1000_users": per_1k,
+        "counter_lag": counter_lag(samples, watcher),
+    }
+
+
+async def idle(ctx: Context, worker: Worker, count: int, gap_s: float) -> dict[str, Any]:
+    """Single requests on an idle worker: what one user waits, batching window included."""
+    ids = await seed(ctx.env, count, "idle-")
+    watcher = await OutcomeWatcher(ctx.bootstrap, keyed=True).open()
+    producer = await start_producer(ctx.bootstrap, linger_ms=0)
+    latencies = []
+    try:
+        for user_id in ids:
+            key = user_id.encode()
+            sent = time.monotonic()
+            await producer.send(REQUESTED_TOPIC, request_value(user_id), key=key)
+            await watcher.wait_keys([key], worker, "idle test")
+            latencies.append((watcher.arrivals[key] - sent) * 1000)
+            await asyncio.sleep(gap_s)
+    finally:
+        await producer.stop()
+        await watcher.close()
+    return {
+        "requests": count,
+        "gap_s": gap_s,
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "max_ms": round(max(latencies), 1),
+        "latencies_ms": [round(value, 1) for value in latencies],
+    }
+
+
+async def half_load(
+    ctx: Context, worker: Worker, flood_rate: float, duration_s: float
+) -> dict[str, Any]:
+    """Requests paced at half the flood rate: latency under a load the worker can sustain."""
+    rate = max(1.0, flood_rate / 2)
+    ids = await seed(ctx.env, max(1, round(rate * duration_s)), "half-")
+    records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
+    watcher = await OutcomeWatcher(ctx.bootstrap, keyed=True).open()
+    producer = await start_producer(ctx.bootstrap, linger_ms=0)
+    sent_at: dict[bytes, float] = {}
+    processes = {"worker": worker.pid, **ctx.servers}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    try:
+        futures = []
+        started = time.monotonic()
+        for number, (key, value) in enumerate(records):
+            ahead = started + number / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            sent_at[key] = time.monotonic()
+            futures.append(await producer.send(REQUESTED_TOPIC, value, key=key))
+        paced_s = time.monotonic() - started
+        await asyncio.gather(*futures)
+        await watcher.wait_keys(list(sent_at), worker, "half-load test")
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in processes.items()}
+    finally:
+        await producer.stop()
+        await watcher.close()
+    latencies = [(watcher.arrivals[key] - moment) * 1000 for key, moment in sent_at.items()]
+    # Per second of pacing: a steady p50 means the worker keeps up; a rising one, a backlog.
+    by_second: dict[int, list[float]] = {}
+    for moment, latency in zip(sent_at.values(), latencies, strict=True):
+        by_second.setdefault(int(moment - started), []).append(latency)
+    return {
+        "target_rate_per_s": round(rate, 1),
+        "achieved_rate_per_s": round(len(records) / max(paced_s, 1e-9), 1),
+        "seconds": round(paced_s, 2),
+        "requests": len(records),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "max_ms": round(max(latencies), 1),
+        "p50_ms_per_second": [round(percentile(v, 50)) for _, v in sorted(by_second.items())],
+        "cpu_s_per_1000_requests": {
+            name: round(seconds * 1000 / len(records), 3) for name, seconds in cpu.items()
+        },
+        "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
+    }
+
+
+async def baseline(ctx: Context, users: int) -> dict[str, Any]:
+    """The reference line: the service's own core, one user per PostgreSQL transaction.
+
+    No Kafka and no worker: it shows what batching buys, on the same servers, not what the
+    service does. Its own app id keeps its answers and counters apart from the worker's.
+    """
+    from agents.connections import opened
+    from agents.decide import Work
+    from agents.migrator import MigrationCore
+    from schemas.events import MigrationRequest
+    from streams.settings import Settings
+
+    ids = await seed(ctx.env, users, "base-")
+    watched = {"postgres": ctx.servers["postgres"], "redis": ctx.servers["redis"]}
+    async with opened(Settings.from_env(ctx.env)) as (pool, redis):
+        core = MigrationCore(pool, redis, app_id=BASELINE_APP_ID)
+        migrated = 0
+        cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        client_before = self_cpu_seconds()
+        started = time.monotonic()
+        for offset, user_id in enumerate(ids):
+            request = MigrationRequest(request_id=uuid.uuid4(), user_id=user_id)
+            applied = await core.apply([Work(request, 0, offset, None)])
+            if applied is None:
+                raise BenchError("baseline: the core gave no answer (PostgreSQL went away)")
+            migrated += sum(outcome.outcome == "migrated" for outcome in applied.outcomes)
+        elapsed = time.monotonic() - started
+        per_1k = {
+            name: round((cpu_seconds(pid) - cpu_before[name]) * 1000 / users, 3)
+            for name, pid in watched.items()
+        }
+        client_cpu = self_cpu_seconds() - client_before
+        per_1k["bench process (core)"] = round(client_cpu * 1000 / users, 3)
+    return {
+        "what": "MigrationCore.apply, 1 user per PostgreSQL transaction, sequential, no Kafka",
+        "users": users,
+        "migrated": migrated,
+        "seconds": round(elapsed, 3),
+        "users_per_s": round(users / elapsed, 1),
+        "cpu_s_per_1000_users": per_1k,
+    }
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str, Any]:
+    from streams.settings import Settings
+
+    settings = Settings.from_env(env)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        servers = server_pids(directory)
+        ctx = Context(env, settings.kafka_bootstrap_servers, directory, servers, http)
+        floods: list[dict[str, Any]] = []
+        worker: Worker | None = None
+        try:
+            for index, size in enumerate(plan.sizes):
+                if worker is not None:
+                    worker.stop()
+                ids = await seed(env, size, f"f{index}-")
+                progress(f"flood {index + 1}/{len(plan.sizes)}: {size:,} users seeded, worker")
+                worker = Worker(env, directory, index)
+                worker.start()
+                await worker.wait_ready(http)
+                first_batch_s = await warm_up(ctx, worker, f"w{index}-")
+                progress(f"flood {index + 1}/{len(plan.sizes)}: publishing {size:,} requests")
+                result = await flood(ctx, worker, ids)
+                result["warm_up_s"] = round(first_batch_s, 3)
+                floods.append(result)
+                progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
+            assert worker is not None
+            progress(f"idle: {plan.idle_requests} single requests")
+            idle_result = await idle(ctx, worker, plan.idle_requests, plan.idle_gap_s)
+            rate = floods[-1]["users_per_s"]
+            progress(f"half load: {rate / 2:,.0f} requests/s for {plan.half_load_s:.0f}s")
+            half_result = await half_load(ctx, worker, rate, plan.half_load_s)
+            worker_rss = peak_rss_mib(worker.pid)
+        finally:
+            if worker is not None:
+                worker.stop()
+        progress(f"baseline: {plan.baseline_users:,} users, one transaction each")
+        base_result = await baseline(ctx, plan.baseline_users)
+    return {
+        "floods": floods,
+        "idle": idle_result,
+        "half_load": half_result,
+        "baseline": base_result,
+        "last_worker_peak_rss_mib": round(worker_rss, 1),
+    }
+
+
+def progress(line: str) -> None:
+    print(f"  … {line}", file=sys.stderr, flush=True)
+
+
+def worker_settings(env: dict[str, str]) -> dict[str, str]:
+    """The MIGRATOR_* settings the worker ran with beyond its defaults (for the JSON)."""
+    return {name: value for name, value in sorted(env.items()) if name.startswith("MIGRATOR_")}
+
+
+def git_commit() -> str | None:
+    """The commit measured, ``+dirty`` when the work tree differs: figures move with the code."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def run(plan: Plan) -> dict[str, Any]:
+    directory = STACK_DIR
+    progress(f"fresh stack in {directory.relative_to(ROOT)}")
+    started_at = datetime.now(UTC)
+    try:
+        env = fresh_stack(directory)
+        results = asyncio.run(measure(plan, env, directory))
+    finally:
+        stack_down(directory)
+    return {
+        "started_at": started_at.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "quick": plan.quick,
+        "commit": git_commit(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        },
+        "plan": {
+            "sizes": list(plan.sizes),
+            "idle_requests": plan.idle_requests,
+            "idle_gap_s": plan.idle_gap_s,
+            "half_load_s": plan.half_load_s,
+            "baseline_users": plan.baseline_users,
+            "app_id": APP_ID,
+            "worker_env": worker_settings(env),
+        },
+        **results,
+    }
+
+
+def run_core(plan: Plan) -> None:
+    """``--core``: the migration core alone (scripts/bench_core.py) on a fresh stack."""
+    directory = STACK_DIR
+    try:
+        env = fresh_stack(directory)
+        for size in plan.sizes:
+            done = subprocess.run(
+                [sys.executable, str(ROOT / "scripts" / "bench_core.py"), "--users", str(size)],
+                cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                lines = [line for line in done.stderr.splitlines() if line.strip()]
+                raise BenchError(f"core benchmark failed: {one_line(lines[-1] if lines else '?')}")
+    finally:
+        stack_down(directory)
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def table(report: dict[str, Any]) -> str:
+    floods, idle_r, half, base = (
+        report["floods"], report["idle"], report["half_load"], report["baseline"],
+    )  # fmt: skip
+    lines = [
+        f"onboarding-migrator {report['commit'] or ''}, end to end ({report['machine']['cpus']} "
+        "CPUs; Kafka, PostgreSQL, Redis, the worker and this client all on this machine)",
+        "",
+        "flood: N requests published at once; first publish -> N-th outcome read (read_committed)",
+        f"  {'users':>9} {'seconds':>8} {'users/s':>9} {'RSS MiB':>8} | CPU s per 1,000 users: "
+        f"{'worker':>6} {'kafka':>6} {'postgres':>8} {'redis':>6} {'client':>6}",
+    ]
+    for f in floods:
+        cpu = f["cpu_s_per_1000_users"]
+        lines.append(
+            f"  {f['users']:>9,} {f['seconds']:>8.1f} {f['users_per_s']:>9,.0f} "
+            f"{f['worker_peak_rss_mib']:>8.0f} | {'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} "
+            f"{cpu['postgres']:>8.2f} {cpu['redis']:>6.2f} {cpu['bench client']:>6.2f}"
+        )
+    lines += ["", "counter lag: GET stats `requested` vs outcomes on the topics (0.2 s polls)"]
+    for f in floods:
+        lag = f["counter_lag"]
+        outcomes = ", ".join(f"{n:,} {name}" for name, n in f["outcomes"].items() if n)
+        lines.append(
+            f"  {f['users']:>9,} users: counter behind the topics by at most "
+            f"{lag['behind_records']:,} records / {lag['behind_s']:.2f} s; ahead by at most "
+            f"{lag['ahead_records']:,} (a batch committed in PostgreSQL, its Kafka transaction "
+            f"not yet; {lag['polls']} polls); outcomes: {outcomes}"
+        )
+    lines += [
+        "",
+        "latency, publish -> outcome visible (read_committed):",
+        f"  idle      {idle_r['requests']:>6} single requests {idle_r['gap_s']} s apart: "
+        f"p50 {idle_r['p50_ms']:,.0f} ms, max {idle_r['max_ms']:,.0f} ms",
+        f"  half load {half['requests']:>6} requests at {half['achieved_rate_per_s']:,.0f}/s for "
+        f"{half['seconds']:.0f} s: p50 {half['p50_ms']:,.0f} ms, p99 {half['p99_ms']:,.0f} ms, "
+        f"max {half['max_ms']:,.0f} ms",
+        f"{'':12}p50 of each second: {min(half['p50_ms_per_second']):,}"
+        f"-{max(half['p50_ms_per_second']):,} ms; CPU s per 1,000 requests: worker "
+        f"{half['cpu_s_per_1000_requests']['worker']:.2f}, kafka "
+        f"{half['cpu_s_per_1000_requests']['kafka']:.2f}, postgres "
+        f"{half['cpu_s_per_1000_requests']['postgres']:.2f}",
+        "",
+        f"reference only (not the service): {base['what']}",
+        f"  {base['users']:>9,} users: {base['users_per_s']:,.0f} users/s "
+        f"({base['seconds']:.1f} s; CPU s/1,000 users: postgres "
+        f"{base['cpu_s_per_1000_users']['postgres']:.2f}, redis "
+        f"{base['cpu_s_per_1000_users']['redis']:.2f})",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--users", type=parse_sizes, metavar="N[,N…]",
+        help=f"flood sizes, e.g. 10000,100000 (default {DEFAULT_USERS:,}; --quick {QUICK_USERS:,})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke test for CI: 2,000 users, 5 idle requests, 5 s half load; no thresholds",
+    )  # fmt: skip
+    parser.add_argument("--json", metavar="PATH", help="where to write the JSON report")
+    parser.add_argument(
+        "--core", action="store_true",
+        help="only the migration core (scripts/bench_core.py): batches, no Kafka, no worker",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    # `make bench` takes no arguments: the environment stands in for them (BENCH_QUICK=1 in CI).
+    try:
+        if args.users is None and os.environ.get("BENCH_USERS"):
+            args.users = parse_sizes(os.environ["BENCH_USERS"])
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"BENCH_USERS: {exc}")
+    args.quick = args.quick or os.environ.get("BENCH_QUICK", "") in {"1", "true", "yes"}
+    plan = build_plan(args)
+    try:
+        if args.core:
+            run_core(plan)
+            return 0
+        report = run(plan)
+        plan.json_path.parent.mkdir(parents=True, exist_ok=True)
+        plan.json_path.write_text(json.dumps(report, indent=2) + "\n")
+    except BenchError as exc:
+        print(f"bench: {one_line(exc, 600)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one-line promise holds for surprises too
+        print(f"bench: unexpected {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+        return 1
+    print(table(report))
+    print(f"\nJSON: {plan.json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
