@@ -98,3 +98,12 @@ def test_kafka_cluster_ids_never_look_like_an_option() -> None:
     ids = [new_cluster_id() for _ in range(5000)]
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(i) == 22 for i in ids)
+
+
+def test_batches_linger_only_on_a_steady_trickle() -> None:
+    from agents.migration_agent import TRICKLE_LINGER_S, linger_s
+
+    assert linger_s(0.0, previous_size=1, idle_s=5.0, most=500) == 0.0  # alone: at once
+    assert linger_s(0.0, previous_size=400, idle_s=0.0, most=500) == 0.0  # backlog
+    assert linger_s(0.0, previous_size=10, idle_s=0.01, most=500) == TRICKLE_LINGER_S
+    assert linger_s(0.3, previous_size=1, idle_s=5.0, most=500) == 0.3  # configured
