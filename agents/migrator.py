@@ -54,6 +54,8 @@ from schemas.legacy import LegacyRow
 
 log = logging.getLogger(__name__)
 
+# How often a batch is redone at once when another worker answered its records concurrently.
+_CONFLICT_REDOS = 3
 # How long to wait between two looks at a PostgreSQL that does not answer.
 _OUTAGE_POLL_S = (0.2, 2.0)
 
@@ -153,10 +155,18 @@ class MigrationCore:
         while PostgreSQL was down (a rebalance took the records away: nothing was written)."""
         if not batch and not rejected:
             return Applied([])
-        failures = 0
+        failures = conflicts = 0
         while True:
             try:
                 return await self.apply_once(batch, rejected=rejected)
+            except asyncpg.UniqueViolationError:
+                # Another worker answered some of these records meanwhile (a zombie and the
+                # partition's new owner, for a moment): the redo replays its answers.
+                conflicts += 1
+                if conflicts > _CONFLICT_REDOS:
+                    return await self._isolate(batch, rejected, abandoned)
+                log.info("batch of %d: answered concurrently elsewhere; redoing", len(batch))
+                continue
             except Unavailable as exc:
                 if not await self._postgres_answers():
                     if not await self._wait_for_postgres(exc, abandoned):
@@ -168,15 +178,20 @@ class MigrationCore:
                     return await self._give_up(batch, rejected, exc, abandoned)
                 await asyncio.sleep(self._retry.delay(failures - 1, random.random()))
             except Exception:
-                if len(batch) <= 1:
-                    return await self._answer_internal_error(batch, rejected, abandoned)
-                # Isolate the record the database refuses: halves keep per-user order.
-                middle = len(batch) // 2
-                first = await self.apply(batch[:middle], rejected=rejected, abandoned=abandoned)
-                if first is None:
-                    return None
-                second = await self.apply(batch[middle:], abandoned=abandoned)
-                return None if second is None else first + second
+                return await self._isolate(batch, rejected, abandoned)
+
+    async def _isolate(
+        self, batch: Sequence[Work], rejected: Sequence[Rejected], abandoned: Callable[[], bool]
+    ) -> Applied | None:
+        """Find the record the database refuses: halves keep per-user order; it fails alone."""
+        if len(batch) <= 1:
+            return await self._answer_internal_error(batch, rejected, abandoned)
+        middle = len(batch) // 2
+        first = await self.apply(batch[:middle], rejected=rejected, abandoned=abandoned)
+        if first is None:
+            return None
+        second = await self.apply(batch[middle:], abandoned=abandoned)
+        return None if second is None else first + second
 
     async def apply_once(
         self,

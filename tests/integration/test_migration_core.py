@@ -353,3 +353,26 @@ async def test_seeding_is_idempotent_and_seeded_users_migrate(
     assert {o.outcome for o in outcomes} == {"migrated"}
     statuses = {o.session_status for o in outcomes}
     assert statuses == {"completed", "in_progress", "not_started"}
+
+
+async def test_two_workers_answering_one_record_at_once_agree(
+    pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    """A zombie and a partition's new owner can hold the same records for a moment: whichever
+    commits second replays the first one's answers instead of failing or deciding again."""
+    users = [uid(unique, f"race{i}") for i in range(20)]
+    for user in users:
+        await insert_legacy(pool, user)
+    batch = [work(user) for user in users] + [work(users[0], "rollback", dry_run=True)]
+    first, second = (
+        MigrationCore(pool, redis_client, retry=FAST_RETRY, app_id=f"race-{unique}")
+        for _ in range(2)
+    )
+    a, b = await asyncio.gather(first.apply(batch), second.apply(batch))
+    assert a is not None and b is not None
+    assert [o.model_dump() for o in a.outcomes] == [o.model_dump() for o in b.outcomes]
+    assert {o.outcome for o in a.outcomes} == {"migrated", "rolled_back"}
+    stored = await pool.fetchval(
+        "SELECT totals FROM partition_counters WHERE app_id = $1", f"race-{unique}"
+    )
+    assert stored["requested"] == len(batch)  # counted once
