@@ -27,6 +27,8 @@ LATENCY_BOUNDS_MS: tuple[float, ...] = (
     1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000,
 )  # fmt: skip
 RATE_WINDOW_S = 60
+# The rate progress and its ETA use: recent enough to follow a flood that lasts half a minute.
+RECENT_S = 10
 _KEEP_SECONDS = 2 * RATE_WINDOW_S
 
 Counters = dict[str, Any]
@@ -142,12 +144,13 @@ def cumulative_counts(histogram: Mapping[str, int], bounds: Sequence[float]) -> 
     return result
 
 
-def rate_per_s(per_second: Mapping[str, int], *, now_s: int) -> float:
-    """Outcomes per second over the last minute."""
-    start = now_s - RATE_WINDOW_S
-    return round(
-        sum(c for s, c in per_second.items() if start < int(s) <= now_s) / RATE_WINDOW_S, 2
-    )
+def rate_per_s(
+    per_second: Mapping[str, int], *, now_s: int, window_s: int = RATE_WINDOW_S
+) -> float:
+    """Outcomes per second over the last ``window_s`` whole seconds (the current one, still
+    filling, is left out so a fresh second does not drag the rate down)."""
+    start = now_s - 1 - window_s
+    return round(sum(c for s, c in per_second.items() if start < int(s) <= now_s - 1) / window_s, 2)
 
 
 def summary(total: Mapping[str, Any], *, now_s: int) -> dict[str, Any]:
@@ -163,4 +166,5 @@ def summary(total: Mapping[str, Any], *, now_s: int) -> dict[str, Any]:
             "samples": sum(int(count) for count in histogram.values()),
         },
         "throughput_per_s_last_minute": rate_per_s(total.get("per_second", {}), now_s=now_s),
+        "rate_per_s": rate_per_s(total.get("per_second", {}), now_s=now_s, window_s=RECENT_S),
     }

@@ -20,6 +20,7 @@ from faust.web import Request, Response, View
 import sql
 from agents import counters, pg_store, redis_store
 from agents.validation import validate_user
+from schemas.events import ErrorCode, is_retryable
 from streams import topics
 from streams.http_input import (
     MAX_BODY_BYTES,
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from streams.context import ServiceContext
 
 PREFIX = "/api/v1/onboarding/migration"
+# Failure codes a retry cannot cure: such users count as done for progress and its ETA.
+FOR_GOOD_CODES = [code.value for code in ErrorCode if not is_retryable(code)]
 _POSTGRES_ERRORS: tuple[type[BaseException], ...] = (*pg_store.UNAVAILABLE, asyncpg.PostgresError)
 
 
@@ -59,20 +62,24 @@ def register_views(migrator: ServiceContext) -> None:
         return await pg_store.pending_mirror_count(migrator.resources.pool)
 
     async def progress() -> dict[str, Any]:
+        """How much of the legacy population is done: migrated, or failed for a reason only
+        fixing the data cures (those are listed apart and not waited for)."""
         await migrator.ready_core()
         pool = migrator.resources.pool
-        row = await pool.fetchrow(sql.query("progress"))
+        row = await pool.fetchrow(sql.query("progress"), FOR_GOOD_CODES)
         summary = counters.summary(await cluster_totals(), now_s=int(time.time()))
         total, migrated = int(row["legacy_total"]), int(row["migrated"])
-        remaining = total - migrated
-        rate = summary["throughput_per_s_last_minute"]
+        failed_for_good = int(row["failed_for_good"])
+        remaining = max(0, total - migrated - failed_for_good)
+        rate = summary["rate_per_s"]
         return {
             "legacy_total": total,
             "migrated": migrated,
+            "failed_for_good": failed_for_good,
             "remaining": remaining,
-            "percent": round(100 * migrated / total, 2) if total else 100.0,
+            "percent": round(100 * (total - remaining) / total, 2) if total else 100.0,
             "rate_per_s": rate,
-            "eta_s": round(remaining / rate, 1) if rate > 0 else None,
+            "eta_s": 0.0 if remaining == 0 else (round(remaining / rate, 1) if rate > 0 else None),
             "stats": summary,
         }
 

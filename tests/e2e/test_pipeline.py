@@ -201,6 +201,8 @@ async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
     )
     status, progress = worker.get(f"{API}/progress")
     assert status == 200 and progress["legacy_total"] >= 3
+    done = progress["migrated"] + progress["failed_for_good"] + progress["remaining"]
+    assert done == progress["legacy_total"]
     status, metrics = worker.get("/metrics")
     assert status == 200 and f"migrator_requested_total {stats['requested']}" in metrics
     status, page = worker.get("/dashboard")

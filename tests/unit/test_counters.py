@@ -97,8 +97,9 @@ def test_very_short_latencies_fall_in_the_first_bucket() -> None:
     assert low <= 12.3 < high and high / low == pytest.approx(counters.LATENCY_GROWTH)
 
 
-def test_rate_covers_the_last_minute_only() -> None:
-    per_second = {"1000": 60, "950": 60, "900": 600}
-    assert counters.rate_per_s(per_second, now_s=1000) == 2.0
+def test_rate_covers_the_last_whole_seconds_only() -> None:
+    per_second = {"1000": 60, "950": 60, "900": 600, "1001": 999}
+    assert counters.rate_per_s(per_second, now_s=1001) == 2.0  # 1001 is still filling
+    assert counters.rate_per_s(per_second, now_s=1001, window_s=10) == 6.0
     merged = counters.merge({"per_second": {"100": 5}}, {"per_second": {"1000": 1}}, now_s=1000)
     assert merged["per_second"] == {"1000": 1}  # older than two minutes is dropped
