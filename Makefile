@@ -19,8 +19,11 @@ demo: ## start a stack, seed 50,000 users (DEMO_USERS=n), migrate them all, show
 demo-stop: ## stop the demo's worker and stack
 	.venv/bin/python scripts/demo.py --stop
 
-bench: ## batched migration benchmark (prints users/s)
+bench: ## end-to-end benchmark on a fresh stack: table + JSON (BENCH_QUICK=1, BENCH_USERS=n,m)
 	scripts/bench
+
+soak: ## fault soak: SOAK_KILLS worker kills (25) among server faults, SOAK_USERS users (20000)
+	scripts/soak
 
 stack-up: ## start the local stack under .stack and print its export lines
 	@scripts/bootstrap && .venv/bin/migrator stack up

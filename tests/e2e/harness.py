@@ -269,3 +269,67 @@ async def reads_for(
         if len(reads) >= until or time.monotonic() > deadline:
             return reads
         await asyncio.sleep(0.5)
+
+
+# --- Server faults (used by the fault-injection run, tests/e2e/faults.py) -----------------------
+#
+# `migrator stack up` keeps one pid file per server beside its working directory
+# (DIR/<name>.pid, DIR/<name>/ is the cwd) and starts every server in its own session, so the
+# pid is also the process group: SIGKILL of the group is a crash of that server and of all its
+# children (PostgreSQL's backends included), and `stack up` on the directory starts what is
+# missing again on the same ports.
+
+STACK_SERVERS = ("postgres", "redis", "kafka")
+
+
+def server_pid(stack: Stack, name: str) -> int | None:
+    """The pid of one server of ``stack`` if it is running and really that stack's, else None."""
+    if name not in STACK_SERVERS:
+        raise ValueError(f"unknown stack server {name!r}")
+    try:
+        pid = int((stack.directory / f"{name}.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+    owned = cwd.is_relative_to((stack.directory / name).resolve())
+    return pid if owned and state != "Z" else None
+
+
+def kill_server(stack: Stack, name: str, *, timeout_s: float = 30) -> None:
+    """SIGKILL one server's whole process group and wait until it is gone."""
+    pid = server_pid(stack, name)
+    if pid is None:
+        raise RuntimeError(f"{name} of the stack in {stack.directory} is not running")
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while server_pid(stack, name) is not None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} (pid {pid}) still runs {timeout_s:.0f}s after SIGKILL")
+        time.sleep(0.05)
+
+
+def restart_servers(stack: Stack, *, timeout_s: float = 240) -> None:
+    """``migrator stack up --dir``: start the servers that are missing, as a supervisor would.
+
+    The workers were started with the stack's addresses, so the servers must come back on the
+    same ports; anything else is reported as an error rather than silently tested around.
+    """
+    up = subprocess.run(
+        [*MIGRATOR, "stack", "up", "--dir", str(stack.directory)],
+        capture_output=True, text=True, timeout=timeout_s, check=False, cwd=ROOT,
+    )  # fmt: skip
+    if up.returncode != 0:
+        last = (up.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"`migrator stack up --dir {stack.directory}` failed: {last}")
+    for line in up.stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        if name in stack.env and stack.env[name] != value:
+            raise RuntimeError(
+                f"`stack up` brought {name} back at {value}, not {stack.env[name]}: "
+                "the running workers cannot follow a port change"
+            )

@@ -1,0 +1,41 @@
+"""Every fault kind, one at a time, during a flood of ~3,000 users: the contract must still hold.
+
+One run on this module's fresh stack (see ``faults.run_faults``): two workers in one group, a
+paced flood with duplicates, dry runs, rollbacks and poison records, and meanwhile a worker
+SIGKILLed and one SIGSTOPped past its session timeout, PostgreSQL, Redis and the Kafka broker
+SIGKILLed and brought back, and a Redis FLUSHALL. Afterwards: exactly one outcome per accepted
+record and one dead letter per poison record, outcomes consistent with PostgreSQL and with each
+user's order, Redis equal to PostgreSQL, every worker's counters equal to the topics, and no
+worker that exited by itself. Recovery times are printed; only a generous bound is asserted,
+since this is a correctness test on a shared machine, not a benchmark (``make soak`` measures).
+
+Select it with ``-m faults``; leave it out of a quick run with ``-m "not faults"``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from faults import CI_FAULTS, RunConfig, describe_failures, run_faults
+from harness import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+# Recovery targets are 15 s (worker faults) and 10 s (server back); CI asserts only this bound.
+MAX_RECOVERY_S = 60.0
+
+
+@pytest.mark.timeout(1200)
+async def test_every_fault_during_a_flood_keeps_outcomes_state_and_counters_exact(
+    stack: Stack,
+) -> None:
+    config = RunConfig(users=3000, faults=CI_FAULTS, workers=2)
+    report = await run_faults(config, stack)
+    print(report.render())
+    path = Path(tempfile.gettempdir()) / "migrator-e2e-logs" / "faults-report.json"
+    report.write_json(path)
+    print(f"report: {path}")
+    failures = describe_failures(report, max_recovery_s=MAX_RECOVERY_S)
+    assert not failures, "\n".join([*failures, report.render(examples=3)])
