@@ -209,7 +209,10 @@ def register_views(migrator: ServiceContext) -> None:
     @app.page(f"{PREFIX}/progress")
     class Progress(View):
         async def get(self, request: Request) -> Response:
-            return self.json(await progress())
+            try:
+                return self.json(await progress())
+            except _POSTGRES_ERRORS as exc:
+                return self.json({"error": f"PostgreSQL did not answer: {exc}"}, status=503)
 
     @app.page(f"{PREFIX}/health")
     class Health(View):
@@ -236,11 +239,14 @@ def register_views(migrator: ServiceContext) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            totals = await cluster_totals()
-            summary = {
-                **counters.summary(totals, now_s=int(time.time())),
-                "mirror_pending": await mirror_pending(),
-            }
+            try:
+                totals = await cluster_totals()
+                pending = await mirror_pending()
+            except _POSTGRES_ERRORS as exc:
+                # A failed scrape is what Prometheus expects when the numbers are not there.
+                return self.text(f"PostgreSQL did not answer: {exc}\n", status=503)
+            summary = counters.summary(totals, now_s=int(time.time()))
+            summary["mirror_pending"] = pending
             return self.text(
                 prometheus_text(summary, totals),
                 content_type="text/plain; version=0.0.4",
