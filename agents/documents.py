@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from functools import cache
 from typing import Any
 from uuid import UUID
 
-from agents.catalog import STEPS_TOTAL
+from agents.catalog import STEPS, STEPS_TOTAL
 from agents.planner import MigrationPlan
 from schemas.rows import Row
 
@@ -48,6 +49,16 @@ def _step_entry(number: int, key: str, status: str, required: bool) -> dict[str,
     return {"step_number": number, "step_key": key, "status": status, "required": required}
 
 
+@cache
+def _plan_steps(statuses: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
+    """The step entries of a fresh session: the same for every session with these statuses, so
+    built once per combination. Shared between documents, which are only ever serialised."""
+    return tuple(
+        _step_entry(step.number, step.key, status, step.required)
+        for step, status in zip(STEPS, statuses, strict=True)
+    )
+
+
 def document_from_plan(plan: MigrationPlan) -> dict[str, Any]:
     return session_document(
         session_id=plan.session_id,
@@ -59,9 +70,7 @@ def document_from_plan(plan: MigrationPlan) -> dict[str, Any]:
         steps_completed=plan.steps_completed,
         created_at=plan.now,
         updated_at=plan.now,
-        steps=(
-            _step_entry(s.step_number, s.step_key, s.status.value, s.required) for s in plan.steps
-        ),
+        steps=_plan_steps(tuple(s.status.value for s in plan.steps)),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from agents.catalog import LEGACY_STEPS, STEPS, STEPS_TOTAL
@@ -60,6 +61,52 @@ def session_id_for(user_id: str, request_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_SESSION_NAMESPACE, f"{user_id}/{request_id}")
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a session's steps look like for one set of completed legacy steps."""
+
+    statuses: tuple[StepStatus, ...]
+    completed: int
+    session_status: SessionStatusName
+    current_step: int | None
+
+
+@cache
+def _shape(done: frozenset[str], legacy_completed: bool) -> _Shape:
+    """Step statuses and the figures that follow from them: the same for every user with the
+    same completed legacy steps, so computed once per combination (at most 2¹² × 2)."""
+    statuses = tuple(
+        StepStatus.COMPLETED
+        if step.legacy_step in done or (legacy_completed and step.required)
+        else StepStatus.SKIPPED
+        if legacy_completed
+        else StepStatus.PENDING
+        for step in STEPS
+    )
+    completed = statuses.count(StepStatus.COMPLETED)
+    required_done = all(
+        status is StepStatus.COMPLETED
+        for step, status in zip(STEPS, statuses, strict=True)
+        if step.required
+    )
+    pending = [
+        step.number
+        for step, status in zip(STEPS, statuses, strict=True)
+        if status is StepStatus.PENDING
+    ]
+    session_status: SessionStatusName = (
+        "completed" if required_done else "in_progress" if completed else "not_started"
+    )
+    return _Shape(statuses, completed, session_status, min(pending) if pending else None)
+
+
+@cache
+def _unfinished_step(number: int, status: StepStatus) -> SessionStep:
+    """Steps not completed carry no time, so one frozen instance serves every session."""
+    step = STEPS[number - 1]
+    return SessionStep(step.number, step.key, status, step.required, None)
+
+
 def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> MigrationPlan:
     unknown = sorted(set(row.completed_steps) - LEGACY_STEPS)
     if unknown:
@@ -75,33 +122,15 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
         check_answers(row)
     except InvalidAnswers as exc:
         raise PlanError(ErrorCode.INVALID_LEGACY_DATA, str(exc)) from None
-    done = set(row.completed_steps)
-    legacy_completed = row.status == "completed"
-    steps = []
-    for step in STEPS:
-        if step.legacy_step in done or (legacy_completed and step.required):
-            status = StepStatus.COMPLETED
-        elif legacy_completed:
-            status = StepStatus.SKIPPED
-        else:
-            status = StepStatus.PENDING
-        steps.append(
-            SessionStep(
-                step_number=step.number,
-                step_key=step.key,
-                status=status,
-                required=step.required,
-                # The legacy system records no per-step times; its row's last update is the
-                # latest moment it is known to have held the step as done.
-                completed_at=row.updated_at if status is StepStatus.COMPLETED else None,
-            )
-        )
-    completed = sum(s.status is StepStatus.COMPLETED for s in steps)
-    required_done = all(s.status is StepStatus.COMPLETED for s in steps if s.required)
-    session_status: SessionStatusName = (
-        "completed" if required_done else "in_progress" if completed else "not_started"
+    shape = _shape(frozenset(row.completed_steps), row.status == "completed")
+    steps = tuple(
+        SessionStep(step.number, step.key, status, step.required, row.updated_at)
+        if status is StepStatus.COMPLETED
+        else _unfinished_step(step.number, status)
+        for step, status in zip(STEPS, shape.statuses, strict=True)
     )
-    pending = [s.step_number for s in steps if s.status is StepStatus.PENDING]
+    session_status = shape.session_status
+    completed = shape.completed
     manifest = checksum = tokens = None
     if session_status == "completed":
         manifest = build_manifest(row)
@@ -113,11 +142,11 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
         session_id=session_id,
         workspace_id=row.workspace_id,
         status=session_status,
-        current_step=min(pending) if pending else None,
+        current_step=shape.current_step,
         completion_percentage=round(100 * completed / STEPS_TOTAL, 2),
         steps_completed=completed,
         steps_total=STEPS_TOTAL,
-        steps=tuple(steps),
+        steps=steps,
         manifest=manifest,
         manifest_checksum=checksum,
         token_estimate=tokens,
