@@ -215,6 +215,8 @@ class PartitionTransactions:
                 return False
             except (KafkaError, TimeoutError, OSError) as exc:
                 log.warning("partition %d: transaction failed (%r); trying again", partition, exc)
+                # A failed commit leaves the transaction abortable: end it before the next one.
+                await self._abort(producer)
                 await self._recover(partition, producer)
                 await asyncio.sleep(delay)
                 delay = min(ceiling, delay * 2)
