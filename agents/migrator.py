@@ -31,6 +31,7 @@ from uuid import UUID
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from agents import counters, pg_store, redis_store
 from agents.decide import (
@@ -360,7 +361,9 @@ class MigrationCore:
                     users_without_session=sorted(u for u, doc in documents.items() if doc is None),
                 )
                 return 0
-            except redis_store.UNAVAILABLE as exc:
+            except (*redis_store.UNAVAILABLE, RedisError) as exc:
+                # Whatever Redis says (down, loading, read-only, out of memory), PostgreSQL
+                # holds the truth: the mirror is owed, the request is not failed.
                 log.warning("Redis refused the mirror of %d users (%s): marked pending",
                             len(documents), _describe(exc))  # fmt: skip
                 self.redis_down = True
