@@ -119,7 +119,6 @@ def create_app(settings: Settings) -> ServiceContext:
         dead_letters=dead_letters,
         stats=stats,
         resources=resources,
-        transactions=transactions,
     )
 
     context.agents = register_agents(context)

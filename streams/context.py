@@ -94,8 +94,12 @@ class ServiceContext:
     dead_letters: Any
     stats: Any
     resources: Resources
-    transactions: PartitionTransactions | None = None
     agents: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def transactions(self) -> PartitionTransactions | None:
+        """The per-partition transactions under exactly-once; None under at-least-once."""
+        return self.app.transactions
 
     async def ready_core(self) -> MigrationCore:
         """The migration core, once the pools exist (Faust starts services after the agents)."""
@@ -117,16 +121,17 @@ class ServiceContext:
         transactions = self.transactions
         if transactions is None:
             return list(events)
-        if not transactions.owns(partition, epoch):
+        positions = transactions.positions
+        if not positions.owns(partition, epoch):
             return []
         # In offset order, each offset once: after a seek, copies read before it may still be
         # buffered next to the records read again.
         by_offset = {event.message.offset: event for event in events}
-        wanted = transactions.unpublished(partition, sorted(by_offset))
+        wanted = positions.unpublished(partition, sorted(by_offset))
         kept = [by_offset[offset] for offset in wanted]
         if not kept:
             return []
-        restart = transactions.gap_before(partition, kept[0].message.offset)
+        restart = positions.gap_before(partition, kept[0].message.offset)
         if restart is not None:
             await self.app.consumer.seek(TP(transactions.source_topic, partition), restart)
             return []

@@ -156,15 +156,6 @@ class PartitionTransactions:
     def transactional_id(self, partition: int) -> str:
         return f"{self.app_id}-migrate-{partition}"
 
-    def owns(self, partition: int, epoch: int) -> bool:
-        return self.positions.owns(partition, epoch)
-
-    def unpublished(self, partition: int, offsets: Iterable[int]) -> list[int]:
-        return self.positions.unpublished(partition, offsets)
-
-    def gap_before(self, partition: int, first_offset: int) -> int | None:
-        return self.positions.gap_before(partition, first_offset)
-
     async def on_revocation_start(self) -> None:
         """Called before Faust waits for in-flight records: no commit after this one."""
         async with self._lock:
@@ -197,7 +188,7 @@ class PartitionTransactions:
         Kafka is away. False when the partition is no longer this worker's (nothing committed)."""
         delay, ceiling = _RETRY_S
         while True:
-            if not self.owns(partition, epoch):
+            if not self.positions.owns(partition, epoch):
                 return False
             producer = self._producers.get(partition) or await self._start(partition)
             if producer is None:

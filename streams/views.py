@@ -61,6 +61,13 @@ def register_views(migrator: ServiceContext) -> None:
     async def mirror_pending() -> int:
         return await pg_store.pending_mirror_count(migrator.resources.pool)
 
+    async def stats_now() -> tuple[dict[str, Any], dict[str, Any]]:
+        """The cluster's counter totals and the public ``stats`` answer made from them."""
+        totals = await cluster_totals()
+        summary = counters.summary(totals, now_s=int(time.time()))
+        summary["mirror_pending"] = await mirror_pending()
+        return totals, summary
+
     async def progress() -> dict[str, Any]:
         """How much of the legacy population is done: migrated, or failed for a reason only
         fixing the data cures (those are listed apart and not waited for)."""
@@ -198,13 +205,10 @@ def register_views(migrator: ServiceContext) -> None:
             if request.query.get("scope") == "local":
                 return self.json({"totals": await local_totals()})
             try:
-                totals = await cluster_totals()
-                pending = await mirror_pending()
+                _, summary = await stats_now()
             except _POSTGRES_ERRORS as exc:
                 return self.json({"error": f"PostgreSQL did not answer: {exc}"}, status=503)
-            return self.json(
-                {**counters.summary(totals, now_s=int(time.time())), "mirror_pending": pending}
-            )
+            return self.json(summary)
 
     @app.page(f"{PREFIX}/progress")
     class Progress(View):
@@ -240,13 +244,10 @@ def register_views(migrator: ServiceContext) -> None:
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             try:
-                totals = await cluster_totals()
-                pending = await mirror_pending()
+                totals, summary = await stats_now()
             except _POSTGRES_ERRORS as exc:
                 # A failed scrape is what Prometheus expects when the numbers are not there.
                 return self.text(f"PostgreSQL did not answer: {exc}\n", status=503)
-            summary = counters.summary(totals, now_s=int(time.time()))
-            summary["mirror_pending"] = pending
             return self.text(
                 prometheus_text(summary, totals),
                 content_type="text/plain; version=0.0.4",
