@@ -70,7 +70,7 @@ async def read_session(client: aioredis.Redis, user_id: str) -> tuple[str | None
     pointer = await client.get(user_key(user_id))
     if pointer is None:
         return None, None
-    session_id = pointer.decode() if isinstance(pointer, bytes) else str(pointer)
+    session_id = text(pointer)
     raw = await client.get(session_key(session_id))
     return session_id, json.loads(raw) if raw is not None else None
 
@@ -82,7 +82,7 @@ async def scan_ids(
     prefix = pattern.split("{", 1)[0]
     found: list[str] = []
     async for key in client.scan_iter(match=prefix + "*", count=chunk):
-        found.append((key.decode() if isinstance(key, bytes) else str(key))[len(prefix) :])
+        found.append(text(key)[len(prefix) :])
         if len(found) >= chunk:
             yield found
             found = []
