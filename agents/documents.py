@@ -15,6 +15,7 @@ from uuid import UUID
 from agents.catalog import STEPS, STEPS_TOTAL
 from agents.planner import MigrationPlan
 from schemas.rows import Row
+from schemas.session import StepStatus
 
 
 def session_document(
@@ -50,11 +51,11 @@ def _step_entry(number: int, key: str, status: str, required: bool) -> dict[str,
 
 
 @cache
-def _plan_steps(statuses: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
+def _plan_steps(statuses: tuple[StepStatus, ...]) -> tuple[dict[str, Any], ...]:
     """The step entries of a fresh session: the same for every session with these statuses, so
     built once per combination. Shared between documents, which are only ever serialised."""
     return tuple(
-        _step_entry(step.number, step.key, status, step.required)
+        _step_entry(step.number, step.key, status.value, step.required)
         for step, status in zip(STEPS, statuses, strict=True)
     )
 
@@ -70,7 +71,7 @@ def document_from_plan(plan: MigrationPlan) -> dict[str, Any]:
         steps_completed=plan.steps_completed,
         created_at=plan.now,
         updated_at=plan.now,
-        steps=_plan_steps(tuple(s.status.value for s in plan.steps)),
+        steps=_plan_steps(plan.step_statuses),
     )
 
 

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 def register_agents(migrator: ServiceContext) -> dict[str, Any]:
     """Create the agents on ``migrator.app``; returns them by name (tests drive them directly)."""
     app = migrator.app
-    settings = migrator.settings
 
     @app.agent(migrator.requests, name="migrate")
     async def migrate(stream: Any) -> None:
@@ -38,28 +37,87 @@ def register_agents(migrator: ServiceContext) -> dict[str, Any]:
         # exactly-once, once it is left to the partition's next owner; Faust does not commit
         # this topic then, the transactions do).
         manual = stream.noack()
-        waiting: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * settings.batch_size)
-
-        async def read() -> None:
-            async for event in manual.events():
-                await waiting.put(event)
-
-        reader = asyncio.ensure_future(read())
-        pace = _Pace(settings.batch_within_s, settings.batch_size)
+        lanes = _Lanes(migrator, manual)
         try:
-            while events := await take_waiting(waiting, reader, settings.batch_size, pace.linger):
-                try:
-                    await process_events(migrator, events)
-                except BaseException:
-                    if migrator.transactions is not None:
-                        await _ack(manual, events)
-                    raise
-                await _ack(manual, events)
-                pace.done(len(events))
+            await lanes.run(manual.events())
         finally:
-            reader.cancel()
+            await lanes.close()
 
     return {"migrate": migrate}
+
+
+class _Lanes:
+    """One lane per request partition: each answers its partition's records in order, batch
+    after batch, while the other lanes do the same.
+
+    Why lanes: a batch spends most of its time waiting (PostgreSQL writing, a Kafka
+    transaction committing). With one lane per partition, another partition's batch is decoded,
+    decided and planned meanwhile, so PostgreSQL, Kafka and the worker work at the same time
+    instead of taking turns. A user's requests share a partition (the key is the user id), so
+    per-user order holds; partitions share nothing a batch locks but by accident (a user's
+    requests keyed otherwise), which PostgreSQL settles like any lock wait.
+    """
+
+    def __init__(self, migrator: ServiceContext, stream: Any) -> None:
+        self._migrator = migrator
+        self._stream = stream
+        self._size = migrator.settings.batch_size
+        self._within = migrator.settings.batch_within_s
+        self._queues: dict[int, asyncio.Queue[Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reader: asyncio.Future[None] | None = None
+
+    async def _read(self, events: Any) -> None:
+        """Hand each record to its partition's lane (a full lane holds the reader back)."""
+        async for event in events:
+            partition = event.message.partition
+            queue = self._queues.get(partition)
+            if queue is None:
+                queue = self._queues[partition] = asyncio.Queue(maxsize=2 * self._size)
+                self._tasks.append(asyncio.ensure_future(self._lane(queue)))
+            await queue.put(event)
+
+    async def run(self, events: Any) -> None:
+        """Until the stream ends and every lane has answered what it holds; a lane's error or
+        the reader's is raised here (the agent fails as it did with a single loop)."""
+        self._reader = reader = asyncio.ensure_future(self._read(events))
+        await asyncio.wait({reader, self._failed}, return_when=asyncio.FIRST_COMPLETED)
+        if self._failed.done():
+            self._failed.result()
+        reader.result()
+        await asyncio.gather(*self._tasks)
+        if self._failed.done():
+            self._failed.result()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._failed.done() and not self._failed.cancelled():
+            self._failed.exception()  # retrieved: raised by ``run`` already, or moot on stop
+
+    async def _lane(self, queue: asyncio.Queue[Any]) -> None:
+        reader = self._reader
+        assert reader is not None  # lanes are started by the reader
+        pace = _Pace(self._within, self._size)
+        try:
+            while events := await take_waiting(queue, reader, self._size, pace.linger):
+                try:
+                    await process_events(self._migrator, events)
+                except BaseException:
+                    if self._migrator.transactions is not None:
+                        await _ack(self._stream, events)
+                    raise
+                await _ack(self._stream, events)
+                pace.done(len(events))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not self._failed.done():
+                self._failed.set_exception(exc)
 
 
 # A steady trickle (records arriving while the previous, small batch was written) waits this

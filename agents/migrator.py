@@ -436,7 +436,7 @@ class MigrationCore:
     ) -> dict[str, LegacyRow]:
         """Write the wave's effects set-based; return legacy rows as restored by rollbacks."""
         sessions: list[tuple[Any, ...]] = []
-        steps: list[tuple[Any, ...]] = []
+        steps: list[tuple[UUID, str, datetime]] = []
         manifests: list[tuple[Any, ...]] = []
         migrated_users: list[str] = []
         rolled_back: list[UUID] = []
@@ -462,17 +462,7 @@ class MigrationCore:
                         now,
                     )
                 )
-                steps.extend(
-                    (
-                        plan.session_id,
-                        s.step_number,
-                        s.step_key,
-                        s.status,
-                        s.required,
-                        s.completed_at,
-                    )
-                    for s in plan.steps
-                )
+                steps.append((plan.session_id, plan.step_codes, plan.completed_at))
                 if plan.manifest is not None:
                     manifests.append(
                         (

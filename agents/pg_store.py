@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 import sql
+from agents.catalog import STEPS
 from agents.state import LedgerEntry, StoredSession
 from schemas.legacy import LegacyRow
 from schemas.rows import Row
@@ -40,7 +41,11 @@ _SESSION_COLUMNS = (
     "session_id", "user_id", "workspace_id", "status", "current_step", "completion_percentage",
     "steps_completed", "legacy_snapshot", "legacy_sha256", "request_id", "created_at", "updated_at",
 )  # fmt: skip
-_STEP_COLUMNS = ("session_id", "step_number", "step_key", "status", "required", "completed_at")
+_CATALOG = (
+    [step.number for step in STEPS],
+    [step.key for step in STEPS],
+    [step.required for step in STEPS],
+)
 _MANIFEST_COLUMNS = (
     "session_id", "user_id", "version", "manifest", "checksum", "token_estimate", "created_at",
 )  # fmt: skip
@@ -90,16 +95,20 @@ async def insert_sessions(
     conn: Conn,
     *,
     sessions: Sequence[tuple[Any, ...]],
-    steps: Sequence[tuple[Any, ...]],
+    steps: Sequence[tuple[UUID, str, datetime]],
     manifests: Sequence[tuple[Any, ...]],
 ) -> None:
-    """COPY new sessions, their steps and manifests (tuples in the column orders above)."""
+    """COPY new sessions and manifests (tuples in the column orders above); their steps as
+    ``(session id, step codes, completed at)``, one per session, expanded by PostgreSQL."""
     if sessions:
         await conn.copy_records_to_table(
             "onboarding_sessions", records=sessions, columns=_SESSION_COLUMNS
         )
     if steps:
-        await conn.copy_records_to_table("onboarding_steps", records=steps, columns=_STEP_COLUMNS)
+        session_ids, codes, completed_at = zip(*steps, strict=True)
+        await conn.execute(
+            sql.query("insert_steps"), session_ids, codes, completed_at, *_CATALOG
+        )
     if manifests:
         await conn.copy_records_to_table(
             "business_context_manifests",

@@ -27,6 +27,9 @@ from schemas.session import SessionStep, StepStatus
 
 _SESSION_NAMESPACE = uuid.UUID("0b7f3c1e-58a4-4f0e-9d63-6c1f2a9e4b21")
 _PLANNABLE = frozenset({"not_started", "in_progress", "completed"})
+# A step's status in one letter: a session's 24 statuses travel to PostgreSQL as one short text
+# (``sql/queries/insert_steps.sql`` spells them out again).
+STEP_CODES = {StepStatus.COMPLETED: "c", StepStatus.SKIPPED: "s", StepStatus.PENDING: "p"}
 
 
 class PlanError(Exception):
@@ -40,6 +43,10 @@ class PlanError(Exception):
 
 @dataclass(frozen=True)
 class MigrationPlan:
+    """``step_statuses`` (one per catalog step) and ``completed_at`` are the steps: the step
+    rows are expanded from them where they are written (PostgreSQL builds the 24 rows of a
+    session from its one-letter ``step_codes``), and ``steps`` spells them out for readers."""
+
     user_id: str
     session_id: uuid.UUID
     workspace_id: str | None
@@ -48,13 +55,28 @@ class MigrationPlan:
     completion_percentage: float
     steps_completed: int
     steps_total: int
-    steps: tuple[SessionStep, ...]
+    step_statuses: tuple[StepStatus, ...]
+    step_codes: str
+    completed_at: datetime
     manifest: dict[str, Any] | None
     manifest_checksum: str | None
     token_estimate: int | None
     legacy_snapshot: dict[str, Any]
     legacy_sha256: str
     now: datetime
+
+    @property
+    def steps(self) -> tuple[SessionStep, ...]:
+        return tuple(
+            SessionStep(
+                step.number,
+                step.key,
+                status,
+                step.required,
+                self.completed_at if status is StepStatus.COMPLETED else None,
+            )
+            for step, status in zip(STEPS, self.step_statuses, strict=True)
+        )
 
 
 def session_id_for(user_id: str, request_id: uuid.UUID) -> uuid.UUID:
@@ -66,6 +88,7 @@ class _Shape:
     """What a session's steps look like for one set of completed legacy steps."""
 
     statuses: tuple[StepStatus, ...]
+    codes: str  # one letter per step, see ``STEP_CODES``
     completed: int
     session_status: SessionStatusName
     current_step: int | None
@@ -97,14 +120,13 @@ def _shape(done: frozenset[str], legacy_completed: bool) -> _Shape:
     session_status: SessionStatusName = (
         "completed" if required_done else "in_progress" if completed else "not_started"
     )
-    return _Shape(statuses, completed, session_status, min(pending) if pending else None)
-
-
-@cache
-def _unfinished_step(number: int, status: StepStatus) -> SessionStep:
-    """Steps not completed carry no time, so one frozen instance serves every session."""
-    step = STEPS[number - 1]
-    return SessionStep(step.number, step.key, status, step.required, None)
+    return _Shape(
+        statuses,
+        "".join(STEP_CODES[status] for status in statuses),
+        completed,
+        session_status,
+        min(pending) if pending else None,
+    )
 
 
 def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> MigrationPlan:
@@ -123,12 +145,6 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
     except InvalidAnswers as exc:
         raise PlanError(ErrorCode.INVALID_LEGACY_DATA, str(exc)) from None
     shape = _shape(frozenset(row.completed_steps), row.status == "completed")
-    steps = tuple(
-        SessionStep(step.number, step.key, status, step.required, row.updated_at)
-        if status is StepStatus.COMPLETED
-        else _unfinished_step(step.number, status)
-        for step, status in zip(STEPS, shape.statuses, strict=True)
-    )
     session_status = shape.session_status
     completed = shape.completed
     manifest = checksum = tokens = None
@@ -146,7 +162,9 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
         completion_percentage=round(100 * completed / STEPS_TOTAL, 2),
         steps_completed=completed,
         steps_total=STEPS_TOTAL,
-        steps=steps,
+        step_statuses=shape.statuses,
+        step_codes=shape.codes,
+        completed_at=row.updated_at,
         manifest=manifest,
         manifest_checksum=checksum,
         token_estimate=tokens,
