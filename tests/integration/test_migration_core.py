@@ -79,6 +79,8 @@ async def test_migrate_validate_rollback_restores_the_exact_row(
     report = await validate_user(pool, redis_client, user)
     assert report.ok, report.as_dict()
     assert (await legacy(pool, user))["status"] == "migrated"
+    steps = "SELECT count(*) FROM onboarding_steps WHERE session_id = $1"
+    assert await pool.fetchval(steps, migrated.session_id) == 24
 
     [rolled_back] = (await core.apply([work(user, "rollback")])).outcomes
     assert rolled_back.outcome == "rolled_back"
@@ -87,6 +89,7 @@ async def test_migrate_validate_rollback_restores_the_exact_row(
     assert await legacy(pool, user) == original
     count = await pool.fetchval("SELECT count(*) FROM onboarding_sessions WHERE user_id = $1", user)
     assert count == 0
+    assert await pool.fetchval(steps, migrated.session_id) == 0  # gone with their session
     assert await redis_client.exists(redis_store.user_key(user)) == 0
     assert await redis_client.exists(redis_store.session_key(migrated.session_id or "")) == 0
     audit = await pool.fetch(
@@ -96,6 +99,16 @@ async def test_migrate_validate_rollback_restores_the_exact_row(
         ("migrate", "migrated"),
         ("rollback", "rolled_back"),
     ]
+
+
+async def test_steps_of_a_session_that_does_not_exist_are_refused(pool: asyncpg.Pool) -> None:
+    # The statement-level check of DDL 007 stands in for the row-level foreign key.
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="does not exist"):
+        await pool.execute(
+            "INSERT INTO onboarding_steps (session_id, step_number, step_key, status, required)"
+            " VALUES ($1, 1, 'account_created', 'pending', true)",
+            uuid.uuid4(),
+        )
 
 
 async def test_repeats_change_nothing_and_say_already_done(
