@@ -14,6 +14,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from pydantic_core import to_json
 
+from schemas.rows import JsonText
 from streams.settings import Settings
 
 
@@ -24,6 +25,8 @@ class DependencyUnavailable(RuntimeError):
 def _encode_jsonb(value: object) -> bytes:
     # pydantic-core's JSON encoder (Rust) is several times faster than json.dumps here, and
     # jsonb values are written for every migrated user (snapshot, manifest, audit, ledger).
+    if isinstance(value, JsonText):
+        return b"\x01" + value
     return b"\x01" + to_json(value)
 
 

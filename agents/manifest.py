@@ -6,6 +6,7 @@ reading, so its checksum is a pure function of the legacy row and can be recompu
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -72,10 +73,21 @@ def manifest_checksum(manifest: dict[str, Any]) -> str:
     return sha256_hex(manifest)
 
 
+def checksum_and_tokens(manifest: dict[str, Any]) -> tuple[str, int]:
+    """``manifest_checksum`` and ``token_estimate`` from one canonical encoding (the planner
+    needs both for every completed user)."""
+    canonical = canonical_json(manifest)
+    return hashlib.sha256(canonical).hexdigest(), _tokens(canonical)
+
+
 def token_estimate(manifest: dict[str, Any]) -> int:
     """ceil(characters of the canonical JSON / 4).
 
     Four characters per token is the usual rule of thumb for English text with LLM tokenizers;
     counting characters (not bytes) of the canonical form makes it deterministic and cheap.
     """
-    return math.ceil(len(canonical_json(manifest).decode("utf-8")) / 4)
+    return _tokens(canonical_json(manifest))
+
+
+def _tokens(canonical: bytes) -> int:
+    return math.ceil(len(canonical.decode("utf-8")) / 4)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -198,51 +197,35 @@ async def _ack(stream: Any, events: Sequence[Any]) -> None:
 
 
 async def process_events(migrator: ServiceContext, events: Sequence[Any]) -> None:
-    """Handle one batch: keep the records still ours to answer, apply them, publish per partition.
+    """Handle one batch of one request partition (its lane's): keep the records still ours to
+    answer, apply them, publish their answers in one transaction with the partition's offset.
 
-    All valid requests of the batch go through the core together (one database transaction;
-    a user's requests share a partition, and the core keeps each user's order). Outputs go to
-    the source record's partition, so each partition's outputs share its Kafka transaction.
+    All valid requests of the batch go through the core together (one database transaction
+    that keeps each user's order); the answers come back in request order and are paired with
+    their records in that order, then published to the source record's partition.
     """
+    partition = events[0].message.partition
+    if any(event.message.partition != partition for event in events):
+        raise ValueError("a batch holds the records of one partition (its lane's)")
     epoch = migrator.epoch()
-    by_partition: dict[int, list[Any]] = defaultdict(list)
-    for event in events:
-        by_partition[event.message.partition].append(event)
-    claimed = {
-        partition: kept
-        for partition, group in by_partition.items()
-        if (kept := await migrator.claim(partition, group, epoch))
-    }
+    claimed = await migrator.claim(partition, events, epoch)
     if not claimed:
         return
-    records = {
-        partition: [_Record.of(event.message) for event in group]
-        for partition, group in claimed.items()
-    }
-    works = [r.work for group in records.values() for r in group if r.work is not None]
-    rejected = [r.rejected for group in records.values() for r in group if r.rejected is not None]
+    records = [_Record.of(event.message) for event in claimed]
     core = await migrator.ready_core()
     applied = await core.apply(
-        works, rejected=rejected, abandoned=lambda: migrator.epoch() != epoch
+        [r.work for r in records if r.work is not None],
+        rejected=[r.rejected for r in records if r.rejected is not None],
+        abandoned=lambda: migrator.epoch() != epoch,
     )
     if applied is None:
-        log.info("batch left to the partitions' next owner (rebalance during an outage)")
+        log.info("batch left to the partition's next owner (rebalance during an outage)")
         return
-    outcomes = iter(applied.outcomes)
-    answers = {
-        partition: [(r, next(outcomes) if r.work is not None else None) for r in group]
-        for partition, group in records.items()
-    }
-    published = await asyncio.gather(
-        *(
-            migrator.publish_batch(
-                partition, epoch, [_send(r, o) for r, o in pairs], pairs[-1][0].message.offset
-            )
-            for partition, pairs in answers.items()
-        )
-    )
-    for partition, done in zip(answers, published, strict=True):
-        if done and partition in applied.totals:
+    answers = iter(applied.outcomes)
+    sends = [_send(r, next(answers) if r.work is not None else None) for r in records]
+    last_offset = records[-1].message.offset
+    if await migrator.publish_batch(partition, epoch, sends, last_offset):
+        if partition in applied.totals:
             migrator.stats.data[str(partition)] = applied.totals[partition]
 
 

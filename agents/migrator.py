@@ -31,6 +31,7 @@ from uuid import UUID
 
 import asyncpg
 import redis.asyncio as aioredis
+from pydantic_core import to_json
 from redis.exceptions import RedisError
 
 from agents import counters, pg_store, redis_store
@@ -52,6 +53,7 @@ from agents.outcomes import build_outcome, failed_outcome
 from agents.retry import RetryPolicy
 from schemas.events import ErrorCode, Outcome
 from schemas.legacy import LegacyRow
+from schemas.rows import JsonText
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,7 @@ class MigrationCore:
         started = time.perf_counter()
         now = self._clock()
         mirror = _Mirror()
+        texts = _Texts()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 known = await self._answered_before(conn, batch, rejected)
@@ -227,18 +230,18 @@ class MigrationCore:
                     outcomes = [forced(work) for work in fresh]
                     await pg_store.insert_audit(
                         conn,
-                        [_audit_row(w, "Failed", o, o.model_dump(mode="json"), now)
+                        [_audit_row(w, "Failed", o, texts.of(o), now)
                          for w, o in zip(fresh, outcomes, strict=True)],
                     )  # fmt: skip
                     for work, outcome in zip(fresh, outcomes, strict=True):
                         results[index[id(work)]] = outcome
                 else:
                     for wave in waves(fresh):
-                        outcomes = await self._apply_wave(conn, wave, now, started, mirror)
+                        outcomes = await self._apply_wave(conn, wave, now, started, mirror, texts)
                         for work, outcome in zip(wave, outcomes, strict=True):
                             results[index[id(work)]] = outcome
                 answered = [(work, results[index[id(work)]]) for work in fresh]
-                await self._remember(conn, answered, new_rejections, now)
+                await self._remember(conn, answered, new_rejections, now, texts)
                 totals = await self._count(conn, answered, new_rejections, now)
                 pending = await self._write_mirror(conn, mirror, now)
         except pg_store.UNAVAILABLE as exc:
@@ -287,10 +290,11 @@ class MigrationCore:
         answered: Sequence[tuple[Work, Outcome]],
         rejected: Sequence[Rejected],
         now: datetime,
+        texts: _Texts,
     ) -> None:
         app_id = self._app_id
         rows: list[tuple[Any, ...]] = [
-            (app_id, work.partition, work.offset, work.digest, outcome.model_dump(mode="json"), now)
+            (app_id, work.partition, work.offset, work.digest, texts.of(outcome), now)
             for work, outcome in answered
             if work.partition is not None and work.offset is not None
         ]
@@ -377,6 +381,7 @@ class MigrationCore:
         now: datetime,
         started: float,
         mirror: _Mirror,
+        texts: _Texts,
     ) -> list[Outcome]:
         users = sorted({work.request.user_id for work in wave})
         legacy = await pg_store.lock_legacy_rows(conn, users)
@@ -407,7 +412,7 @@ class MigrationCore:
         ledger_rows, audit_rows = [], []
         for work, decision, outcome in zip(wave, decisions, outcomes, strict=True):
             mirror.note(work, decision, outcome)
-            document = outcome.model_dump(mode="json")
+            document = texts.of(outcome)
             if not work.request.dry_run and isinstance(
                 decision, Migrate | AlreadyMigrated | RollBack
             ):
@@ -562,14 +567,27 @@ class _Known:
     rejected: set[tuple[int, int]] = field(default_factory=set)
 
 
+class _Texts:
+    """Each outcome of a batch encoded to JSON once, for every row that stores it."""
+
+    def __init__(self) -> None:
+        self._by_outcome: dict[int, tuple[Outcome, JsonText]] = {}
+
+    def of(self, outcome: Outcome) -> JsonText:
+        known = self._by_outcome.get(id(outcome))
+        if known is None:
+            known = self._by_outcome[id(outcome)] = (outcome, JsonText(to_json(outcome)))
+        return known[1]
+
+
 def _audit_row(
-    work: Work, decision: str, outcome: Outcome, document: dict[str, Any], now: datetime
+    work: Work, decision: str, outcome: Outcome, document: JsonText, now: datetime
 ) -> tuple[Any, ...]:
-    detail = {
-        "decision": decision,
-        "source": {"partition": work.partition, "offset": work.offset},
-        "outcome": document,
-    }
+    # {"decision": …, "source": {"partition": …, "offset": …}, "outcome": <the outcome>}
+    head = to_json(
+        {"decision": decision, "source": {"partition": work.partition, "offset": work.offset}}
+    )
+    detail = JsonText(head[:-1] + b',"outcome":' + document + b"}")
     code = outcome.error.code.value if outcome.error else None
     return (
         work.request.request_id,

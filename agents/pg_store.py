@@ -106,9 +106,7 @@ async def insert_sessions(
         )
     if steps:
         session_ids, codes, completed_at = zip(*steps, strict=True)
-        await conn.execute(
-            sql.query("insert_steps"), session_ids, codes, completed_at, *_CATALOG
-        )
+        await conn.execute(sql.query("insert_steps"), session_ids, codes, completed_at, *_CATALOG)
     if manifests:
         await conn.copy_records_to_table(
             "business_context_manifests",

@@ -17,8 +17,7 @@ from agents.manifest import (
     InvalidAnswers,
     build_manifest,
     check_answers,
-    manifest_checksum,
-    token_estimate,
+    checksum_and_tokens,
 )
 from schemas.canonical import sha256_hex
 from schemas.events import ErrorCode, SessionStatusName
@@ -150,8 +149,7 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
     manifest = checksum = tokens = None
     if session_status == "completed":
         manifest = build_manifest(row)
-        checksum = manifest_checksum(manifest)
-        tokens = token_estimate(manifest)
+        checksum, tokens = checksum_and_tokens(manifest)
     snapshot = row.snapshot()
     return MigrationPlan(
         user_id=row.user_id,

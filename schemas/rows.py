@@ -7,3 +7,11 @@ from typing import Any, Protocol
 
 class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
+
+
+class JsonText(bytes):
+    """JSON encoded already (UTF-8): written to a jsonb column as it is, not encoded again.
+
+    An outcome goes to PostgreSQL up to three times (ledger, audit, answer record); encoding it
+    once and handing the same bytes to each saves the worker that work per user.
+    """
