@@ -1,9 +1,10 @@
 """The Faust agent: thin wiring around the migration core and the per-partition transactions.
 
-``migrate`` takes records in batches, decodes each at the edge (invalid → dead letter, original
-bytes kept), hands all records of the batch to the core at once (one PostgreSQL transaction that
-records every answer and advances the counters), then publishes each source partition's outcomes
-and dead letters in one Kafka transaction with that partition's offset.
+``migrate`` hands each record to its partition's lane. A lane takes the records waiting for it
+in batches, decodes each at the edge (invalid → dead letter, original bytes kept), hands the
+batch to the core (one PostgreSQL transaction that records every answer and advances the
+counters), then publishes its outcomes and dead letters in one Kafka transaction with the
+partition's offset. Lanes run side by side.
 """
 
 from __future__ import annotations

@@ -101,11 +101,14 @@ def request(user_id: str, **fields: Any) -> bytes:
     ).encode()
 
 
-async def put_all(migrator: ServiceContext, records: list[tuple[bytes | None, bytes]]) -> None:
+async def put_all(
+    migrator: ServiceContext, records: list[tuple[bytes | None, bytes]], partitions: int = 1
+) -> None:
+    """Records go round-robin over ``partitions`` (offsets rise across all of them)."""
     agent = migrator.agents["migrate"]
     async with agent.test_context() as context:
-        for key, value in records:
-            await context.put(value, key=key)
+        for number, (key, value) in enumerate(records):
+            await context.put(value, key=key, partition=number % partitions)
         await _drain(context)
 
 
@@ -176,3 +179,18 @@ async def test_each_partition_publishes_once_per_batch_with_its_last_offset(wire
     assert len(partitions) == 1  # everything follows its source partition
     assert {r["last_offset"] for r in recorder.sent} == {2}
     assert migrator.stats.data["0"] == {"requested": 2}  # the totals the core committed
+
+
+async def test_each_partition_has_its_own_lane_in_order(wired: Any) -> None:
+    migrator, core, recorder = wired
+    users = [f"user-{n}" for n in range(12)]
+    await put_all(migrator, [(u.encode(), request(u)) for u in users], partitions=3)
+    by_partition: dict[int, list[str]] = {}
+    for batch in core.batches:
+        assert len({w.partition for w in batch}) == 1  # a batch is one partition's
+        by_partition.setdefault(batch[0].partition or 0, []).extend(
+            w.request.user_id for w in batch
+        )
+    assert by_partition == {p: users[p::3] for p in range(3)}  # each partition in its order
+    last = {r["partition"]: r["last_offset"] for r in recorder.sent}
+    assert last == {0: 9, 1: 10, 2: 11}  # each partition's last record's offset
