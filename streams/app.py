@@ -26,6 +26,13 @@ from streams.exactly_once import (
 from streams.settings import Settings
 from streams.views import register_views
 
+# How much of each request partition one fetch brings (Kafka's own default). A record larger
+# than this still arrives (the broker returns at least one whole batch, whatever this says);
+# what it bounds is the backlog held in memory at once. With 4 MiB, a flood kept up to 16 MiB
+# of requests, as Python objects, per fetch: worker peak RSS 163-180 MiB on 100,000 users
+# against 131-141 MiB with 1 MiB, at the same throughput.
+FETCH_BYTES_PER_PARTITION = 1024 * 1024
+
 
 def new_transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
@@ -61,7 +68,7 @@ def create_app(settings: Settings) -> ServiceContext:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
         producer_max_request_size=topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
-        consumer_max_fetch_size=topics.MAX_REQUEST_RECORD_BYTES,
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
         web_transport="tcp://",
         # A worker that died is noticed within 10 s, not Faust's default 60 s, so its
         # partitions (and their open transactions) move to a live worker quickly.
