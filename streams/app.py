@@ -21,6 +21,7 @@ from streams.context import Resources, ServiceContext
 from streams.exactly_once import (
     MigratorApp,
     PartitionTransactions,
+    bound_fetch_wait,
     exclude_from_faust_commits,
 )
 from streams.settings import Settings
@@ -92,6 +93,7 @@ def create_app(settings: Settings) -> ServiceContext:
     requests = declare(topics.REQUESTED)
     outcome_topics = {kind: declare(name) for kind, name in topics.OUTCOME_TOPICS.items()}
     dead_letters = declare(topics.DEAD_LETTER)
+    bound_fetch_wait()
     transactions = None
     if settings.processing_guarantee == "exactly_once":
         transactions = PartitionTransactions(

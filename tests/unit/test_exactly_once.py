@@ -89,7 +89,10 @@ def test_the_internals_we_rely_on_are_there() -> None:
             f"{module.__name__} {module.__version__}: streams/exactly_once.py was checked "
             f"against {prefix}x only; re-check its register, then this test"
         )
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
     needed = {
+        AIOKafkaConsumerThread: ("_create_worker_consumer",),
         faust.App: ("_on_partitions_revoked", "_on_partitions_assigned"),
         Consumer: ("_commit_offsets", "seek_to_committed", "seek"),
         TransactionManager: ("wait_for_pid", "is_fatal_error"),
@@ -105,3 +108,22 @@ def test_the_internals_we_rely_on_are_there() -> None:
     revoked = inspect.getsource(faust.App._on_partitions_revoked)
     # The reason for the override: Faust waits for in-flight records before its signal.
     assert revoked.index("_consumer_wait_empty") < revoked.index("on_partitions_revoked.send")
+
+
+async def test_fetches_wait_at_most_the_bound() -> None:
+    """Faust's worker consumer waits 1,500 ms per fetch; ours is bounded (register, 5). The
+    consumer is built, not started: aiokafka reads the wait when it starts its fetcher."""
+    import inspect
+
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.app import create_app
+    from streams.exactly_once import FETCH_MAX_WAIT_MS
+    from streams.settings import Settings
+
+    migrator = create_app(Settings.from_env({"MIGRATOR_APP_ID": "fetch-wait-test"}))
+    consumer = migrator.app.consumer._thread._create_worker_consumer(migrator.app.transport)
+    assert isinstance(consumer, AIOKafkaConsumer)
+    assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+    await consumer.stop()
