@@ -223,7 +223,10 @@ async def process_events(migrator: ServiceContext, events: Sequence[Any]) -> Non
         log.info("batch left to the partition's next owner (rebalance during an outage)")
         return
     answers = iter(applied.outcomes)
-    sends = [_send(r, next(answers) if r.work is not None else None) for r in records]
+    sends = [
+        _send(r, None) if r.work is None else _send(r, next(answers), applied.encoded)
+        for r in records
+    ]
     last_offset = records[-1].message.offset
     if await migrator.publish_batch(partition, epoch, sends, last_offset):
         if partition in applied.totals:
@@ -253,7 +256,11 @@ class _Record:
         return cls(message, decode_request(message.key, message.value))
 
 
-def _send(record: _Record, outcome: Outcome | None) -> Send:
+def _send(
+    record: _Record,
+    outcome: Outcome | None,
+    encoded: Callable[[Outcome], bytes] | None = None,
+) -> Send:
     message = record.message
     origin = Origin(message.topic, message.partition, message.offset, _timestamp_ms(message))
     if isinstance(record.request, Rejection):
@@ -266,7 +273,7 @@ def _send(record: _Record, outcome: Outcome | None) -> Send:
             message=record.request.message,
         )
         return Send(topics.DEAD_LETTER, message.key, value, headers)
-    assert outcome is not None
+    assert outcome is not None and encoded is not None
     headers = []
     if outcome.error is not None:
         headers = failure_headers(
@@ -275,7 +282,7 @@ def _send(record: _Record, outcome: Outcome | None) -> Send:
     return Send(
         topics.OUTCOME_TOPICS[outcome.outcome],
         outcome.user_id.encode("utf-8"),
-        outcome.model_dump_json().encode("utf-8"),
+        encoded(outcome),
         headers,
     )
 

@@ -80,6 +80,25 @@ def _never() -> bool:
     return False
 
 
+class _Texts:
+    """Each outcome of a batch encoded to JSON once, for every row that stores it and for the
+    record that publishes it."""
+
+    def __init__(self) -> None:
+        self._by_outcome: dict[int, tuple[Outcome, JsonText]] = {}
+
+    def __or__(self, other: _Texts) -> _Texts:
+        merged = _Texts()
+        merged._by_outcome = {**self._by_outcome, **other._by_outcome}
+        return merged
+
+    def of(self, outcome: Outcome) -> JsonText:
+        known = self._by_outcome.get(id(outcome))
+        if known is None:
+            known = self._by_outcome[id(outcome)] = (outcome, JsonText(to_json(outcome)))
+        return known[1]
+
+
 @dataclass
 class Applied:
     """A batch's answers, in order, and the counter totals of its partitions after it."""
@@ -87,13 +106,19 @@ class Applied:
     outcomes: list[Outcome]
     totals: dict[int, counters.Counters] = field(default_factory=dict)
     mirror_pending: int = 0
+    texts: _Texts = field(default_factory=_Texts)
 
     def __add__(self, other: Applied) -> Applied:
         return Applied(
             self.outcomes + other.outcomes,
             {**self.totals, **other.totals},
             self.mirror_pending + other.mirror_pending,
+            self.texts | other.texts,
         )
+
+    def encoded(self, outcome: Outcome) -> bytes:
+        """The outcome's JSON, as stored in PostgreSQL for this batch (encoded once)."""
+        return self.texts.of(outcome)
 
 
 @dataclass
@@ -246,7 +271,7 @@ class MigrationCore:
                 pending = await self._write_mirror(conn, mirror, now)
         except pg_store.UNAVAILABLE as exc:
             raise Unavailable(ErrorCode.DATABASE_UNAVAILABLE, _describe(exc)) from exc
-        return Applied([results[p] for p in range(len(batch))], totals, pending)
+        return Applied([results[p] for p in range(len(batch))], totals, pending, texts)
 
     async def _answered_before(
         self, conn: pg_store.Conn, batch: Sequence[Work], rejected: Sequence[Rejected]
@@ -565,19 +590,6 @@ class _Known:
 
     works: dict[int, Outcome] = field(default_factory=dict)  # batch index → first outcome
     rejected: set[tuple[int, int]] = field(default_factory=set)
-
-
-class _Texts:
-    """Each outcome of a batch encoded to JSON once, for every row that stores it."""
-
-    def __init__(self) -> None:
-        self._by_outcome: dict[int, tuple[Outcome, JsonText]] = {}
-
-    def of(self, outcome: Outcome) -> JsonText:
-        known = self._by_outcome.get(id(outcome))
-        if known is None:
-            known = self._by_outcome[id(outcome)] = (outcome, JsonText(to_json(outcome)))
-        return known[1]
 
 
 def _audit_row(
