@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agents.decide import Rejected, Work
+from agents.core.decide import Rejected, Work
 from schemas.events import MigrationRequest, Outcome, Rejection, decode_request
 from streams import topics
 from streams.codecs import Origin, dead_letter, failure_headers

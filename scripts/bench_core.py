@@ -12,12 +12,12 @@ import asyncio
 import time
 import uuid
 
-from agents.connections import connect, create_pool, create_redis
-from agents.decide import Work
-from agents.migrator import MigrationCore
-from agents.schema import apply_schema
-from agents.seed import SeedOptions, generate, write_rows
+from agents.batch_applier import MigrationCore
+from agents.core.decide import Work
+from agents.jobs.schema import apply_schema
+from agents.jobs.seed import SeedOptions, generate, write_rows
 from schemas.events import MigrationRequest
+from streams.connections import connect, create_pool, create_redis
 from streams.settings import Settings
 
 

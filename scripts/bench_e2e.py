@@ -406,7 +406,7 @@ class OutcomeWatcher:
 
     async def _position(self) -> None:
         # ``topics()`` does not refresh the consumer's own metadata; this (private) call does,
-        # as in streams.operations.read_records.
+        # as in streams.cli.kafka_io.read_records.
         await self._consumer._client.force_metadata_update()
         assigned = [
             TopicPartition(topic, partition)
@@ -490,8 +490,8 @@ class OutcomeWatcher:
 
 async def seed(env: dict[str, str], users: int, prefix: str) -> list[str]:
     """Seed legacy users (the e2e harness's generator) and return their ids."""
-    from agents.connections import opened
-    from agents.seed import SeedOptions, generate, write_rows
+    from agents.jobs.seed import SeedOptions, generate, write_rows
+    from streams.connections import opened
     from streams.settings import Settings
 
     ids: list[str] = []
@@ -714,10 +714,10 @@ async def baseline(ctx: Context, users: int) -> dict[str, Any]:
     No Kafka and no worker: it shows what batching buys, on the same servers, not what the
     service does. Its own app id keeps its answers and counters apart from the worker's.
     """
-    from agents.connections import opened
-    from agents.decide import Work
-    from agents.migrator import MigrationCore
+    from agents.batch_applier import MigrationCore
+    from agents.core.decide import Work
     from schemas.events import MigrationRequest
+    from streams.connections import opened
     from streams.settings import Settings
 
     ids = await seed(ctx.env, users, "base-")

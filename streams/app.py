@@ -25,7 +25,7 @@ from streams.exactly_once import (
     exclude_from_faust_commits,
 )
 from streams.settings import Settings
-from streams.views import register_views
+from streams.web.views import register_views
 
 # How much of each request partition one fetch brings (Kafka's own default). A record larger
 # than this still arrives (the broker returns at least one whole batch, whatever this says);

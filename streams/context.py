@@ -16,10 +16,10 @@ from typing import Any
 from faust.types import TP
 from mode import Service
 
-from agents import mirror_repair
-from agents.connections import create_pool, create_redis
-from agents.migrator import MigrationCore
-from agents.retry import RetryPolicy
+from agents.batch_applier import MigrationCore
+from agents.core.retry import RetryPolicy
+from agents.jobs import mirror_repair
+from streams.connections import create_pool, create_redis
 from streams.exactly_once import MigratorApp, PartitionTransactions, Send
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
@@ -61,7 +61,7 @@ class Resources(Service):
 
     @Service.task
     async def _keep_mirror(self) -> None:
-        """Repair the Redis mirror whenever Redis answers (see ``agents.mirror_repair``)."""
+        """Repair the Redis mirror whenever Redis answers (see ``agents.jobs.mirror_repair``)."""
         await self.ready.wait()
         assert self.core is not None
         while not self.should_stop:

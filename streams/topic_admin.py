@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agents.connections import DependencyUnavailable
 from streams import topics
+from streams.connections import DependencyUnavailable
 from streams.settings import Settings
 
 

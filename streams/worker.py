@@ -10,7 +10,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agents.connections import DependencyUnavailable, connect, create_redis
+from streams.connections import DependencyUnavailable, connect, create_redis
 from streams.settings import Settings
 from streams.topic_admin import TopicMismatch, ensure_topics
 

@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from agents.connections import connect, create_pool, create_redis
-from agents.schema import apply_schema
+from agents.jobs.schema import apply_schema
+from streams.connections import connect, create_pool, create_redis
 from streams.settings import Settings
 
 _NEEDED = ("KAFKA_BROKER_URL", "DATABASE_URL", "REDIS_URL")

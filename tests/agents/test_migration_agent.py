@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from agents.decide import Rejected, Work
-from agents.migrator import Applied
-from agents.outcomes import failed_outcome
+from agents.batch_applier import Applied
+from agents.core.decide import Rejected, Work
+from agents.core.outcomes import failed_outcome
 from schemas.events import ErrorCode, Outcome
 from streams import topics
 from streams.app import create_app

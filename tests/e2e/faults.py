@@ -42,7 +42,7 @@ from aiokafka.errors import KafkaError
 from harness import Stack, Worker, kill_server, restart_servers, seed, server_pid
 
 from streams import topics
-from streams.operations import read_records
+from streams.cli.kafka_io import read_records
 
 # --- What a run is made of --------------------------------------------------------------------
 

@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.connections import connect
-from agents.schema import apply_schema
-from agents.seed import SeedOptions, generate, write_rows
+from agents.jobs.schema import apply_schema
+from agents.jobs.seed import SeedOptions, generate, write_rows
 from streams import topics
-from streams.operations import read_records
+from streams.cli.kafka_io import read_records
+from streams.connections import connect
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,7 +190,7 @@ def _decode(data: bytes, headers: Any) -> Any:
 
 
 async def seed(stack: Stack, users: int, *, prefix: str, problem_ratio: float = 0.0) -> list[str]:
-    from agents.connections import opened
+    from streams.connections import opened
 
     options = SeedOptions(users=users, prefix=prefix, seed=11, problem_ratio=problem_ratio)
     async with opened(stack.settings) as (pool, _):

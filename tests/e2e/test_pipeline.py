@@ -24,8 +24,8 @@ from harness import (
     wait_for_outcomes,
 )
 
-from agents.connections import opened
 from streams import topics
+from streams.connections import opened
 
 API = "/api/v1/onboarding/migration"
 

@@ -11,13 +11,13 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from agents import redis_store
-from agents.decide import Work
-from agents.migrator import MigrationCore, Unavailable
-from agents.resync import prune_redis, repair_pending, resync_redis
-from agents.retry import RetryPolicy
-from agents.seed import SeedOptions, generate, write_rows
-from agents.validation import validate_user
+from agents.batch_applier import MigrationCore, Unavailable
+from agents.core.decide import Work
+from agents.core.retry import RetryPolicy
+from agents.jobs.resync import prune_redis, repair_pending, resync_redis
+from agents.jobs.seed import SeedOptions, generate, write_rows
+from agents.jobs.validation import validate_user
+from agents.stores import redis_mirror
 from schemas.events import MigrationRequest
 
 FAST_RETRY = RetryPolicy(max_retries=1, base_delay_s=0.01, max_delay_s=0.01)
@@ -90,8 +90,8 @@ async def test_migrate_validate_rollback_restores_the_exact_row(
     count = await pool.fetchval("SELECT count(*) FROM onboarding_sessions WHERE user_id = $1", user)
     assert count == 0
     assert await pool.fetchval(steps, migrated.session_id) == 0  # gone with their session
-    assert await redis_client.exists(redis_store.user_key(user)) == 0
-    assert await redis_client.exists(redis_store.session_key(migrated.session_id or "")) == 0
+    assert await redis_client.exists(redis_mirror.user_key(user)) == 0
+    assert await redis_client.exists(redis_mirror.session_key(migrated.session_id or "")) == 0
     audit = await pool.fetch(
         "SELECT action, outcome FROM onboarding_migration_log WHERE user_id = $1 ORDER BY id", user
     )
@@ -177,7 +177,7 @@ async def test_dry_run_writes_only_the_audit_log(
     assert (
         await pool.fetchval("SELECT count(*) FROM onboarding_sessions WHERE user_id=$1", user) == 0
     )
-    assert await redis_client.exists(redis_store.user_key(user)) == 0
+    assert await redis_client.exists(redis_mirror.user_key(user)) == 0
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM onboarding_migration_log WHERE user_id = $1", user
@@ -200,9 +200,9 @@ async def test_requests_of_one_user_apply_in_order_within_a_batch(
     assert outcomes[0].session_id != outcomes[2].session_id
     report = await validate_user(pool, redis_client, user)
     assert report.ok, report.as_dict()
-    pointer, _ = await redis_store.read_session(redis_client, user)
+    pointer, _ = await redis_mirror.read_session(redis_client, user)
     assert pointer == str(outcomes[2].session_id)
-    assert await redis_client.exists(redis_store.session_key(outcomes[0].session_id or "")) == 0
+    assert await redis_client.exists(redis_mirror.session_key(outcomes[0].session_id or "")) == 0
 
 
 async def test_connection_killed_mid_batch_leaves_nothing_and_the_retry_succeeds(
@@ -337,21 +337,21 @@ async def test_resync_rebuilds_redis_from_postgres(
         await insert_legacy(pool, user)
     outcomes = (await core.apply([work(user) for user in users])).outcomes
     for outcome in outcomes:
-        await redis_client.delete(redis_store.session_key(outcome.session_id or ""))
-    await redis_client.delete(redis_store.user_key(users[0]))
+        await redis_client.delete(redis_mirror.session_key(outcome.session_id or ""))
+    await redis_client.delete(redis_mirror.user_key(users[0]))
     assert not (await validate_user(pool, redis_client, users[0])).ok
     ghost_user, ghost_session = uid(unique, "ghost"), uuid.uuid4()
-    await redis_client.set(redis_store.user_key(ghost_user), str(ghost_session))
-    await redis_client.set(redis_store.session_key(ghost_session), "{}")
-    await redis_client.set(redis_store.session_key(f"not-a-uuid-{unique}"), "{}")
+    await redis_client.set(redis_mirror.user_key(ghost_user), str(ghost_session))
+    await redis_client.set(redis_mirror.session_key(ghost_session), "{}")
+    await redis_client.set(redis_mirror.session_key(f"not-a-uuid-{unique}"), "{}")
     written = await resync_redis(pool, redis_client, page_size=2)
     assert written >= 3
     assert await prune_redis(pool, redis_client) >= 3
     for user in users:
         assert (await validate_user(pool, redis_client, user)).ok
     assert await redis_client.exists(
-        redis_store.user_key(ghost_user), redis_store.session_key(ghost_session),
-        redis_store.session_key(f"not-a-uuid-{unique}"),
+        redis_mirror.user_key(ghost_user), redis_mirror.session_key(ghost_session),
+        redis_mirror.session_key(f"not-a-uuid-{unique}"),
     ) == 0  # fmt: skip
 
 

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.connections import connect
-from agents.schema import apply_schema
+from agents.jobs.schema import apply_schema
+from streams.connections import connect
 from streams.settings import Settings
 
 

@@ -1,28 +1,70 @@
-"""The pure core imports no I/O library; event schemas match their golden files and exports."""
+"""The pure modules import no I/O library and the core nothing of ``streams``; event schemas
+match their golden files and exports."""
 
 from __future__ import annotations
 
+import ast
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
+import agents.core
 from schemas.events import DeadLetter, MigrationRequest, Outcome
 from schemas.export import drift
 
 GOLDEN = Path(__file__).parent / "golden"
+ROOT = Path(__file__).parents[2]
+CORE = sorted(f"agents.core.{m.name}" for m in pkgutil.iter_modules(agents.core.__path__))
+PURE_ELSEWHERE = [
+    "schemas.events",
+    "schemas.legacy",
+    "schemas.session",
+    "streams.codecs",
+    "streams.web.inputs",
+    "streams.web.metrics",
+    "streams.web.totals",
+    "streams.cli.replay",
+]
+IO_LIBRARIES = ("faust", "mode", "aiokafka", "asyncpg", "redis", "aiohttp")
 
 
-def test_planner_and_schemas_import_no_io_library() -> None:
+def test_the_core_holds_the_modules_the_readme_names() -> None:
+    names = {name.rpartition(".")[2] for name in CORE}
+    assert {"planner", "decide", "outcomes", "counters", "checks", "documents", "retry"} <= names
+
+
+def test_pure_modules_import_no_io_library() -> None:
     code = (
-        "import sys, agents.planner, agents.decide, agents.outcomes, agents.counters, "
-        "schemas.events, schemas.legacy; "
-        "print(sorted(m for m in ('faust', 'asyncpg', 'redis', 'aiokafka', 'mode') "
-        "if m in sys.modules))"
+        f"import sys, importlib; [importlib.import_module(m) for m in {CORE + PURE_ELSEWHERE!r}]; "
+        f"print(sorted(m for m in {IO_LIBRARIES!r} if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)  # fmt: skip
-    assert result.stdout.strip() == "[]"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"an I/O library is imported: {result.stdout}"
+
+
+def _imported(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_nothing_in_the_core_imports_streams_stores_or_jobs() -> None:
+    forbidden = ("streams", "agents.stores", "agents.jobs", "agents.batch_applier",
+                 "agents.migration_agent")  # fmt: skip
+    offenders = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in (ROOT / "agents" / "core").glob("*.py")
+        for name in _imported(path)
+        if name.startswith(forbidden)
+    }
+    assert not offenders, offenders
 
 
 def test_exported_json_schemas_match_the_models() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import json
 
-from agents import counters
+from agents.core import counters
 from schemas.events import DeadLetter, DeadLetterReason
 from streams.codecs import HEADER_PREFIX, Origin, dead_letter, failure_headers
-from streams.metrics import prometheus_text
+from streams.web.metrics import prometheus_text
 
 ORIGIN = Origin("user-migration-requested", 3, 1234, 1_700_000_000_000)
 

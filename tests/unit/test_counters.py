@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents import counters
+from agents.core import counters
 from schemas.events import Outcome, OutcomeError
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from factories import NOW, row
 
-from agents.decide import (
+from agents.core.decide import (
     AlreadyMigrated,
     Duplicate,
     Failed,
@@ -18,7 +18,7 @@ from agents.decide import (
     decide,
     waves,
 )
-from agents.state import LedgerEntry, StoredSession
+from agents.core.state import LedgerEntry, StoredSession
 from schemas.events import ErrorCode, MigrationRequest
 
 SESSION = StoredSession(

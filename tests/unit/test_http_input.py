@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from streams.http_input import InputError, authorize, parse_bulk, parse_options
+from streams.web.inputs import InputError, authorize, parse_bulk, parse_options
 
 TOKEN = "a-configured-token-123"
 

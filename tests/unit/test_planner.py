@@ -9,9 +9,9 @@ import math
 import pytest
 from factories import NOW, REQUIRED_LEGACY, SESSION, UPDATED, row
 
-from agents.catalog import LEGACY_STEPS, REQUIRED_COUNT, STEPS, STEPS_TOTAL
-from agents.manifest import build_manifest, manifest_checksum, token_estimate
-from agents.planner import PlanError, plan_migration, session_id_for
+from agents.core.catalog import LEGACY_STEPS, REQUIRED_COUNT, STEPS, STEPS_TOTAL
+from agents.core.manifest import build_manifest, manifest_checksum, token_estimate
+from agents.core.planner import PlanError, plan_migration, session_id_for
 from schemas.events import ErrorCode
 
 

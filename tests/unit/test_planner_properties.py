@@ -8,9 +8,9 @@ from factories import NOW, SESSION
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.catalog import LEGACY_STEPS, STEPS
-from agents.manifest import manifest_checksum
-from agents.planner import plan_migration
+from agents.core.catalog import LEGACY_STEPS, STEPS
+from agents.core.manifest import manifest_checksum
+from agents.core.planner import plan_migration
 from schemas.legacy import LegacyRow
 
 text = st.text(min_size=0, max_size=20)

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from schemas.events import Outcome, OutcomeError
-from streams.replay_plan import ReplayFilter, plan_replay
+from streams.cli.replay import ReplayFilter, plan_replay
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

@@ -7,14 +7,14 @@ import uuid
 import pytest
 from factories import NOW, SESSION, row
 
-from agents.checks import check_session
-from agents.decide import Failed, Migrate, Work
-from agents.documents import document_from_plan
-from agents.manifest import manifest_checksum
-from agents.outcomes import build_outcome, event_id
-from agents.planner import PlanError, plan_migration
-from agents.retry import RetryPolicy
-from agents.seed import COLUMNS, SeedOptions, generate
+from agents.core.checks import check_session
+from agents.core.decide import Failed, Migrate, Work
+from agents.core.documents import document_from_plan
+from agents.core.manifest import manifest_checksum
+from agents.core.outcomes import build_outcome, event_id
+from agents.core.planner import PlanError, plan_migration
+from agents.core.retry import RetryPolicy
+from agents.jobs.seed import COLUMNS, SeedOptions, generate
 from schemas.events import ErrorCode, MigrationRequest
 from schemas.legacy import LegacyRow
 

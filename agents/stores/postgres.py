@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
 
 import sql
-from agents.catalog import STEPS
-from agents.state import LedgerEntry, StoredSession
+from agents.core.catalog import STEPS
+from agents.core.state import LedgerEntry, StoredSession
 from schemas.legacy import LegacyRow
 from schemas.rows import Row
 
@@ -262,3 +262,46 @@ async def pending_mirror_count(conn: Conn | asyncpg.Pool) -> int:
 async def lock_legacy_users(conn: Conn, user_ids: Sequence[str]) -> None:
     if user_ids:
         await conn.execute(sql.query("lock_legacy_users"), list(user_ids))
+
+
+async def ping(conn: Conn | asyncpg.Pool) -> None:
+    """Raises unless PostgreSQL answers a trivial query."""
+    await conn.fetchval("SELECT 1")
+
+
+class ProgressCounts(NamedTuple):
+    legacy_total: int
+    migrated: int
+    failed_for_good: int
+
+
+async def progress_counts(
+    conn: Conn | asyncpg.Pool, for_good_codes: Sequence[str]
+) -> ProgressCounts:
+    """How many legacy users there are, how many are migrated, and how many failed with a code
+    only fixing the data cures (``for_good_codes``) and are not migrated."""
+    row = await conn.fetchrow(sql.query("progress"), list(for_good_codes))
+    assert row is not None  # an aggregate always answers one row
+    return ProgressCounts(
+        int(row["legacy_total"]), int(row["migrated"]), int(row["failed_for_good"])
+    )
+
+
+class ValidationRows(NamedTuple):
+    """What ``validate`` reads of one user: None where PostgreSQL holds nothing."""
+
+    session: Row | None  # the session document's columns (``session_documents``)
+    snapshot: Row | None  # session id, legacy snapshot and its hash, every manifest version
+    legacy: LegacyRow | None
+
+
+async def validation_rows(pool: asyncpg.Pool, user_id: str) -> ValidationRows:
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        sessions = await session_documents(conn, [user_id])
+        snapshot = await conn.fetchrow(sql.query("session_for_validation"), user_id)
+        legacy = await conn.fetchrow(sql.query("legacy_row"), user_id)
+    return ValidationRows(
+        sessions[0] if sessions else None,
+        snapshot,
+        legacy_row_from_record(legacy) if legacy is not None else None,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from agents.counters import COUNTERS, LATENCY_BOUNDS_MS, cumulative_counts
+from agents.core.counters import COUNTERS, LATENCY_BOUNDS_MS, cumulative_counts
 
 _HELP = {
     "requested": "Accepted request records.",

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
-from agents import redis_store
-from agents.resync import prune_redis, repair_pending, resync_redis
+from agents.jobs.resync import prune_redis, repair_pending, resync_redis
+from agents.stores import redis_mirror
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ async def heal(pool: asyncpg.Pool, client: aioredis.Redis) -> Healed:
     """One look at Redis: rebuild it if it lost data, then rewrite pending users."""
     try:
         info = await client.info("server")
-    except redis_store.UNAVAILABLE:
+    except redis_mirror.UNAVAILABLE:
         return Healed(redis_up=False)
     run_id = str(info["run_id"])
     rebuilt = await _rebuild_if_lost(pool, client, run_id)
@@ -53,7 +53,7 @@ async def heal(pool: asyncpg.Pool, client: aioredis.Redis) -> Healed:
 
 async def _rebuild_if_lost(pool: asyncpg.Pool, client: aioredis.Redis, run_id: str) -> int:
     marker = await client.get(MARKER_KEY)
-    if marker is not None and redis_store.text(marker) == run_id:
+    if marker is not None and redis_mirror.text(marker) == run_id:
         return 0
     async with pool.acquire() as conn:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
@@ -73,7 +73,7 @@ async def _rebuild(pool: asyncpg.Pool, client: aioredis.Redis, run_id: str) -> i
         written = await resync_redis(pool, client)
         removed = await prune_redis(pool, client)
         previous = await client.set(MARKER_KEY, run_id, get=True)
-        if isinstance(previous, bytes | str) and redis_store.text(previous) == token:
+        if isinstance(previous, bytes | str) and redis_mirror.text(previous) == token:
             log.info("Redis mirror rebuilt (Redis %s): %d sessions written, %d stale keys "
                      "removed in %.1f s", run_id[:8], written, removed,
                      time.monotonic() - started)  # fmt: skip

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
-import sql
-from agents import pg_store, redis_store
-from agents.checks import Check, check_session
-from agents.documents import document_from_row
+from agents.core.checks import Check, check_session
+from agents.core.documents import document_from_row
+from agents.stores import postgres, redis_mirror
 from schemas.legacy import LegacyRow
 
 
@@ -36,12 +35,10 @@ class ValidationReport:
 async def validate_user(
     pool: asyncpg.Pool, client: aioredis.Redis, user_id: str
 ) -> ValidationReport:
-    async with pool.acquire() as conn:
-        rows = await pg_store.session_documents(conn, [user_id])
-        detail = await conn.fetchrow(sql.query("session_for_validation"), user_id)
-        legacy = await conn.fetchrow(sql.query("legacy_row"), user_id)
-    pointer, redis_doc = await redis_store.read_session(client, user_id)
-    postgres_doc = document_from_row(rows[0]) if rows else None
+    rows = await postgres.validation_rows(pool, user_id)
+    pointer, redis_doc = await redis_mirror.read_session(client, user_id)
+    postgres_doc = document_from_row(rows.session) if rows.session is not None else None
+    detail = rows.snapshot
     snapshot = detail["legacy_snapshot"] if detail else None
     actual = LegacyRow.from_snapshot(snapshot).snapshot_sha256() if snapshot else None
     checks = check_session(
@@ -52,6 +49,6 @@ async def validate_user(
         snapshot=snapshot,
         snapshot_sha256_recorded=detail["legacy_sha256"] if detail else None,
         snapshot_sha256_actual=actual,
-        legacy_status=legacy["status"] if legacy else None,
+        legacy_status=rows.legacy.status if rows.legacy is not None else None,
     )
     return ValidationReport(user_id=user_id, migrated=postgres_doc is not None, checks=checks)

@@ -12,8 +12,8 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
-from agents.catalog import STEPS, STEPS_TOTAL
-from agents.planner import MigrationPlan
+from agents.core.catalog import STEPS, STEPS_TOTAL
+from agents.core.planner import MigrationPlan
 from schemas.rows import Row
 from schemas.session import StepStatus
 

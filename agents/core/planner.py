@@ -12,8 +12,8 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from agents.catalog import LEGACY_STEPS, STEPS, STEPS_TOTAL
-from agents.manifest import (
+from agents.core.catalog import LEGACY_STEPS, STEPS, STEPS_TOTAL
+from agents.core.manifest import (
     InvalidAnswers,
     build_manifest,
     check_answers,

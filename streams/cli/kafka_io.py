@@ -1,49 +1,18 @@
-"""Kafka I/O of the operator commands: publishing requests and reading failed outcomes back.
-
-Both ``enqueue`` and ``replay`` can move a whole population, so they only print their plan unless
-the operator says ``--execute``; the plan and the execution use the same selection code.
-"""
+"""Kafka I/O of the operator commands: publishing requests and reading a topic back whole."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from schemas.events import MigrationRequest
 from streams import topics
+from streams.cli.output import Progress
 from streams.requests_out import encode
 from streams.settings import Settings
-
-
-class Progress:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total = max(total, 1)
-        self.label = label
-        self.started = time.monotonic()
-        self._last = 0.0
-        self._tty = sys.stderr.isatty()
-
-    def update(self, done: int, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < (0.2 if self._tty else 5.0):
-            return
-        self._last = now
-        elapsed = max(now - self.started, 1e-6)
-        fraction = min(done / self.total, 1.0)
-        bar = "#" * int(fraction * 30)
-        line = (
-            f"{self.label} [{bar:<30}] {done}/{self.total} "
-            f"{fraction * 100:5.1f}% {done / elapsed:,.0f}/s"
-        )
-        print(("\r" + line) if self._tty else line, end="" if self._tty else "\n", file=sys.stderr)
-        if force and self._tty:
-            print(file=sys.stderr)
 
 
 async def publish(
@@ -133,22 +102,3 @@ async def read_topic(
     async for record in read_records(settings, topic, idle_timeout_s=idle_timeout_s):
         if record.value is not None:
             yield record.value
-
-
-def sample_lines(requests: Sequence[MigrationRequest], limit: int) -> list[str]:
-    return [
-        f"  {r.action:<8} {r.user_id:<32} request_id={r.request_id} attempt={r.attempt}"
-        + ("  (dry run)" if r.dry_run else "")
-        for r in requests[:limit]
-    ]
-
-
-def print_plan(
-    what: str, requests: Sequence[MigrationRequest], *, sample: int, out: Callable[[str], None]
-) -> None:
-    out(f"{what}: {len(requests)} request(s) would be published to {topics.REQUESTED}")
-    for line in sample_lines(requests, sample):
-        out(line)
-    if len(requests) > sample:
-        out(f"  … and {len(requests) - sample} more")
-    out("nothing was published: add --execute to publish")

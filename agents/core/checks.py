@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.catalog import STEPS, STEPS_TOTAL
-from agents.manifest import manifest_checksum
+from agents.core.catalog import STEPS, STEPS_TOTAL
+from agents.core.manifest import manifest_checksum
 
 
 @dataclass(frozen=True)

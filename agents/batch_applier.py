@@ -34,8 +34,8 @@ import redis.asyncio as aioredis
 from pydantic_core import to_json
 from redis.exceptions import RedisError
 
-from agents import counters, pg_store, redis_store
-from agents.decide import (
+from agents.core import counters
+from agents.core.decide import (
     AlreadyMigrated,
     Decision,
     Duplicate,
@@ -48,9 +48,10 @@ from agents.decide import (
     decide,
     waves,
 )
-from agents.documents import document_from_plan, document_from_row
-from agents.outcomes import build_outcome, failed_outcome
-from agents.retry import RetryPolicy
+from agents.core.documents import document_from_plan, document_from_row
+from agents.core.outcomes import build_outcome, failed_outcome
+from agents.core.retry import RetryPolicy
+from agents.stores import postgres, redis_mirror
 from schemas.events import ErrorCode, Outcome
 from schemas.legacy import LegacyRow
 from schemas.rows import JsonText
@@ -253,7 +254,7 @@ class MigrationCore:
                 index = {id(work): position for position, work in enumerate(batch)}
                 if forced is not None:
                     outcomes = [forced(work) for work in fresh]
-                    await pg_store.insert_audit(
+                    await postgres.insert_audit(
                         conn,
                         [_audit_row(w, "Failed", o, texts.of(o), now)
                          for w, o in zip(fresh, outcomes, strict=True)],
@@ -269,19 +270,19 @@ class MigrationCore:
                 await self._remember(conn, answered, new_rejections, now, texts)
                 totals = await self._count(conn, answered, new_rejections, now)
                 pending = await self._write_mirror(conn, mirror, now)
-        except pg_store.UNAVAILABLE as exc:
+        except postgres.UNAVAILABLE as exc:
             raise Unavailable(ErrorCode.DATABASE_UNAVAILABLE, _describe(exc)) from exc
         return Applied([results[p] for p in range(len(batch))], totals, pending, texts)
 
     async def _answered_before(
-        self, conn: pg_store.Conn, batch: Sequence[Work], rejected: Sequence[Rejected]
+        self, conn: postgres.Conn, batch: Sequence[Work], rejected: Sequence[Rejected]
     ) -> _Known:
         positions = [
             (w.partition, w.offset)
             for w in batch
             if w.partition is not None and w.offset is not None
         ] + [(r.partition, r.offset) for r in rejected]
-        found = await pg_store.processed_records(conn, self._app_id, positions)
+        found = await postgres.processed_records(conn, self._app_id, positions)
         known = _Known()
         other_records: list[tuple[int, int]] = []
         for position, work in enumerate(batch):
@@ -306,12 +307,12 @@ class MigrationCore:
         if other_records:
             log.warning("positions %s hold other records than before: answered afresh",
                         other_records[:5])  # fmt: skip
-            await pg_store.forget_processed_records(conn, self._app_id, other_records)
+            await postgres.forget_processed_records(conn, self._app_id, other_records)
         return known
 
     async def _remember(
         self,
-        conn: pg_store.Conn,
+        conn: postgres.Conn,
         answered: Sequence[tuple[Work, Outcome]],
         rejected: Sequence[Rejected],
         now: datetime,
@@ -324,11 +325,11 @@ class MigrationCore:
             if work.partition is not None and work.offset is not None
         ]
         rows += [(app_id, r.partition, r.offset, r.digest, None, now) for r in rejected]
-        await pg_store.insert_processed_records(conn, rows)
+        await postgres.insert_processed_records(conn, rows)
 
     async def _count(
         self,
-        conn: pg_store.Conn,
+        conn: postgres.Conn,
         answered: Sequence[tuple[Work, Outcome]],
         rejected: Sequence[Rejected],
         now: datetime,
@@ -351,7 +352,7 @@ class MigrationCore:
         partitions = sorted(set(by_partition) | set(dead))
         if not partitions:
             return {}
-        stored = await pg_store.lock_counters(conn, self._app_id, partitions)
+        stored = await postgres.lock_counters(conn, self._app_id, partitions)
         now_s = int(now_ms // 1000)
         totals = {
             p: counters.merge(
@@ -362,17 +363,17 @@ class MigrationCore:
             )
             for p in partitions
         }  # fmt: skip
-        await pg_store.save_counters(conn, self._app_id, totals, now)
+        await postgres.save_counters(conn, self._app_id, totals, now)
         return totals
 
-    async def _write_mirror(self, conn: pg_store.Conn, mirror: _Mirror, now: datetime) -> int:
+    async def _write_mirror(self, conn: postgres.Conn, mirror: _Mirror, now: datetime) -> int:
         """Write Redis while the users' rows are locked; if Redis fails, mark them pending.
 
         Writing before the commit, under the batch's row locks, orders every Redis write of a
         user like its PostgreSQL changes (a repair takes the same locks). Should the commit
         then fail, the records are redone and write the same documents again.
         """
-        repair_rows = await pg_store.session_documents(conn, sorted(mirror.to_repair))
+        repair_rows = await postgres.session_documents(conn, sorted(mirror.to_repair))
         documents = dict(mirror.documents)
         repaired = {row["user_id"]: document_from_row(row) for row in repair_rows}
         for user in mirror.to_repair:
@@ -383,25 +384,25 @@ class MigrationCore:
             live = [doc for doc in documents.values() if doc is not None]
             keep = {doc["session_id"] for doc in live}
             try:
-                await redis_store.write_sessions(
+                await redis_mirror.write_sessions(
                     self._redis,
                     live,
                     stale_sessions=sorted(mirror.stale_sessions - keep),
                     users_without_session=sorted(u for u, doc in documents.items() if doc is None),
                 )
                 return 0
-            except (*redis_store.UNAVAILABLE, RedisError) as exc:
+            except (*redis_mirror.UNAVAILABLE, RedisError) as exc:
                 # Whatever Redis says (down, loading, read-only, out of memory), PostgreSQL
                 # holds the truth: the mirror is owed, the request is not failed.
                 log.warning("Redis refused the mirror of %d users (%s): marked pending",
                             len(documents), _describe(exc))  # fmt: skip
                 self.redis_down = True
-        await pg_store.mark_mirror_pending(conn, sorted(documents), now)
+        await postgres.mark_mirror_pending(conn, sorted(documents), now)
         return len(documents)
 
     async def _apply_wave(
         self,
-        conn: pg_store.Conn,
+        conn: postgres.Conn,
         wave: Sequence[Work],
         now: datetime,
         started: float,
@@ -409,9 +410,9 @@ class MigrationCore:
         texts: _Texts,
     ) -> list[Outcome]:
         users = sorted({work.request.user_id for work in wave})
-        legacy = await pg_store.lock_legacy_rows(conn, users)
-        sessions = await pg_store.lock_sessions(conn, users)
-        ledger = await pg_store.ledger_entries(conn, [w.request.request_id for w in wave])
+        legacy = await postgres.lock_legacy_rows(conn, users)
+        sessions = await postgres.lock_sessions(conn, users)
+        ledger = await postgres.ledger_entries(conn, [w.request.request_id for w in wave])
         decisions = [
             decide(
                 work,
@@ -453,13 +454,13 @@ class MigrationCore:
                     )
                 )
             audit_rows.append(_audit_row(work, type(decision).__name__, outcome, document, now))
-        await pg_store.insert_ledger(conn, ledger_rows)
-        await pg_store.insert_audit(conn, audit_rows)
+        await postgres.insert_ledger(conn, ledger_rows)
+        await postgres.insert_audit(conn, audit_rows)
         return outcomes
 
     async def _write_effects(
         self,
-        conn: pg_store.Conn,
+        conn: postgres.Conn,
         wave: Sequence[Work],
         decisions: Sequence[Decision],
         now: datetime,
@@ -512,10 +513,10 @@ class MigrationCore:
                 else:
                     rolled_back.append(decision.session.session_id)
                     snapshots.append(decision.session.legacy_snapshot)
-        await pg_store.insert_sessions(conn, sessions=sessions, steps=steps, manifests=manifests)
-        await pg_store.mark_legacy_migrated(conn, migrated_users, now)
-        await pg_store.delete_sessions(conn, rolled_back)
-        restored.update(await pg_store.restore_legacy_rows(conn, snapshots))
+        await postgres.insert_sessions(conn, sessions=sessions, steps=steps, manifests=manifests)
+        await postgres.mark_legacy_migrated(conn, migrated_users, now)
+        await postgres.delete_sessions(conn, rolled_back)
+        restored.update(await postgres.restore_legacy_rows(conn, snapshots))
         return restored
 
     async def _give_up(

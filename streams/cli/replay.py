@@ -1,7 +1,13 @@
-"""Which failed outcomes ``migrator replay`` re-publishes, and as what: pure selection logic."""
+"""``migrator replay``: re-publish the requests of failed outcomes with attempt + 1.
+
+The plan (``ReplayFilter``, ``plan_replay``) is pure; the Kafka reading and publishing happen in
+the handler, which imports them only when it runs.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from schemas.events import MigrationRequest, Outcome
+from streams.cli.output import add_id_options, parse_time, print_plan, read_ids
+from streams.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -56,3 +64,42 @@ def plan_replay(values: Iterable[bytes], selection: ReplayFilter) -> list[Migrat
         request = MigrationRequest.model_validate_json(json.dumps(original))
         replays.append(request.model_copy(update={"attempt": attempt + 1}))
     return replays
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from streams import topics
+    from streams.cli.kafka_io import publish, read_topic
+
+    settings = Settings.from_env()
+    selection = ReplayFilter(
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+        codes=frozenset(args.code or []),
+        user_ids=frozenset(read_ids(args) or []),
+        retryable_only=args.retryable_only,
+    )
+
+    async def collect() -> list[bytes]:
+        return [value async for value in read_topic(settings, topics.FAILED)]
+
+    replays = plan_replay(asyncio.run(collect()), selection)
+    if not args.execute:
+        print_plan("replay", replays, sample=args.sample, out=print)
+        return 0
+    sent = asyncio.run(publish(settings, replays, total=len(replays), label="replay"))
+    print(f"re-published {sent} request(s) with attempt + 1")
+    return 0
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "replay", help="re-publish the requests of failed outcomes with attempt + 1"
+    )
+    add_id_options(parser)
+    parser.add_argument("--execute", action="store_true", help="publish (default: plan only)")
+    parser.add_argument("--sample", type=int, default=5, help="requests shown in the plan")
+    parser.add_argument("--since", help="ISO time: failures processed at or after")
+    parser.add_argument("--until", help="ISO time: failures processed before")
+    parser.add_argument("--code", action="append", help="error code (repeatable)")
+    parser.add_argument("--retryable-only", action="store_true")
+    parser.set_defaults(handler=_replay)

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from agents.catalog import STEPS
+from agents.core.catalog import STEPS
 
 LEGACY_ORDER: tuple[str, ...] = tuple(dict.fromkeys(step.legacy_step for step in STEPS))
 _REQUIRED_LEGACY = tuple(dict.fromkeys(step.legacy_step for step in STEPS if step.required))

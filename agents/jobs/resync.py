@@ -15,24 +15,24 @@ from uuid import UUID
 import asyncpg
 import redis.asyncio as aioredis
 
-from agents import pg_store, redis_store
-from agents.documents import document_from_row
+from agents.core.documents import document_from_row
+from agents.stores import postgres, redis_mirror
 
 
-async def rewrite_users(conn: pg_store.Conn, client: aioredis.Redis, users: Sequence[str]) -> int:
+async def rewrite_users(conn: postgres.Conn, client: aioredis.Redis, users: Sequence[str]) -> int:
     """Make Redis equal PostgreSQL for ``users`` (their rows locked by the caller)."""
     if not users:
         return 0
-    rows = await pg_store.session_documents(conn, users)
+    rows = await postgres.session_documents(conn, users)
     documents = [document_from_row(row) for row in rows]
     current = {doc["user_id"]: str(doc["session_id"]) for doc in documents}
-    pointers = await client.mget([redis_store.user_key(user) for user in users])
+    pointers = await client.mget([redis_mirror.user_key(user) for user in users])
     stale = [
-        redis_store.text(pointer)
+        redis_mirror.text(pointer)
         for user, pointer in zip(users, pointers, strict=True)
-        if pointer is not None and redis_store.text(pointer) != current.get(user)
+        if pointer is not None and redis_mirror.text(pointer) != current.get(user)
     ]
-    await redis_store.write_sessions(
+    await redis_mirror.write_sessions(
         client,
         documents,
         stale_sessions=stale,
@@ -48,12 +48,12 @@ async def repair_pending(
     repaired = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            users = await pg_store.lock_pending_mirrors(conn, page_size)
+            users = await postgres.lock_pending_mirrors(conn, page_size)
             if not users:
                 return repaired
-            await pg_store.lock_legacy_users(conn, users)
+            await postgres.lock_legacy_users(conn, users)
             await rewrite_users(conn, client, users)
-            await pg_store.clear_pending_mirrors(conn, users)
+            await postgres.clear_pending_mirrors(conn, users)
         repaired += len(users)
 
 
@@ -68,11 +68,11 @@ async def resync_redis(
     written = 0
     after = ""
     while True:
-        users = await pg_store.session_users_page(pool, after, page_size)
+        users = await postgres.session_users_page(pool, after, page_size)
         if not users:
             return written
         async with pool.acquire() as conn, conn.transaction():
-            await pg_store.lock_legacy_users(conn, users)
+            await postgres.lock_legacy_users(conn, users)
             written += await rewrite_users(conn, client, users)
         after = users[-1]
         if progress is not None:
@@ -82,24 +82,24 @@ async def resync_redis(
 async def prune_redis(pool: asyncpg.Pool, client: aioredis.Redis) -> int:
     """Delete mirror keys PostgreSQL does not back; return how many were deleted."""
     removed = 0
-    async for users in redis_store.scan_ids(client, redis_store.USER_KEY):
+    async for users in redis_mirror.scan_ids(client, redis_mirror.USER_KEY):
         async with pool.acquire() as conn, conn.transaction():
-            await pg_store.lock_legacy_users(conn, users)
-            alive = await pg_store.users_with_sessions(conn, users)
-            stale = [redis_store.user_key(user) for user in users if user not in alive]
-            removed += await redis_store.delete_keys(client, stale)
-    async for ids in redis_store.scan_ids(client, redis_store.SESSION_KEY):
-        keys = [redis_store.session_key(raw) for raw in ids]
+            await postgres.lock_legacy_users(conn, users)
+            alive = await postgres.users_with_sessions(conn, users)
+            stale = [redis_mirror.user_key(user) for user in users if user not in alive]
+            removed += await redis_mirror.delete_keys(client, stale)
+    async for ids in redis_mirror.scan_ids(client, redis_mirror.SESSION_KEY):
+        keys = [redis_mirror.session_key(raw) for raw in ids]
         owners = [_owner(raw) for raw in await client.mget(keys)]
         async with pool.acquire() as conn, conn.transaction():
-            await pg_store.lock_legacy_users(conn, sorted({o for o in owners if o is not None}))
+            await postgres.lock_legacy_users(conn, sorted({o for o in owners if o is not None}))
             parsed = {raw: _uuid(raw) for raw in ids}
-            alive_ids = await pg_store.existing_session_ids(
+            alive_ids = await postgres.existing_session_ids(
                 conn, [value for value in parsed.values() if value is not None]
             )
-            stale = [redis_store.session_key(raw) for raw, value in parsed.items()
+            stale = [redis_mirror.session_key(raw) for raw, value in parsed.items()
                      if value is None or value not in alive_ids]  # fmt: skip
-            removed += await redis_store.delete_keys(client, stale)
+            removed += await redis_mirror.delete_keys(client, stale)
     return removed
 
 

@@ -10,8 +10,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from agents.catalog import STEPS_TOTAL
-from agents.decide import (
+from agents.core.catalog import STEPS_TOTAL
+from agents.core.decide import (
     AlreadyMigrated,
     Decision,
     Duplicate,
@@ -20,7 +20,7 @@ from agents.decide import (
     RollBack,
     Work,
 )
-from agents.state import StoredSession
+from agents.core.state import StoredSession
 from schemas.events import SCHEMA_VERSION, BcmRef, ErrorCode, Outcome, OutcomeError, is_retryable
 from schemas.legacy import LegacyRow
 

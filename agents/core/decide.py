@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agents.planner import MigrationPlan, PlanError, plan_migration, session_id_for
-from agents.state import LedgerEntry, StoredSession
+from agents.core.planner import MigrationPlan, PlanError, plan_migration, session_id_for
+from agents.core.state import LedgerEntry, StoredSession
 from schemas.events import ErrorCode, MigrationRequest
 from schemas.legacy import LegacyRow
 

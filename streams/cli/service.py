@@ -1,0 +1,34 @@
+"""``migrator worker`` and ``migrator schemas``: run the stream processor, export its schemas."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from streams.settings import Settings
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    return run_worker(Settings.from_env(), loglevel=args.loglevel)
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from schemas.export import export_json_schemas, schema_directory
+
+    directory = Path(args.dir) if args.dir else schema_directory()
+    for path in export_json_schemas(directory):
+        print(f"wrote {path}")
+    return 0
+
+
+def register(commands: Any) -> None:
+    worker = commands.add_parser("worker", help="run the stream processor (Faust worker)")
+    worker.add_argument("-l", "--loglevel", default="info")
+    worker.set_defaults(handler=_worker)
+
+    schemas = commands.add_parser("schemas", help="write the events' JSON Schema files")
+    schemas.add_argument("--dir", help="directory (default: schemas/json in the package)")
+    schemas.set_defaults(handler=_schemas)

@@ -1,0 +1,48 @@
+"""``migrator stack up|down|status``: the local Kafka, PostgreSQL and Redis for development."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _up(args: argparse.Namespace) -> int:
+    from streams import stack
+
+    ports = stack.up(Path(args.dir))
+    print("\n".join(stack.exports(ports)))
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from streams import stack
+
+    stopped = stack.down(Path(args.dir))
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from streams import stack
+
+    rows = stack.status(Path(args.dir))
+    for row in rows:
+        state = "answers" if row.answers else ("running, not answering" if row.pid else "stopped")
+        pid = row.pid if row.pid is not None else "-"
+        print(f"{row.name:<9} pid={pid:<8} port={row.port:<6} {state}")
+    return 0 if all(row.answers for row in rows) else 1
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("stack", help="local Kafka, PostgreSQL and Redis (development)")
+    stack_commands = parser.add_subparsers(dest="stack_command", required=True)
+    for name, handler, text in (
+        ("up", _up, "start the stack (idempotent) and print export lines"),
+        ("down", _down, "stop this stack's processes"),
+        ("status", _status, "what runs and whether it answers"),
+    ):
+        sub = stack_commands.add_parser(name, help=text)
+        sub.add_argument("--dir", default=".stack", help="stack directory (default: .stack)")
+        sub.set_defaults(handler=handler)

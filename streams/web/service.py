@@ -1,0 +1,151 @@
+"""What the HTTP views answer, computed from one worker's service context.
+
+The views only parse, call one method here and render; the sums are pure (``totals``), the SQL
+is in the store, so this class holds just the I/O that joins them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from agents.core import counters
+from agents.jobs.validation import ValidationReport, validate_user
+from agents.stores import postgres, redis_mirror
+from schemas.events import ErrorCode, is_retryable
+from streams import topics
+from streams.requests_out import encode, new_request
+from streams.web.inputs import RequestOptions
+from streams.web.totals import owned_totals, progress_answer
+
+if TYPE_CHECKING:
+    from streams.context import ServiceContext
+
+# Failure codes a retry cannot cure: such users count as done for progress and its ETA.
+FOR_GOOD_CODES = [code.value for code in ErrorCode if not is_retryable(code)]
+_CHECK_TIMEOUT_S = 3
+
+
+def _now_s() -> int:
+    return int(time.time())
+
+
+@dataclass(frozen=True)
+class WebService:
+    context: ServiceContext
+
+    @property
+    def _pool(self) -> Any:
+        return self.context.resources.pool
+
+    async def local_totals(self) -> counters.Counters:
+        assignment = self.context.app.consumer.assignment()
+        return owned_totals(
+            assignment, self.context.stats.data, topic=topics.REQUESTED, now_s=_now_s()
+        )
+
+    async def cluster_totals(self) -> counters.Counters:
+        await self.context.ready_core()
+        stored = await postgres.counters(self._pool, self.context.settings.app_id)
+        return counters.combine(stored.values(), now_s=_now_s())
+
+    async def stats(self) -> tuple[counters.Counters, dict[str, Any]]:
+        """The cluster's counter totals and the public ``stats`` answer made from them."""
+        totals = await self.cluster_totals()
+        summary = counters.summary(totals, now_s=_now_s())
+        summary["mirror_pending"] = await postgres.pending_mirror_count(self._pool)
+        return totals, summary
+
+    async def progress(self) -> dict[str, Any]:
+        await self.context.ready_core()
+        counts = await postgres.progress_counts(self._pool, FOR_GOOD_CODES)
+        summary = counters.summary(await self.cluster_totals(), now_s=_now_s())
+        return progress_answer(counts, summary)
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        resources = self.context.resources
+        checks: dict[str, Any] = {
+            "postgres": await _check(lambda: postgres.ping(_started(resources.pool))),
+            "redis": await _check(lambda: redis_mirror.ping(_started(resources.redis))),
+            "kafka": await _kafka_health(self.context.settings.kafka_bootstrap_servers),
+        }
+        core = resources.core
+        waiting = core.waiting_for if core is not None else "not started"
+        checks["processing"] = (
+            {"ok": True} if waiting is None else {"ok": False, "error": f"waiting for {waiting}"}
+        )
+        if checks["postgres"]["ok"]:
+            # Not a failure: Redis is repaired from PostgreSQL by the worker itself.
+            pending = await postgres.pending_mirror_count(self._pool)
+            checks["redis_mirror"] = {"ok": True, "pending": pending}
+        return all(c["ok"] for c in checks.values()), checks
+
+    async def validate(self, user_id: str) -> ValidationReport:
+        await self.context.ready_core()
+        return await validate_user(self._pool, self.context.resources.redis, user_id)
+
+    async def all_unmigrated(self) -> list[str]:
+        await self.context.ready_core()
+        return await postgres.unmigrated_user_ids(self._pool)
+
+    async def publish_requests(
+        self, user_ids: Sequence[str], action: str, options: RequestOptions
+    ) -> list[str]:
+        """Publish one request per user with the worker's producer; their request ids."""
+        now = datetime.now(UTC)
+        producer = self.context.app.producer
+        await producer.maybe_start()
+        request_ids = []
+        futures = []
+        for user_id in user_ids:
+            request = new_request(
+                user_id,
+                action=action,
+                dry_run=options.dry_run,
+                requested_by=options.requested_by,
+                reason=options.reason,
+                now=now,
+            )
+            key, value = encode(request)
+            futures.append(await producer.send(topics.REQUESTED, key, value, None, None, None))
+            request_ids.append(str(request.request_id))
+        for future in futures:
+            await future
+        return request_ids
+
+
+def _started(resource: Any) -> Any:
+    if resource is None:
+        raise RuntimeError("not started")
+    return resource
+
+
+async def _check(probe: Any) -> dict[str, Any]:
+    try:
+        await asyncio.wait_for(probe(), timeout=_CHECK_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure is "down" for a health check
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+    return {"ok": True}
+
+
+async def _kafka_health(bootstrap_servers: list[str]) -> dict[str, Any]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    client = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=_CHECK_TIMEOUT_S * 1000
+    )
+    try:
+        await asyncio.wait_for(client.start(), timeout=_CHECK_TIMEOUT_S + 1)
+        cluster = await asyncio.wait_for(client.describe_cluster(), timeout=_CHECK_TIMEOUT_S + 1)
+        return {"ok": bool(cluster.get("brokers")), "brokers": len(cluster.get("brokers", []))}
+    except Exception as exc:  # noqa: BLE001 - any failure is "down" for a health check
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+    finally:
+        try:
+            await client.close()
+        except Exception:  # noqa: BLE001 - closing a client that never started
+            pass

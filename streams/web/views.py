@@ -1,0 +1,176 @@
+"""HTTP on the Faust web server (contract §9): stats, progress, health, validate, admin, dashboard.
+
+Views are module-level classes over a typed ``WebService``; ``register_views`` binds each to one
+worker's service (a subclass per app, so two apps in one process never share a route).
+
+``stats`` is the same on every worker: the counters live in PostgreSQL, advanced in each batch's
+own transaction, and every worker reads all partitions' totals from there. ``?scope=local`` gives
+the totals of the request partitions this worker owns, from its ``stats`` table.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING, ClassVar, cast
+
+import aiohttp.web
+import asyncpg
+from faust.web import Request, Response, View
+
+from agents.stores import postgres
+from streams.web.inputs import (
+    MAX_BODY_BYTES,
+    InputError,
+    authorize,
+    check_user_id,
+    parse_bulk,
+    parse_options,
+)
+from streams.web.metrics import prometheus_text
+from streams.web.service import WebService
+
+if TYPE_CHECKING:
+    from streams.context import ServiceContext
+
+PREFIX = "/api/v1/onboarding/migration"
+_POSTGRES_ERRORS: tuple[type[BaseException], ...] = (*postgres.UNAVAILABLE, asyncpg.PostgresError)
+
+
+class ServiceView(View):
+    """A view of one worker: ``service`` is set on the subclass ``register_views`` makes."""
+
+    service: ClassVar[WebService]
+
+    def refuse(self, error: InputError) -> Response:
+        headers = {"WWW-Authenticate": 'Bearer realm="migrator"'} if error.status == 401 else None
+        return self.json({"error": error.message}, status=error.status, headers=headers)
+
+    def unavailable(self, exc: BaseException) -> Response:
+        return self.json({"error": f"PostgreSQL did not answer: {exc}"}, status=503)
+
+
+class Admin(ServiceView):
+    """Base of the mutating endpoints: bearer token first, then the body."""
+
+    action: ClassVar[str] = "migrate"
+
+    async def handle(self, request: Request, user_id: str | None) -> Response:
+        service = self.service
+        try:
+            authorize(
+                service.context.settings.admin_token_value, request.headers.get("Authorization")
+            )
+            http = cast(aiohttp.web.Request, request)
+            if (http.content_length or 0) > MAX_BODY_BYTES:
+                raise InputError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+            raw = await http.content.read(MAX_BODY_BYTES + 1)
+            if user_id is not None:
+                user_ids, options = [check_user_id(user_id)], parse_options(raw)
+            else:
+                bulk = parse_bulk(raw, allow_all=self.action == "migrate")
+                options = bulk.options
+                listed = bulk.user_ids
+                user_ids = listed if listed is not None else await service.all_unmigrated()
+        except InputError as error:
+            return self.refuse(error)
+        ids = await service.publish_requests(user_ids, self.action, options)
+        answer = {"action": self.action, "dry_run": options.dry_run, "count": len(ids),
+                  "request_ids": ids}  # fmt: skip
+        return self.json(answer, status=202)
+
+
+class MigrateMany(Admin):
+    async def post(self, request: Request) -> Response:
+        return await self.handle(request, None)
+
+
+class MigrateOne(Admin):
+    async def post(self, request: Request, user_id: str) -> Response:
+        return await self.handle(request, user_id)
+
+
+class RollbackMany(Admin):
+    action = "rollback"
+
+    async def post(self, request: Request) -> Response:
+        return await self.handle(request, None)
+
+
+class RollbackOne(Admin):
+    action = "rollback"
+
+    async def post(self, request: Request, user_id: str) -> Response:
+        return await self.handle(request, user_id)
+
+
+class Stats(ServiceView):
+    async def get(self, request: Request) -> Response:
+        if request.query.get("scope") == "local":
+            return self.json({"totals": await self.service.local_totals()})
+        try:
+            _, summary = await self.service.stats()
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        return self.json(summary)
+
+
+class Progress(ServiceView):
+    async def get(self, request: Request) -> Response:
+        try:
+            return self.json(await self.service.progress())
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+
+
+class Health(ServiceView):
+    async def get(self, request: Request) -> Response:
+        ok, checks = await self.service.health()
+        return self.json({"ok": ok, "checks": checks}, status=200 if ok else 503)
+
+
+class Validate(ServiceView):
+    async def get(self, request: Request, user_id: str) -> Response:
+        try:
+            check_user_id(user_id)
+        except InputError as error:
+            return self.refuse(error)
+        report = await self.service.validate(user_id)
+        return self.json(report.as_dict())
+
+
+class Dashboard(ServiceView):
+    async def get(self, request: Request) -> Response:
+        page = resources.files("streams.web").joinpath("dashboard.html").read_text("utf-8")
+        return self.html(page)
+
+
+class Metrics(ServiceView):
+    async def get(self, request: Request) -> Response:
+        try:
+            totals, summary = await self.service.stats()
+        except _POSTGRES_ERRORS as exc:
+            # A failed scrape is what Prometheus expects when the numbers are not there.
+            return self.text(f"PostgreSQL did not answer: {exc}\n", status=503)
+        return self.text(prometheus_text(summary, totals), content_type="text/plain; version=0.0.4")
+
+
+ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
+    (f"{PREFIX}/migrate", MigrateMany),
+    (f"{PREFIX}/migrate/{{user_id}}", MigrateOne),
+    (f"{PREFIX}/rollback", RollbackMany),
+    (f"{PREFIX}/rollback/{{user_id}}", RollbackOne),
+    (f"{PREFIX}/stats", Stats),
+    (f"{PREFIX}/progress", Progress),
+    (f"{PREFIX}/health", Health),
+    (f"{PREFIX}/validate/{{user_id}}", Validate),
+    ("/dashboard", Dashboard),
+    ("/metrics", Metrics),
+)
+
+
+def register_views(context: ServiceContext) -> None:
+    """Serve every route of ``ROUTES`` on the context's app, bound to its service."""
+    service = WebService(context)
+    for path, view in ROUTES:
+        bound = type(view.__name__, (view,), {"service": service})
+        context.app.page(path)(bound)
