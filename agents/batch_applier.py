@@ -30,7 +30,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import redis.asyncio as aioredis
 from pydantic_core import to_json
 from redis.exceptions import RedisError
 
@@ -49,9 +48,19 @@ from agents.core.decide import (
     waves,
 )
 from agents.core.documents import document_from_plan, document_from_row
+from agents.core.manifest import MANIFEST_VERSION
 from agents.core.outcomes import build_outcome, failed_outcome
 from agents.core.retry import RetryPolicy
 from agents.stores import postgres, redis_mirror
+from agents.stores.protocol import BatchStore, BatchTransaction, SessionMirror
+from agents.stores.rows import (
+    AuditRow,
+    LedgerRow,
+    ManifestRow,
+    ProcessedRow,
+    SessionRow,
+    StepsRow,
+)
 from schemas.events import ErrorCode, Outcome
 from schemas.legacy import LegacyRow
 from schemas.rows import JsonText
@@ -147,7 +156,7 @@ class _Mirror:
 
 
 class MigrationCore:
-    """Owns nothing: the pool and the Redis client belong to the caller (a Faust service, a CLI).
+    """Owns nothing: the stores belong to the caller (a Faust service, a CLI, a unit test).
 
     ``app_id`` names the consumer group whose answers and counters the core keeps: each app id
     reads the request topic on its own, so it remembers and counts its own answers.
@@ -155,15 +164,15 @@ class MigrationCore:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        redis: aioredis.Redis,
+        store: BatchStore,
+        mirror: SessionMirror,
         *,
         retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
         app_id: str = "",
     ) -> None:
-        self._pool = pool
-        self._redis = redis
+        self._store = store
+        self._mirror = mirror
         self._retry = retry or RetryPolicy()
         self._clock = clock
         self._app_id = app_id
@@ -239,8 +248,8 @@ class MigrationCore:
         mirror = _Mirror()
         texts = _Texts()
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                known = await self._answered_before(conn, batch, rejected)
+            async with self._store.transaction() as tx:
+                known = await self._answered_before(tx, batch, rejected)
                 results: dict[int, Outcome] = {}
                 fresh: list[Work] = []
                 for position, work in enumerate(batch):
@@ -254,35 +263,36 @@ class MigrationCore:
                 index = {id(work): position for position, work in enumerate(batch)}
                 if forced is not None:
                     outcomes = [forced(work) for work in fresh]
-                    await postgres.insert_audit(
-                        conn,
-                        [_audit_row(w, "Failed", o, texts.of(o), now)
-                         for w, o in zip(fresh, outcomes, strict=True)],
-                    )  # fmt: skip
+                    await tx.insert_audit(
+                        [
+                            _audit_row(w, "Failed", o, texts.of(o), now)
+                            for w, o in zip(fresh, outcomes, strict=True)
+                        ]
+                    )
                     for work, outcome in zip(fresh, outcomes, strict=True):
                         results[index[id(work)]] = outcome
                 else:
                     for wave in waves(fresh):
-                        outcomes = await self._apply_wave(conn, wave, now, started, mirror, texts)
+                        outcomes = await self._apply_wave(tx, wave, now, started, mirror, texts)
                         for work, outcome in zip(wave, outcomes, strict=True):
                             results[index[id(work)]] = outcome
                 answered = [(work, results[index[id(work)]]) for work in fresh]
-                await self._remember(conn, answered, new_rejections, now, texts)
-                totals = await self._count(conn, answered, new_rejections, now)
-                pending = await self._write_mirror(conn, mirror, now)
+                await self._remember(tx, answered, new_rejections, now, texts)
+                totals = await self._count(tx, answered, new_rejections, now)
+                pending = await self._write_mirror(tx, mirror, now)
         except postgres.UNAVAILABLE as exc:
             raise Unavailable(ErrorCode.DATABASE_UNAVAILABLE, _describe(exc)) from exc
         return Applied([results[p] for p in range(len(batch))], totals, pending, texts)
 
     async def _answered_before(
-        self, conn: postgres.Conn, batch: Sequence[Work], rejected: Sequence[Rejected]
+        self, tx: BatchTransaction, batch: Sequence[Work], rejected: Sequence[Rejected]
     ) -> _Known:
         positions = [
             (w.partition, w.offset)
             for w in batch
             if w.partition is not None and w.offset is not None
         ] + [(r.partition, r.offset) for r in rejected]
-        found = await postgres.processed_records(conn, self._app_id, positions)
+        found = await tx.processed_records(self._app_id, positions)
         known = _Known()
         other_records: list[tuple[int, int]] = []
         for position, work in enumerate(batch):
@@ -305,31 +315,39 @@ class MigrationCore:
             else:
                 other_records.append((rejection.partition, rejection.offset))
         if other_records:
-            log.warning("positions %s hold other records than before: answered afresh",
-                        other_records[:5])  # fmt: skip
-            await postgres.forget_processed_records(conn, self._app_id, other_records)
+            log.warning(
+                "positions %s hold other records than before: answered afresh", other_records[:5]
+            )
+            await tx.forget_processed_records(self._app_id, other_records)
         return known
 
     async def _remember(
         self,
-        conn: postgres.Conn,
+        tx: BatchTransaction,
         answered: Sequence[tuple[Work, Outcome]],
         rejected: Sequence[Rejected],
         now: datetime,
         texts: _Texts,
     ) -> None:
         app_id = self._app_id
-        rows: list[tuple[Any, ...]] = [
-            (app_id, work.partition, work.offset, work.digest, texts.of(outcome), now)
+        rows = [
+            ProcessedRow(
+                app_id=app_id,
+                source_partition=work.partition,
+                source_offset=work.offset,
+                record_digest=work.digest,
+                outcome=texts.of(outcome),
+                processed_at=now,
+            )
             for work, outcome in answered
             if work.partition is not None and work.offset is not None
         ]
-        rows += [(app_id, r.partition, r.offset, r.digest, None, now) for r in rejected]
-        await postgres.insert_processed_records(conn, rows)
+        rows += [ProcessedRow(app_id, r.partition, r.offset, r.digest, None, now) for r in rejected]
+        await tx.insert_processed_records(rows)
 
     async def _count(
         self,
-        conn: postgres.Conn,
+        tx: BatchTransaction,
         answered: Sequence[tuple[Work, Outcome]],
         rejected: Sequence[Rejected],
         now: datetime,
@@ -352,28 +370,29 @@ class MigrationCore:
         partitions = sorted(set(by_partition) | set(dead))
         if not partitions:
             return {}
-        stored = await postgres.lock_counters(conn, self._app_id, partitions)
+        stored = await tx.lock_counters(self._app_id, partitions)
         now_s = int(now_ms // 1000)
         totals = {
             p: counters.merge(
                 stored.get(p) or counters.empty(),
-                counters.batch_delta(by_partition[p], latencies[p], dead_lettered=dead[p],
-                                     now_s=now_s),
+                counters.batch_delta(
+                    by_partition[p], latencies[p], dead_lettered=dead[p], now_s=now_s
+                ),
                 now_s=now_s,
             )
             for p in partitions
-        }  # fmt: skip
-        await postgres.save_counters(conn, self._app_id, totals, now)
+        }
+        await tx.save_counters(self._app_id, totals, now)
         return totals
 
-    async def _write_mirror(self, conn: postgres.Conn, mirror: _Mirror, now: datetime) -> int:
+    async def _write_mirror(self, tx: BatchTransaction, mirror: _Mirror, now: datetime) -> int:
         """Write Redis while the users' rows are locked; if Redis fails, mark them pending.
 
         Writing before the commit, under the batch's row locks, orders every Redis write of a
         user like its PostgreSQL changes (a repair takes the same locks). Should the commit
         then fail, the records are redone and write the same documents again.
         """
-        repair_rows = await postgres.session_documents(conn, sorted(mirror.to_repair))
+        repair_rows = await tx.session_documents(sorted(mirror.to_repair))
         documents = dict(mirror.documents)
         repaired = {row["user_id"]: document_from_row(row) for row in repair_rows}
         for user in mirror.to_repair:
@@ -384,8 +403,7 @@ class MigrationCore:
             live = [doc for doc in documents.values() if doc is not None]
             keep = {doc["session_id"] for doc in live}
             try:
-                await redis_mirror.write_sessions(
-                    self._redis,
+                await self._mirror.write_sessions(
                     live,
                     stale_sessions=sorted(mirror.stale_sessions - keep),
                     users_without_session=sorted(u for u, doc in documents.items() if doc is None),
@@ -394,15 +412,18 @@ class MigrationCore:
             except (*redis_mirror.UNAVAILABLE, RedisError) as exc:
                 # Whatever Redis says (down, loading, read-only, out of memory), PostgreSQL
                 # holds the truth: the mirror is owed, the request is not failed.
-                log.warning("Redis refused the mirror of %d users (%s): marked pending",
-                            len(documents), _describe(exc))  # fmt: skip
+                log.warning(
+                    "Redis refused the mirror of %d users (%s): marked pending",
+                    len(documents),
+                    _describe(exc),
+                )
                 self.redis_down = True
-        await postgres.mark_mirror_pending(conn, sorted(documents), now)
+        await tx.mark_mirror_pending(sorted(documents), now)
         return len(documents)
 
     async def _apply_wave(
         self,
-        conn: postgres.Conn,
+        tx: BatchTransaction,
         wave: Sequence[Work],
         now: datetime,
         started: float,
@@ -410,9 +431,9 @@ class MigrationCore:
         texts: _Texts,
     ) -> list[Outcome]:
         users = sorted({work.request.user_id for work in wave})
-        legacy = await postgres.lock_legacy_rows(conn, users)
-        sessions = await postgres.lock_sessions(conn, users)
-        ledger = await postgres.ledger_entries(conn, [w.request.request_id for w in wave])
+        legacy = await tx.lock_legacy_rows(users)
+        sessions = await tx.lock_sessions(users)
+        ledger = await tx.ledger_entries([w.request.request_id for w in wave])
         decisions = [
             decide(
                 work,
@@ -423,7 +444,7 @@ class MigrationCore:
             )
             for work in wave
         ]
-        restored = await self._write_effects(conn, wave, decisions, now)
+        restored = await self._write_effects(tx, wave, decisions, now)
         elapsed_ms = (time.perf_counter() - started) * 1000
         outcomes = [
             build_outcome(
@@ -435,7 +456,8 @@ class MigrationCore:
             )
             for work, decision in zip(wave, decisions, strict=True)
         ]
-        ledger_rows, audit_rows = [], []
+        ledger_rows: list[LedgerRow] = []
+        audit_rows: list[AuditRow] = []
         for work, decision, outcome in zip(wave, decisions, outcomes, strict=True):
             mirror.note(work, decision, outcome)
             document = texts.of(outcome)
@@ -443,32 +465,32 @@ class MigrationCore:
                 decision, Migrate | AlreadyMigrated | RollBack
             ):
                 ledger_rows.append(
-                    (
-                        work.request.request_id,
-                        work.request.user_id,
-                        work.request.action,
-                        document,
-                        work.partition,
-                        work.offset,
-                        now,
+                    LedgerRow(
+                        request_id=work.request.request_id,
+                        user_id=work.request.user_id,
+                        action=work.request.action,
+                        outcome=document,
+                        source_partition=work.partition,
+                        source_offset=work.offset,
+                        processed_at=now,
                     )
                 )
             audit_rows.append(_audit_row(work, type(decision).__name__, outcome, document, now))
-        await postgres.insert_ledger(conn, ledger_rows)
-        await postgres.insert_audit(conn, audit_rows)
+        await tx.insert_ledger(ledger_rows)
+        await tx.insert_audit(audit_rows)
         return outcomes
 
     async def _write_effects(
         self,
-        conn: postgres.Conn,
+        tx: BatchTransaction,
         wave: Sequence[Work],
         decisions: Sequence[Decision],
         now: datetime,
     ) -> dict[str, LegacyRow]:
         """Write the wave's effects set-based; return legacy rows as restored by rollbacks."""
-        sessions: list[tuple[Any, ...]] = []
-        steps: list[tuple[UUID, str, datetime]] = []
-        manifests: list[tuple[Any, ...]] = []
+        sessions: list[SessionRow] = []
+        steps: list[StepsRow] = []
+        manifests: list[ManifestRow] = []
         migrated_users: list[str] = []
         rolled_back: list[UUID] = []
         snapshots: list[dict[str, Any]] = []
@@ -478,32 +500,33 @@ class MigrationCore:
                 plan = decision.plan
                 migrated_users.append(plan.user_id)
                 sessions.append(
-                    (
-                        plan.session_id,
-                        plan.user_id,
-                        plan.workspace_id,
-                        plan.status,
-                        plan.current_step,
-                        plan.completion_percentage,
-                        plan.steps_completed,
-                        plan.legacy_snapshot,
-                        plan.legacy_sha256,
-                        work.request.request_id,
-                        now,
-                        now,
+                    SessionRow(
+                        session_id=plan.session_id,
+                        user_id=plan.user_id,
+                        workspace_id=plan.workspace_id,
+                        status=plan.status,
+                        current_step=plan.current_step,
+                        completion_percentage=plan.completion_percentage,
+                        steps_completed=plan.steps_completed,
+                        legacy_snapshot=plan.legacy_snapshot,
+                        legacy_sha256=plan.legacy_sha256,
+                        request_id=work.request.request_id,
+                        created_at=now,
+                        updated_at=now,
                     )
                 )
-                steps.append((plan.session_id, plan.step_codes, plan.completed_at))
+                steps.append(StepsRow(plan.session_id, plan.step_codes, plan.completed_at))
                 if plan.manifest is not None:
+                    assert plan.manifest_checksum is not None and plan.token_estimate is not None
                     manifests.append(
-                        (
-                            plan.session_id,
-                            plan.user_id,
-                            1,
-                            plan.manifest,
-                            plan.manifest_checksum,
-                            plan.token_estimate,
-                            now,
+                        ManifestRow(
+                            session_id=plan.session_id,
+                            user_id=plan.user_id,
+                            version=MANIFEST_VERSION,
+                            manifest=plan.manifest,
+                            checksum=plan.manifest_checksum,
+                            token_estimate=plan.token_estimate,
+                            created_at=now,
                         )
                     )
             elif isinstance(decision, RollBack):
@@ -513,10 +536,10 @@ class MigrationCore:
                 else:
                     rolled_back.append(decision.session.session_id)
                     snapshots.append(decision.session.legacy_snapshot)
-        await postgres.insert_sessions(conn, sessions=sessions, steps=steps, manifests=manifests)
-        await postgres.mark_legacy_migrated(conn, migrated_users, now)
-        await postgres.delete_sessions(conn, rolled_back)
-        restored.update(await postgres.restore_legacy_rows(conn, snapshots))
+        await tx.insert_sessions(sessions, steps, manifests)
+        await tx.mark_legacy_migrated(migrated_users, now)
+        await tx.delete_sessions(rolled_back)
+        restored.update(await tx.restore_legacy_rows(snapshots))
         return restored
 
     async def _give_up(
@@ -563,7 +586,7 @@ class MigrationCore:
 
     async def _postgres_answers(self) -> bool:
         try:
-            await asyncio.wait_for(self._pool.fetchval("SELECT 1"), timeout=3)
+            await asyncio.wait_for(self._store.ping(), timeout=3)
         except Exception:  # noqa: BLE001 - any failure means "not answering"
             return False
         return True
@@ -595,21 +618,20 @@ class _Known:
 
 def _audit_row(
     work: Work, decision: str, outcome: Outcome, document: JsonText, now: datetime
-) -> tuple[Any, ...]:
+) -> AuditRow:
     # {"decision": …, "source": {"partition": …, "offset": …}, "outcome": <the outcome>}
     head = to_json(
         {"decision": decision, "source": {"partition": work.partition, "offset": work.offset}}
     )
     detail = JsonText(head[:-1] + b',"outcome":' + document + b"}")
-    code = outcome.error.code.value if outcome.error else None
-    return (
-        work.request.request_id,
-        work.request.user_id,
-        work.request.action,
-        outcome.outcome,
-        code,
-        detail,
-        now,
+    return AuditRow(
+        request_id=work.request.request_id,
+        user_id=work.request.user_id,
+        action=work.request.action,
+        outcome=outcome.outcome,
+        error_code=outcome.error.code.value if outcome.error else None,
+        detail=detail,
+        created_at=now,
     )
 
 

@@ -16,6 +16,8 @@ from agents.batch_applier import MigrationCore
 from agents.core.decide import Work
 from agents.jobs.schema import apply_schema
 from agents.jobs.seed import SeedOptions, generate, write_rows
+from agents.stores.postgres import PostgresStore
+from agents.stores.redis_mirror import RedisMirror
 from schemas.events import MigrationRequest
 from streams.connections import connect, create_pool, create_redis
 from streams.settings import Settings
@@ -38,7 +40,7 @@ async def main(users: int, batch: int) -> None:
         started = time.perf_counter()
         await write_rows(pool, generate(SeedOptions(users=users, prefix="bench-", seed=3)))
         print(f"seeded {users} legacy users in {time.perf_counter() - started:.1f}s")
-        core = MigrationCore(pool, redis)
+        core = MigrationCore(PostgresStore(pool), RedisMirror(redis))
         ids = [f"bench-{n:07d}" for n in range(users)]
         offset = 0
         started = time.perf_counter()

@@ -716,6 +716,8 @@ async def baseline(ctx: Context, users: int) -> dict[str, Any]:
     """
     from agents.batch_applier import MigrationCore
     from agents.core.decide import Work
+    from agents.stores.postgres import PostgresStore
+    from agents.stores.redis_mirror import RedisMirror
     from schemas.events import MigrationRequest
     from streams.connections import opened
     from streams.settings import Settings
@@ -723,7 +725,7 @@ async def baseline(ctx: Context, users: int) -> dict[str, Any]:
     ids = await seed(ctx.env, users, "base-")
     watched = {"postgres": ctx.servers["postgres"], "redis": ctx.servers["redis"]}
     async with opened(Settings.from_env(ctx.env)) as (pool, redis):
-        core = MigrationCore(pool, redis, app_id=BASELINE_APP_ID)
+        core = MigrationCore(PostgresStore(pool), RedisMirror(redis), app_id=BASELINE_APP_ID)
         migrated = 0
         cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
         client_before = self_cpu_seconds()

@@ -19,6 +19,8 @@ from mode import Service
 from agents.batch_applier import MigrationCore
 from agents.core.retry import RetryPolicy
 from agents.jobs import mirror_repair
+from agents.stores.postgres import PostgresStore
+from agents.stores.redis_mirror import RedisMirror
 from streams.connections import create_pool, create_redis
 from streams.exactly_once import MigratorApp, PartitionTransactions, Send
 from streams.settings import Settings
@@ -48,8 +50,8 @@ class Resources(Service):
         self.pool = await create_pool(self.settings, min_size=2, max_size=10)
         self.redis = create_redis(self.settings)
         self.core = MigrationCore(
-            self.pool,
-            self.redis,
+            PostgresStore(self.pool),
+            RedisMirror(self.redis),
             retry=RetryPolicy(
                 max_retries=self.settings.max_retries,
                 base_delay_s=self.settings.retry_base_delay_s,

@@ -1,12 +1,14 @@
-"""PostgreSQL side of the migration core: the only module that runs SQL for a batch.
+"""PostgreSQL, the source of truth: every statement the service runs, with its row shapes.
 
-Everything is set-based: one statement (or one COPY) per kind of row for the whole batch, never a
-round trip per user. The caller owns the transaction; these functions only run inside it.
+A batch's statements are the methods of ``PostgresTransaction`` (what ``protocol.BatchStore``
+asks for); the jobs and views use the functions below it. Everything is set-based: one statement
+(or one COPY) per kind of row for the whole batch, never a round trip per user.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -16,6 +18,14 @@ import asyncpg
 import sql
 from agents.core.catalog import STEPS
 from agents.core.state import LedgerEntry, StoredSession
+from agents.stores.rows import (
+    AuditRow,
+    LedgerRow,
+    ManifestRow,
+    ProcessedRow,
+    SessionRow,
+    StepsRow,
+)
 from schemas.legacy import LegacyRow
 from schemas.rows import Row
 
@@ -37,25 +47,11 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.QueryCanceledError,
 )
 
-_SESSION_COLUMNS = (
-    "session_id", "user_id", "workspace_id", "status", "current_step", "completion_percentage",
-    "steps_completed", "legacy_snapshot", "legacy_sha256", "request_id", "created_at", "updated_at",
-)  # fmt: skip
 _CATALOG = (
     [step.number for step in STEPS],
     [step.key for step in STEPS],
     [step.required for step in STEPS],
 )
-_MANIFEST_COLUMNS = (
-    "session_id", "user_id", "version", "manifest", "checksum", "token_estimate", "created_at",
-)  # fmt: skip
-_LEDGER_COLUMNS = (
-    "request_id", "user_id", "action", "outcome", "source_partition", "source_offset",
-    "processed_at",
-)  # fmt: skip
-_AUDIT_COLUMNS = (
-    "request_id", "user_id", "action", "outcome", "error_code", "detail", "created_at",
-)  # fmt: skip
 
 
 def legacy_row_from_record(record: Row) -> LegacyRow:
@@ -70,83 +66,137 @@ def legacy_row_from_record(record: Row) -> LegacyRow:
     )
 
 
-async def lock_legacy_rows(conn: Conn, user_ids: Sequence[str]) -> dict[str, LegacyRow]:
-    records = await conn.fetch(sql.query("lock_legacy_rows"), list(user_ids))
-    return {record["user_id"]: legacy_row_from_record(record) for record in records}
+class PostgresStore:
+    """``protocol.BatchStore`` over a pool: a batch borrows one connection for its transaction."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield PostgresTransaction(conn)
+
+    async def ping(self) -> None:
+        await ping(self.pool)
 
 
-async def lock_sessions(conn: Conn, user_ids: Sequence[str]) -> dict[str, StoredSession]:
-    records = await conn.fetch(sql.query("lock_sessions"), list(user_ids))
-    return {
-        record["user_id"]: StoredSession(
-            **{**dict(record), "completion_percentage": float(record["completion_percentage"])}
+class PostgresTransaction:
+    """``protocol.BatchTransaction``: the statements of one batch on one connection."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    async def processed_records(
+        self, app_id: str, positions: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], tuple[bytes, dict[str, Any] | None]]:
+        """Records already answered: position → (record digest, outcome or None)."""
+        if not positions:
+            return {}
+        partitions, offsets = zip(*positions, strict=True)
+        records = await self.conn.fetch(
+            sql.query("processed_records"), app_id, list(partitions), list(offsets)
         )
-        for record in records
-    }
+        return {
+            (r["source_partition"], r["source_offset"]): (bytes(r["record_digest"]), r["outcome"])
+            for r in records
+        }
 
+    async def forget_processed_records(
+        self, app_id: str, positions: Sequence[tuple[int, int]]
+    ) -> None:
+        if positions:
+            partitions, offsets = zip(*positions, strict=True)
+            await self.conn.execute(
+                sql.query("forget_processed_records"), app_id, list(partitions), list(offsets)
+            )
 
-async def ledger_entries(conn: Conn, request_ids: Sequence[UUID]) -> dict[UUID, LedgerEntry]:
-    """Requests of the batch that already succeeded (the query's columns are the fields)."""
-    records = await conn.fetch(sql.query("ledger_entries"), list(request_ids))
-    return {record["request_id"]: LedgerEntry(**dict(record)) for record in records}
+    async def insert_processed_records(self, rows: Sequence[ProcessedRow]) -> None:
+        await self._copy("processed_records", rows, ProcessedRow._fields)
 
+    async def lock_legacy_rows(self, user_ids: Sequence[str]) -> dict[str, LegacyRow]:
+        records = await self.conn.fetch(sql.query("lock_legacy_rows"), list(user_ids))
+        return {record["user_id"]: legacy_row_from_record(record) for record in records}
 
-async def insert_sessions(
-    conn: Conn,
-    *,
-    sessions: Sequence[tuple[Any, ...]],
-    steps: Sequence[tuple[UUID, str, datetime]],
-    manifests: Sequence[tuple[Any, ...]],
-) -> None:
-    """COPY new sessions and manifests (tuples in the column orders above); their steps as
-    ``(session id, step codes, completed at)``, one per session, expanded by PostgreSQL."""
-    if sessions:
-        await conn.copy_records_to_table(
-            "onboarding_sessions", records=sessions, columns=_SESSION_COLUMNS
-        )
-    if steps:
-        session_ids, codes, completed_at = zip(*steps, strict=True)
-        await conn.execute(sql.query("insert_steps"), session_ids, codes, completed_at, *_CATALOG)
-    if manifests:
-        await conn.copy_records_to_table(
-            "business_context_manifests",
-            records=manifests,
-            columns=_MANIFEST_COLUMNS,
-        )
+    async def lock_sessions(self, user_ids: Sequence[str]) -> dict[str, StoredSession]:
+        records = await self.conn.fetch(sql.query("lock_sessions"), list(user_ids))
+        return {
+            record["user_id"]: StoredSession(
+                **{**dict(record), "completion_percentage": float(record["completion_percentage"])}
+            )
+            for record in records
+        }
 
+    async def ledger_entries(self, request_ids: Sequence[UUID]) -> dict[UUID, LedgerEntry]:
+        """Requests of the batch that already took effect (the query's columns are the fields)."""
+        records = await self.conn.fetch(sql.query("ledger_entries"), list(request_ids))
+        return {record["request_id"]: LedgerEntry(**dict(record)) for record in records}
 
-async def mark_legacy_migrated(conn: Conn, user_ids: Sequence[str], now: datetime) -> None:
-    if user_ids:
-        await conn.execute(sql.query("mark_legacy_migrated"), list(user_ids), now)
+    async def insert_sessions(
+        self,
+        sessions: Sequence[SessionRow],
+        steps: Sequence[StepsRow],
+        manifests: Sequence[ManifestRow],
+    ) -> None:
+        """COPY new sessions and manifests; each session's 24 step rows are expanded by
+        PostgreSQL from its step codes and the catalog."""
+        await self._copy("onboarding_sessions", sessions, SessionRow._fields)
+        if steps:
+            session_ids, codes, completed_at = zip(*steps, strict=True)
+            await self.conn.execute(
+                sql.query("insert_steps"), session_ids, codes, completed_at, *_CATALOG
+            )
+        await self._copy("business_context_manifests", manifests, ManifestRow._fields)
 
+    async def mark_legacy_migrated(self, user_ids: Sequence[str], now: datetime) -> None:
+        if user_ids:
+            await self.conn.execute(sql.query("mark_legacy_migrated"), list(user_ids), now)
 
-async def delete_sessions(conn: Conn, session_ids: Sequence[UUID]) -> None:
-    if session_ids:
-        await conn.execute(sql.query("delete_sessions"), list(session_ids))
+    async def delete_sessions(self, session_ids: Sequence[UUID]) -> None:
+        if session_ids:
+            await self.conn.execute(sql.query("delete_sessions"), list(session_ids))
 
+    async def restore_legacy_rows(
+        self, snapshots: Sequence[Mapping[str, Any]]
+    ) -> dict[str, LegacyRow]:
+        """Write snapshots back and return the rows as PostgreSQL now holds them."""
+        if not snapshots:
+            return {}
+        records = await self.conn.fetch(sql.query("restore_legacy_rows"), list(snapshots))
+        return {record["user_id"]: legacy_row_from_record(record) for record in records}
 
-async def restore_legacy_rows(
-    conn: Conn, snapshots: Sequence[Mapping[str, Any]]
-) -> dict[str, LegacyRow]:
-    """Write snapshots back and return the rows as PostgreSQL now holds them."""
-    if not snapshots:
-        return {}
-    records = await conn.fetch(sql.query("restore_legacy_rows"), list(snapshots))
-    return {record["user_id"]: legacy_row_from_record(record) for record in records}
+    async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None:
+        await self._copy("migration_requests", rows, LedgerRow._fields)
 
+    async def insert_audit(self, rows: Sequence[AuditRow]) -> None:
+        await self._copy("onboarding_migration_log", rows, AuditRow._fields)
 
-async def insert_ledger(conn: Conn, entries: Sequence[tuple[Any, ...]]) -> None:
-    if entries:
-        await conn.copy_records_to_table(
-            "migration_requests", records=entries, columns=_LEDGER_COLUMNS
-        )
+    async def lock_counters(
+        self, app_id: str, partitions: Sequence[int]
+    ) -> dict[int, dict[str, Any]]:
+        records = await self.conn.fetch(sql.query("lock_counters"), app_id, list(partitions))
+        return {r["source_partition"]: r["totals"] for r in records}
 
+    async def save_counters(
+        self, app_id: str, totals: Mapping[int, Mapping[str, Any]], now: datetime
+    ) -> None:
+        if totals:
+            await self.conn.execute(
+                sql.query("save_counters"), app_id, list(totals), list(totals.values()), now
+            )
 
-async def insert_audit(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> None:
-    if rows:
-        await conn.copy_records_to_table(
-            "onboarding_migration_log", records=rows, columns=_AUDIT_COLUMNS
-        )
+    async def session_documents(self, user_ids: Sequence[str]) -> list[Row]:
+        return list(await session_documents(self.conn, user_ids))
+
+    async def mark_mirror_pending(self, user_ids: Sequence[str], now: datetime) -> None:
+        if user_ids:
+            await self.conn.execute(sql.query("mark_mirror_pending"), list(user_ids), now)
+
+    async def _copy(
+        self, table: str, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]
+    ) -> None:
+        if rows:
+            await self.conn.copy_records_to_table(table, records=rows, columns=list(columns))
 
 
 async def session_documents(
@@ -183,67 +233,9 @@ async def users_with_sessions(pool: Conn | asyncpg.Pool, user_ids: Sequence[str]
     return {row["user_id"] for row in rows}
 
 
-async def processed_records(
-    conn: Conn, app_id: str, positions: Sequence[tuple[int, int]]
-) -> dict[tuple[int, int], tuple[bytes, dict[str, Any] | None]]:
-    """Records of the batch already answered: position → (record digest, outcome or None)."""
-    if not positions:
-        return {}
-    partitions, offsets = zip(*positions, strict=True)
-    records = await conn.fetch(
-        sql.query("processed_records"), app_id, list(partitions), list(offsets)
-    )
-    return {
-        (r["source_partition"], r["source_offset"]): (bytes(r["record_digest"]), r["outcome"])
-        for r in records
-    }
-
-
-async def forget_processed_records(
-    conn: Conn, app_id: str, positions: Sequence[tuple[int, int]]
-) -> None:
-    if positions:
-        partitions, offsets = zip(*positions, strict=True)
-        await conn.execute(
-            sql.query("forget_processed_records"), app_id, list(partitions), list(offsets)
-        )
-
-
-async def insert_processed_records(conn: Conn, rows: Sequence[tuple[Any, ...]]) -> None:
-    """``(app id, partition, offset, digest, outcome or None, processed_at)`` tuples, by COPY."""
-    if rows:
-        await conn.copy_records_to_table(
-            "processed_records",
-            records=rows,
-            columns=("app_id", "source_partition", "source_offset", "record_digest", "outcome",
-                     "processed_at"),
-        )  # fmt: skip
-
-
-async def lock_counters(
-    conn: Conn, app_id: str, partitions: Sequence[int]
-) -> dict[int, dict[str, Any]]:
-    records = await conn.fetch(sql.query("lock_counters"), app_id, list(partitions))
-    return {r["source_partition"]: r["totals"] for r in records}
-
-
-async def save_counters(
-    conn: Conn, app_id: str, totals: Mapping[int, Mapping[str, Any]], now: datetime
-) -> None:
-    if totals:
-        await conn.execute(
-            sql.query("save_counters"), app_id, list(totals), list(totals.values()), now
-        )
-
-
 async def counters(conn: Conn | asyncpg.Pool, app_id: str) -> dict[int, dict[str, Any]]:
     records = await conn.fetch(sql.query("counters"), app_id)
     return {r["source_partition"]: r["totals"] for r in records}
-
-
-async def mark_mirror_pending(conn: Conn, user_ids: Sequence[str], now: datetime) -> None:
-    if user_ids:
-        await conn.execute(sql.query("mark_mirror_pending"), list(user_ids), now)
 
 
 async def lock_pending_mirrors(conn: Conn, limit: int) -> list[str]:

@@ -100,3 +100,24 @@ async def ping(client: aioredis.Redis) -> bool:
 
 def _dumps(document: Mapping[str, Any]) -> bytes:
     return to_json(document)
+
+
+class RedisMirror:
+    """``protocol.SessionMirror`` over a client."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def write_sessions(
+        self,
+        documents: Sequence[Mapping[str, Any]],
+        *,
+        stale_sessions: Sequence[str],
+        users_without_session: Sequence[str],
+    ) -> None:
+        await write_sessions(
+            self.client,
+            documents,
+            stale_sessions=stale_sessions,
+            users_without_session=users_without_session,
+        )

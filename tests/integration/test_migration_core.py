@@ -18,6 +18,8 @@ from agents.jobs.resync import prune_redis, repair_pending, resync_redis
 from agents.jobs.seed import SeedOptions, generate, write_rows
 from agents.jobs.validation import validate_user
 from agents.stores import redis_mirror
+from agents.stores.postgres import PostgresStore
+from agents.stores.redis_mirror import RedisMirror
 from schemas.events import MigrationRequest
 
 FAST_RETRY = RetryPolicy(max_retries=1, base_delay_s=0.01, max_delay_s=0.01)
@@ -60,7 +62,7 @@ async def legacy(pool: asyncpg.Pool, user_id: str) -> dict[str, Any]:
 
 @pytest.fixture
 def core(pool: asyncpg.Pool, redis_client: aioredis.Redis) -> MigrationCore:
-    return MigrationCore(pool, redis_client, retry=FAST_RETRY)
+    return MigrationCore(PostgresStore(pool), RedisMirror(redis_client), retry=FAST_RETRY)
 
 
 def uid(unique: str, name: str) -> str:
@@ -265,7 +267,7 @@ async def test_redis_down_after_commit_answers_success_and_the_mirror_is_repaire
     user = uid(unique, "cache")
     await insert_legacy(pool, user)
     dead_redis = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    broken = MigrationCore(pool, dead_redis, retry=FAST_RETRY)
+    broken = MigrationCore(PostgresStore(pool), RedisMirror(dead_redis), retry=FAST_RETRY)
     applied = await broken.apply([work(user)])
     assert applied is not None
     [done] = applied.outcomes
@@ -288,7 +290,9 @@ async def test_a_redone_batch_answers_exactly_as_the_first_time(
     """Redoing a batch (crash, rebalance, fenced producer) must not decide anything again:
     a dry run decided before the user's later rollback would now say ``not_migrated``, and a
     [rollback, migrate] pair would now say ``rolled_back`` for a user left migrated."""
-    core = MigrationCore(pool, redis_client, retry=FAST_RETRY, app_id=f"app-{unique}")
+    core = MigrationCore(
+        PostgresStore(pool), RedisMirror(redis_client), retry=FAST_RETRY, app_id=f"app-{unique}"
+    )
     migrated, fresh = uid(unique, "redo-m"), uid(unique, "redo-f")
     await insert_legacy(pool, migrated)
     await insert_legacy(pool, fresh)
@@ -378,7 +382,12 @@ async def test_two_workers_answering_one_record_at_once_agree(
         await insert_legacy(pool, user)
     batch = [work(user) for user in users] + [work(users[0], "rollback", dry_run=True)]
     first, second = (
-        MigrationCore(pool, redis_client, retry=FAST_RETRY, app_id=f"race-{unique}")
+        MigrationCore(
+            PostgresStore(pool),
+            RedisMirror(redis_client),
+            retry=FAST_RETRY,
+            app_id=f"race-{unique}",
+        )
         for _ in range(2)
     )
     a, b = await asyncio.gather(first.apply(batch), second.apply(batch))

@@ -1,0 +1,102 @@
+"""What the batch applier needs of its stores, as two small protocols.
+
+``postgres.PostgresStore`` and ``redis_mirror.RedisMirror`` are the real ones; unit tests hand
+the applier an in-memory pair (``tests/unit/fake_stores.py``) that can refuse a statement or be
+down, so retry, halving and mirror repair are checked in milliseconds. The integration tests run
+the same applier on the real servers.
+
+A failure is signalled the way the real client signals it: ``postgres.UNAVAILABLE`` errors for
+"PostgreSQL is not there", ``asyncpg.UniqueViolationError`` for a record answered concurrently,
+any other exception for a statement PostgreSQL refuses; ``redis_mirror.UNAVAILABLE`` or a
+``RedisError`` for Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from agents.core.state import LedgerEntry, StoredSession
+from agents.stores.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow, StepsRow
+from schemas.legacy import LegacyRow
+from schemas.rows import Row
+
+Position = tuple[int, int]  # (partition, offset) of a request record
+
+
+class BatchTransaction(Protocol):
+    """The statements of one batch, all inside one PostgreSQL transaction."""
+
+    async def processed_records(
+        self, app_id: str, positions: Sequence[Position]
+    ) -> dict[Position, tuple[bytes, dict[str, Any] | None]]: ...
+
+    async def forget_processed_records(
+        self, app_id: str, positions: Sequence[Position]
+    ) -> None: ...
+
+    async def insert_processed_records(self, rows: Sequence[ProcessedRow]) -> None: ...
+
+    async def lock_legacy_rows(self, user_ids: Sequence[str]) -> dict[str, LegacyRow]: ...
+
+    async def lock_sessions(self, user_ids: Sequence[str]) -> dict[str, StoredSession]: ...
+
+    async def ledger_entries(self, request_ids: Sequence[UUID]) -> dict[UUID, LedgerEntry]: ...
+
+    async def insert_sessions(
+        self,
+        sessions: Sequence[SessionRow],
+        steps: Sequence[StepsRow],
+        manifests: Sequence[ManifestRow],
+    ) -> None: ...
+
+    async def mark_legacy_migrated(self, user_ids: Sequence[str], now: datetime) -> None: ...
+
+    async def delete_sessions(self, session_ids: Sequence[UUID]) -> None: ...
+
+    async def restore_legacy_rows(
+        self, snapshots: Sequence[Mapping[str, Any]]
+    ) -> dict[str, LegacyRow]: ...
+
+    async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None: ...
+
+    async def insert_audit(self, rows: Sequence[AuditRow]) -> None: ...
+
+    async def lock_counters(
+        self, app_id: str, partitions: Sequence[int]
+    ) -> dict[int, dict[str, Any]]: ...
+
+    async def save_counters(
+        self, app_id: str, totals: Mapping[int, Mapping[str, Any]], now: datetime
+    ) -> None: ...
+
+    async def session_documents(self, user_ids: Sequence[str]) -> list[Row]: ...
+
+    async def mark_mirror_pending(self, user_ids: Sequence[str], now: datetime) -> None: ...
+
+
+class BatchStore(Protocol):
+    """PostgreSQL as the batch applier sees it."""
+
+    def transaction(self) -> AbstractAsyncContextManager[BatchTransaction]:
+        """A transaction that commits when the block ends and rolls back if it raises."""
+        ...
+
+    async def ping(self) -> None:
+        """Returns if PostgreSQL answers; raises otherwise."""
+        ...
+
+
+class SessionMirror(Protocol):
+    """Redis as the batch applier sees it."""
+
+    async def write_sessions(
+        self,
+        documents: Sequence[Mapping[str, Any]],
+        *,
+        stale_sessions: Sequence[str],
+        users_without_session: Sequence[str],
+    ) -> None: ...
