@@ -1,5 +1,5 @@
 .DEFAULT_GOAL := help
-.PHONY: help install check test demo demo-stop bench stack-up stack-down clean
+.PHONY: help install check test test-fast demo demo-stop bench stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
@@ -12,6 +12,10 @@ check: ## ruff and mypy
 
 test: ## the whole suite against a real local stack it starts and stops
 	scripts/test
+
+test-fast: ## unit tests only (tests/core, tests/agents, tests/streams): no servers, seconds
+	scripts/bootstrap
+	.venv/bin/pytest -q -m unit
 
 demo: ## start a stack, seed 50,000 users (DEMO_USERS=n), migrate them all, show live progress
 	scripts/demo

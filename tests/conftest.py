@@ -2,7 +2,8 @@
 
 A test that cannot reach a server fails with a message saying which and why, on CI and on a
 developer's machine alike: a skipped integration test reads as green and hides a broken stack.
-`pytest tests/unit` needs no stack because unit tests use none of these fixtures.
+Every test is marked by its folder: ``unit`` (tests/core, tests/agents, tests/streams: no
+servers, seconds; ``make test-fast``), ``integration`` and ``e2e``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -20,6 +22,20 @@ from streams.connections import connect, create_pool, create_redis
 from streams.settings import Settings
 
 _NEEDED = ("KAFKA_BROKER_URL", "DATABASE_URL", "REDIS_URL")
+_TESTS = Path(__file__).parent
+_MARK_BY_FOLDER = {
+    "core": pytest.mark.unit,
+    "agents": pytest.mark.unit,
+    "streams": pytest.mark.unit,
+    "integration": pytest.mark.integration,
+    "e2e": pytest.mark.e2e,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.relative_to(_TESTS).parts[0]
+        item.add_marker(_MARK_BY_FOLDER[folder])
 
 
 def _unavailable(message: str) -> None:

@@ -8,6 +8,7 @@ changed is an error rather than a silent re-run: DDL that shipped is amended by 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -36,7 +37,11 @@ class SchemaReport:
     already: list[str]
 
 
-async def apply_schema(conn: asyncpg.Connection) -> SchemaReport:
+async def apply_schema(
+    conn: asyncpg.Connection, files: Sequence[tuple[int, str, str]] | None = None
+) -> SchemaReport:
+    """Apply what is not applied yet of ``files`` (``(version, name, text)``; by default the
+    shipped ``sql/ddl``); refuse with ``SchemaDrift`` if an applied file's text changed."""
     applied: list[str] = []
     already: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
@@ -44,7 +49,7 @@ async def apply_schema(conn: asyncpg.Connection) -> SchemaReport:
         await conn.execute(_BOOKKEEPING)
         rows = await conn.fetch("SELECT version, name, sha256 FROM schema_migrations")
         recorded = {row["version"]: (row["name"], row["sha256"]) for row in rows}
-        for version, name, text in sql.ddl_files():
+        for version, name, text in sql.ddl_files() if files is None else files:
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
             if version in recorded:
                 if recorded[version][1] != digest:

@@ -7,6 +7,7 @@ transactions are exercised by the end-to-end tests).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -104,21 +105,23 @@ def request(user_id: str, **fields: Any) -> bytes:
 async def put_all(
     migrator: ServiceContext, records: list[tuple[bytes | None, bytes]], partitions: int = 1
 ) -> None:
-    """Records go round-robin over ``partitions`` (offsets rise across all of them)."""
+    """Records go round-robin over ``partitions`` (offsets rise across all of them); returns
+    once every record is answered (one outcome or dead letter each)."""
     agent = migrator.agents["migrate"]
+    recorder: Recorder = migrator.publish_batch  # type: ignore[assignment]
     async with agent.test_context() as context:
         for number, (key, value) in enumerate(records):
             await context.put(value, key=key, partition=number % partitions)
-        await _drain(context)
+        await _answered(recorder, len(records))
 
 
-async def _drain(context: Any) -> None:
-    import asyncio
-
-    # take_events flushes after `within` seconds; give it a few cycles.
-    for _ in range(20):
-        await asyncio.sleep(0.05)
-    del context
+async def _answered(recorder: Recorder, expected: int, timeout_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(recorder.sent) < expected:
+        if loop.time() > deadline:
+            raise AssertionError(f"{len(recorder.sent)} of {expected} answered in {timeout_s} s")
+        await asyncio.sleep(0.005)
 
 
 async def test_valid_requests_get_one_outcome_each_on_the_right_topic(wired: Any) -> None:

@@ -8,12 +8,6 @@ import pytest
 from harness import Stack, start_stack, stop_stack
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "/e2e/" in str(item.path):
-            item.add_marker(pytest.mark.e2e)
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     started = start_stack()

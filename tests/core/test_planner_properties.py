@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from factories import NOW, SESSION
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.factories import NOW, SESSION
 
 from agents.core.catalog import LEGACY_STEPS, STEPS
 from agents.core.manifest import manifest_checksum

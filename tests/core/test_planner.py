@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from factories import NOW, REQUIRED_LEGACY, SESSION, UPDATED, row
+from support.factories import NOW, REQUIRED_LEGACY, SESSION, UPDATED, row
 
 from agents.core.catalog import LEGACY_STEPS, REQUIRED_COUNT, STEPS, STEPS_TOTAL
 from agents.core.manifest import build_manifest, manifest_checksum, token_estimate
@@ -77,9 +77,25 @@ def test_all_required_done_without_legacy_completed_status_is_completed_with_pen
     assert result.manifest is not None
 
 
-@pytest.mark.parametrize(("count", "expected"), [(15, 62.5), (1, 4.17), (0, 0.0), (24, 100.0)])
-def test_percentage_rounding(count: int, expected: float) -> None:
-    assert round(100 * count / 24, 2) == expected
+@pytest.mark.parametrize(
+    ("legacy_steps", "completed", "percentage"),
+    [
+        ([], 0, 0.0),
+        (["account"], 2, 8.33),
+        (["account", "profile"], 4, 16.67),
+        (
+            ["account", "profile", "workspace", "company", "industry", "goals", "audience"],
+            14,
+            58.33,
+        ),
+        (sorted(LEGACY_STEPS), 24, 100.0),
+    ],
+)
+def test_completion_percentage_is_completed_of_24_steps_to_two_decimals(
+    legacy_steps: list[str], completed: int, percentage: float
+) -> None:
+    result = plan(completed_steps=legacy_steps)
+    assert (result.steps_completed, result.completion_percentage) == (completed, percentage)
 
 
 def test_unknown_legacy_step_fails_and_names_it() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from factories import NOW, row
+from support.factories import NOW, row
 
 from agents.core.decide import (
     AlreadyMigrated,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from factories import NOW, SESSION, row
+from support.factories import NOW, SESSION, row
 
 from agents.core.checks import check_session
 from agents.core.decide import Failed, Migrate, Work

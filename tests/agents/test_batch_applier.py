@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from factories import NOW, row
-from fake_stores import FakePostgres, FakeRedis
+from support.factories import NOW, row
+from support.fake_stores import FakePostgres, FakeRedis
 
 from agents import batch_applier
 from agents.batch_applier import MigrationCore

@@ -1,0 +1,53 @@
+"""The command line's shape: every job module is wired in, ids and times parse as documented."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import streams.cli
+from streams.cli.main import JOBS, build_parser
+from streams.cli.output import parse_time, read_ids
+
+
+def test_every_job_module_registers_its_commands() -> None:
+    with_register = {
+        name
+        for _, name, _ in pkgutil.iter_modules(streams.cli.__path__)
+        if not name.startswith("_")
+        and hasattr(importlib.import_module(f"streams.cli.{name}"), "register")
+    }
+    assert with_register == {job.__name__.rpartition(".")[2] for job in JOBS}
+
+
+def test_every_command_has_help_text() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert set(listed) == set(commands.choices)
+    assert all(listed.values()), listed
+
+
+def test_ids_come_from_options_and_files_in_order_each_once(tmp_path: Path) -> None:
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("# cohort 1\nu3\n\nu1\n  u4  \n", encoding="utf-8")
+    args = argparse.Namespace(ids=["u1,u2", " u3 "], file=str(ids_file))
+    assert read_ids(args) == ["u1", "u2", "u3", "u4"]
+    assert read_ids(argparse.Namespace(ids=None, file=None)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-24T10:00:00Z", datetime(2026, 11, 24, 10, tzinfo=UTC)),
+        ("2026-11-24T10:00:00", datetime(2026, 11, 24, 10, tzinfo=UTC)),
+        ("2026-11-24", datetime(2026, 11, 24, tzinfo=UTC)),
+    ],
+)
+def test_times_without_a_zone_are_utc(text: str, expected: datetime) -> None:
+    assert parse_time(text) == expected

@@ -1,0 +1,71 @@
+"""``ServiceContext.claim``: which records of a batch this worker still answers, and the seek
+guard that reads a partition again when records before a batch never arrived.
+
+The transactions and the consumer are stood in by plain objects: ``claim`` only reads the
+positions and asks the consumer to seek (the real seek runs in the end-to-end fault test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from streams.context import ServiceContext
+from streams.exactly_once import Positions
+from streams.settings import Settings
+
+
+@dataclass
+class Consumer:
+    seeks: list[tuple[Any, int]] = field(default_factory=list)
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+def context(committed: dict[int, int | None]) -> tuple[ServiceContext, Consumer]:
+    positions = Positions()
+    positions.assign(set(committed), committed)
+    consumer = Consumer()
+    transactions = SimpleNamespace(positions=positions, source_topic="requests", epoch=0)
+    app = SimpleNamespace(transactions=transactions, consumer=consumer)
+    ctx = ServiceContext(Settings.from_env({}), app, None, {}, None, None, None)  # type: ignore[arg-type]
+    return ctx, consumer
+
+
+def events(*offsets: int) -> list[Any]:
+    return [SimpleNamespace(message=SimpleNamespace(offset=o)) for o in offsets]
+
+
+def offsets(kept: list[Any]) -> list[int]:
+    return [event.message.offset for event in kept]
+
+
+async def test_records_from_the_committed_offset_on_are_claimed_in_offset_order() -> None:
+    ctx, consumer = context({0: 10})
+    assert offsets(await ctx.claim(0, events(11, 10, 12, 11), epoch=0)) == [10, 11, 12]
+    assert consumer.seeks == []
+
+
+async def test_stale_copies_below_the_committed_offset_are_dropped() -> None:
+    ctx, _ = context({0: 10})
+    assert offsets(await ctx.claim(0, events(8, 9, 10), epoch=0)) == [10]
+    assert await ctx.claim(0, events(8, 9), epoch=0) == []
+
+
+async def test_a_gap_before_the_batch_seeks_back_and_claims_nothing() -> None:
+    ctx, consumer = context({0: 10})
+    assert await ctx.claim(0, events(14, 15), epoch=0) == []
+    assert [(tp.topic, tp.partition, offset) for tp, offset in consumer.seeks] == [
+        ("requests", 0, 10)
+    ]
+    # Read again and the same gap is still there: it is real (transaction markers) and accepted.
+    assert offsets(await ctx.claim(0, events(14, 15), epoch=0)) == [14, 15]
+    assert len(consumer.seeks) == 1
+
+
+async def test_nothing_is_claimed_for_a_partition_no_longer_owned_or_from_an_old_epoch() -> None:
+    ctx, _ = context({0: 10})
+    assert await ctx.claim(1, events(10), epoch=0) == []
+    assert await ctx.claim(0, events(10), epoch=1) == []
