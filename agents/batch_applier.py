@@ -215,7 +215,7 @@ class MigrationCore:
                 if failures > self._retry.max_retries:
                     return await self._give_up(batch, rejected, exc, abandoned)
                 await asyncio.sleep(self._retry.delay(failures - 1, random.random()))
-            except Exception:
+            except Exception:  # noqa: BLE001 - a refused statement: find the request that causes it
                 return await self._isolate(batch, rejected, abandoned)
 
     async def _isolate(
@@ -556,7 +556,11 @@ class MigrationCore:
         self, batch: Sequence[Work], rejected: Sequence[Rejected], abandoned: Callable[[], bool]
     ) -> Applied | None:
         for work in batch:
-            log.exception("request %s failed unexpectedly", work.request.request_id)
+            log.exception(
+                "request %s failed unexpectedly",
+                work.request.request_id,
+                extra={"request_id": work.request.request_id, "user_id": work.request.user_id},
+            )
         message = "unexpected error while applying the request; see the worker log"
         return await self._record_failures(
             batch, rejected, ErrorCode.INTERNAL_ERROR, message, abandoned

@@ -115,7 +115,7 @@ class _Lanes:
                 pace.done(len(events))
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the agent, which re-raises it
             if not self._failed.done():
                 self._failed.set_exception(exc)
 

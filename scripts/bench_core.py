@@ -52,8 +52,13 @@ async def main(users: int, batch: int) -> None:
                 offset += 1
             await core.apply(works)
         elapsed = time.perf_counter() - started
-        tables = ("onboarding_sessions", "onboarding_steps", "business_context_manifests",
-                  "onboarding_migration_log", "migration_requests")  # fmt: skip
+        tables = (
+            "onboarding_sessions",
+            "onboarding_steps",
+            "business_context_manifests",
+            "onboarding_migration_log",
+            "migration_requests",
+        )
         rows = sum([await pool.fetchval(f"SELECT count(*) FROM {table}") for table in tables])
         print(
             f"migrated {users} users in {elapsed:.1f}s: {users / elapsed:,.0f} users/s, "

@@ -212,9 +212,14 @@ def _migrator(*args: str, env: dict[str, str] | None = None, timeout: float = 30
     """Run a ``migrator`` sub-command; a failure becomes its first stderr line."""
     try:
         done = subprocess.run(
-            [*MIGRATOR, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-            timeout=timeout, check=False,
-        )  # fmt: skip
+            [*MIGRATOR, *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise BenchError(f"`migrator {' '.join(args)}` did not finish in {timeout:.0f}s") from None
     if done.returncode != 0:
@@ -226,9 +231,12 @@ def _migrator(*args: str, env: dict[str, str] | None = None, timeout: float = 30
 
 def stack_down(directory: Path) -> None:
     subprocess.run(
-        [*MIGRATOR, "stack", "down", "--dir", str(directory)], cwd=ROOT, capture_output=True,
-        timeout=180, check=False,
-    )  # fmt: skip
+        [*MIGRATOR, "stack", "down", "--dir", str(directory)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
 
 
 def fresh_stack(directory: Path) -> dict[str, str]:
@@ -301,9 +309,13 @@ class Worker:
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*MIGRATOR, "worker", "-l", "info"], env=env, cwd=ROOT, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                [*MIGRATOR, "worker", "-l", "info"],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log_tail(self, lines: int = 40) -> list[str]:
         try:
@@ -407,7 +419,7 @@ class OutcomeWatcher:
     async def _position(self) -> None:
         # ``topics()`` does not refresh the consumer's own metadata; this (private) call does,
         # as in streams.cli.kafka_io.read_records.
-        await self._consumer._client.force_metadata_update()
+        await self._consumer._client.force_metadata_update()  # noqa: SLF001
         assigned = [
             TopicPartition(topic, partition)
             for topic in OUTCOME_TOPICS
@@ -480,7 +492,7 @@ class OutcomeWatcher:
             self._task.cancel()
             try:
                 await self._task
-            except (asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
                 pass
         await self._consumer.stop()
 
@@ -815,13 +827,21 @@ def git_commit() -> str | None:
     """The commit measured, ``+dirty`` when the work tree differs: figures move with the code."""
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-            check=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
@@ -868,8 +888,12 @@ def run_core(plan: Plan) -> None:
         for size in plan.sizes:
             done = subprocess.run(
                 [sys.executable, str(ROOT / "scripts" / "bench_core.py"), "--users", str(size)],
-                cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, check=False,
-            )  # fmt: skip
+                cwd=ROOT,
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+                check=False,
+            )
             if done.returncode != 0:
                 lines = [line for line in done.stderr.splitlines() if line.strip()]
                 raise BenchError(f"core benchmark failed: {one_line(lines[-1] if lines else '?')}")
@@ -882,8 +906,11 @@ def run_core(plan: Plan) -> None:
 
 def table(report: dict[str, Any]) -> str:
     floods, idle_r, half, base = (
-        report["floods"], report["idle"], report["half_load"], report["baseline"],
-    )  # fmt: skip
+        report["floods"],
+        report["idle"],
+        report["half_load"],
+        report["baseline"],
+    )
     lines = [
         f"onboarding-migrator {report['commit'] or ''}, end to end ({report['machine']['cpus']} "
         "CPUs; Kafka, PostgreSQL, Redis, the worker and this client all on this machine)",
@@ -937,18 +964,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--users", type=parse_sizes, metavar="N[,N…]",
+        "--users",
+        type=parse_sizes,
+        metavar="N[,N…]",
         help=f"flood sizes, e.g. 10000,100000 (default {DEFAULT_USERS:,}; --quick {QUICK_USERS:,})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="smoke test for CI: 2,000 users, 5 idle requests, 5 s half load; no thresholds",
-    )  # fmt: skip
+    )
     parser.add_argument("--json", metavar="PATH", help="where to write the JSON report")
     parser.add_argument(
-        "--core", action="store_true",
+        "--core",
+        action="store_true",
         help="only the migration core (scripts/bench_core.py): batches, no Kafka, no worker",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     # `make bench` takes no arguments: the environment stands in for them (BENCH_QUICK=1 in CI).
     try:
@@ -971,7 +1002,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # the one-line promise holds for surprises too
+    except Exception as exc:  # noqa: BLE001 - the one-line promise holds for surprises too
         print(f"bench: unexpected {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         return 1
     print(table(report))

@@ -26,9 +26,13 @@ API = "/api/v1/onboarding/migration"
 
 def run(*args: str, env: dict[str, str], capture: bool = False) -> str:
     result = subprocess.run(
-        [*MIGRATOR, *args], env=env, cwd=ROOT, check=True, text=True,
+        [*MIGRATOR, *args],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        text=True,
         stdout=subprocess.PIPE if capture else None,
-    )  # fmt: skip
+    )
     return result.stdout or ""
 
 
@@ -51,9 +55,13 @@ def start_worker(env: dict[str, str], base: str) -> int:
     if pid is None:
         log = (STACK / "worker.log").open("ab")
         process = subprocess.Popen(
-            [*MIGRATOR, "worker"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            [*MIGRATOR, "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         pid = process.pid
         (STACK / "worker.pid").write_text(f"{pid}\n")
     deadline = time.monotonic() + 120
@@ -78,9 +86,12 @@ def demo(users: int, port: int) -> None:
     STACK.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     exports = subprocess.run(
-        [*MIGRATOR, "stack", "up", "--dir", str(STACK)], cwd=ROOT, check=True, text=True,
+        [*MIGRATOR, "stack", "up", "--dir", str(STACK)],
+        cwd=ROOT,
+        check=True,
+        text=True,
         stdout=subprocess.PIPE,
-    ).stdout  # fmt: skip
+    ).stdout
     for line in exports.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
         env[name] = value
@@ -95,7 +106,7 @@ def demo(users: int, port: int) -> None:
     run("seed-legacy", "--users", str(users), "--with-problems", "0.01", env=env)
     print("== worker")
     pid = start_worker(env, base)
-    before = int(get(f"{base}{API}/stats")["requested"])  # type: ignore[call-overload]
+    before = int(get(f"{base}{API}/stats")["requested"])
     print("== enqueue every legacy user not yet migrated")
     published_line = run("enqueue", "--execute", env=env, capture=True).strip()
     print(published_line)
@@ -105,15 +116,16 @@ def demo(users: int, port: int) -> None:
     while True:
         progress = get(f"{base}{API}/progress")
         stats = progress["stats"]
-        done = int(stats["requested"]) - before  # type: ignore[index]
+        done = int(stats["requested"]) - before
         elapsed = time.monotonic() - started
         bar = "#" * int(30 * done / max(published, 1))
         print(
             f"\r[{bar:<30}] {done}/{published} outcomes  {done / max(elapsed, 1e-6):,.0f}/s  "
             f"legacy migrated {progress['percent']}%",
-            end="", flush=True,
-        )  # fmt: skip
-        if int(stats["requested"]) >= target:  # type: ignore[index]
+            end="",
+            flush=True,
+        )
+        if int(stats["requested"]) >= target:
             break
         time.sleep(1)
     elapsed = time.monotonic() - started

@@ -51,15 +51,31 @@ def _env_int(name: str, default: int) -> int:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--kills", type=int, default=_env_int("SOAK_KILLS", 25),
-                        help="worker SIGKILLs (env SOAK_KILLS, default 25)")  # fmt: skip
-    parser.add_argument("--users", type=int, default=_env_int("SOAK_USERS", 20_000),
-                        help="seeded users (env SOAK_USERS, default 20000)")  # fmt: skip
+    parser.add_argument(
+        "--kills",
+        type=int,
+        default=_env_int("SOAK_KILLS", 25),
+        help="worker SIGKILLs (env SOAK_KILLS, default 25)",
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=_env_int("SOAK_USERS", 20_000),
+        help="seeded users (env SOAK_USERS, default 20000)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="workers in the group")
-    parser.add_argument("--recovery-timeout", type=float, default=120.0,
-                        help="seconds to wait for recovery from one fault")  # fmt: skip
-    parser.add_argument("--json", type=Path, default=None,
-                        help="the JSON figures (default .stack/soak/soak-<time>.json)")  # fmt: skip
+    parser.add_argument(
+        "--recovery-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for recovery from one fault",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="the JSON figures (default .stack/soak/soak-<time>.json)",
+    )
     args = parser.parse_args(argv)
     if args.kills < 0 or args.users < 1 or args.workers < 2:
         parser.error("need --kills >= 0, --users >= 1 and --workers >= 2")
@@ -76,8 +92,11 @@ def main(argv: list[str]) -> int:
         workers=args.workers,
         recovery_timeout_s=args.recovery_timeout,
     )
-    print(f"soak: {args.users} users, {len(config.faults)} faults ({args.kills} worker kills), "
-          f"{args.workers} workers; starting a stack", flush=True)  # fmt: skip
+    print(
+        f"soak: {args.users} users, {len(config.faults)} faults ({args.kills} worker kills), "
+        f"{args.workers} workers; starting a stack",
+        flush=True,
+    )
     try:
         stack = start_stack()
     except pytest.fail.Exception as exc:
@@ -92,7 +111,7 @@ def main(argv: list[str]) -> int:
     except FaultRunError as exc:
         print(f"soak: the run could not go on: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:  # one line, never a traceback: the worker logs are kept for detail
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback; worker logs are kept
         print(f"soak: the run failed: {_one_line(exc)}", file=sys.stderr)
         return 2
     finally:
@@ -136,6 +155,6 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("soak: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # e.g. the JSON path is not writable: one line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - e.g. the JSON path is not writable: one line
         print(f"soak: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)

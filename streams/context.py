@@ -151,10 +151,11 @@ class ServiceContext:
             return await self.transactions.publish(partition, epoch, sends, last_offset)
         producer = self.app.producer
         futures = [
-            await producer.send(send.topic, send.key, send.value, partition, None,
-                                list(send.headers))
+            await producer.send(
+                send.topic, send.key, send.value, partition, None, list(send.headers)
+            )
             for send in sends
-        ]  # fmt: skip
+        ]
         for future in futures:
             await future
         return True

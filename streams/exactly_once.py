@@ -133,13 +133,21 @@ class Positions:
             self._suspect_gap.pop(partition, None)
             return None
         if self._suspect_gap.get(partition) == (start, first_offset):
-            log.info("offsets %d..%d of partition %d hold no records: going on",
-                     start, first_offset - 1, partition)  # fmt: skip
+            log.info(
+                "offsets %d..%d of partition %d hold no records: going on",
+                start,
+                first_offset - 1,
+                partition,
+            )
             self._suspect_gap.pop(partition, None)
             return None
         self._suspect_gap[partition] = (start, first_offset)
-        log.warning("records %d..%d of partition %d did not arrive: reading them again",
-                    start, first_offset - 1, partition)  # fmt: skip
+        log.warning(
+            "records %d..%d of partition %d did not arrive: reading them again",
+            start,
+            first_offset - 1,
+            partition,
+        )
         return start
 
 
@@ -211,8 +219,9 @@ class PartitionTransactions:
                     return True
                 return False
             except _FENCED as exc:
-                log.warning("partition %d: producer fenced (%s); another worker owns it now",
-                            partition, exc)  # fmt: skip
+                log.warning(
+                    "partition %d: producer fenced (%s); another worker owns it now", partition, exc
+                )
                 self.positions.fenced.add(partition)
                 return False
             except (KafkaError, TimeoutError, OSError) as exc:
@@ -376,7 +385,7 @@ def exclude_from_faust_commits(topic: str) -> None:
     ) -> bool:
         ours = {tp: offset for tp, offset in offsets.items() if tp.topic in _excluded}
         theirs = {tp: offset for tp, offset in offsets.items() if tp.topic not in _excluded}
-        self._committed_offset.update(ours)  # noqa: SLF001
+        self._committed_offset.update(ours)
         if not theirs:
             return False
         return await commit_offsets(self, theirs, start_new_transaction=start_new_transaction)

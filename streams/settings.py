@@ -35,6 +35,7 @@ _ENV_NAMES: dict[str, str] = {
     "retry_max_delay_s": "MIGRATOR_RETRY_MAX_DELAY_S",
     "data_dir": "MIGRATOR_DATA_DIR",
     "log_level": "MIGRATOR_LOG_LEVEL",
+    "log_format": "MIGRATOR_LOG_FORMAT",
 }
 
 
@@ -64,6 +65,7 @@ class Settings(BaseModel):
     retry_max_delay_s: float = Field(default=5.0, ge=0, le=600)
     data_dir: str = "/tmp/onboarding-migrator"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("admin_token", mode="before")
     @classmethod

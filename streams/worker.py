@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from streams.connections import DependencyUnavailable, connect, create_redis
+from streams.logs import logging_config
 from streams.settings import Settings
 from streams.topic_admin import TopicMismatch, ensure_topics
 
@@ -32,7 +33,7 @@ async def check_dependencies(settings: Settings) -> None:
     await ensure_topics(settings)
 
 
-def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
+def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
     try:
         asyncio.run(check_dependencies(settings))
     except (DependencyUnavailable, TopicMismatch) as exc:
@@ -45,6 +46,9 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
 
     migrator = create_app(settings)
-    worker = faust.Worker(migrator.app, loglevel=loglevel)
+    level = loglevel or settings.log_level
+    worker = faust.Worker(
+        migrator.app, loglevel=level, logging_config=logging_config(level, settings.log_format)
+    )
     worker.execute_from_commandline()
     return 0

@@ -58,7 +58,7 @@ async def settings(stack_settings: Settings) -> AsyncIterator[Settings]:
     """Settings pointing at a fresh database, made for this test session and dropped after it."""
     try:
         admin = await connect(stack_settings)
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "server unreachable"
+    except Exception as exc:
         _unavailable(f"PostgreSQL at DATABASE_URL does not answer: {exc}")
         raise
     name = f"test_{uuid.uuid4().hex[:12]}"

@@ -14,8 +14,15 @@ from typing import Any
 
 from schemas.events import Outcome
 
-COUNTERS = ("requested", "migrated", "rolled_back", "failed", "dry_run", "already_done",
-            "dead_lettered")  # fmt: skip
+COUNTERS = (
+    "requested",
+    "migrated",
+    "rolled_back",
+    "failed",
+    "dry_run",
+    "already_done",
+    "dead_lettered",
+)
 # Request-to-outcome latency is kept in a log-linear histogram (HDR style): bucket i > 0 holds
 # [FLOOR·GROWTHⁱ⁻¹, FLOOR·GROWTHⁱ) ms, bucket 0 everything below FLOOR. With 2 % wide buckets and
 # interpolation inside the bucket, a percentile is off by at most 2 % of its value. Only buckets
@@ -24,8 +31,23 @@ LATENCY_FLOOR_MS = 0.1
 LATENCY_GROWTH = 1.02
 # Bounds (ms) of the coarse histogram exported to Prometheus.
 LATENCY_BOUNDS_MS: tuple[float, ...] = (
-    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000,
-)  # fmt: skip
+    1,
+    2,
+    5,
+    10,
+    20,
+    50,
+    100,
+    200,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    30_000,
+    60_000,
+    300_000,
+)
 RATE_WINDOW_S = 60
 # The rate progress and its ETA use: recent enough to follow a flood that lasts half a minute.
 RECENT_S = 10

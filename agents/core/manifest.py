@@ -15,10 +15,22 @@ from schemas.legacy import LegacyRow
 
 MANIFEST_VERSION = 1
 
-_TEXT_ANSWERS = ("company_name", "company_size", "industry", "sub_industry", "audience",
-                 "brand_voice")  # fmt: skip
-_LIST_ANSWERS = ("goals", "success_metrics", "segments", "brand_assets", "competitors",
-                 "integrations")  # fmt: skip
+_TEXT_ANSWERS = (
+    "company_name",
+    "company_size",
+    "industry",
+    "sub_industry",
+    "audience",
+    "brand_voice",
+)
+_LIST_ANSWERS = (
+    "goals",
+    "success_metrics",
+    "segments",
+    "brand_assets",
+    "competitors",
+    "integrations",
+)
 
 
 class InvalidAnswers(ValueError):

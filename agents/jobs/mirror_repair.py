@@ -74,8 +74,13 @@ async def _rebuild(pool: asyncpg.Pool, client: aioredis.Redis, run_id: str) -> i
         removed = await prune_redis(pool, client)
         previous = await client.set(MARKER_KEY, run_id, get=True)
         if isinstance(previous, bytes | str) and redis_mirror.text(previous) == token:
-            log.info("Redis mirror rebuilt (Redis %s): %d sessions written, %d stale keys "
-                     "removed in %.1f s", run_id[:8], written, removed,
-                     time.monotonic() - started)  # fmt: skip
+            log.info(
+                "Redis mirror rebuilt (Redis %s): %d sessions written, %d stale keys "
+                "removed in %.1f s",
+                run_id[:8],
+                written,
+                removed,
+                time.monotonic() - started,
+            )
             return written
         log.warning("Redis lost its data again during the rebuild: rebuilding again")

@@ -97,8 +97,11 @@ async def prune_redis(pool: asyncpg.Pool, client: aioredis.Redis) -> int:
             alive_ids = await postgres.existing_session_ids(
                 conn, [value for value in parsed.values() if value is not None]
             )
-            stale = [redis_mirror.session_key(raw) for raw, value in parsed.items()
-                     if value is None or value not in alive_ids]  # fmt: skip
+            stale = [
+                redis_mirror.session_key(raw)
+                for raw, value in parsed.items()
+                if value is None or value not in alive_ids
+            ]
             removed += await redis_mirror.delete_keys(client, stale)
     return removed
 

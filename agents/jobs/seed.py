@@ -22,11 +22,22 @@ _REQUIRED_LEGACY = tuple(dict.fromkeys(step.legacy_step for step in STEPS if ste
 _OPTIONAL_ONLY = tuple(name for name in LEGACY_ORDER if name not in _REQUIRED_LEGACY)
 
 _COMPANIES = (
-    "Acme Analytics", "Müller & Söhne GmbH", "株式会社さくらデータ", "Café Olé Ltd",
+    "Acme Analytics",
+    "Müller & Söhne GmbH",
+    "株式会社さくらデータ",
+    "Café Olé Ltd",
     "Zoë's Ünicorn Labs",
-    "Ørsted Consulting", "Nguyễn Trading", "São Paulo Growth Co", "Œuvre Studio", "Δέλτα Systems",
-    "Northwind", "Łódź Logistics", "Émile & Cie", "Smörgås AB", "Tiefgrün AG",
-)  # fmt: skip
+    "Ørsted Consulting",
+    "Nguyễn Trading",
+    "São Paulo Growth Co",
+    "Œuvre Studio",
+    "Δέλτα Systems",
+    "Northwind",
+    "Łódź Logistics",
+    "Émile & Cie",
+    "Smörgås AB",
+    "Tiefgrün AG",
+)
 _INDUSTRIES = {
     "software": ("devtools", "saas", "security"),
     "retail": ("fashion", "groceries", "électronique"),
@@ -72,18 +83,25 @@ def generate(options: SeedOptions) -> Iterator[tuple[Any, ...]]:
             "current_step": _current_step(steps, status),
             "completed_steps": steps,
             "answers": _answers(rng, steps),
-            "updated_at": epoch + timedelta(seconds=rng.randrange(0, 300 * 86_400),
-                                            microseconds=rng.randrange(0, 1_000_000)),
-        }  # fmt: skip
+            "updated_at": epoch
+            + timedelta(
+                seconds=rng.randrange(0, 300 * 86_400), microseconds=rng.randrange(0, 1_000_000)
+            ),
+        }
         if options.problem_ratio and rng.random() < options.problem_ratio:
             _break(rng, row)
         yield tuple(row[column] for column in COLUMNS)
 
 
 COLUMNS = (
-    "user_id", "workspace_id", "status", "current_step", "completed_steps", "answers",
+    "user_id",
+    "workspace_id",
+    "status",
+    "current_step",
+    "completed_steps",
+    "answers",
     "updated_at",
-)  # fmt: skip
+)
 
 
 def _steps_for(rng: random.Random, status: str) -> list[str]:

@@ -12,7 +12,8 @@ from streams.settings import Settings
 def _worker(args: argparse.Namespace) -> int:
     from streams.worker import run_worker
 
-    return run_worker(Settings.from_env(), loglevel=args.loglevel)
+    settings = Settings.from_env()
+    return run_worker(settings, loglevel=args.loglevel or settings.log_level)
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -26,7 +27,12 @@ def _schemas(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run the stream processor (Faust worker)")
-    worker.add_argument("-l", "--loglevel", default="info")
+    worker.add_argument(
+        "-l",
+        "--loglevel",
+        choices=("debug", "info", "warning", "error"),
+        help="log level (default: MIGRATOR_LOG_LEVEL, else info)",
+    )
     worker.set_defaults(handler=_worker)
 
     schemas = commands.add_parser("schemas", help="write the events' JSON Schema files")

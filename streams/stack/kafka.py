@@ -231,12 +231,12 @@ async def _answers(bootstrap: str) -> bool:
         await asyncio.wait_for(client.start(), timeout=4)
         cluster = await asyncio.wait_for(client.describe_cluster(), timeout=4)
         return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) != -1
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means "not answering yet"
         return False
     finally:
         try:
             await client.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - closing a client that never started
             pass
 
 

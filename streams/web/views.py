@@ -74,8 +74,12 @@ class Admin(ServiceView):
         except InputError as error:
             return self.refuse(error)
         ids = await service.publish_requests(user_ids, self.action, options)
-        answer = {"action": self.action, "dry_run": options.dry_run, "count": len(ids),
-                  "request_ids": ids}  # fmt: skip
+        answer = {
+            "action": self.action,
+            "dry_run": options.dry_run,
+            "count": len(ids),
+            "request_ids": ids,
+        }
         return self.json(answer, status=202)
 
 

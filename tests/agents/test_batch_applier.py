@@ -62,8 +62,9 @@ def answers(applied: Any) -> list[tuple[str, str, str | None]]:
     ]
 
 
-def when(statement: str, error: BaseException, *, times: int | None = None,
-         user: str | None = None):  # fmt: skip
+def when(
+    statement: str, error: BaseException, *, times: int | None = None, user: str | None = None
+):
     """A refusal: ``statement`` raises ``error`` (``times`` times, or always), optionally only
     while one of its rows or ids belongs to ``user``."""
     left = [times]

@@ -68,13 +68,20 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    async def __call__(self, partition: int, epoch: int, sends: Sequence[Send],
-                       last_offset: int) -> bool:  # fmt: skip
+    async def __call__(
+        self, partition: int, epoch: int, sends: Sequence[Send], last_offset: int
+    ) -> bool:
         self.sent += [
-            {"topic": send.topic, "key": send.key, "value": send.value, "partition": partition,
-             "headers": dict(send.headers), "last_offset": last_offset}
+            {
+                "topic": send.topic,
+                "key": send.key,
+                "value": send.value,
+                "partition": partition,
+                "headers": dict(send.headers),
+                "last_offset": last_offset,
+            }
             for send in sends
-        ]  # fmt: skip
+        ]
         return True
 
     def to(self, topic: str) -> list[dict[str, Any]]:
@@ -84,15 +91,19 @@ class Recorder:
 @pytest.fixture
 async def wired() -> AsyncIterator[tuple[ServiceContext, StandInCore, Recorder]]:
     settings = Settings.from_env(
-        {"MIGRATOR_APP_ID": f"agent-test-{uuid.uuid4().hex[:6]}", "MIGRATOR_BATCH_SIZE": "50",
-         "MIGRATOR_BATCH_WITHIN_S": "0.05", "MIGRATOR_PROCESSING_GUARANTEE": "at_least_once"}
-    )  # fmt: skip
+        {
+            "MIGRATOR_APP_ID": f"agent-test-{uuid.uuid4().hex[:6]}",
+            "MIGRATOR_BATCH_SIZE": "50",
+            "MIGRATOR_BATCH_WITHIN_S": "0.05",
+            "MIGRATOR_PROCESSING_GUARANTEE": "at_least_once",
+        }
+    )
     migrator = create_app(settings)
     core = StandInCore()
     recorder = Recorder()
-    migrator.resources.core = core  # type: ignore[assignment]
+    migrator.resources.core = core
     migrator.resources.ready.set()
-    migrator.publish_batch = recorder  # type: ignore[method-assign]
+    migrator.publish_batch = recorder
     yield migrator, core, recorder
 
 
@@ -108,7 +119,7 @@ async def put_all(
     """Records go round-robin over ``partitions`` (offsets rise across all of them); returns
     once every record is answered (one outcome or dead letter each)."""
     agent = migrator.agents["migrate"]
-    recorder: Recorder = migrator.publish_batch  # type: ignore[assignment]
+    recorder: Recorder = migrator.publish_batch
     async with agent.test_context() as context:
         for number, (key, value) in enumerate(records):
             await context.put(value, key=key, partition=number % partitions)
@@ -158,14 +169,19 @@ async def test_invalid_records_are_dead_lettered_with_their_bytes_and_the_rest_g
         (b"other", request("x")),
         (None, request("x")),
         (b"x", b"{" + b" " * (1024 * 1024) + b"}"),
-    ]  # fmt: skip
+    ]
     await put_all(migrator, [*poison, (b"ok", request("ok"))])
     letters = recorder.to(topics.DEAD_LETTER)
     reasons = [json.loads(r["value"])["reason"] for r in letters]
     assert reasons == [
-        "not_utf8", "not_json", "unknown_action", "invalid_request", "key_mismatch",
-        "key_mismatch", "too_large",
-    ]  # fmt: skip
+        "not_utf8",
+        "not_json",
+        "unknown_action",
+        "invalid_request",
+        "key_mismatch",
+        "key_mismatch",
+        "too_large",
+    ]
     for record, (key, value) in zip(letters, poison, strict=True):
         original = json.loads(record["value"])["original"]
         assert base64.b64decode(original["value_b64"]) == value

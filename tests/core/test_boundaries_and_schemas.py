@@ -56,8 +56,13 @@ def _imported(path: Path) -> set[str]:
 
 
 def test_nothing_in_the_core_imports_streams_stores_or_jobs() -> None:
-    forbidden = ("streams", "agents.stores", "agents.jobs", "agents.batch_applier",
-                 "agents.migration_agent")  # fmt: skip
+    forbidden = (
+        "streams",
+        "agents.stores",
+        "agents.jobs",
+        "agents.batch_applier",
+        "agents.migration_agent",
+    )
     offenders = {
         f"{path.relative_to(ROOT)}: {name}"
         for path in (ROOT / "agents" / "core").glob("*.py")
@@ -81,8 +86,12 @@ def _keys(value: object, prefix: str = "") -> set[str]:
 
 
 def test_golden_events_parse_and_keep_every_field() -> None:
-    for name, model in (("request", MigrationRequest), ("outcome_migrated", Outcome),
-                        ("outcome_failed", Outcome), ("dead_letter", DeadLetter)):  # fmt: skip
+    for name, model in (
+        ("request", MigrationRequest),
+        ("outcome_migrated", Outcome),
+        ("outcome_failed", Outcome),
+        ("dead_letter", DeadLetter),
+    ):
         golden = json.loads((GOLDEN / f"{name}.json").read_text())
         dumped = model.model_validate(golden).model_dump(mode="json")
         missing = _keys(golden) - _keys(dumped)

@@ -14,38 +14,75 @@ from agents.core import counters
 from schemas.events import Outcome, OutcomeError
 
 
-def outcome(kind: str = "migrated", *, dry_run: bool = False, already_done: bool = False,
-            code: str | None = None) -> Outcome:  # fmt: skip
-    error = OutcomeError(code=code, retryable=False, message="m") if code else None  # type: ignore[arg-type]
+def outcome(
+    kind: str = "migrated",
+    *,
+    dry_run: bool = False,
+    already_done: bool = False,
+    code: str | None = None,
+) -> Outcome:
+    error = OutcomeError(code=code, retryable=False, message="m") if code else None
     return Outcome(
-        event_id=uuid.uuid4(), request_id=uuid.uuid4(), user_id="u", action="migrate",
-        outcome=kind, dry_run=dry_run, already_done=already_done, error=error,  # type: ignore[arg-type]
+        event_id=uuid.uuid4(),
+        request_id=uuid.uuid4(),
+        user_id="u",
+        action="migrate",
+        outcome=kind,
+        dry_run=dry_run,
+        already_done=already_done,
+        error=error,
         processed_at=datetime.now(UTC),
-    )  # fmt: skip
+    )
 
 
 def delta(outcomes: list[Outcome], **kw: Any) -> dict[str, Any]:
-    return counters.batch_delta(outcomes, [5.0] * len(outcomes), dead_lettered=kw.get("dead", 0),
-                                now_s=1000)  # fmt: skip
+    return counters.batch_delta(
+        outcomes, [5.0] * len(outcomes), dead_lettered=kw.get("dead", 0), now_s=1000
+    )
 
 
 def test_what_counts_where() -> None:
-    d = delta([outcome(), outcome(already_done=True), outcome("failed", code="user_not_found"),
-               outcome("rolled_back"), outcome(dry_run=True),
-               outcome("failed", dry_run=True, code="user_not_found")], dead=2)  # fmt: skip
-    assert (d["requested"], d["migrated"], d["already_done"], d["failed"], d["rolled_back"],
-            d["dry_run"], d["dead_lettered"]) == (6, 2, 1, 1, 1, 2, 2)  # fmt: skip
+    d = delta(
+        [
+            outcome(),
+            outcome(already_done=True),
+            outcome("failed", code="user_not_found"),
+            outcome("rolled_back"),
+            outcome(dry_run=True),
+            outcome("failed", dry_run=True, code="user_not_found"),
+        ],
+        dead=2,
+    )
+    assert (
+        d["requested"],
+        d["migrated"],
+        d["already_done"],
+        d["failed"],
+        d["rolled_back"],
+        d["dry_run"],
+        d["dead_lettered"],
+    ) == (6, 2, 1, 1, 1, 2, 2)
     assert d["failed_by_code"] == {"user_not_found": 1}
 
 
-@given(st.lists(st.tuples(st.sampled_from(["migrated", "failed", "rolled_back"]), st.booleans(),
-                          st.booleans()), max_size=40))  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["migrated", "failed", "rolled_back"]), st.booleans(), st.booleans()
+        ),
+        max_size=40,
+    )
+)
 def test_requested_is_the_sum_of_the_outcome_counters(specs: list[tuple[str, bool, bool]]) -> None:
     items = [
-        outcome(kind, dry_run=dry, already_done=done,
-                code="user_not_found" if kind == "failed" else None)
+        outcome(
+            kind,
+            dry_run=dry,
+            already_done=done,
+            code="user_not_found" if kind == "failed" else None,
+        )
         for kind, dry, done in specs
-    ]  # fmt: skip
+    ]
     s = counters.summary(delta(items), now_s=1000)
     assert s["requested"] == s["migrated"] + s["rolled_back"] + s["failed"] + s["dry_run"]
 
@@ -54,8 +91,11 @@ def test_merge_adds_batches_up() -> None:
     total = counters.merge(counters.empty(), delta([outcome()], dead=1), now_s=1000)
     total = counters.merge(total, delta([outcome("failed", code="user_not_found")]), now_s=1000)
     assert (total["requested"], total["migrated"], total["failed"], total["dead_lettered"]) == (
-        2, 1, 1, 1,
-    )  # fmt: skip
+        2,
+        1,
+        1,
+        1,
+    )
     assert total["failed_by_code"] == {"user_not_found": 1}
 
 
@@ -68,8 +108,9 @@ def test_combine_adds_partitions_and_summary_has_integer_counters() -> None:
 
 
 def histogram_of(latencies: list[float]) -> dict[str, int]:
-    return counters.batch_delta([outcome() for _ in latencies], latencies, dead_lettered=0,
-                                now_s=0)["latency"]  # fmt: skip
+    return counters.batch_delta(
+        [outcome() for _ in latencies], latencies, dead_lettered=0, now_s=0
+    )["latency"]
 
 
 def test_percentiles_are_measurements_within_two_percent() -> None:
@@ -81,8 +122,10 @@ def test_percentiles_are_measurements_within_two_percent() -> None:
         assert found is not None and abs(found - exact) <= 0.02 * exact, (quantile, found)
 
 
-@given(st.lists(st.floats(min_value=0.2, max_value=600_000), min_size=1, max_size=300),
-       st.sampled_from([0.5, 0.95, 0.99]))  # fmt: skip
+@given(
+    st.lists(st.floats(min_value=0.2, max_value=600_000), min_size=1, max_size=300),
+    st.sampled_from([0.5, 0.95, 0.99]),
+)
 def test_a_percentile_lies_within_two_percent_of_a_sample(
     latencies: list[float], quantile: float
 ) -> None:

@@ -22,24 +22,35 @@ from agents.core.state import LedgerEntry, StoredSession
 from schemas.events import ErrorCode, MigrationRequest
 
 SESSION = StoredSession(
-    session_id=uuid.uuid4(), user_id="user-1", workspace_id=None, status="in_progress",
-    current_step=3, completion_percentage=8.33, steps_completed=2, legacy_snapshot={},
-    legacy_sha256="0" * 64, bcm_version=None, bcm_checksum=None, bcm_token_estimate=None,
-)  # fmt: skip
+    session_id=uuid.uuid4(),
+    user_id="user-1",
+    workspace_id=None,
+    status="in_progress",
+    current_step=3,
+    completion_percentage=8.33,
+    steps_completed=2,
+    legacy_snapshot={},
+    legacy_sha256="0" * 64,
+    bcm_version=None,
+    bcm_checksum=None,
+    bcm_token_estimate=None,
+)
 
 
-def work(action: str = "migrate", user: str = "user-1", request_id: Any = None,
-         offset: int | None = 7) -> Work:  # fmt: skip
+def work(
+    action: str = "migrate", user: str = "user-1", request_id: Any = None, offset: int | None = 7
+) -> Work:
     request = MigrationRequest(
         request_id=request_id or uuid.uuid4(),
         user_id=user,
-        action=action,  # type: ignore[arg-type]
+        action=action,
     )
     return Work(request, 0, offset)
 
 
-def ledger_for(w: Work, *, offset: int | None = 7, user: str = "user-1",
-               action: str = "migrate") -> LedgerEntry:  # fmt: skip
+def ledger_for(
+    w: Work, *, offset: int | None = 7, user: str = "user-1", action: str = "migrate"
+) -> LedgerEntry:
     return LedgerEntry(w.request.request_id, user, action, {"stored": True}, 0, offset)
 
 
@@ -55,8 +66,9 @@ def test_another_record_with_a_done_request_id_is_a_duplicate() -> None:
     decision = decide(w, legacy=None, session=None, ledger=ledger_for(w), now=NOW)
     assert isinstance(decision, Duplicate)
     direct = work(offset=None)
-    assert isinstance(decide(direct, legacy=None, session=None, ledger=ledger_for(direct),
-                             now=NOW), Duplicate)  # fmt: skip
+    assert isinstance(
+        decide(direct, legacy=None, session=None, ledger=ledger_for(direct), now=NOW), Duplicate
+    )
 
 
 def test_a_request_id_reused_for_another_user_or_action_is_refused() -> None:
@@ -75,8 +87,9 @@ def test_rollback_needs_a_session() -> None:
 
 
 def test_migrate_of_a_migrated_user_is_already_done() -> None:
-    assert decide(work(), legacy=row(status="migrated"), session=SESSION, ledger=None,
-                  now=NOW) == AlreadyMigrated(SESSION)  # fmt: skip
+    assert decide(
+        work(), legacy=row(status="migrated"), session=SESSION, ledger=None, now=NOW
+    ) == AlreadyMigrated(SESSION)
 
 
 def test_migrate_failures() -> None:
@@ -84,8 +97,7 @@ def test_migrate_failures() -> None:
     assert isinstance(missing, Failed) and missing.code is ErrorCode.USER_NOT_FOUND
     orphan = decide(work(), legacy=row(status="migrated"), session=None, ledger=None, now=NOW)
     assert isinstance(orphan, Failed) and orphan.code is ErrorCode.INVALID_LEGACY_DATA
-    unknown = decide(work(), legacy=row(completed_steps=["x"]), session=None, ledger=None,
-                     now=NOW)  # fmt: skip
+    unknown = decide(work(), legacy=row(completed_steps=["x"]), session=None, ledger=None, now=NOW)
     assert isinstance(unknown, Failed) and unknown.code is ErrorCode.UNKNOWN_LEGACY_STEP
 
 

@@ -15,11 +15,11 @@ from agents.core.planner import PlanError, plan_migration, session_id_for
 from schemas.events import ErrorCode
 
 
-def plan(**fields: object):  # type: ignore[no-untyped-def]
+def plan(**fields: object):
     return plan_migration(row(**fields), session_id=SESSION, now=NOW)
 
 
-def statuses(result) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def statuses(result) -> dict[str, str]:
     return {s.step_key: s.status.value for s in result.steps}
 
 
@@ -127,8 +127,12 @@ def test_manifest_only_for_completed_sessions_with_nulls_for_missing_answers() -
     manifest = result.manifest
     assert manifest is not None
     assert manifest["workspace_id"] is None
-    assert manifest["company"] == {"name": None, "size": None, "industry": None,
-                                   "sub_industry": None}  # fmt: skip
+    assert manifest["company"] == {
+        "name": None,
+        "size": None,
+        "industry": None,
+        "sub_industry": None,
+    }
     assert manifest["goals"] == {"primary": None, "success_metrics": None}
     assert manifest["competitors"] is None and manifest["integrations"] is None
 

@@ -30,7 +30,7 @@ rows = st.builds(
             "goals": st.lists(text, max_size=3),
             "competitors": st.lists(text, max_size=3),
         },
-    ),  # fmt: skip
+    ),
     updated_at=st.datetimes(
         min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
     ),

@@ -38,8 +38,9 @@ def test_outcomes_of_a_migration_and_a_failure() -> None:
     assert migrated.outcome == "migrated" and migrated.session_id == SESSION
     assert migrated.bcm is not None and migrated.bcm.checksum == plan.manifest_checksum
     assert migrated.legacy_snapshot_sha256 == plan.legacy_sha256 and migrated.error is None
-    failed = build_outcome(work, Failed(ErrorCode.DATABASE_UNAVAILABLE, "down"), now=NOW,
-                           duration_ms=1)  # fmt: skip
+    failed = build_outcome(
+        work, Failed(ErrorCode.DATABASE_UNAVAILABLE, "down"), now=NOW, duration_ms=1
+    )
     assert failed.error is not None and failed.error.retryable and failed.request is not None
     assert event_id(work) == event_id(work) != event_id(make_work())
 
@@ -48,20 +49,27 @@ def test_checks_pass_on_a_consistent_session_and_name_each_corruption() -> None:
     plan = plan_migration(row(status="completed"), session_id=SESSION, now=NOW)
     doc = document_from_plan(plan)
     manifests = [{"version": 1, "manifest": plan.manifest, "checksum": plan.manifest_checksum}]
-    kwargs = dict(redis_pointer=str(SESSION), manifests=manifests, snapshot=plan.legacy_snapshot,
-                  snapshot_sha256_recorded=plan.legacy_sha256,
-                  snapshot_sha256_actual=plan.legacy_sha256, legacy_status="migrated")  # fmt: skip
-    ok = check_session(postgres_doc=doc, redis_doc=dict(doc), **kwargs)  # type: ignore[arg-type]
+    kwargs = dict(
+        redis_pointer=str(SESSION),
+        manifests=manifests,
+        snapshot=plan.legacy_snapshot,
+        snapshot_sha256_recorded=plan.legacy_sha256,
+        snapshot_sha256_actual=plan.legacy_sha256,
+        legacy_status="migrated",
+    )
+    ok = check_session(postgres_doc=doc, redis_doc=dict(doc), **kwargs)
     assert all(c.ok for c in ok), ok
 
-    def failing(postgres_doc: dict, **changes: object) -> set[str]:  # type: ignore[type-arg]
+    def failing(postgres_doc: dict, **changes: object) -> set[str]:
         args = {**kwargs, **changes}
-        checks = check_session(postgres_doc=postgres_doc, redis_doc=args.pop("redis_doc", doc),
-                               **args)  # type: ignore[arg-type]  # fmt: skip
+        checks = check_session(
+            postgres_doc=postgres_doc, redis_doc=args.pop("redis_doc", doc), **args
+        )
         return {c.name for c in checks if not c.ok}
 
-    assert failing({**doc, "completion_percentage": 1.0}, redis_doc={**doc,
-                   "completion_percentage": 1.0}) == {"percentage_consistent"}  # fmt: skip
+    assert failing(
+        {**doc, "completion_percentage": 1.0}, redis_doc={**doc, "completion_percentage": 1.0}
+    ) == {"percentage_consistent"}
     assert "status_consistent" in failing({**doc, "status": "in_progress"})
     assert "twenty_four_steps" in failing({**doc, "steps": doc["steps"][:23]})
     assert failing(doc, manifests=[]) == {"manifest_present_iff_completed"}

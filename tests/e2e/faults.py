@@ -50,15 +50,33 @@ WORKER_FAULTS = ("worker_kill", "worker_stop")
 SERVER_FAULTS = ("postgres_kill", "redis_kill", "redis_flush", "kafka_kill")
 FAULT_KINDS = (*WORKER_FAULTS, *SERVER_FAULTS)
 # The targets: outcomes flow again within 15 s of a worker fault, 10 s of a server's return.
-RECOVERY_GOAL_S = {"worker_kill": 15.0, "worker_stop": 15.0, "postgres_kill": 10.0,
-                   "redis_kill": 10.0, "redis_flush": 10.0, "kafka_kill": 10.0}  # fmt: skip
+RECOVERY_GOAL_S = {
+    "worker_kill": 15.0,
+    "worker_stop": 15.0,
+    "postgres_kill": 10.0,
+    "redis_kill": 10.0,
+    "redis_flush": 10.0,
+    "kafka_kill": 10.0,
+}
 # Rough length of one fault with its recovery, to pace the flood over the whole schedule.
-_FAULT_COST_S = {"worker_kill": 25.0, "worker_stop": 32.0, "postgres_kill": 18.0,
-                 "redis_kill": 18.0, "redis_flush": 8.0, "kafka_kill": 35.0}  # fmt: skip
+_FAULT_COST_S = {
+    "worker_kill": 25.0,
+    "worker_stop": 32.0,
+    "postgres_kill": 18.0,
+    "redis_kill": 18.0,
+    "redis_flush": 8.0,
+    "kafka_kill": 35.0,
+}
 # Server faults first: a worker fault that leaves workers crash-looping would otherwise hide
 # what the later server faults do to the outcomes.
-CI_FAULTS = ("redis_kill", "postgres_kill", "redis_flush", "worker_kill", "worker_stop",
-             "kafka_kill")  # fmt: skip
+CI_FAULTS = (
+    "redis_kill",
+    "postgres_kill",
+    "redis_flush",
+    "worker_kill",
+    "worker_stop",
+    "kafka_kill",
+)
 
 RETRYABLE_CODES = frozenset({"database_unavailable", "cache_unavailable"})
 # Every record the run publishes carries its sequence number; poison records also their kind,
@@ -66,23 +84,62 @@ RETRYABLE_CODES = frozenset({"database_unavailable", "cache_unavailable"})
 SEQ_HEADER = "e2e-seq"
 POISON_HEADER = "e2e-poison"
 # Contract §5: the legacy step names, and the answer keys with their types.
-LEGACY_STEPS = frozenset({"account", "profile", "workspace", "company", "industry", "goals",
-                          "audience", "brand", "competitors", "integrations", "team",
-                          "review"})  # fmt: skip
-TEXT_ANSWERS = ("company_name", "company_size", "industry", "sub_industry", "audience",
-                "brand_voice")  # fmt: skip
-LIST_ANSWERS = ("goals", "success_metrics", "segments", "brand_assets", "competitors",
-                "integrations")  # fmt: skip
+LEGACY_STEPS = frozenset(
+    {
+        "account",
+        "profile",
+        "workspace",
+        "company",
+        "industry",
+        "goals",
+        "audience",
+        "brand",
+        "competitors",
+        "integrations",
+        "team",
+        "review",
+    }
+)
+TEXT_ANSWERS = (
+    "company_name",
+    "company_size",
+    "industry",
+    "sub_industry",
+    "audience",
+    "brand_voice",
+)
+LIST_ANSWERS = (
+    "goals",
+    "success_metrics",
+    "segments",
+    "brand_assets",
+    "competitors",
+    "integrations",
+)
 PLANNABLE = frozenset({"not_started", "in_progress", "completed"})
 # Poison records: kind → the dead-letter reason the contract implies (None: not named there).
 POISON_KINDS: dict[str, str | None] = {
-    "not_json": None, "not_utf8": None, "not_object": None, "no_value": None,
-    "missing_fields": None, "unknown_action": None, "wrong_type": None, "bad_user_id": None,
-    "key_mismatch": "key_mismatch", "no_key": "key_mismatch",
-}  # fmt: skip
+    "not_json": None,
+    "not_utf8": None,
+    "not_object": None,
+    "no_value": None,
+    "missing_fields": None,
+    "unknown_action": None,
+    "wrong_type": None,
+    "bad_user_id": None,
+    "key_mismatch": "key_mismatch",
+    "no_key": "key_mismatch",
+}
 STATS_PATH = "/api/v1/onboarding/migration/stats"
-COUNTER_FIELDS = ("requested", "migrated", "rolled_back", "failed", "dry_run", "already_done",
-                  "dead_lettered")  # fmt: skip
+COUNTER_FIELDS = (
+    "requested",
+    "migrated",
+    "rolled_back",
+    "failed",
+    "dry_run",
+    "already_done",
+    "dead_lettered",
+)
 
 
 class FaultRunError(RuntimeError):
@@ -533,7 +590,7 @@ class Tail:
         )
         await consumer.start()
         try:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+            await consumer._client.force_metadata_update()
             names = [*topics.OUTCOME_TOPICS.values(), topics.DEAD_LETTER]
             assigned = [
                 TopicPartition(name, p)
@@ -1506,8 +1563,11 @@ def _check_exactly_once(
         outcomes[outcome.request_id].append(outcome)
     for request_id, found in outcomes.items():
         if request_id not in by_request:
-            problems.add("a.misplaced", f"outcome for request {request_id}, which no accepted "
-                         f"record carries: {found[0].describe()}")  # fmt: skip
+            problems.add(
+                "a.misplaced",
+                f"outcome for request {request_id}, which no accepted "
+                f"record carries: {found[0].describe()}",
+            )
     all_pairs: dict[tuple[int, int], SeenOutcome] = {}
     for request_id, records in by_request.items():
         mine = outcomes.get(request_id, [])
@@ -1521,11 +1581,14 @@ def _check_exactly_once(
         if extra:
             ids = Counter(str(o.value.get("event_id")) for o in mine)
             twice = [event_id for event_id, n in ids.items() if n > 1]
-            problems.add("a.duplicate", (
-                f"{records[0].describe()} ({len(records)} record(s)) has {len(mine)} outcomes: "
-                + "; ".join(o.describe() for o in mine)
-                + (f" — the same event_id {', '.join(twice)} committed twice" if twice else "")
-            ))  # fmt: skip
+            problems.add(
+                "a.duplicate",
+                (
+                    f"{records[0].describe()} ({len(records)} record(s)) has {len(mine)} outcomes: "
+                    + "; ".join(o.describe() for o in mine)
+                    + (f" — the same event_id {', '.join(twice)} committed twice" if twice else "")
+                ),
+            )
     return all_pairs
 
 
@@ -1558,16 +1621,24 @@ def _check_dead_letters(observed: Observed, problems: Problems) -> None:
             if got != want
         ]
         if wrong:
-            problems.add("a.dead_letter", f"dead letter of {record.poison} at {position} "
-                         f"altered its {', '.join(wrong)}")  # fmt: skip
+            problems.add(
+                "a.dead_letter",
+                f"dead letter of {record.poison} at {position} altered its {', '.join(wrong)}",
+            )
         expected_reason = POISON_KINDS.get(record.poison)
         if expected_reason is not None and reason != expected_reason:
-            problems.add("a.dead_letter", f"{record.poison} at {position} dead-lettered as "
-                         f"{reason!r}, not {expected_reason!r}")  # fmt: skip
+            problems.add(
+                "a.dead_letter",
+                f"{record.poison} at {position} dead-lettered as "
+                f"{reason!r}, not {expected_reason!r}",
+            )
     for record in observed.requests:
         if record.poison is not None and seen[record.position] != 1:
-            problems.add("a.dead_letter", f"poison record {record.poison} at {record.position} "
-                         f"dead-lettered {seen[record.position]} times, not once")  # fmt: skip
+            problems.add(
+                "a.dead_letter",
+                f"poison record {record.poison} at {record.position} "
+                f"dead-lettered {seen[record.position]} times, not once",
+            )
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -1602,8 +1673,10 @@ def _check_model(
             assert record.request_id is not None
             outcome = pairs.get(record.position)
             expected = model.expect(record)
-            history.append(f"{record.offset}:{'dry-' if record.dry_run else ''}{record.action}"
-                           f"→{outcome.short() if outcome else 'nothing'}")  # fmt: skip
+            history.append(
+                f"{record.offset}:{'dry-' if record.dry_run else ''}{record.action}"
+                f"→{outcome.short() if outcome else 'nothing'}"
+            )
             committed = record.request_id in observed.committed and not record.dry_run
             if outcome is None:
                 if committed:
@@ -1617,33 +1690,49 @@ def _check_model(
                 ]
                 done_later = any(o.kind != "failed" and not o.already_done for o in later)
                 if committed and not done_later:
-                    problems.add("b.retryable_lie", (
-                        f"{record.describe()}: outcome {outcome.describe()}, but PostgreSQL "
-                        "committed it (the audit log records it as succeeded); expected "
-                        f"{expected.describe(record)}"
-                    ))  # fmt: skip
+                    problems.add(
+                        "b.retryable_lie",
+                        (
+                            f"{record.describe()}: outcome {outcome.describe()}, but PostgreSQL "
+                            "committed it (the audit log records it as succeeded); expected "
+                            f"{expected.describe(record)}"
+                        ),
+                    )
                     model.apply(record, expected, None)
                 continue
             if not expected.matches(outcome, record):
-                mismatches.append(f"{record.describe()}: expected {expected.describe(record)}, "
-                                  f"got {outcome.describe()}")  # fmt: skip
+                mismatches.append(
+                    f"{record.describe()}: expected {expected.describe(record)}, "
+                    f"got {outcome.describe()}"
+                )
             elif (
                 outcome.kind == "rolled_back"
                 and not (record.dry_run or outcome.already_done)
                 and outcome.value.get("matches_snapshot") is not True
             ):
-                mismatches.append(f"{record.describe()}: rolled back, but matches_snapshot is "
-                                  f"{outcome.value.get('matches_snapshot')!r}")  # fmt: skip
+                mismatches.append(
+                    f"{record.describe()}: rolled back, but matches_snapshot is "
+                    f"{outcome.value.get('matches_snapshot')!r}"
+                )
             model.apply(record, expected, outcome)
         if mismatches:
             more = f" (+{len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
-            problems.add("b.order", f"{user}: {mismatches[0]}{more}; the user's requests "
-                         f"(offset:action→outcome): {', '.join(history[:12])}")  # fmt: skip
+            problems.add(
+                "b.order",
+                f"{user}: {mismatches[0]}{more}; the user's requests "
+                f"(offset:action→outcome): {', '.join(history[:12])}",
+            )
     return models
 
 
-_LEGACY_COLUMNS = ("workspace_id", "status", "current_step", "completed_steps", "answers",
-                   "updated_at")  # fmt: skip
+_LEGACY_COLUMNS = (
+    "workspace_id",
+    "status",
+    "current_step",
+    "completed_steps",
+    "answers",
+    "updated_at",
+)
 
 
 def _check_state(
@@ -1664,8 +1753,11 @@ def _check_state(
             problems.add("b.state", f"{user}: the outcomes say {said}, PostgreSQL holds {holds}")
             continue
         if session is not None and model.session_id and session[0] != model.session_id:
-            problems.add("b.state", f"{user}: session {session[0]} in PostgreSQL, the migrated "
-                         f"outcome named {model.session_id}")  # fmt: skip
+            problems.add(
+                "b.state",
+                f"{user}: session {session[0]} in PostgreSQL, the migrated "
+                f"outcome named {model.session_id}",
+            )
         before, after = legacy_before.get(user), observed.legacy.get(user)
         if before is None or after is None:
             if before != after:
@@ -1674,8 +1766,11 @@ def _check_state(
             problems.add("b.state", f"{user}: migrated, but the legacy status is {after[1]!r}")
         elif not model.migrated and after != before:
             changed = [c for c, a, b in zip(_LEGACY_COLUMNS, after, before, strict=True) if a != b]
-            problems.add("b.state", f"{user}: not migrated, but the legacy row differs from "
-                         f"before the run in {', '.join(changed)}")  # fmt: skip
+            problems.add(
+                "b.state",
+                f"{user}: not migrated, but the legacy row differs from "
+                f"before the run in {', '.join(changed)}",
+            )
 
 
 def _check_redis(observed: Observed, problems: Problems) -> None:
@@ -1686,25 +1781,37 @@ def _check_redis(observed: Observed, problems: Problems) -> None:
         pointer = observed.redis_users.get(user)
         if pointer != session_id:
             check = "c.redis_missing" if pointer is None else "c.redis_differs"
-            problems.add(check, f"{user}: onboarding:user:{user} is {pointer!r}, PostgreSQL "
-                         f"has session {session_id}")  # fmt: skip
+            problems.add(
+                check,
+                f"{user}: onboarding:user:{user} is {pointer!r}, PostgreSQL "
+                f"has session {session_id}",
+            )
         document = observed.redis_sessions.get(session_id)
         if document is None:
-            problems.add("c.redis_missing", f"{user}: onboarding:session:{session_id} is "
-                         "missing (or not JSON)")  # fmt: skip
+            problems.add(
+                "c.redis_missing",
+                f"{user}: onboarding:session:{session_id} is missing (or not JSON)",
+            )
             continue
         stored = document.get("completion_percentage")
         same_percentage = isinstance(stored, int | float) and abs(stored - percentage) < 0.005
         if document.get("status") != status or not same_percentage:
-            problems.add("c.redis_differs", f"{user}: Redis session says {document.get('status')}/"
-                         f"{stored}, PostgreSQL {status}/{percentage}")  # fmt: skip
+            problems.add(
+                "c.redis_differs",
+                f"{user}: Redis session says {document.get('status')}/"
+                f"{stored}, PostgreSQL {status}/{percentage}",
+            )
     for user, pointer in sorted(observed.redis_users.items()):
         if user not in observed.sessions:
-            problems.add("c.redis_stale", f"onboarding:user:{user} → {pointer} left, but the "
-                         "user has no session")  # fmt: skip
+            problems.add(
+                "c.redis_stale",
+                f"onboarding:user:{user} → {pointer} left, but the user has no session",
+            )
     for session_id in sorted(set(observed.redis_sessions) - live):
-        problems.add("c.redis_stale", f"onboarding:session:{session_id} left, but PostgreSQL "
-                     "has no such session")  # fmt: skip
+        problems.add(
+            "c.redis_stale",
+            f"onboarding:session:{session_id} left, but PostgreSQL has no such session",
+        )
 
 
 def expected_counters(observed: Observed) -> dict[str, Any]:
@@ -1751,16 +1858,22 @@ def describe_failures(report: RunReport, *, max_recovery_s: float) -> list[str]:
     failures = []
     counts = report.problem_counts()
     if counts:
-        failures.append(f"{sum(counts.values())} check problem(s): "
-                        + ", ".join(f"{k} {v}" for k, v in counts.items()))  # fmt: skip
+        failures.append(
+            f"{sum(counts.values())} check problem(s): "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+        )
     if report.self_exits:
-        shown = "; ".join(f"{e.worker} rc={e.returncode} during {e.during}: {e.last_error}"
-                          for e in report.self_exits[:5])  # fmt: skip
+        shown = "; ".join(
+            f"{e.worker} rc={e.returncode} during {e.during}: {e.last_error}"
+            for e in report.self_exits[:5]
+        )
         failures.append(f"{len(report.self_exits)} worker self-exit(s): {shown}")
     for r in report.recoveries:
         if r.recovery_s is None or r.recovery_s > max_recovery_s:
-            failures.append(f"{r.fault} on {r.target} at {r.at_s}s: recovery "
-                            f"{_fmt(r.recovery_s)}s (bound {max_recovery_s:.0f}s)")  # fmt: skip
+            failures.append(
+                f"{r.fault} on {r.target} at {r.at_s}s: recovery "
+                f"{_fmt(r.recovery_s)}s (bound {max_recovery_s:.0f}s)"
+            )
     missing = sorted(set(report.config.get("faults", ())) - {r.fault for r in report.recoveries})
     if missing:
         failures.append(f"faults not injected: {', '.join(missing)}")

@@ -54,8 +54,11 @@ def start_stack() -> Stack:
     directory.chmod(0o755)
     up = subprocess.run(
         [*MIGRATOR, "stack", "up", "--dir", str(directory)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if up.returncode != 0:
         shutil.rmtree(directory, ignore_errors=True)
         pytest.fail(f"could not start an e2e stack: {up.stderr}", pytrace=False)
@@ -124,9 +127,13 @@ class Worker:
         self.log_path = self.stack.directory / f"worker-{self.app_id}-{self.port}.log"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*MIGRATOR, "worker", "-l", "info"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                cwd=ROOT, start_new_session=True,
-            )  # fmt: skip
+                [*MIGRATOR, "worker", "-l", "info"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
+            )
         if wait:
             self.wait_ready()
         return self
@@ -149,8 +156,16 @@ class Worker:
     def get(self, path: str, *, timeout: float = 10) -> tuple[int, Any]:
         return self.request("GET", path, timeout=timeout)
 
-    def request(self, method: str, path: str, *, body: Any = None, token: str | None = None,
-                timeout: float = 30, raw: bytes | None = None) -> tuple[int, Any]:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        token: str | None = None,
+        timeout: float = 30,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(self.url + path, data=data, method=method)
         if token is not None:
@@ -321,8 +336,12 @@ def restart_servers(stack: Stack, *, timeout_s: float = 240) -> None:
     """
     up = subprocess.run(
         [*MIGRATOR, "stack", "up", "--dir", str(stack.directory)],
-        capture_output=True, text=True, timeout=timeout_s, check=False, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        cwd=ROOT,
+    )
     if up.returncode != 0:
         last = (up.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"`migrator stack up --dir {stack.directory}` failed: {last}")

@@ -22,7 +22,7 @@ USERS = 3000
 async def _wait_until(condition: object, timeout_s: float, message: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if await condition():  # type: ignore[operator]
+        if await condition():
             return
         await asyncio.sleep(0.5)
     raise AssertionError(message)

@@ -80,25 +80,43 @@ async def test_poison_records_are_dead_lettered_once_with_original_bytes(
     poison: list[tuple[bytes | None, bytes]] = [
         (b"p1-" + tag, b"\xff\xfe" + tag),
         (b"p2-" + tag, b"{not json " + tag),
-        (b"p3-" + tag, json.dumps({"user_id": "u", "request_id": str(uuid.uuid4()),
-                                   "action": "explode", "tag": tag.decode()}).encode()),
+        (
+            b"p3-" + tag,
+            json.dumps(
+                {
+                    "user_id": "u",
+                    "request_id": str(uuid.uuid4()),
+                    "action": "explode",
+                    "tag": tag.decode(),
+                }
+            ).encode(),
+        ),
         (b"p4-" + tag, json.dumps({"user_id": "u", "tag": tag.decode()}).encode()),
         (b"p5-" + tag, json.dumps({**request_value("someone-else"), "tag": tag.decode()}).encode()),
         (None, json.dumps({**request_value("nokey"), "tag": tag.decode()}).encode()),
-        (b"p7-" + tag, json.dumps({**request_value("u"), "schema_version": 2,
-                                   "tag": tag.decode()}).encode()),
+        (
+            b"p7-" + tag,
+            json.dumps({**request_value("u"), "schema_version": 2, "tag": tag.decode()}).encode(),
+        ),
         (b"p8-" + tag, tag + b" " * (1024 * 1024 + 10)),
-    ]  # fmt: skip
+    ]
     await produce(stack, [*poison, (good["user_id"].encode(), json.dumps(good).encode())])
     await wait_for_outcomes(stack, [good["request_id"]])
     letters = [
-        r for r in await read_all(stack, topics.DEAD_LETTER)
+        r
+        for r in await read_all(stack, topics.DEAD_LETTER)
         if tag in base64.b64decode(r.value["original"]["value_b64"] or "")
-    ]  # fmt: skip
+    ]
     expected = [
-        "not_utf8", "not_json", "unknown_action", "invalid_request", "key_mismatch",
-        "key_mismatch", "unsupported_schema_version", "too_large",
-    ]  # fmt: skip
+        "not_utf8",
+        "not_json",
+        "unknown_action",
+        "invalid_request",
+        "key_mismatch",
+        "key_mismatch",
+        "unsupported_schema_version",
+        "too_large",
+    ]
     assert len(letters) == len(poison)  # each once
     by_value = {base64.b64decode(r.value["original"]["value_b64"]): r for r in letters}
     for (key, value), reason in zip(poison, expected, strict=True):
@@ -127,11 +145,15 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
     async with opened(stack.settings) as (pool, _):
         await pool.execute(
             "UPDATE legacy_onboarding_status SET completed_steps = completed_steps || "
-            "'{legacy_wizard}' WHERE user_id = $1", user,
-        )  # fmt: skip
+            "'{legacy_wizard}' WHERE user_id = $1",
+            user,
+        )
     value = request_value(user)
-    failed = only((await wait_for_outcomes(stack, await produce_requests(stack, [value])))[
-        value["request_id"]])  # fmt: skip
+    failed = only(
+        (await wait_for_outcomes(stack, await produce_requests(stack, [value])))[
+            value["request_id"]
+        ]
+    )
     assert failed.topic == topics.FAILED
     assert failed.headers["migrator-error-code"] == b"unknown_legacy_step"
     assert failed.headers["migrator-retryable"] == b"false"
@@ -141,8 +163,9 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
     async with opened(stack.settings) as (pool, _):
         await pool.execute(
             "UPDATE legacy_onboarding_status SET completed_steps = "
-            "array_remove(completed_steps, 'legacy_wizard') WHERE user_id = $1", user,
-        )  # fmt: skip
+            "array_remove(completed_steps, 'legacy_wizard') WHERE user_id = $1",
+            user,
+        )
     _cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user, "--execute")
     done = await reads_for(stack, topics.MIGRATED, value["request_id"])
     assert len(done) == 1 and done[0].value["attempt"] == 2

@@ -26,11 +26,17 @@ FAST_RETRY = RetryPolicy(max_retries=1, base_delay_s=0.01, max_delay_s=0.01)
 _offsets = iter(range(10**9))
 
 
-def work(user_id: str, action: str = "migrate", *, dry_run: bool = False, request_id: Any = None,
-         offset: int | None = None) -> Work:  # fmt: skip
+def work(
+    user_id: str,
+    action: str = "migrate",
+    *,
+    dry_run: bool = False,
+    request_id: Any = None,
+    offset: int | None = None,
+) -> Work:
     request = MigrationRequest(
         request_id=request_id or uuid.uuid4(), user_id=user_id, action=action, dry_run=dry_run
-    )  # type: ignore[arg-type]
+    )
     return Work(request, 0, next(_offsets) if offset is None else offset, None)
 
 
@@ -47,9 +53,14 @@ async def insert_legacy(pool: asyncpg.Pool, user_id: str, **columns: Any) -> dic
     await pool.execute(
         "INSERT INTO legacy_onboarding_status (user_id, workspace_id, status, current_step,"
         " completed_steps, answers, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        user_id, row["workspace_id"], row["status"], row["current_step"],
-        row["completed_steps"], row["answers"], row["updated_at"],
-    )  # fmt: skip
+        user_id,
+        row["workspace_id"],
+        row["status"],
+        row["current_step"],
+        row["completed_steps"],
+        row["answers"],
+        row["updated_at"],
+    )
     return await legacy(pool, user_id)
 
 
@@ -220,7 +231,7 @@ async def test_connection_killed_mid_batch_leaves_nothing_and_the_retry_succeeds
         BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$;
         CREATE TRIGGER {trigger} BEFORE UPDATE ON legacy_onboarding_status FOR EACH ROW
             WHEN (NEW.user_id = '{users[-1]}') EXECUTE FUNCTION {trigger}();
-    """)  # fmt: skip
+    """)
     batch = [work(user) for user in users]
     try:
         task = asyncio.create_task(core.apply_once(batch))
@@ -239,8 +250,10 @@ async def test_connection_killed_mid_batch_leaves_nothing_and_the_retry_succeeds
             await task
         assert caught.value.code.value == "database_unavailable"
     finally:
-        await pool.execute(f"DROP TRIGGER IF EXISTS {trigger} ON legacy_onboarding_status;"
-                           f" DROP FUNCTION IF EXISTS {trigger}()")  # fmt: skip
+        await pool.execute(
+            f"DROP TRIGGER IF EXISTS {trigger} ON legacy_onboarding_status;"
+            f" DROP FUNCTION IF EXISTS {trigger}()"
+        )
     for user, original in zip(users, originals, strict=True):
         assert await legacy(pool, user) == original
     assert (
@@ -307,8 +320,11 @@ async def test_a_redone_batch_answers_exactly_as_the_first_time(
     again = await core.apply(batch)
     assert first is not None and again is not None
     assert [(o.outcome, o.dry_run) for o in first.outcomes] == [
-        ("rolled_back", True), ("rolled_back", False), ("failed", False), ("migrated", False),
-    ]  # fmt: skip
+        ("rolled_back", True),
+        ("rolled_back", False),
+        ("failed", False),
+        ("migrated", False),
+    ]
     assert [o.model_dump() for o in again.outcomes] == [o.model_dump() for o in first.outcomes]
     # Counted once: the redo answered from the record of the first answers.
     assert again.totals == {} and first.totals[0]["requested"] == 5
@@ -325,11 +341,16 @@ async def test_a_position_holding_another_record_is_answered_afresh(
     user = uid(unique, "recreated")
     await insert_legacy(pool, user)
     first = work(user, "rollback")
-    [answer] = (await core.apply([first])).outcomes  # type: ignore[union-attr]
+    [answer] = (await core.apply([first])).outcomes
     assert answer.outcome == "failed"
-    other = Work(MigrationRequest(request_id=uuid.uuid4(), user_id=user), first.partition,
-                 first.offset, None, b"another record")  # fmt: skip
-    [answer] = (await core.apply([other])).outcomes  # type: ignore[union-attr]
+    other = Work(
+        MigrationRequest(request_id=uuid.uuid4(), user_id=user),
+        first.partition,
+        first.offset,
+        None,
+        b"another record",
+    )
+    [answer] = (await core.apply([other])).outcomes
     assert answer.outcome == "migrated"
 
 
@@ -353,10 +374,14 @@ async def test_resync_rebuilds_redis_from_postgres(
     assert await prune_redis(pool, redis_client) >= 3
     for user in users:
         assert (await validate_user(pool, redis_client, user)).ok
-    assert await redis_client.exists(
-        redis_mirror.user_key(ghost_user), redis_mirror.session_key(ghost_session),
-        redis_mirror.session_key(f"not-a-uuid-{unique}"),
-    ) == 0  # fmt: skip
+    assert (
+        await redis_client.exists(
+            redis_mirror.user_key(ghost_user),
+            redis_mirror.session_key(ghost_session),
+            redis_mirror.session_key(f"not-a-uuid-{unique}"),
+        )
+        == 0
+    )
 
 
 async def test_seeding_is_idempotent_and_seeded_users_migrate(

@@ -128,8 +128,12 @@ async def test_the_mirror_writes_a_session_under_the_contract_keys_and_removes_i
     redis_client: aioredis.Redis,
 ) -> None:
     user, session_id = f"mirror-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
-    document = {"session_id": session_id, "user_id": user, "status": "in_progress",
-                "updated_at": datetime(2026, 1, 2, tzinfo=UTC).isoformat()}  # fmt: skip
+    document = {
+        "session_id": session_id,
+        "user_id": user,
+        "status": "in_progress",
+        "updated_at": datetime(2026, 1, 2, tzinfo=UTC).isoformat(),
+    }
     await redis_mirror.write_sessions(redis_client, [document])
     assert await redis_client.get(f"onboarding:user:{user}") == session_id.encode()
     pointer, stored = await redis_mirror.read_session(redis_client, user)

@@ -11,16 +11,39 @@ from streams.cli.replay import ReplayFilter, plan_replay
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
-def failed(user: str, code: str = "user_not_found", *, retryable: bool = False, attempt: int = 1,
-           at: datetime = T0, request_id: uuid.UUID | None = None) -> bytes:  # fmt: skip
+def failed(
+    user: str,
+    code: str = "user_not_found",
+    *,
+    retryable: bool = False,
+    attempt: int = 1,
+    at: datetime = T0,
+    request_id: uuid.UUID | None = None,
+) -> bytes:
     rid = request_id or uuid.uuid4()
-    request = {"schema_version": 1, "request_id": str(rid), "user_id": user, "action": "migrate",
-               "dry_run": False, "attempt": attempt}  # fmt: skip
-    return Outcome(
-        event_id=uuid.uuid4(), request_id=rid, user_id=user, action="migrate", outcome="failed",
-        error=OutcomeError(code=code, message="m", retryable=retryable),  # type: ignore[arg-type]
-        attempt=attempt, processed_at=at, request=request,
-    ).model_dump_json().encode()  # fmt: skip
+    request = {
+        "schema_version": 1,
+        "request_id": str(rid),
+        "user_id": user,
+        "action": "migrate",
+        "dry_run": False,
+        "attempt": attempt,
+    }
+    return (
+        Outcome(
+            event_id=uuid.uuid4(),
+            request_id=rid,
+            user_id=user,
+            action="migrate",
+            outcome="failed",
+            error=OutcomeError(code=code, message="m", retryable=retryable),
+            attempt=attempt,
+            processed_at=at,
+            request=request,
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 def test_replays_carry_the_same_request_id_with_attempt_plus_one() -> None:
@@ -46,7 +69,11 @@ def test_filters() -> None:
 
 def test_the_latest_attempt_of_a_request_wins_and_non_failures_are_ignored() -> None:
     rid = uuid.uuid4()
-    values = [failed("u", attempt=1, request_id=rid), failed("u", attempt=3, request_id=rid),
-              failed("u", attempt=2, request_id=rid), b"not json"]  # fmt: skip
+    values = [
+        failed("u", attempt=1, request_id=rid),
+        failed("u", attempt=3, request_id=rid),
+        failed("u", attempt=2, request_id=rid),
+        b"not json",
+    ]
     [replay] = plan_replay(values, ReplayFilter())
     assert replay.attempt == 4

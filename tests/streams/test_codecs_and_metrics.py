@@ -15,8 +15,14 @@ ORIGIN = Origin("user-migration-requested", 3, 1234, 1_700_000_000_000)
 
 def test_dead_letter_keeps_every_byte_of_the_original() -> None:
     key, value = None, b"\xff\x00 not utf-8 \xfe"
-    raw, headers = dead_letter(ORIGIN, key=key, value=value, headers=[("h", b"\x01"), ("h", None)],
-                               reason=DeadLetterReason.NOT_UTF8, message="not UTF-8")  # fmt: skip
+    raw, headers = dead_letter(
+        ORIGIN,
+        key=key,
+        value=value,
+        headers=[("h", b"\x01"), ("h", None)],
+        reason=DeadLetterReason.NOT_UTF8,
+        message="not UTF-8",
+    )
     letter = DeadLetter.model_validate_json(raw)
     assert letter.reason is DeadLetterReason.NOT_UTF8 and letter.schema_version == 1
     assert letter.original.key_b64 is None
@@ -31,17 +37,24 @@ def test_failure_headers_share_a_prefix_and_carry_text() -> None:
     names = [name for name, _ in headers]
     assert len(names) == len(set(names)) and all(n.startswith(HEADER_PREFIX) for n in names)
     values = {name.removeprefix(HEADER_PREFIX): raw.decode() for name, raw in headers}
-    assert values == {"error-code": "user_not_found", "retryable": "true",
-                      "original-topic": "user-migration-requested", "original-partition": "3",
-                      "original-offset": "1234", "original-timestamp": "1700000000000"}  # fmt: skip
+    assert values == {
+        "error-code": "user_not_found",
+        "retryable": "true",
+        "original-topic": "user-migration-requested",
+        "original-partition": "3",
+        "original-offset": "1234",
+        "original-timestamp": "1700000000000",
+    }
 
 
 def test_prometheus_text_is_cumulative_and_complete() -> None:
     totals = counters.empty()
     totals["requested"] = totals["migrated"] = 3
     totals["failed_by_code"] = {"user_not_found": 2}
-    totals["latency"] = {str(counters.latency_bucket(0.5)): 1,
-                         str(counters.latency_bucket(400_000)): 2}  # fmt: skip
+    totals["latency"] = {
+        str(counters.latency_bucket(0.5)): 1,
+        str(counters.latency_bucket(400_000)): 2,
+    }
     text = prometheus_text(counters.summary(totals, now_s=0), totals)
     lines = [line for line in text.splitlines() if not line.startswith("#")]
     assert "migrator_requested_total 3" in lines

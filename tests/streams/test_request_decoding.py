@@ -26,13 +26,23 @@ def test_minimal_request_gets_the_contract_defaults() -> None:
     request = decode_request(b"user-1", value())
     assert isinstance(request, MigrationRequest)
     assert (request.action, request.dry_run, request.attempt, request.schema_version) == (
-        "migrate", False, 1, 1,
-    )  # fmt: skip
+        "migrate",
+        False,
+        1,
+        1,
+    )
 
 
 def test_full_request_and_unknown_fields_are_accepted() -> None:
-    raw = value(action="rollback", dry_run=True, attempt=3, requested_by="ops", reason="é" * 512,
-                requested_at="2026-11-23T10:00:00Z", extra={"ignored": True})  # fmt: skip
+    raw = value(
+        action="rollback",
+        dry_run=True,
+        attempt=3,
+        requested_by="ops",
+        reason="é" * 512,
+        requested_at="2026-11-23T10:00:00Z",
+        extra={"ignored": True},
+    )
     request = decode_request(b"user-1", raw)
     assert isinstance(request, MigrationRequest)
     assert request.action == "rollback" and request.dry_run and request.attempt == 3

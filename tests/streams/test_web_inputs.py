@@ -11,7 +11,7 @@ from streams.web.inputs import InputError, authorize, parse_bulk, parse_options
 TOKEN = "a-configured-token-123"
 
 
-def status_of(call, *args, **kwargs) -> int:  # type: ignore[no-untyped-def]
+def status_of(call, *args, **kwargs) -> int:
     with pytest.raises(InputError) as caught:
         call(*args, **kwargs)
     assert caught.value.message

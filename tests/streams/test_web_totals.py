@@ -16,9 +16,13 @@ class TP(NamedTuple):
 
 def part(migrated: int, failed: int, second: int) -> counters.Counters:
     total = counters.empty()
-    total.update(requested=migrated + failed, migrated=migrated, failed=failed,
-                 failed_by_code={"not_migrated": failed} if failed else {},
-                 per_second={str(second): migrated + failed})  # fmt: skip
+    total.update(
+        requested=migrated + failed,
+        migrated=migrated,
+        failed=failed,
+        failed_by_code={"not_migrated": failed} if failed else {},
+        per_second={str(second): migrated + failed},
+    )
     return total
 
 

@@ -11,8 +11,17 @@ from schemas.legacy import LegacyRow
 NOW = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
 UPDATED = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 SESSION = uuid.UUID("11111111-2222-3333-4444-555555555555")
-REQUIRED_LEGACY = ("account", "profile", "workspace", "company", "industry", "goals",
-                   "audience", "brand", "review")  # fmt: skip
+REQUIRED_LEGACY = (
+    "account",
+    "profile",
+    "workspace",
+    "company",
+    "industry",
+    "goals",
+    "audience",
+    "brand",
+    "review",
+)
 
 
 def row(**fields: Any) -> LegacyRow:

@@ -137,8 +137,9 @@ class FakeTransaction:
             row = self._t.sessions.get(user)
             if row is None:
                 continue
-            newest = max(self._t.manifests.get(row.session_id, []), key=lambda m: m.version,
-                         default=None)  # fmt: skip
+            newest = max(
+                self._t.manifests.get(row.session_id, []), key=lambda m: m.version, default=None
+            )
             found[user] = StoredSession(
                 session_id=row.session_id,
                 user_id=row.user_id,
@@ -194,8 +195,9 @@ class FakeTransaction:
         for user in user_ids:
             if user in self._t.legacy:
                 row = self._t.legacy[user]
-                self._t.legacy[user] = row.model_copy(update={"status": "migrated",
-                                                              "updated_at": now})  # fmt: skip
+                self._t.legacy[user] = row.model_copy(
+                    update={"status": "migrated", "updated_at": now}
+                )
 
     async def delete_sessions(self, session_ids: Sequence[UUID]) -> None:
         self._server.run("delete_sessions", session_ids=session_ids)
