@@ -30,15 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from agents.jobs.schema import SchemaDrift
+    from streams.cli.stack import stack_errors
     from streams.connections import DependencyUnavailable
     from streams.settings import SettingsError
-    from streams.stack import StackError
 
+    # What a user causes or cures (a bad setting, a server down): one line, exit code 2.
+    refusals: tuple[type[Exception], ...] = (
+        SettingsError,
+        DependencyUnavailable,
+        SchemaDrift,
+        *stack_errors(),
+    )
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (StackError, SettingsError, DependencyUnavailable, SchemaDrift) as exc:
+    except refusals as exc:
         print(f"migrator: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,16 +8,39 @@ from pathlib import Path
 from typing import Any
 
 
-def _up(args: argparse.Namespace) -> int:
-    from streams import stack
+class StackNotInstalled(Exception):
+    """This installation has no local stack (the production image leaves it out)."""
 
+
+def stack_errors() -> tuple[type[Exception], ...]:
+    """The errors of the stack commands that end in one line (``StackError`` if installed)."""
+    try:
+        from streams.stack import StackError
+    except ImportError:
+        return (StackNotInstalled,)
+    return (StackError, StackNotInstalled)
+
+
+def _stack() -> Any:
+    try:
+        from streams import stack
+    except ImportError as exc:
+        raise StackNotInstalled(
+            "the local stack is development tooling and is not installed here "
+            "(the production image leaves it out); use a checkout with `make install`"
+        ) from exc
+    return stack
+
+
+def _up(args: argparse.Namespace) -> int:
+    stack = _stack()
     ports = stack.up(Path(args.dir))
     print("\n".join(stack.exports(ports)))
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    from streams import stack
+    stack = _stack()
 
     stopped = stack.down(Path(args.dir))
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running", file=sys.stderr)
@@ -25,7 +48,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from streams import stack
+    stack = _stack()
 
     rows = stack.status(Path(args.dir))
     for row in rows:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,3 +53,14 @@ def test_ids_come_from_options_and_files_in_order_each_once(tmp_path: Path) -> N
 )
 def test_times_without_a_zone_are_utc(text: str, expected: datetime) -> None:
     assert parse_time(text) == expected
+
+
+def test_without_the_local_stack_its_commands_end_in_one_line() -> None:
+    """As in the production image, which leaves ``streams/stack`` out."""
+    code = (
+        "import sys; sys.modules['streams.stack'] = None; "
+        "from streams.cli.main import main; sys.exit(main(['stack', 'status']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "development tooling" in result.stderr

@@ -1,4 +1,4 @@
-"""docker-compose.yml is parsed and checked, since no Docker engine runs where the tests do."""
+"""docker-compose.yml and the image build are parsed and checked: no Docker engine runs here."""
 
 from __future__ import annotations
 
@@ -56,3 +56,10 @@ def test_worker_gets_the_contract_configuration() -> None:
         assert env[name], name
     assert env["KAFKA_BROKER_URL"].startswith("kafka://")
     assert (ROOT / "Dockerfile").read_text().count("constraints.txt") >= 2
+
+
+def test_the_production_image_leaves_the_local_stack_out() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "streams/stack" in ignored and "tests" in ignored
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY streams ./streams" in dockerfile  # filtered by .dockerignore
