@@ -215,7 +215,14 @@ class MigrationCore:
                 if failures > self._retry.max_retries:
                     return await self._give_up(batch, rejected, exc, abandoned)
                 await asyncio.sleep(self._retry.delay(failures - 1, random.random()))
-            except Exception:  # noqa: BLE001 - a refused statement: find the request that causes it
+            except Exception as exc:  # noqa: BLE001 - a refused statement, or an outage
+                if not await self._postgres_answers():
+                    # PostgreSQL went away under the batch, and the client said so in its own
+                    # words (a connection cut mid-protocol): an outage, not a bad request.
+                    outage = Unavailable(ErrorCode.DATABASE_UNAVAILABLE, _describe(exc))
+                    if not await self._wait_for_postgres(outage, abandoned):
+                        return None
+                    continue
                 return await self._isolate(batch, rejected, abandoned)
 
     async def _isolate(

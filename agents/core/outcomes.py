@@ -20,6 +20,7 @@ from agents.core.decide import (
     RollBack,
     Work,
 )
+from agents.core.manifest import MANIFEST_VERSION
 from agents.core.state import StoredSession
 from schemas.events import SCHEMA_VERSION, BcmRef, ErrorCode, Outcome, OutcomeError, is_retryable
 from schemas.legacy import LegacyRow
@@ -55,7 +56,9 @@ def build_outcome(
         bcm = None
         if plan.manifest is not None and plan.manifest_checksum and plan.token_estimate is not None:
             bcm = BcmRef(
-                version=1, checksum=plan.manifest_checksum, token_estimate=plan.token_estimate
+                version=MANIFEST_VERSION,
+                checksum=plan.manifest_checksum,
+                token_estimate=plan.token_estimate,
             )
         return Outcome(
             **base,

@@ -20,7 +20,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from agents.jobs.resync import prune_redis, repair_pending, resync_redis
-from agents.stores import redis_mirror
+from agents.stores import postgres, redis_mirror
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,12 @@ async def _rebuild_if_lost(pool: asyncpg.Pool, client: aioredis.Redis, run_id: s
     if marker is not None and redis_mirror.text(marker) == run_id:
         return 0
     async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+        if not await postgres.try_advisory_lock(conn, _LOCK_KEY):
             return 0  # another worker is rebuilding
         try:
             return await _rebuild(pool, client, run_id)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+            await postgres.advisory_unlock(conn, _LOCK_KEY)
 
 
 async def _rebuild(pool: asyncpg.Pool, client: aioredis.Redis, run_id: str) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from agents.core.catalog import STEPS
+from agents.stores import postgres
 
 LEGACY_ORDER: tuple[str, ...] = tuple(dict.fromkeys(step.legacy_step for step in STEPS))
 _REQUIRED_LEGACY = tuple(dict.fromkeys(step.legacy_step for step in STEPS if step.required))
@@ -177,20 +178,10 @@ async def write_rows(
     """Insert rows that are not there yet; return how many were inserted."""
     inserted = 0
     async with pool.acquire() as conn:
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS seed_legacy "
-            "(LIKE legacy_onboarding_status INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
         while True:
             batch = [row for _, row in zip(range(chunk), rows, strict=False)]
             if not batch:
                 return inserted
-            async with conn.transaction():
-                await conn.copy_records_to_table("seed_legacy", records=batch, columns=COLUMNS)
-                status = await conn.execute(
-                    "INSERT INTO legacy_onboarding_status SELECT * FROM seed_legacy "
-                    "ON CONFLICT (user_id) DO NOTHING"
-                )
-            inserted += int(status.rsplit(" ", 1)[1])
+            inserted += await postgres.insert_new_legacy_rows(conn, batch, COLUMNS)
             if progress is not None:
                 progress(inserted)

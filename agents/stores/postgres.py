@@ -38,6 +38,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
+    # A connection whose server went away mid-protocol (asyncpg issue #784).
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
@@ -297,3 +299,32 @@ async def validation_rows(pool: asyncpg.Pool, user_id: str) -> ValidationRows:
         snapshot,
         legacy_row_from_record(legacy) if legacy is not None else None,
     )
+
+
+async def try_advisory_lock(conn: Conn, key: int) -> bool:
+    """Take the session-level advisory lock ``key`` if free (one worker runs a job at a time)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+
+
+async def advisory_unlock(conn: Conn, key: int) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def insert_new_legacy_rows(
+    conn: Conn, rows: Sequence[tuple[Any, ...]], columns: Sequence[str]
+) -> int:
+    """Insert the legacy rows whose user is not there yet (in one transaction); how many were.
+
+    Rows go through a temporary table by COPY, then one INSERT … ON CONFLICT DO NOTHING: the
+    fastest way to write many rows and skip those present."""
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS seed_legacy "
+        "(LIKE legacy_onboarding_status INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    async with conn.transaction():
+        await conn.copy_records_to_table("seed_legacy", records=rows, columns=list(columns))
+        status = await conn.execute(
+            "INSERT INTO legacy_onboarding_status SELECT * FROM seed_legacy "
+            "ON CONFLICT (user_id) DO NOTHING"
+        )
+    return int(status.rsplit(" ", 1)[1])

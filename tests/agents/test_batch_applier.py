@@ -215,3 +215,26 @@ async def test_a_rollback_restores_the_exact_legacy_row(
     assert answers(applied) == [("u1", "rolled_back", None)]
     assert postgres.tables.legacy["u1"] == before
     assert "u1" not in postgres.tables.sessions and "u1" not in redis.users
+
+
+async def test_an_error_while_postgres_goes_away_waits_instead_of_failing_the_request(
+    core: MigrationCore, postgres: FakePostgres
+) -> None:
+    """The client reports a server killed mid-statement in its own words (here a plain
+    RuntimeError): with PostgreSQL not answering, that is an outage, not a refused request."""
+
+    cuts: list[str] = []
+
+    def cut(name: str, arguments: Mapping[str, Any]) -> BaseException | None:
+        if name == "insert_sessions" and not cuts:
+            cuts.append(name)
+            postgres.up = False
+            asyncio.get_running_loop().call_later(0.02, setattr, postgres, "up", True)
+            return RuntimeError("cannot switch to state 15; another operation is in progress")
+        return None
+
+    postgres.refuse(cut)
+    applied = await core.apply([work("u1")])  # alone: nothing to halve, a refusal would fail it
+    assert answers(applied) == [("u1", "migrated", None)]
+    assert not [a for a in postgres.tables.audit if a.outcome == "failed"]
+    assert cuts and postgres.rollbacks == 1
