@@ -33,10 +33,12 @@ where a name is gone, and ``pyproject.toml`` caps both below their next minor ve
 3. ``Consumer.seek_to_committed`` and ``Consumer.seek`` (on Faust's consumer, not on
    ``ConsumerT``): read where a partition stands after the fencing; read records again after a
    gap. Proven by the fault test (worker kill, stop, Kafka restart).
-4. aiokafka ``TransactionManager.wait_for_pid`` and ``is_fatal_error``
+4. aiokafka ``TransactionManager.wait_for_pid``, ``is_fatal_error`` and ``state``
    (``producer._txn_manager``): know the transactional id is registered (the fencing happened)
-   before offsets are read; know whether a failed transaction can be aborted or the producer
-   must be replaced. Proven by the fault test.
+   before offsets are read; know whether a failed transaction can be aborted (and is still
+   open: aborting twice is an ``AssertionError`` that crashed the agent when Kafka restarted
+   mid-send) or the producer must be replaced. Proven by the fault test and
+   ``tests/streams/test_exactly_once.py::test_a_transaction_is_aborted_once``.
 5. ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer`` is
    wrapped to set the aiokafka consumer's ``_fetch_max_wait_ms`` (``bound_fetch_wait``).
    Corrects: Faust hard-codes 1,500 ms, and aiokafka keeps one fetch in flight per broker. A
@@ -60,6 +62,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.producer.transaction_manager import TransactionState
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
@@ -152,6 +155,8 @@ class Positions:
 
 
 ProducerFactory = Callable[[str], AIOKafkaProducer]
+# Transaction states ``abort_transaction`` accepts (an open transaction, or one failed abortably).
+_ABORTABLE = (TransactionState.IN_TRANSACTION, TransactionState.ABORTABLE_ERROR)
 
 
 class PartitionTransactions:
@@ -278,7 +283,10 @@ class PartitionTransactions:
         return current
 
     async def _abort(self, producer: AIOKafkaProducer) -> None:
-        if producer._txn_manager.is_fatal_error():  # noqa: SLF001 - aborting would raise
+        """End the open transaction, if one is open: a failed send has already aborted it once
+        (``_commit``), and aborting a producer with none open is an assertion, not an error."""
+        manager = producer._txn_manager  # noqa: SLF001 - register item 4
+        if manager.is_fatal_error() or manager.state not in _ABORTABLE:
             return
         try:
             await producer.abort_transaction()

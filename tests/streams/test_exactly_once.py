@@ -6,9 +6,11 @@ fault run); these tests pin the decisions taken before any transaction begins.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from streams.exactly_once import Positions
+from streams.exactly_once import PartitionTransactions, Positions
 
 
 def assigned(partitions: set[int], committed: dict[int, int | None]) -> Positions:
@@ -80,7 +82,7 @@ def test_the_internals_we_rely_on_are_there() -> None:
 
     import aiokafka
     import faust
-    from aiokafka.producer.transaction_manager import TransactionManager
+    from aiokafka.producer.transaction_manager import TransactionManager, TransactionState
     from faust.transport.consumer import Consumer
 
     checked = {"faust": "0.15.", "aiokafka": "0.14."}
@@ -95,11 +97,13 @@ def test_the_internals_we_rely_on_are_there() -> None:
         AIOKafkaConsumerThread: ("_create_worker_consumer",),
         faust.App: ("_on_partitions_revoked", "_on_partitions_assigned"),
         Consumer: ("_commit_offsets", "seek_to_committed", "seek"),
-        TransactionManager: ("wait_for_pid", "is_fatal_error"),
+        TransactionManager: ("wait_for_pid", "is_fatal_error", "begin_transaction"),
     }
     for owner, names in needed.items():
         for name in names:
             assert callable(getattr(owner, name, None)), f"{owner.__name__}.{name} is gone"
+    assert "self.state = TransactionState.UNINITIALIZED" in inspect.getsource(TransactionManager)
+    assert {"IN_TRANSACTION", "ABORTABLE_ERROR"} <= set(TransactionState.__members__)
     assert "_committed_offset" in inspect.getsource(Consumer.__init__), (
         "Consumer._committed_offset is gone"
     )
@@ -127,3 +131,31 @@ async def test_fetches_wait_at_most_the_bound() -> None:
     assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
     await consumer.stop()
+
+
+async def test_a_transaction_is_aborted_once() -> None:
+    """A send that fails aborts the transaction in ``_commit``; the retry loop's abort must then
+    see none open and do nothing (aborting twice asserts and crashed the agent in a fault run)."""
+    from aiokafka.producer.transaction_manager import TransactionManager
+
+    manager = TransactionManager("migrate-0", 60_000)
+    manager.set_pid_and_epoch(1, 0)  # UNINITIALIZED -> READY, as after the producer's start
+
+    class Producer:
+        _txn_manager = manager
+        aborts = 0
+
+        async def abort_transaction(self) -> None:
+            manager.aborting_transaction()  # asserts unless a transaction is open
+            manager.complete_transaction()
+            Producer.aborts += 1
+
+    transactions = PartitionTransactions(
+        source_topic="requests", group_id="g", app_id="a", new_producer=lambda _: None
+    )
+    producer: Any = Producer()
+    await transactions._abort(producer)  # nothing open: nothing to do
+    manager.begin_transaction()
+    await transactions._abort(producer)
+    await transactions._abort(producer)  # already aborted
+    assert Producer.aborts == 1
