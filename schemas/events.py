@@ -189,9 +189,15 @@ def decode_request(key: bytes | None, value: bytes | None) -> MigrationRequest |
     if key != request.user_id.encode("utf-8"):
         return Rejection(
             DeadLetterReason.KEY_MISMATCH,
-            f"the record key {key[:140]!r} is not the user_id {request.user_id!r}",
+            f"the record key {_shown(key)} is not the user_id {json.dumps(request.user_id)}",
         )
     return request
+
+
+def _shown(key: bytes) -> str:
+    """A record key as an operator reads it: quoted text, not a Python bytes literal."""
+    text = key[:140].decode("utf-8", errors="replace")
+    return json.dumps(text + ("…" if len(key) > 140 else ""), ensure_ascii=False)
 
 
 def describe(error: ValidationError) -> str:

@@ -7,6 +7,7 @@ and its address, because the person reading them is usually an operator starting
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,12 +23,25 @@ class DependencyUnavailable(RuntimeError):
     """PostgreSQL or Redis could not be reached."""
 
 
+# An escaped U+0000 in JSON text: ``\u0000`` after an even number of backslashes (an odd number
+# means the backslash itself is escaped and the text is the six characters, which is fine).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def postgres_safe_json(text: bytes) -> bytes:
+    """JSON text PostgreSQL's jsonb accepts: it refuses U+0000 anywhere in a string, so a NUL a
+    producer put in a free-text field (``reason``) is stored as U+FFFD instead of failing the
+    request. The event published to Kafka keeps the original text."""
+    if b"\\u0000" not in text:
+        return text
+    return _NUL_ESCAPE.sub(rb"\1\\ufffd", text)
+
+
 def _encode_jsonb(value: object) -> bytes:
     # pydantic-core's JSON encoder (Rust) is several times faster than json.dumps here, and
     # jsonb values are written for every migrated user (snapshot, manifest, audit, ledger).
-    if isinstance(value, JsonText):
-        return b"\x01" + value
-    return b"\x01" + to_json(value)
+    text = value if isinstance(value, JsonText) else to_json(value)
+    return b"\x01" + postgres_safe_json(text)
 
 
 def _decode_jsonb(data: bytes) -> object:

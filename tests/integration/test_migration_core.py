@@ -423,3 +423,38 @@ async def test_two_workers_answering_one_record_at_once_agree(
         "SELECT totals FROM partition_counters WHERE app_id = $1", f"race-{unique}"
     )
     assert stored["requested"] == len(batch)  # counted once
+
+
+async def test_a_nul_in_a_free_text_field_is_stored_not_refused(
+    core: MigrationCore, pool: asyncpg.Pool, unique: str
+) -> None:
+    """PostgreSQL's jsonb refuses U+0000; the request's ``reason`` reaches it as U+FFFD."""
+    user = uid(unique, "nul")
+    await insert_legacy(pool, user)
+    requests = [
+        MigrationRequest(
+            request_id=uuid.uuid4(),
+            user_id=user,
+            action="migrate",
+            dry_run=True,
+            reason="bad\x00reason",
+        ),
+        MigrationRequest(
+            request_id=uuid.uuid4(),
+            user_id=uid(unique, "nul-missing"),
+            action="migrate",
+            reason="\x00",
+        ),
+    ]
+    outcomes = (await core.apply([Work(r, 0, next(_offsets), None) for r in requests])).outcomes
+    assert [(o.outcome, o.error.code.value if o.error else None) for o in outcomes] == [
+        ("migrated", None),
+        ("failed", "user_not_found"),
+    ]
+    assert outcomes[1].request is not None and outcomes[1].request["reason"] == "\x00"
+    stored = await pool.fetchval(
+        "SELECT detail -> 'outcome' -> 'request' ->> 'reason' FROM onboarding_migration_log"
+        " WHERE user_id = $1",
+        uid(unique, "nul-missing"),
+    )
+    assert stored == "\ufffd"

@@ -78,6 +78,9 @@ def test_invalid_records_are_rejected_with_their_reason(raw: bytes | None, expec
 def test_key_must_be_present_and_equal_to_the_user_id() -> None:
     assert reason(None, value()) == "key_mismatch"
     assert reason(b"user-2", value()) == "key_mismatch"
+    result = decode_request(b"someone-else", value())
+    assert isinstance(result, Rejection)
+    assert result.message == 'the record key "someone-else" is not the user_id "user-1"'
 
 
 def test_messages_name_the_field_at_fault() -> None:
