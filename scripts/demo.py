@@ -108,7 +108,7 @@ def demo(users: int, port: int) -> None:
     pid = start_worker(env, base)
     before = int(get(f"{base}{API}/stats")["requested"])
     print("== enqueue every legacy user not yet migrated")
-    published_line = run("enqueue", "--execute", env=env, capture=True).strip()
+    published_line = run("enqueue", "--execute", env=env, capture=True).strip().splitlines()[-1]
     print(published_line)
     published = int(published_line.split()[1])
     started = time.monotonic()

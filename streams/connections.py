@@ -72,7 +72,7 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DependencyUnavailable(
-            f"PostgreSQL at {_redact(settings.database_url)} is not reachable ({exc}); "
+            f"PostgreSQL at {redact(settings.database_url)} is not reachable ({exc}); "
             'start one with: eval "$(migrator stack up)"'
         ) from exc
 
@@ -82,7 +82,7 @@ async def connect(settings: Settings) -> asyncpg.Connection:
         conn = await asyncpg.connect(settings.database_url, timeout=10)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DependencyUnavailable(
-            f"PostgreSQL at {_redact(settings.database_url)} is not reachable ({exc}); "
+            f"PostgreSQL at {redact(settings.database_url)} is not reachable ({exc}); "
             'start one with: eval "$(migrator stack up)"'
         ) from exc
     await _init_connection(conn)
@@ -107,7 +107,7 @@ async def opened(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, aiored
         await pool.close()
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """Hide a password in a URL before it is printed."""
     if "@" not in url or "://" not in url:
         return url

@@ -16,11 +16,12 @@ def new_request(
     requested_by: str,
     reason: str | None = None,
     now: datetime,
+    request_id: uuid.UUID | None = None,
 ) -> MigrationRequest:
     return MigrationRequest.model_validate(
         {
             "schema_version": SCHEMA_VERSION,
-            "request_id": str(uuid.uuid4()),
+            "request_id": str(request_id or uuid.uuid4()),
             "user_id": user_id,
             "action": action,
             "dry_run": dry_run,

@@ -116,3 +116,59 @@ def _first_difference(expected: Mapping[str, Any], actual: Mapping[str, Any] | N
         if expected.get(key) != actual.get(key):
             return f"{key}: postgres={expected.get(key)!r} redis={actual.get(key)!r}"[:300]
     return ""
+
+
+def check_rolled_back(
+    *,
+    legacy_status: str | None,
+    legacy_sha256_now: str | None,
+    rollback: Mapping[str, Any],
+    redis_pointer: str | None,
+    redis_session_present: bool,
+) -> list[Check]:
+    """A user whose latest effect is a rollback: the legacy row is back as snapshotted, nothing
+    of the session is left in PostgreSQL or Redis. ``rollback`` is the rolled_back outcome."""
+    restored = rollback.get("restored_legacy_sha256")
+    return [
+        Check("legacy_row_present", legacy_status is not None, f"status={legacy_status}"),
+        Check(
+            "legacy_row_not_marked_migrated",
+            legacy_status is not None and legacy_status != "migrated",
+            f"status={legacy_status}",
+        ),
+        Check("no_session_in_postgres", True, f"session {rollback.get('session_id')} deleted"),
+        Check("no_redis_pointer", redis_pointer is None, f"pointer={redis_pointer}"),
+        Check(
+            "no_redis_session",
+            not redis_session_present,
+            f"onboarding:session:{rollback.get('session_id')} still in Redis"
+            if redis_session_present
+            else "",
+        ),
+        Check(
+            "rollback_matched_snapshot",
+            rollback.get("matches_snapshot") is True,
+            ""
+            if rollback.get("matches_snapshot")
+            else "the restored row differed from the snapshot",
+        ),
+        Check(
+            "legacy_row_unchanged_since_rollback",
+            restored is not None and legacy_sha256_now == restored,
+            "" if legacy_sha256_now == restored else "the legacy row changed after the rollback",
+        ),
+    ]
+
+
+def check_never_migrated(*, legacy_status: str | None, redis_pointer: str | None) -> list[Check]:
+    """A user never migrated (or only in dry runs): the legacy row alone, nothing new anywhere."""
+    return [
+        Check("legacy_row_present", legacy_status is not None, f"status={legacy_status}"),
+        Check(
+            "legacy_row_not_marked_migrated",
+            legacy_status != "migrated",
+            f"status={legacy_status}",
+        ),
+        Check("no_session_in_postgres", True, ""),
+        Check("no_redis_pointer", redis_pointer is None, f"pointer={redis_pointer}"),
+    ]

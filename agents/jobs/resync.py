@@ -79,6 +79,33 @@ async def resync_redis(
             progress(written)
 
 
+async def resync_users(pool: asyncpg.Pool, client: aioredis.Redis, users: Sequence[str]) -> int:
+    """Make Redis equal PostgreSQL for the given users only; return the sessions written."""
+    async with pool.acquire() as conn, conn.transaction():
+        await postgres.lock_legacy_users(conn, sorted(users))
+        return await rewrite_users(conn, client, sorted(users))
+
+
+async def stale_keys(pool: asyncpg.Pool, client: aioredis.Redis) -> list[str]:
+    """The mirror keys PostgreSQL does not back now (read only: what ``prune_redis`` would
+    delete, give or take what batches change meanwhile)."""
+    stale: list[str] = []
+    async for users in redis_mirror.scan_ids(client, redis_mirror.USER_KEY):
+        alive = await postgres.users_with_sessions(pool, users)
+        stale += [redis_mirror.user_key(user) for user in users if user not in alive]
+    async for ids in redis_mirror.scan_ids(client, redis_mirror.SESSION_KEY):
+        parsed = {raw: _uuid(raw) for raw in ids}
+        alive_ids = await postgres.existing_session_ids(
+            pool, [value for value in parsed.values() if value is not None]
+        )
+        stale += [
+            redis_mirror.session_key(raw)
+            for raw, value in parsed.items()
+            if value is None or value not in alive_ids
+        ]
+    return stale
+
+
 async def prune_redis(pool: asyncpg.Pool, client: aioredis.Redis) -> int:
     """Delete mirror keys PostgreSQL does not back; return how many were deleted."""
     removed = 0

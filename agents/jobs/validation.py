@@ -1,32 +1,50 @@
-"""``migrator validate USER_ID`` and the web API's validate: load one user, run the checks."""
+"""``migrator validate USER_ID`` and the web API's validate: which state a user is in, checked.
+
+Three states, each with its invariants: ``migrated`` (a session in PostgreSQL and Redis, equal,
+consistent with its steps, manifest and snapshot), ``rolled_back`` (the legacy row back as
+snapshotted, nothing of the session left) and ``never_migrated`` (the legacy row alone). A user
+PostgreSQL knows nothing about is ``UnknownUser``, not a failed check.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import asyncpg
 import redis.asyncio as aioredis
 
-from agents.core.checks import Check, check_session
+from agents.core.checks import Check, check_never_migrated, check_rolled_back, check_session
 from agents.core.documents import document_from_row
 from agents.stores import postgres, redis_mirror
 from schemas.legacy import LegacyRow
+
+State = Literal["migrated", "rolled_back", "never_migrated"]
+
+
+class UnknownUser(LookupError):
+    """No legacy row, no session and no migration of this user: nothing to validate."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"unknown user {user_id!r}: no legacy row, no session, no migration")
+        self.user_id = user_id
 
 
 @dataclass(frozen=True)
 class ValidationReport:
     user_id: str
-    migrated: bool
+    state: State
     checks: list[Check]
 
     @property
     def ok(self) -> bool:
-        return self.migrated and all(check.ok for check in self.checks)
+        return all(check.ok for check in self.checks)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "user_id": self.user_id,
-            "migrated": self.migrated,
+            "state": self.state,
+            "migrated": self.state == "migrated",
             "ok": self.ok,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
         }
@@ -37,13 +55,37 @@ async def validate_user(
 ) -> ValidationReport:
     rows = await postgres.validation_rows(pool, user_id)
     pointer, redis_doc = await redis_mirror.read_session(client, user_id)
+    legacy_status = rows.legacy.status if rows.legacy is not None else None
+    effect = rows.latest_effect
+    if rows.session is not None or (effect is not None and effect["outcome"] == "migrated"):
+        return ValidationReport(user_id, "migrated", _migrated_checks(rows, pointer, redis_doc))
+    if effect is not None:  # the latest effect is a rollback
+        event = effect["event"]
+        session_key = redis_mirror.session_key(str(event.get("session_id")))
+        checks = check_rolled_back(
+            legacy_status=legacy_status,
+            legacy_sha256_now=rows.legacy.snapshot_sha256() if rows.legacy else None,
+            rollback=event,
+            redis_pointer=pointer,
+            redis_session_present=bool(await client.exists(session_key)),
+        )
+        return ValidationReport(user_id, "rolled_back", checks)
+    if rows.legacy is None:
+        raise UnknownUser(user_id)
+    checks = check_never_migrated(legacy_status=legacy_status, redis_pointer=pointer)
+    return ValidationReport(user_id, "never_migrated", checks)
+
+
+def _migrated_checks(
+    rows: postgres.ValidationRows, pointer: str | None, redis_doc: object
+) -> list[Check]:
     postgres_doc = document_from_row(rows.session) if rows.session is not None else None
     detail = rows.snapshot
     snapshot = detail["legacy_snapshot"] if detail else None
     actual = LegacyRow.from_snapshot(snapshot).snapshot_sha256() if snapshot else None
-    checks = check_session(
+    return check_session(
         postgres_doc=postgres_doc,
-        redis_doc=redis_doc,
+        redis_doc=redis_doc if isinstance(redis_doc, dict) else None,
         redis_pointer=pointer,
         manifests=detail["manifests"] if detail else [],
         snapshot=snapshot,
@@ -51,4 +93,3 @@ async def validate_user(
         snapshot_sha256_actual=actual,
         legacy_status=rows.legacy.status if rows.legacy is not None else None,
     )
-    return ValidationReport(user_id=user_id, migrated=postgres_doc is not None, checks=checks)

@@ -287,6 +287,7 @@ class ValidationRows(NamedTuple):
     session: Row | None  # the session document's columns (``session_documents``)
     snapshot: Row | None  # session id, legacy snapshot and its hash, every manifest version
     legacy: LegacyRow | None
+    latest_effect: Row | None  # ``outcome`` and ``event`` of the latest migrate or rollback
 
 
 async def validation_rows(pool: asyncpg.Pool, user_id: str) -> ValidationRows:
@@ -294,10 +295,12 @@ async def validation_rows(pool: asyncpg.Pool, user_id: str) -> ValidationRows:
         sessions = await session_documents(conn, [user_id])
         snapshot = await conn.fetchrow(sql.query("session_for_validation"), user_id)
         legacy = await conn.fetchrow(sql.query("legacy_row"), user_id)
+        effect = await conn.fetchrow(sql.query("latest_effect"), user_id)
     return ValidationRows(
         sessions[0] if sessions else None,
         snapshot,
         legacy_row_from_record(legacy) if legacy is not None else None,
+        effect,
     )
 
 
@@ -328,3 +331,25 @@ async def insert_new_legacy_rows(
             "ON CONFLICT (user_id) DO NOTHING"
         )
     return int(status.rsplit(" ", 1)[1])
+
+
+async def rolled_back_user_ids(conn: Conn | asyncpg.Pool) -> set[str]:
+    """Users not migrated now who were rolled back (not as a dry run)."""
+    return {r["user_id"] for r in await conn.fetch(sql.query("rolled_back_users"))}
+
+
+async def unmigrated_selection(
+    pool: asyncpg.Pool, *, include_rolled_back: bool
+) -> tuple[list[str], int]:
+    """Every legacy user not yet migrated, in user_id order, and how many rolled-back users were
+    held out of it (none when ``include_rolled_back``)."""
+    users = await unmigrated_user_ids(pool)
+    if include_rolled_back:
+        return users, 0
+    held = await rolled_back_user_ids(pool)
+    kept = [user for user in users if user not in held]
+    return kept, len(users) - len(kept)
+
+
+async def session_count(conn: Conn | asyncpg.Pool) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM onboarding_sessions"))

@@ -52,15 +52,45 @@ def _seed_legacy(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def register(commands: Any) -> None:
-    db = commands.add_parser("db", help="database schema")
-    db_commands = db.add_subparsers(dest="db_command", required=True)
-    db_commands.add_parser("init", help="apply sql/ddl idempotently").set_defaults(handler=_db_init)
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return number
 
-    seed = commands.add_parser("seed-legacy", help="write synthetic legacy rows (COPY)")
-    seed.add_argument("--users", type=int, required=True)
-    seed.add_argument("--prefix", default="user-")
-    seed.add_argument("--start", type=int, default=0, help="first user number")
+
+def register(commands: Any) -> None:
+    db = commands.add_parser(
+        "db",
+        help="database schema",
+        description="The service's tables in PostgreSQL.",
+        epilog="example:\n  migrator db init",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="SUBCOMMAND")
+    init = db_commands.add_parser(
+        "init",
+        help="apply sql/ddl idempotently (each file once, recorded with its hash)",
+        description="Apply the numbered DDL files not applied yet; refuse if an applied file "
+        "changed since (a shipped file is amended by a new one).",
+    )
+    init.set_defaults(handler=_db_init)
+
+    seed = commands.add_parser(
+        "seed-legacy",
+        help="write synthetic legacy rows (COPY), for demos and benchmarks",
+        description="Write synthetic legacy users; rows already there are left alone, so "
+        "running it twice adds nothing.",
+        epilog="examples:\n  migrator seed-legacy --users 100000\n"
+        "  migrator seed-legacy --users 1000 --prefix cohort-a- --with-problems",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    seed.add_argument("--users", type=_positive, required=True, help="how many users")
+    seed.add_argument("--prefix", default="user-", help="user id prefix (user-)")
+    seed.add_argument("--start", type=int, default=0, help="first user number (0)")
     seed.add_argument("--seed", type=int, default=42, help="random seed (same seed, same rows)")
     seed.add_argument(
         "--with-problems",

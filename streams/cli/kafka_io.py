@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 
@@ -13,6 +14,19 @@ from streams import topics
 from streams.cli.output import Progress
 from streams.requests_out import encode
 from streams.settings import Settings
+
+# The command line says in one line when Kafka is away; aiokafka's own log lines would repeat it.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+async def _started(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Start a client; one that cannot reach Kafka is closed before the error goes up (no
+    "Unclosed AIOKafkaProducer" warning after the one-line message)."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
 
 
 async def publish(
@@ -31,7 +45,7 @@ async def publish(
         linger_ms=10,
         max_batch_size=512 * 1024,
     )
-    await producer.start()
+    await _started(producer)
     progress = Progress(total, label)
     sent = 0
     started = time.monotonic()
@@ -66,7 +80,7 @@ async def read_records(
         enable_auto_commit=False,
         group_id=None,
     )
-    await consumer.start()
+    await _started(consumer)
     try:
         await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
         assigned = [
@@ -95,10 +109,10 @@ async def read_records(
         await consumer.stop()
 
 
-async def read_topic(
-    settings: Settings, topic: str, *, idle_timeout_s: float = 2.0
+async def read_topics(
+    settings: Settings, *topic_names: str, idle_timeout_s: float = 2.0
 ) -> AsyncIterator[bytes]:
-    """The values of every committed record of ``topic``."""
-    async for record in read_records(settings, topic, idle_timeout_s=idle_timeout_s):
+    """The values of every committed record of the topics."""
+    async for record in read_records(settings, *topic_names, idle_timeout_s=idle_timeout_s):
         if record.value is not None:
             yield record.value

@@ -10,19 +10,46 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from streams.cli import database, enqueue, replay, resync, service, stack, stats, validate
+from streams.cli import (
+    database,
+    enqueue,
+    replay,
+    resync,
+    rollback,
+    service,
+    stack,
+    stats,
+    validate,
+)
+from streams.cli.errors import Parser, fail, one_line
 
 Handler = Callable[[argparse.Namespace], int]
 
+OPERATOR_PATH = """the operator's path:
+  migrator enqueue --file cohort-1.csv --execute     migrate a cohort
+  migrator stats                                     watch it
+  migrator rollback --file cohort-1.csv --execute    take it back
+  migrator replay --execute                          replay what failed
+  migrator validate USER_ID                          check one user end to end
+  migrator resync-redis --execute                    rebuild the Redis mirror
+
+every command plans first and changes nothing without --execute; `migrator COMMAND --help`
+"""
+
 # In the order ``migrator --help`` lists them: run, prepare, move users, look.
-JOBS = (service, stack, database, enqueue, replay, validate, resync, stats)
+JOBS = (service, stack, database, enqueue, rollback, replay, validate, resync, stats)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="migrator", description="Onboarding migration service: worker and operator tools."
+    parser = Parser(
+        prog="migrator",
+        description="Onboarding migration service: worker and operator tools.",
+        epilog=OPERATOR_PATH,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
     for job in JOBS:
         job.register(commands)
     return parser
@@ -46,10 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except refusals as exc:
-        print(f"migrator: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = one_line(exc)
+        if message is None:
+            raise
+        return fail(message)
 
 
 if __name__ == "__main__":

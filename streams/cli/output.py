@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from schemas.events import MigrationRequest
-from streams import topics
-
-
-def add_id_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ids", action="append", help="comma-separated user ids")
-    parser.add_argument("--file", help="file with one user id per line ('-' for stdin)")
-
-
-def read_ids(args: argparse.Namespace) -> list[str] | None:
-    """The user ids given by ``--ids`` and ``--file``, in order, each once; None if neither."""
-    ids: list[str] = []
-    for chunk in args.ids or []:
-        ids += [part.strip() for part in chunk.split(",") if part.strip()]
-    if args.file:
-        handle = sys.stdin if args.file == "-" else Path(args.file).open(encoding="utf-8")
-        with handle:
-            ids += [line.strip() for line in handle if line.strip() and not line.startswith("#")]
-    return list(dict.fromkeys(ids)) if (args.ids or args.file) else None
 
 
 def parse_time(value: str) -> datetime:
@@ -69,14 +49,3 @@ def sample_lines(requests: Sequence[MigrationRequest], limit: int) -> list[str]:
         + ("  (dry run)" if r.dry_run else "")
         for r in requests[:limit]
     ]
-
-
-def print_plan(
-    what: str, requests: Sequence[MigrationRequest], *, sample: int, out: Callable[[str], None]
-) -> None:
-    out(f"{what}: {len(requests)} request(s) would be published to {topics.REQUESTED}")
-    for line in sample_lines(requests, sample):
-        out(line)
-    if len(requests) > sample:
-        out(f"  … and {len(requests) - sample} more")
-    out("nothing was published: add --execute to publish")

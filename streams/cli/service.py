@@ -26,7 +26,14 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def register(commands: Any) -> None:
-    worker = commands.add_parser("worker", help="run the stream processor (Faust worker)")
+    worker = commands.add_parser(
+        "worker",
+        help="run the stream processor (Faust worker)",
+        description="Check PostgreSQL, Redis and Kafka, create the topics, then consume "
+        "requests until stopped. Settings come from the environment (see the README).",
+        epilog="example:\n  MIGRATOR_WEB_PORT=6067 migrator worker -l warning",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     worker.add_argument(
         "-l",
         "--loglevel",
@@ -35,6 +42,12 @@ def register(commands: Any) -> None:
     )
     worker.set_defaults(handler=_worker)
 
-    schemas = commands.add_parser("schemas", help="write the events' JSON Schema files")
+    schemas = commands.add_parser(
+        "schemas",
+        help="write the events' JSON Schema files",
+        description="Export the JSON Schemas of the request, outcome and dead-letter events.",
+        epilog="example:\n  migrator schemas --dir /tmp/schemas",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     schemas.add_argument("--dir", help="directory (default: schemas/json in the package)")
     schemas.set_defaults(handler=_schemas)

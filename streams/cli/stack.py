@@ -59,8 +59,16 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("stack", help="local Kafka, PostgreSQL and Redis (development)")
-    stack_commands = parser.add_subparsers(dest="stack_command", required=True)
+    parser = commands.add_parser(
+        "stack",
+        help="local Kafka, PostgreSQL and Redis (development)",
+        description="Real servers as local processes, for development, tests and the demo.",
+        epilog='example:\n  eval "$(migrator stack up)"   start and export the three URLs',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stack_commands = parser.add_subparsers(
+        dest="stack_command", required=True, metavar="SUBCOMMAND"
+    )
     for name, handler, text in (
         ("up", _up, "start the stack (idempotent) and print export lines"),
         ("down", _down, "stop this stack's processes"),

@@ -29,6 +29,14 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def register(commands: Any) -> None:
-    parser = commands.add_parser("stats", help="the live counters, from a running worker")
-    parser.add_argument("--url", help="worker base URL (default: this host's MIGRATOR_WEB_PORT)")
+    parser = commands.add_parser(
+        "stats",
+        help="the live counters, from a running worker",
+        description="The cluster's counters as one worker answers them (JSON).",
+        epilog="examples:\n  migrator stats\n  migrator stats --url http://worker-2:6066",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--url", help="worker base URL (default: http://127.0.0.1:$MIGRATOR_WEB_PORT)"
+    )
     parser.set_defaults(handler=_stats)

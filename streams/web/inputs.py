@@ -46,6 +46,7 @@ class RequestOptions:
 class BulkRequest:
     user_ids: list[str] | None  # None means every legacy user not yet migrated
     options: RequestOptions
+    include_rolled_back: bool = False  # with everyone: also users rolled back before
 
 
 def check_user_id(user_id: str) -> str:
@@ -62,16 +63,21 @@ def parse_options(raw: bytes) -> RequestOptions:
 def parse_bulk(raw: bytes, *, allow_all: bool) -> BulkRequest:
     """``{"user_ids": [...]}`` or (for migrate) ``{"all": true}``, plus the options."""
     body = _load(raw)
-    options = _options(body, allowed=frozenset({"user_ids", "all"}))
+    options = _options(body, allowed=frozenset({"user_ids", "all", "include_rolled_back"}))
     everyone = body.get("all", False)
     if everyone is not False and everyone is not True:
         raise InputError(400, "all must be true or false")
+    include_rolled_back = body.get("include_rolled_back", False)
+    if not isinstance(include_rolled_back, bool):
+        raise InputError(400, "include_rolled_back must be true or false")
+    if include_rolled_back and not everyone:
+        raise InputError(400, "include_rolled_back goes with all")
     if everyone:
         if not allow_all:
             raise InputError(400, "all is only accepted by POST migrate")
         if "user_ids" in body:
             raise InputError(400, "give either user_ids or all, not both")
-        return BulkRequest(None, options)
+        return BulkRequest(None, options, include_rolled_back)
     user_ids = body.get("user_ids")
     if not isinstance(user_ids, list) or not user_ids:
         hint = ' (or {"all": true})' if allow_all else ""

@@ -88,9 +88,12 @@ class WebService:
         await self.context.ready_core()
         return await validate_user(self._pool, self.context.resources.redis, user_id)
 
-    async def all_unmigrated(self) -> list[str]:
+    async def all_unmigrated(self, *, include_rolled_back: bool) -> tuple[list[str], int]:
+        """Everyone not yet migrated, and how many rolled-back users were held out."""
         await self.context.ready_core()
-        return await postgres.unmigrated_user_ids(self._pool)
+        return await postgres.unmigrated_selection(
+            self._pool, include_rolled_back=include_rolled_back
+        )
 
     async def publish_requests(
         self, user_ids: Sequence[str], action: str, options: RequestOptions

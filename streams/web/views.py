@@ -17,6 +17,7 @@ import aiohttp.web
 import asyncpg
 from faust.web import Request, Response, View
 
+from agents.jobs.validation import UnknownUser
 from agents.stores import postgres
 from streams.web.inputs import (
     MAX_BODY_BYTES,
@@ -64,22 +65,29 @@ class Admin(ServiceView):
             if (http.content_length or 0) > MAX_BODY_BYTES:
                 raise InputError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
             raw = await http.content.read(MAX_BODY_BYTES + 1)
+            held_out: int | None = None
             if user_id is not None:
                 user_ids, options = [check_user_id(user_id)], parse_options(raw)
             else:
                 bulk = parse_bulk(raw, allow_all=self.action == "migrate")
                 options = bulk.options
-                listed = bulk.user_ids
-                user_ids = listed if listed is not None else await service.all_unmigrated()
+                if bulk.user_ids is not None:
+                    user_ids = bulk.user_ids
+                else:
+                    user_ids, held_out = await service.all_unmigrated(
+                        include_rolled_back=bulk.include_rolled_back
+                    )
         except InputError as error:
             return self.refuse(error)
         ids = await service.publish_requests(user_ids, self.action, options)
-        answer = {
+        answer: dict[str, object] = {
             "action": self.action,
             "dry_run": options.dry_run,
             "count": len(ids),
             "request_ids": ids,
         }
+        if held_out is not None:
+            answer["held_out_rolled_back"] = held_out
         return self.json(answer, status=202)
 
 
@@ -138,7 +146,10 @@ class Validate(ServiceView):
             check_user_id(user_id)
         except InputError as error:
             return self.refuse(error)
-        report = await self.service.validate(user_id)
+        try:
+            report = await self.service.validate(user_id)
+        except UnknownUser as exc:
+            return self.refuse(InputError(404, str(exc)))
         return self.json(report.as_dict())
 
 

@@ -159,7 +159,9 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
     assert failed.headers["migrator-retryable"] == b"false"
 
     plan = _cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user)
-    assert "1 request(s) would be published" in plan and "nothing was published" in plan
+    assert "replay: 1 user(s) whose latest request failed" in plan
+    assert "unknown_legacy_step 1 (not retryable)" in plan and "WARNING" in plan
+    assert "nothing was published" in plan
     async with opened(stack.settings) as (pool, _):
         await pool.execute(
             "UPDATE legacy_onboarding_status SET completed_steps = "
@@ -204,9 +206,13 @@ async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
     )
 
     status, report = worker.get(f"{API}/validate/{users[1]}")
-    assert status == 200 and report["ok"] is True
+    assert status == 200 and report["ok"] is True and report["state"] == "migrated"
+    status, report = worker.get(f"{API}/validate/{users[0]}")
+    assert status == 200 and report["ok"] is True and report["state"] == "rolled_back"
     status, _ = worker.get(f"{API}/validate/not%20valid")
     assert status == 400
+    status, body = worker.get(f"{API}/validate/nobody-{users[0]}")
+    assert status == 404 and "unknown user" in body["error"]
 
     async with opened(stack.settings) as (pool, _):
         unmigrated = await pool.fetchval(
@@ -215,7 +221,9 @@ async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
     status, body = worker.request(
         "POST", f"{API}/migrate", body={"all": True, "dry_run": True}, token=ADMIN_TOKEN
     )
-    assert status == 202 and body["count"] == unmigrated and body["dry_run"] is True
+    # users[0] was rolled back above: held out of "all" unless include_rolled_back.
+    assert status == 202 and body["held_out_rolled_back"] == 1 and body["dry_run"] is True
+    assert body["count"] == unmigrated - 1
     await wait_for_outcomes(stack, body["request_ids"])
 
     stats = worker.stats()

@@ -16,7 +16,7 @@ from agents.core.decide import Work
 from agents.core.retry import RetryPolicy
 from agents.jobs.resync import prune_redis, repair_pending, resync_redis
 from agents.jobs.seed import SeedOptions, generate, write_rows
-from agents.jobs.validation import validate_user
+from agents.jobs.validation import UnknownUser, validate_user
 from agents.stores import redis_mirror
 from agents.stores.postgres import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
@@ -112,6 +112,30 @@ async def test_migrate_validate_rollback_restores_the_exact_row(
         ("migrate", "migrated"),
         ("rollback", "rolled_back"),
     ]
+    report = await validate_user(pool, redis_client, user)
+    assert (report.state, report.ok) == ("rolled_back", True), report.as_dict()
+
+
+async def test_validate_knows_never_migrated_rolled_back_drift_and_unknown_users(
+    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    fresh, back = uid(unique, "v-fresh"), uid(unique, "v-back")
+    await insert_legacy(pool, fresh)
+    await insert_legacy(pool, back)
+    await core.apply([work(fresh, dry_run=True)])  # a dry run leaves the user never migrated
+    report = await validate_user(pool, redis_client, fresh)
+    assert (report.state, report.ok) == ("never_migrated", True), report.as_dict()
+
+    await core.apply([work(back), work(back, "rollback")])
+    await pool.execute(
+        "UPDATE legacy_onboarding_status SET current_step = 'brand' WHERE user_id = $1", back
+    )
+    report = await validate_user(pool, redis_client, back)
+    failed = [check.name for check in report.checks if not check.ok]
+    assert (report.state, failed) == ("rolled_back", ["legacy_row_unchanged_since_rollback"])
+
+    with pytest.raises(UnknownUser):
+        await validate_user(pool, redis_client, uid(unique, "v-nobody"))
 
 
 async def test_steps_of_a_session_that_does_not_exist_are_refused(pool: asyncpg.Pool) -> None:

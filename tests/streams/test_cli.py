@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 import streams.cli
+from streams.cli.errors import CliError
 from streams.cli.main import JOBS, build_parser
-from streams.cli.output import parse_time, read_ids
+from streams.cli.output import parse_time
+from streams.cli.selection import read_ids
 
 
 def test_every_job_module_registers_its_commands() -> None:
@@ -41,6 +43,28 @@ def test_ids_come_from_options_and_files_in_order_each_once(tmp_path: Path) -> N
     args = argparse.Namespace(ids=["u1,u2", " u3 "], file=str(ids_file))
     assert read_ids(args) == ["u1", "u2", "u3", "u4"]
     assert read_ids(argparse.Namespace(ids=None, file=None)) is None
+
+
+def test_a_csv_file_gives_its_first_column_and_its_header_is_skipped(tmp_path: Path) -> None:
+    csv = tmp_path / "cohort.csv"
+    csv.write_text('user_id,segment\n"u1",a\nu2,b\n', encoding="utf-8")
+    assert read_ids(argparse.Namespace(ids=None, file=str(csv))) == ["u1", "u2"]
+
+
+def test_a_bad_id_is_named_with_its_file_and_line(tmp_path: Path) -> None:
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("u1\nu2\nbad id!\n", encoding="utf-8")
+    with pytest.raises(CliError, match=r"ids.txt, line 3: 'bad id!' is not a user id"):
+        read_ids(argparse.Namespace(ids=None, file=str(ids_file)))
+    with pytest.raises(CliError, match=r"--ids: 'x y' is not a user id"):
+        read_ids(argparse.Namespace(ids=["ok,x y"], file=None))
+
+
+def test_a_file_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("müller\n".encode("latin-1"))
+    with pytest.raises(CliError, match="not UTF-8 text"):
+        read_ids(argparse.Namespace(ids=None, file=str(latin)))
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,8 @@ def test_authorization() -> None:
         (b'{"user_ids": ["u"], "dry_run": "yes"}', 400),
         (b'{"all": true, "user_ids": ["u"]}', 400),
         (b'{"all": "yes"}', 400),
+        (b'{"user_ids": ["u"], "include_rolled_back": true}', 400),
+        (b'{"all": true, "include_rolled_back": 1}', 400),
         (json.dumps({"user_ids": [f"u{i}" for i in range(10_001)]}).encode(), 413),
         (b" " * (1024 * 1024 + 1), 413),
     ],
@@ -52,6 +54,8 @@ def test_bad_bulk_bodies(raw: bytes, status: int) -> None:
 def test_all_is_only_for_migrate_and_ids_are_deduplicated() -> None:
     assert status_of(parse_bulk, b'{"all": true}', allow_all=False) == 400
     assert parse_bulk(b'{"all": true, "dry_run": true}', allow_all=True).user_ids is None
+    everyone = parse_bulk(b'{"all": true, "include_rolled_back": true}', allow_all=True)
+    assert everyone.user_ids is None and everyone.include_rolled_back is True
     bulk = parse_bulk(b'{"user_ids": ["a", "b", "a"], "reason": "r"}', allow_all=False)
     assert bulk.user_ids == ["a", "b"] and bulk.options.reason == "r"
 

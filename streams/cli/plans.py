@@ -1,0 +1,149 @@
+"""Plans: what ``enqueue``, ``rollback`` and ``replay`` would publish, shown, saved and executed.
+
+A plan is built once, with its request ids fixed, and what ``--execute`` publishes is that plan:
+in the same run, or later from the file ``--plan-out`` wrote (``--from-plan FILE --execute``),
+request for request. The file is JSON Lines: a header object, then one request per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from schemas.events import MigrationRequest
+from streams import topics
+from streams.cli.errors import CliError
+from streams.cli.output import sample_lines
+from streams.settings import Settings
+
+PLAN_FORMAT = "migrator-plan/1"
+
+
+@dataclass
+class Plan:
+    command: str
+    requests: list[MigrationRequest]
+    summary: list[str] = field(default_factory=list)  # what was selected, held out, warned
+    plan_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def add_plan_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("plan and execution (safe by default: plan only)")
+    group.add_argument(
+        "--execute", action="store_true", help="publish the plan (default: print it only)"
+    )
+    group.add_argument(
+        "--sample", type=int, default=5, metavar="N", help="requests shown in the plan (5)"
+    )
+    group.add_argument(
+        "--plan-out", metavar="PATH", help="write the plan, request ids included, to PATH"
+    )
+    group.add_argument(
+        "--from-plan",
+        metavar="PATH",
+        help="take the plan from a file --plan-out wrote instead of selecting again; with "
+        "--execute, publish exactly its requests",
+    )
+
+
+def planned_request_id(plan_id: uuid.UUID, action: str, user_id: str) -> uuid.UUID:
+    """A request id fixed by the plan: the plan shows the ids ``--execute`` publishes."""
+    return uuid.uuid5(plan_id, f"{action}:{user_id}")
+
+
+def write_plan(plan: Plan, path: str) -> None:
+    header = {
+        "format": PLAN_FORMAT,
+        "command": plan.command,
+        "plan_id": str(plan.plan_id),
+        "created_at": plan.created_at.isoformat(),
+        "count": len(plan.requests),
+        "summary": plan.summary,
+    }
+    with Path(path).open("w", encoding="utf-8") as out:
+        out.write(json.dumps(header, ensure_ascii=False) + "\n")
+        for request in plan.requests:
+            out.write(request.model_dump_json(exclude_none=True) + "\n")
+
+
+def read_plan(path: str, command: str) -> Plan:
+    lines = Path(path).read_bytes().decode("utf-8").splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != PLAN_FORMAT:
+        raise CliError(f"{path}: not a plan written by `migrator … --plan-out`")
+    if header.get("command") != command:
+        raise CliError(
+            f"{path}: a plan of `migrator {header.get('command')}`, not of `migrator {command}`"
+        )
+    requests = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            requests.append(MigrationRequest.model_validate_json(line))
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"]
+            raise CliError(f"{path}, line {number}: not a request ({problem})") from None
+    if len(requests) != header.get("count"):
+        raise CliError(f"{path}: {len(requests)} requests, the header says {header.get('count')}")
+    return Plan(
+        command,
+        requests,
+        [*header.get("summary", []), f"(from {path}, planned {header.get('created_at')})"],
+        uuid.UUID(header["plan_id"]),
+        datetime.fromisoformat(header["created_at"]),
+    )
+
+
+def carry_out(
+    plan: Plan,
+    args: argparse.Namespace,
+    *,
+    rate_per_s: float | None = None,
+    out: Callable[[str], None] = print,
+) -> int:
+    """Print the plan; write it if asked; publish it with ``--execute``."""
+    count = len(plan.requests)
+    for line in plan.summary:
+        out(line)
+    out(f"{plan.command}: {count} request(s) to publish to {topics.REQUESTED}")
+    shown = plan.requests[: max(args.sample, 0)]
+    if shown:
+        out(f"  sample ({len(shown)} of {count}):")
+        for line in sample_lines(shown, len(shown)):
+            out("  " + line)
+    if args.plan_out:
+        write_plan(plan, args.plan_out)
+        out(
+            f"plan written to {args.plan_out}; publish exactly it with: "
+            f"migrator {plan.command} --from-plan {args.plan_out} --execute"
+        )
+    if not args.execute:
+        out("nothing was published: add --execute to publish")
+        return 0
+    if not count:
+        out("nothing to publish")
+        return 0
+    from streams.cli.kafka_io import publish
+
+    sent = asyncio.run(
+        publish(
+            Settings.from_env(),
+            plan.requests,
+            total=count,
+            rate_per_s=rate_per_s,
+            label=plan.command,
+        )
+    )
+    out(f"published {sent} request(s) to {topics.REQUESTED}")
+    return 0

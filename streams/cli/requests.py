@@ -1,0 +1,46 @@
+"""The request options ``enqueue`` and ``rollback`` share, and the plan built from them."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from streams.cli.plans import Plan, planned_request_id
+from streams.requests_out import new_request
+
+
+def add_request_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the requests")
+    group.add_argument(
+        "--dry-run-requests",
+        action="store_true",
+        help="publish requests marked dry_run: the worker plans and answers each one but "
+        "changes nothing (not to be confused with the plan-only default of this command)",
+    )
+    group.add_argument("--reason", help="free text carried by each request (audit log)")
+    group.add_argument(
+        "--requested-by", default="migrator-cli", help="who asks, carried by each request"
+    )
+    group.add_argument(
+        "--rate", type=float, metavar="N", help="publish at most N requests per second"
+    )
+
+
+def request_plan(
+    command: str, action: str, user_ids: list[str], args: argparse.Namespace, summary: list[str]
+) -> Plan:
+    plan = Plan(command, [], summary)
+    now = datetime.now(UTC)
+    plan.requests = [
+        new_request(
+            user_id,
+            action=action,
+            dry_run=args.dry_run_requests,
+            requested_by=args.requested_by,
+            reason=args.reason,
+            now=now,
+            request_id=planned_request_id(plan.plan_id, action, user_id),
+        )
+        for user_id in user_ids
+    ]
+    return plan

@@ -1,0 +1,165 @@
+"""The operator's commands on real servers: plans that are what --execute publishes, rolled-back
+cohorts held out, validate's three states, resync's plan, one line when a server is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from agents.batch_applier import MigrationCore
+from agents.core.decide import Work
+from agents.stores.postgres import PostgresStore
+from agents.stores.redis_mirror import RedisMirror
+from schemas.events import MigrationRequest
+from streams import topics
+from streams.cli.kafka_io import read_records
+from streams.settings import Settings
+
+
+def env_of(settings: Settings, **changes: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "KAFKA_BROKER_URL": settings.kafka_broker_url,
+        "REDIS_URL": settings.redis_url,
+        **changes,
+    }
+
+
+def migrator(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+async def seed_users(pool: asyncpg.Pool, users: list[str]) -> None:
+    await pool.executemany(
+        "INSERT INTO legacy_onboarding_status (user_id, workspace_id, status, current_step,"
+        " completed_steps, answers, updated_at) VALUES ($1, 'ws', 'in_progress', 'goals',"
+        " '{account,profile}', '{}', now())",
+        [(user,) for user in users],
+    )
+
+
+def plan_file(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    header, *requests = (json.loads(line) for line in path.read_text().splitlines())
+    return header, requests
+
+
+async def test_everyone_holds_out_a_rolled_back_cohort_unless_asked(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    users = [f"hold-{unique}-{n}" for n in range(3)]
+    await seed_users(pool, users)
+    core = MigrationCore(PostgresStore(pool), RedisMirror(redis_client), app_id=f"cli-{unique}")
+    back = users[1]
+    requests = [
+        MigrationRequest(request_id=uuid.uuid4(), user_id=back, action=a)
+        for a in ("migrate", "rollback")
+    ]
+    await core.apply([Work(r, None, None) for r in requests])
+
+    env = env_of(settings)
+    held = migrator(env, "enqueue", "--plan-out", str(tmp_path / "held.jsonl"))
+    assert held.returncode == 0, held.stderr
+    assert "held out: 1 users rolled back" in held.stdout
+    _, planned = plan_file(tmp_path / "held.jsonl")
+    assert back not in {r["user_id"] for r in planned}
+    assert {users[0], users[2]} <= {r["user_id"] for r in planned}
+
+    every = migrator(env, "enqueue", "--include-rolled-back", "--plan-out", str(tmp_path / "a"))
+    assert every.returncode == 0 and "held out" not in every.stdout
+    assert back in {r["user_id"] for r in plan_file(tmp_path / "a")[1]}
+
+
+async def test_a_plan_file_is_published_exactly(
+    settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    env = env_of(settings)
+    ids = f"exact-{unique}-a,exact-{unique}-b"
+    path = tmp_path / "plan.jsonl"
+    planned = migrator(
+        env, "enqueue", "--ids", ids, "--reason", "cohort 1", "--plan-out", str(path)
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert "nothing was published" in planned.stdout
+    header, requests = plan_file(path)
+    assert header["command"] == "enqueue" and header["count"] == 2
+    shown = {r["request_id"] for r in requests}
+    assert all(request_id in planned.stdout for request_id in shown)  # the sample shows them
+
+    wrong = migrator(env, "replay", "--from-plan", str(path), "--execute")
+    assert wrong.returncode == 2 and "not of `migrator replay`" in wrong.stderr
+    done = migrator(env, "enqueue", "--from-plan", str(path), "--execute")
+    assert done.returncode == 0, done.stderr
+    assert "published 2 request(s)" in done.stdout
+
+    published = [
+        json.loads(record.value)
+        async for record in read_records(settings, topics.REQUESTED)
+        if record.value is not None and unique.encode() in record.value
+    ]
+    assert sorted(published, key=lambda r: r["user_id"]) == sorted(
+        requests, key=lambda r: r["user_id"]
+    )
+
+
+async def test_rollback_plans_who_holds_a_session(
+    settings: Settings, pool: asyncpg.Pool, unique: str
+) -> None:
+    await seed_users(pool, [f"rb-{unique}"])
+    result = migrator(env_of(settings), "rollback", "--ids", f"rb-{unique},rb-{unique}-none")
+    assert result.returncode == 0, result.stderr
+    assert "selected: 2 given; 0 hold a migrated session now" in result.stdout
+    assert "2 hold none and will answer failed/not_migrated" in result.stdout
+    assert "nothing was published" in result.stdout
+
+
+async def test_validate_and_resync_on_the_command_line(
+    settings: Settings, pool: asyncpg.Pool, unique: str
+) -> None:
+    user = f"val-{unique}"
+    await seed_users(pool, [user])
+    env = env_of(settings)
+    fresh = migrator(env, "validate", user)
+    assert fresh.returncode == 0 and f"{user}: never migrated, OK" in fresh.stdout
+    unknown = migrator(env, "validate", f"nobody-{unique}")
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+    assert "unknown user" in unknown.stderr
+
+    plan = migrator(env, "resync-redis")
+    assert plan.returncode == 0 and "nothing was changed" in plan.stdout
+    assert "session(s) to rewrite" in plan.stdout and "stale key(s) to remove" in plan.stdout
+    one = migrator(env, "resync-redis", "--ids", user, "--execute")
+    assert one.returncode == 0 and "rewrote 0 session(s)" in one.stdout
+
+
+def test_a_server_down_is_one_line_while_the_others_answer(settings: Settings) -> None:
+    no_redis = env_of(settings, REDIS_URL="redis://127.0.0.1:9/0")
+    no_kafka = env_of(settings, KAFKA_BROKER_URL="kafka://127.0.0.1:9")
+    for env, args, cause in (
+        (no_redis, ["validate", "someone"], "Redis at redis://127.0.0.1:9/0"),
+        (no_redis, ["resync-redis"], "Redis at redis://127.0.0.1:9/0"),
+        (no_kafka, ["enqueue", "--ids", "someone", "--execute"], "Kafka at kafka://127.0.0.1:9"),
+        (no_kafka, ["replay"], "Kafka at kafka://127.0.0.1:9"),
+    ):
+        result = migrator(env, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and cause in result.stderr, (args, result.stderr)
