@@ -107,6 +107,8 @@ class Outcome(BaseModel):
     bcm: BcmRef | None = None
     error: OutcomeError | None = None
     attempt: int = Field(default=1, ge=1)
+    # The worker's time for this request: its share of the set-based wave that decided and
+    # wrote it (the wave's time divided by its requests); 0 for answers given again.
     duration_ms: float = 0.0
     processed_at: datetime
     request: dict[str, Any] | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK = ROOT / ".stack" / "demo"
+# Settings that make every `migrator` command in a shell talk to the demo (`set -a; . FILE`).
+ENV_FILE = STACK / "env"
 MIGRATOR = [sys.executable, "-m", "streams.cli"]
 API = "/api/v1/onboarding/migration"
 
@@ -67,10 +70,22 @@ def start_worker(env: dict[str, str], base: str) -> int:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if get(f"{base}{API}/health").get("ok"):
-                return pid
+            health = get(f"{base}{API}/health")
         except OSError:
-            pass
+            health = None
+        if health is not None:
+            answering = health.get("worker", {})
+            if answering.get("pid") != pid or answering.get("app_id") != env["MIGRATOR_APP_ID"]:
+                sys.exit(
+                    f"demo: another worker answers on {base} (pid {answering.get('pid')}, app "
+                    f"id {answering.get('app_id')}); stop it, or choose a port with DEMO_PORT"
+                )
+            if health.get("ok"):
+                return pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            sys.exit(f"demo: the worker exited while starting; see {STACK / 'worker.log'}")
         time.sleep(0.5)
     sys.exit(f"demo: the worker did not become healthy; see {STACK / 'worker.log'}")
 
@@ -99,6 +114,15 @@ def demo(users: int, port: int) -> None:
     env["MIGRATOR_WEB_PORT"] = str(port)
     env.setdefault("MIGRATOR_ADMIN_TOKEN", "demo-token-" + "x" * 16)
     env["MIGRATOR_DATA_DIR"] = str(STACK / "worker-data")
+    names = (
+        "KAFKA_BROKER_URL",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "MIGRATOR_APP_ID",
+        "MIGRATOR_WEB_PORT",
+        "MIGRATOR_ADMIN_TOKEN",
+    )
+    ENV_FILE.write_text("".join(f"{name}={shlex.quote(env[name])}\n" for name in names))
     base = f"http://127.0.0.1:{port}"
     print("== schema")
     run("db", "init", env=env)
@@ -112,29 +136,25 @@ def demo(users: int, port: int) -> None:
     print(published_line)
     published = int(published_line.split()[1])
     started = time.monotonic()
-    target = before + published
-    while True:
-        progress = get(f"{base}{API}/progress")
-        stats = progress["stats"]
-        done = int(stats["requested"]) - before
-        elapsed = time.monotonic() - started
-        bar = "#" * int(30 * done / max(published, 1))
-        print(
-            f"\r[{bar:<30}] {done}/{published} outcomes  {done / max(elapsed, 1e-6):,.0f}/s  "
-            f"legacy migrated {progress['percent']}%",
-            end="",
-            flush=True,
-        )
-        if int(stats["requested"]) >= target:
-            break
-        time.sleep(1)
+    print("== progress (the status line of `migrator stats --watch`)")
+    watch = subprocess.run(
+        [*MIGRATOR, "stats", "--watch", "--until-done", "--interval", "1", "--url", base],
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    if watch.returncode != 0:
+        sys.exit(f"demo: the worker stopped answering; see {STACK / 'worker.log'}")
     elapsed = time.monotonic() - started
-    rate = published / elapsed
-    print(f"\n== done: {published} requests → outcomes in {elapsed:.1f}s = {rate:,.0f} users/s")
+    done = int(get(f"{base}{API}/stats")["requested"]) - before
+    rate = done / elapsed
+    print(f"== done: {done} of {published} requests → outcomes in {elapsed:.1f}s = {rate:,.0f}/s")
     print("   (request published to outcome committed, everything on this machine)")
     print(f"worker peak memory (VmHWM): {peak_memory_mib(pid):.0f} MiB")
     print(json.dumps(get(f"{base}{API}/stats"), indent=2))
     print(f"dashboard: {base}/dashboard   (stop everything with: make demo-stop)")
+    print(f"to talk to the demo from your shell:  set -a; . {ENV_FILE}; set +a")
+    print("  then e.g.: .venv/bin/migrator stats --watch")
 
 
 def stop() -> None:

@@ -1,42 +1,84 @@
-"""``migrator stats``: the live counters, asked of a running worker over HTTP."""
+"""``migrator stats``: the live counters of a running worker, or a status line every few seconds.
+
+``--watch`` prints one line per interval (done/total, %, rate, backlog, failures, ETA, elapsed)
+until interrupted; ``--until-done`` stops once every published request is answered (nothing
+waits in the request topic). A worker that stops answering ends the watch with one line and exit 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from typing import Any
 
+from streams.cli.errors import CliError
+from streams.cli.status_line import finished, status_line
 from streams.settings import Settings
 
-STATS_PATH = "/api/v1/onboarding/migration/stats"
+API = "/api/v1/onboarding/migration"
+EXAMPLES = """examples:
+  migrator stats                                   the counters as JSON
+  migrator stats --watch                           a status line every 2 s
+  migrator stats --watch --interval 10 --until-done
+  migrator stats --url http://worker-2:6066
+"""
+
+
+def fetch(url: str, path: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"{url}{API}/{path}", timeout=10) as answer:
+            value: dict[str, Any] = json.load(answer)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:200]
+        raise CliError(f"the worker at {url} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CliError(
+            f"no worker answers at {url} ({exc}); start one with `migrator worker`"
+        ) from None
+    return value
 
 
 def _stats(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    url = args.url or f"http://127.0.0.1:{settings.web_port}"
-    try:
-        with urllib.request.urlopen(f"{url}{STATS_PATH}", timeout=10) as answer:
-            stats = json.load(answer)
-    except (urllib.error.URLError, OSError) as exc:
-        hint = "start one with `migrator worker`"
-        print(f"migrator: no worker answers at {url} ({exc}); {hint}", file=sys.stderr)
-        return 2
-    print(json.dumps(stats, indent=2))
-    return 0
+    url = args.url or f"http://127.0.0.1:{Settings.from_env().web_port}"
+    if not args.watch:
+        print(json.dumps(fetch(url, "stats"), indent=2))
+        return 0
+    started = time.monotonic()
+    while True:
+        try:
+            progress = fetch(url, "progress")
+        except CliError as exc:
+            raise CliError(f"the watch stopped: {exc}") from None
+        clock = datetime.now().strftime("%H:%M:%S")
+        line = status_line(progress, elapsed_s=time.monotonic() - started, clock=clock)
+        print(line, flush=True)
+        if args.until_done and finished(progress):
+            return 0
+        time.sleep(args.interval)
 
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "stats",
-        help="the live counters, from a running worker",
-        description="The cluster's counters as one worker answers them (JSON).",
-        epilog="examples:\n  migrator stats\n  migrator stats --url http://worker-2:6066",
+        help="the live counters of a running worker, or a status line (--watch)",
+        description=__doc__,
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--url", help="worker base URL (default: http://127.0.0.1:$MIGRATOR_WEB_PORT)"
+    )
+    parser.add_argument("--watch", action="store_true", help="a status line every interval")
+    parser.add_argument(
+        "--interval", type=float, default=2.0, metavar="S", help="seconds between lines (2)"
+    )
+    parser.add_argument(
+        "--until-done",
+        action="store_true",
+        help="with --watch: stop once every published request is answered",
     )
     parser.set_defaults(handler=_stats)

@@ -7,11 +7,15 @@ is in the store, so this class holds just the I/O that joins them.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from faust.types import TP
 
 from agents.core import counters
 from agents.jobs.validation import ValidationReport, validate_user
@@ -34,9 +38,74 @@ def _now_s() -> int:
     return int(time.time())
 
 
+class _GroupOffsets:
+    """The app id's committed offsets, read with one admin client kept for the worker's life."""
+
+    def __init__(self, bootstrap_servers: list[str], group_id: str) -> None:
+        self._bootstrap = bootstrap_servers
+        self._group_id = group_id
+        self._admin: Any = None
+
+    async def committed(self) -> dict[int, int]:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self._bootstrap, request_timeout_ms=_CHECK_TIMEOUT_S * 1000
+            )
+            await asyncio.wait_for(admin.start(), timeout=_CHECK_TIMEOUT_S + 1)
+            self._admin = admin
+        try:
+            found = await asyncio.wait_for(
+                self._admin.list_consumer_group_offsets(self._group_id), timeout=_CHECK_TIMEOUT_S
+            )
+        except BaseException:
+            admin, self._admin = self._admin, None
+            await admin.close()
+            raise
+        return {
+            tp.partition: meta.offset
+            for tp, meta in found.items()
+            if tp.topic == topics.REQUESTED and meta.offset >= 0
+        }
+
+
 @dataclass(frozen=True)
 class WebService:
     context: ServiceContext
+    _offsets: dict[str, _GroupOffsets] = field(default_factory=dict)
+
+    async def backlog(self) -> dict[int, int]:
+        """Request records not answered yet, per partition, whichever worker owns it: the
+        partition's end offset (last stable) minus the offset the app id committed."""
+        settings = self.context.settings
+        offsets = self._offsets.setdefault(
+            "group", _GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id)
+        )
+        partitions = [TP(topics.REQUESTED, p) for p in range(settings.topic_partitions)]
+        ends = await asyncio.wait_for(
+            self.context.app.consumer.highwaters(*partitions), timeout=_CHECK_TIMEOUT_S
+        )
+        committed = await offsets.committed()
+        return {
+            tp.partition: max(0, int(end) - committed.get(tp.partition, 0))
+            for tp, end in ends.items()
+        }
+
+    async def owned_lag(self) -> dict[int, int]:
+        """Per request partition this worker owns: records fetched-or-waiting not yet answered
+        (the highwater it last saw minus the next offset it will commit). No Kafka round trip."""
+        consumer = self.context.app.consumer
+        transactions = self.context.transactions
+        lag = {}
+        for tp in consumer.assignment():
+            if tp.topic != topics.REQUESTED:
+                continue
+            start = transactions.positions.next.get(tp.partition) if transactions else None
+            highwater = consumer.highwater(tp)
+            if highwater is not None and start is not None:
+                lag[tp.partition] = max(0, int(highwater) - int(start))
+        return lag
 
     @property
     def _pool(self) -> Any:
@@ -64,7 +133,21 @@ class WebService:
         await self.context.ready_core()
         counts = await postgres.progress_counts(self._pool, FOR_GOOD_CODES)
         summary = counters.summary(await self.cluster_totals(), now_s=_now_s())
-        return progress_answer(counts, summary)
+        answer = progress_answer(counts, summary)
+        try:
+            answer["backlog"] = sum((await self.backlog()).values())
+        except Exception as exc:  # noqa: BLE001 - Kafka away: progress still answers
+            answer["backlog"] = None
+            answer["backlog_error"] = str(exc) or type(exc).__name__
+        return answer
+
+    def identity(self) -> dict[str, Any]:
+        """Which worker answers: a caller can tell its own worker from another on the port."""
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "app_id": self.context.settings.app_id,
+        }
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         resources = self.context.resources

@@ -137,7 +137,8 @@ class Progress(ServiceView):
 class Health(ServiceView):
     async def get(self, request: Request) -> Response:
         ok, checks = await self.service.health()
-        return self.json({"ok": ok, "checks": checks}, status=200 if ok else 503)
+        answer = {"ok": ok, "checks": checks, "worker": self.service.identity()}
+        return self.json(answer, status=200 if ok else 503)
 
 
 class Validate(ServiceView):

@@ -1,0 +1,44 @@
+"""The one-line summary of a run, like gh-ost's status line: pure formatting of ``progress``.
+
+``migrator stats --watch`` prints it every few seconds and ``make demo`` shows the same line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``3m07s``, ``2h05m``; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def status_line(progress: Mapping[str, Any], *, elapsed_s: float, clock: str) -> str:
+    """Done/total, %, rate, backlog, failures, ETA and elapsed time in one line."""
+    stats = progress.get("stats", {})
+    done = int(progress["legacy_total"]) - int(progress["remaining"])
+    backlog = progress.get("backlog")
+    failed = int(stats.get("failed", 0))
+    parts = [
+        f"[{clock}] migrated {int(progress['migrated']):,} of {int(progress['legacy_total']):,}",
+        f"done {done:,} ({float(progress['percent']):.1f}%)",
+        f"{float(progress['rate_per_s']):,.0f}/s",
+        f"backlog {'?' if backlog is None else f'{int(backlog):,}'}",
+        f"failed {failed:,} ({int(progress['failed_for_good']):,} for good)",
+        f"ETA {duration(progress.get('eta_s'))}",
+        f"elapsed {duration(elapsed_s)}",
+    ]
+    return "; ".join(parts)
+
+
+def finished(progress: Mapping[str, Any]) -> bool:
+    """Every published request answered: nothing waits in the request topic."""
+    return progress.get("backlog") == 0

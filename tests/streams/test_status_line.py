@@ -1,0 +1,37 @@
+"""The status line of `migrator stats --watch`: every figure an operator reads at a glance."""
+
+from __future__ import annotations
+
+from streams.cli.status_line import duration, finished, status_line
+
+PROGRESS = {
+    "legacy_total": 60225,
+    "migrated": 12345,
+    "failed_for_good": 100,
+    "remaining": 47780,
+    "percent": 20.67,
+    "rate_per_s": 2412.4,
+    "eta_s": 19.8,
+    "backlog": 1204,
+    "stats": {"failed": 123},
+}
+
+
+def test_the_line_holds_done_total_rate_backlog_failures_eta_and_elapsed() -> None:
+    line = status_line(PROGRESS, elapsed_s=305, clock="07:31:02")
+    assert line == (
+        "[07:31:02] migrated 12,345 of 60,225; done 12,445 (20.7%); 2,412/s; backlog 1,204; "
+        "failed 123 (100 for good); ETA 20s; elapsed 5m05s"
+    )
+
+
+def test_unknown_figures_show_as_a_question_mark() -> None:
+    line = status_line({**PROGRESS, "backlog": None, "eta_s": None}, elapsed_s=0, clock="x")
+    assert "backlog ?" in line and "ETA ?" in line
+
+
+def test_durations_and_the_end_of_a_run() -> None:
+    assert [duration(s) for s in (0, 59.6, 61, 7_500)] == ["0s", "1m00s", "1m01s", "2h05m"]
+    assert not finished(PROGRESS)
+    assert not finished({**PROGRESS, "backlog": None})  # unknown is not done
+    assert finished({**PROGRESS, "backlog": 0})
