@@ -58,6 +58,25 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(row.answers for row in rows) else 1
 
 
+def _kafka_cli(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from streams.settings import Settings
+
+    stack = _stack()
+    from streams.stack import kafka
+
+    extra = list(args.args)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    if "--bootstrap-server" not in extra:
+        servers = ",".join(Settings.from_env().kafka_bootstrap_servers)
+        extra = ["--bootstrap-server", servers, *extra]
+    del stack
+    return subprocess.run(kafka.tool_command(args.tool, extra), env=os.environ).returncode
+
+
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "stack",
@@ -69,6 +88,25 @@ def register(commands: Any) -> None:
     stack_commands = parser.add_subparsers(
         dest="stack_command", required=True, metavar="SUBCOMMAND"
     )
+    tools = stack_commands.add_parser(
+        "kafka-cli",
+        help="run one of Kafka's own tools against KAFKA_BROKER_URL",
+        description="Kafka's command-line tools from the class path the stack downloaded; "
+        "--bootstrap-server is added from KAFKA_BROKER_URL unless given.",
+        epilog="examples:\n"
+        "  migrator stack kafka-cli topics --describe --topic user-migration-requested\n"
+        "  migrator stack kafka-cli consumer-groups --describe --group onboarding-migrator\n"
+        "  migrator stack kafka-cli console-consumer --topic user-migration-failed "
+        "--from-beginning --isolation-level read_committed --max-messages 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tools.add_argument(
+        "tool",
+        choices=("topics", "consumer-groups", "console-consumer", "get-offsets", "transactions"),
+        help="kafka-topics, kafka-consumer-groups, … without the kafka- prefix",
+    )
+    tools.add_argument("args", nargs=argparse.REMAINDER, help="the tool's own arguments")
+    tools.set_defaults(handler=_kafka_cli)
     for name, handler, text in (
         ("up", _up, "start the stack (idempotent) and print export lines"),
         ("down", _down, "stop this stack's processes"),

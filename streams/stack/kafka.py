@@ -1,8 +1,9 @@
 """Apache Kafka (KRaft, one node) from the Apache artifacts on Maven Central, run with local Java.
 
-Maven resolves ``org.apache.kafka:kafka_2.13`` and its runtime dependencies into the user's Maven
-cache once; the resulting class path is cached beside a generated pom, so later starts need neither
-Maven nor the network.
+Maven resolves ``org.apache.kafka:kafka_2.13`` (the broker) and ``kafka-tools`` (Kafka's own
+command-line tools, run by ``migrator stack kafka-cli``) with their runtime dependencies into the
+user's Maven cache once; the resulting class path is cached beside a generated pom, so later
+starts need neither Maven nor the network.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <dependencies>
     <dependency>
       <groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{kafka}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>{kafka}</version>
     </dependency>
     <dependency>
       <groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>{slf4j}</version>
@@ -86,7 +90,8 @@ def classpath() -> str:
     cached = cache_dir() / "classpath.txt"
     if cached.exists():
         entries = cached.read_text().strip().split(os.pathsep)
-        if entries and all(Path(entry).is_file() for entry in entries):
+        complete = any(Path(entry).name == f"kafka-tools-{KAFKA_VERSION}.jar" for entry in entries)
+        if complete and all(Path(entry).is_file() for entry in entries):
             return os.pathsep.join(entries)
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -118,6 +123,21 @@ def classpath() -> str:
             + " | ".join(detail)
         )
     return cached.read_text().strip()
+
+
+# Kafka's own tools, by the name of their shell script without ``kafka-`` and ``.sh``.
+TOOLS = {
+    "topics": "org.apache.kafka.tools.TopicCommand",
+    "consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "get-offsets": "org.apache.kafka.tools.GetOffsetShell",
+    "transactions": "org.apache.kafka.tools.TransactionsCommand",
+}
+
+
+def tool_command(tool: str, args: list[str]) -> list[str]:
+    """The java command line of one of Kafka's tools (``TOOLS``), quiet logging."""
+    return [check_java(), "-cp", classpath(), "-Dlog4j2.level=WARN", TOOLS[tool], *args]
 
 
 def write_config(workdir: Path, *, port: int, controller_port: int) -> Path:

@@ -143,3 +143,22 @@ async def test_the_mirror_writes_a_session_under_the_contract_keys_and_removes_i
     )
     assert await redis_mirror.read_session(redis_client, user) == (None, None)
     assert not await redis_client.exists(f"onboarding:session:{session_id}")
+
+
+async def test_kafkas_own_tools_run_against_the_stack(stack_settings: Settings) -> None:
+    import os
+    import subprocess
+    import sys
+
+    await ensure_topics(stack_settings)
+    env = {**os.environ, "KAFKA_BROKER_URL": stack_settings.kafka_broker_url}
+    listed = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "stack", "kafka-cli", "topics", "--list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert set(topics.PUBLIC_TOPICS) <= set(listed.stdout.split())
