@@ -31,6 +31,17 @@ def _b64(data: bytes | None) -> str | None:
     return base64.b64encode(data).decode("ascii") if data is not None else None
 
 
+# What each header says (without the prefix), for the AsyncAPI document.
+FAILURE_HEADERS = {
+    "error-code": "the error code (failed outcomes) or the dead-letter reason",
+    "retryable": "true or false",
+    "original-topic": "topic of the request record",
+    "original-partition": "its partition (decimal)",
+    "original-offset": "its offset (decimal)",
+    "original-timestamp": "its timestamp in ms since the epoch (decimal; empty if none)",
+}
+
+
 def failure_headers(origin: Origin, *, code: str, retryable: bool) -> Headers:
     values = {
         "error-code": code,

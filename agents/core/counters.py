@@ -61,6 +61,7 @@ def empty() -> Counters:
         **dict.fromkeys(COUNTERS, 0),
         "failed_by_code": {},
         "latency": {},
+        "latency_sum_ms": 0.0,
         "per_second": {},
     }
 
@@ -90,6 +91,7 @@ def batch_delta(
         if latency is not None:
             key = str(latency_bucket(latency))
             delta["latency"][key] = delta["latency"].get(key, 0) + 1
+            delta["latency_sum_ms"] += latency
     if outcomes:
         delta["per_second"][str(now_s)] = len(outcomes)
     return delta
@@ -106,6 +108,10 @@ def merge(total: Mapping[str, Any], delta: Mapping[str, Any], *, now_s: int) -> 
     for source in (total.get("latency", {}), delta.get("latency", {})):
         for key, count in source.items():
             merged["latency"][key] = merged["latency"].get(key, 0) + int(count)
+    # Totals kept before the sum was (an older version) start it from zero.
+    merged["latency_sum_ms"] = round(
+        float(total.get("latency_sum_ms", 0.0)) + float(delta.get("latency_sum_ms", 0.0)), 3
+    )
     horizon = now_s - _KEEP_SECONDS
     for source in (total.get("per_second", {}), delta.get("per_second", {})):
         for second, count in source.items():

@@ -18,10 +18,14 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _schemas(args: argparse.Namespace) -> int:
     from schemas.export import export_json_schemas, schema_directory
+    from streams.asyncapi import FILE_NAME, asyncapi_text
 
     directory = Path(args.dir) if args.dir else schema_directory()
     for path in export_json_schemas(directory):
         print(f"wrote {path}")
+    asyncapi = directory / FILE_NAME
+    asyncapi.write_text(asyncapi_text(), encoding="utf-8")
+    print(f"wrote {asyncapi}")
     return 0
 
 
@@ -44,8 +48,9 @@ def register(commands: Any) -> None:
 
     schemas = commands.add_parser(
         "schemas",
-        help="write the events' JSON Schema files",
-        description="Export the JSON Schemas of the request, outcome and dead-letter events.",
+        help="write the events' JSON Schema files and the topics' AsyncAPI document",
+        description="Export the JSON Schemas of the request, outcome and dead-letter events, "
+        "and the AsyncAPI 3.0 document of the topics (asyncapi.json).",
         epilog="example:\n  migrator schemas --dir /tmp/schemas",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

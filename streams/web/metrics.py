@@ -1,8 +1,17 @@
-"""Prometheus text exposition (format 0.0.4) of the live counters: pure string building."""
+"""Prometheus text exposition (format 0.0.4) of what one worker owns: pure string building.
+
+Each worker exports the request partitions it owns, labelled ``worker`` and ``partition``: their
+counters (kept in PostgreSQL, advanced in each batch's transaction), latency histogram, consumer
+lag and backlog. A partition is owned by one worker at a time, so ``sum()`` over the scraped
+workers is the cluster's figure. Facts about the whole population (legacy users, remaining,
+mirror pending) are the same on every worker and labelled ``scope="cluster"``: use ``max()``.
+Dependency health and the process's own metrics are per worker.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from agents.core.counters import COUNTERS, LATENCY_BOUNDS_MS, cumulative_counts
@@ -17,44 +26,108 @@ _HELP = {
     "dead_lettered": "Records sent to the dead-letter topic.",
 }
 
+# Cluster-wide gauges: name → help.
+CLUSTER_GAUGES = {
+    "legacy_users": "Legacy users in PostgreSQL.",
+    "legacy_migrated": "Legacy users marked migrated.",
+    "legacy_failed_for_good": "Users not migrated whose migration failed for a reason only "
+    "fixing the data cures.",
+    "legacy_remaining": "Legacy users still to migrate (neither migrated nor failed for good).",
+    "redis_mirror_pending": "Users whose Redis mirror waits for repair.",
+}
+
+# Names of the process metrics, as the Prometheus client libraries spell them.
+PROCESS = {
+    "process_resident_memory_bytes": ("gauge", "Resident memory size in bytes."),
+    "process_cpu_seconds_total": ("counter", "Total user and system CPU time in seconds."),
+    "process_start_time_seconds": ("gauge", "Start time of the process since the epoch."),
+    "process_open_fds": ("gauge", "Number of open file descriptors."),
+}
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    worker: str
+    partitions: Mapping[int, Mapping[str, Any]]  # owned request partitions' counter totals
+    lag: Mapping[int, int] = field(default_factory=dict)  # owned: fetched or waiting, unanswered
+    backlog: Mapping[int, int] = field(default_factory=dict)  # owned: end - committed offset
+    cluster: Mapping[str, float | int | None] = field(default_factory=dict)
+    dependencies: Mapping[str, bool] = field(default_factory=dict)
+    process: Mapping[str, float] = field(default_factory=dict)
+
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def prometheus_text(summary: Mapping[str, Any], totals: Mapping[str, Any]) -> str:
+def _labels(**labels: object) -> str:
+    inner = ",".join(f'{name}="{_escape(str(value))}"' for name, value in labels.items())
+    return "{" + inner + "}"
+
+
+def _family(lines: list[str], name: str, kind: str, text: str) -> None:
+    lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+
+
+def prometheus_text(metrics: WorkerMetrics) -> str:
     lines: list[str] = []
+    worker = metrics.worker
+    owned = sorted(metrics.partitions.items())
     for name in COUNTERS:
         metric = f"migrator_{name}_total"
-        lines += [f"# HELP {metric} {_HELP[name]}", f"# TYPE {metric} counter"]
-        lines.append(f"{metric} {int(summary[name])}")
-    lines += [
-        "# HELP migrator_failed_by_code_total Failed outcomes by error code.",
-        "# TYPE migrator_failed_by_code_total counter",
-    ]
-    for code, count in sorted(summary["failed_by_code"].items()):
-        lines.append(f'migrator_failed_by_code_total{{code="{_escape(code)}"}} {int(count)}')
-    lines += [
-        "# HELP migrator_request_to_outcome_seconds Time from request record to outcome.",
-        "# TYPE migrator_request_to_outcome_seconds histogram",
-    ]
-    histogram = totals.get("latency") or {}
-    for bound, count in zip(
-        LATENCY_BOUNDS_MS, cumulative_counts(histogram, LATENCY_BOUNDS_MS), strict=True
+        _family(lines, metric, "counter", _HELP[name])
+        for partition, totals in owned:
+            value = int(totals.get(name, 0))
+            lines.append(f"{metric}{_labels(worker=worker, partition=partition)} {value}")
+    _family(lines, "migrator_failed_by_code_total", "counter", "Failed outcomes by error code.")
+    for partition, totals in owned:
+        for code, count in sorted(totals.get("failed_by_code", {}).items()):
+            labels = _labels(worker=worker, partition=partition, code=code)
+            lines.append(f"migrator_failed_by_code_total{labels} {int(count)}")
+    _latency(lines, worker, owned)
+    for metric, values, text in (
+        (
+            "migrator_consumer_lag_records",
+            metrics.lag,
+            "Request records this worker fetched or has waiting and not yet answered.",
+        ),
+        (
+            "migrator_backlog_records",
+            metrics.backlog,
+            "Request records not yet answered: end offset minus the committed offset.",
+        ),
     ):
-        lines.append(f'migrator_request_to_outcome_seconds_bucket{{le="{bound / 1000:g}"}} {count}')
-    running = sum(int(count) for count in histogram.values())
-    lines.append(f'migrator_request_to_outcome_seconds_bucket{{le="+Inf"}} {running}')
-    lines.append(f"migrator_request_to_outcome_seconds_count {running}")
-    if "mirror_pending" in summary:
-        lines += [
-            "# HELP migrator_redis_mirror_pending Users whose Redis mirror waits for repair.",
-            "# TYPE migrator_redis_mirror_pending gauge",
-            f"migrator_redis_mirror_pending {int(summary['mirror_pending'])}",
-        ]
-    lines += [
-        "# HELP migrator_throughput_per_second Outcomes per second over the last minute.",
-        "# TYPE migrator_throughput_per_second gauge",
-        f"migrator_throughput_per_second {summary['throughput_per_s_last_minute']}",
-    ]
+        _family(lines, metric, "gauge", text)
+        for partition, value in sorted(values.items()):
+            lines.append(f"{metric}{_labels(worker=worker, partition=partition)} {int(value)}")
+    for key, text in CLUSTER_GAUGES.items():
+        gauge = metrics.cluster.get(key)
+        if gauge is not None:
+            _family(lines, f"migrator_{key}", "gauge", text + " Same on every worker: max().")
+            lines.append(f'migrator_{key}{{scope="cluster"}} {gauge}')
+    _family(lines, "migrator_dependency_up", "gauge", "1 when the dependency answers this worker.")
+    for dependency, up in sorted(metrics.dependencies.items()):
+        labels = _labels(worker=worker, dependency=dependency)
+        lines.append(f"migrator_dependency_up{labels} {1 if up else 0}")
+    for metric, (kind, text) in PROCESS.items():
+        if metric in metrics.process:
+            _family(lines, metric, kind, text)
+            lines.append(f"{metric}{_labels(worker=worker)} {float(metrics.process[metric])!r}")
     return "\n".join(lines) + "\n"
+
+
+def _latency(lines: list[str], worker: str, owned: list[tuple[int, Mapping[str, Any]]]) -> None:
+    name = "migrator_request_to_outcome_seconds"
+    _family(lines, name, "histogram", "Time from request record to outcome.")
+    for partition, totals in owned:
+        histogram = totals.get("latency") or {}
+        cumulative = cumulative_counts(histogram, LATENCY_BOUNDS_MS)
+        for bound, count in zip(LATENCY_BOUNDS_MS, cumulative, strict=True):
+            labels = _labels(worker=worker, partition=partition, le=f"{bound / 1000:g}")
+            lines.append(f"{name}_bucket{labels} {count}")
+        running = sum(int(count) for count in histogram.values())
+        labels = _labels(worker=worker, partition=partition, le="+Inf")
+        lines.append(f"{name}_bucket{labels} {running}")
+        plain = _labels(worker=worker, partition=partition)
+        lines.append(f"{name}_sum{plain} {float(totals.get('latency_sum_ms', 0.0)) / 1000!r}")
+        lines.append(f"{name}_count{plain} {running}")

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
@@ -24,6 +25,7 @@ from schemas.events import ErrorCode, is_retryable
 from streams import topics
 from streams.requests_out import encode, new_request
 from streams.web.inputs import RequestOptions
+from streams.web.metrics import WorkerMetrics
 from streams.web.totals import owned_totals, progress_answer
 
 if TYPE_CHECKING:
@@ -141,6 +143,41 @@ class WebService:
             answer["backlog_error"] = str(exc) or type(exc).__name__
         return answer
 
+    async def worker_metrics(self) -> WorkerMetrics:
+        """What this worker exports on /metrics: its own partitions, the cluster's gauges."""
+        await self.context.ready_core()
+        settings = self.context.settings
+        owned = {
+            tp.partition
+            for tp in self.context.app.consumer.assignment()
+            if tp.topic == topics.REQUESTED
+        }
+        stored = await postgres.counters(self._pool, settings.app_id)
+        counts = await postgres.progress_counts(self._pool, FOR_GOOD_CODES)
+        total, migrated, for_good = counts
+        cluster: dict[str, float | int | None] = {
+            "legacy_users": total,
+            "legacy_migrated": migrated,
+            "legacy_failed_for_good": for_good,
+            "legacy_remaining": max(0, total - migrated - for_good),
+            "redis_mirror_pending": await postgres.pending_mirror_count(self._pool),
+        }
+        try:
+            backlog = {p: n for p, n in (await self.backlog()).items() if p in owned}
+        except Exception:  # noqa: BLE001 - Kafka away: the other figures still answer
+            backlog = {}
+        _, checks = await self.health()
+        identity = self.identity()
+        return WorkerMetrics(
+            worker=f"{identity['host']}:{identity['pid']}",
+            partitions={p: stored.get(p, {}) for p in sorted(owned)},
+            lag=await self.owned_lag(),
+            backlog=backlog,
+            cluster=cluster,
+            dependencies={name: checks[name]["ok"] for name in ("postgres", "redis", "kafka")},
+            process=process_metrics(),
+        )
+
     def identity(self) -> dict[str, Any]:
         """Which worker answers: a caller can tell its own worker from another on the port."""
         return {
@@ -202,6 +239,26 @@ class WebService:
         for future in futures:
             await future
         return request_ids
+
+
+def process_metrics() -> dict[str, float]:
+    """The process's memory, CPU time, start time and open files, from /proc (Linux)."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return {
+            "process_resident_memory_bytes": float(stat[21]) * os.sysconf("SC_PAGE_SIZE"),
+            "process_cpu_seconds_total": (float(stat[11]) + float(stat[12])) / ticks,
+            "process_start_time_seconds": boot + float(stat[19]) / ticks,
+            "process_open_fds": float(len(os.listdir("/proc/self/fd"))),
+        }
+    except (OSError, IndexError, ValueError, StopIteration):
+        return {}
 
 
 def _started(resource: Any) -> Any:

@@ -163,11 +163,11 @@ class Dashboard(ServiceView):
 class Metrics(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
-            totals, summary = await self.service.stats()
+            metrics = await self.service.worker_metrics()
         except _POSTGRES_ERRORS as exc:
             # A failed scrape is what Prometheus expects when the numbers are not there.
             return self.text(f"PostgreSQL did not answer: {exc}\n", status=503)
-        return self.text(prometheus_text(summary, totals), content_type="text/plain; version=0.0.4")
+        return self.text(prometheus_text(metrics), content_type="text/plain; version=0.0.4")
 
 
 ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (

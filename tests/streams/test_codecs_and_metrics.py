@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
+from datetime import UTC, datetime
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core import counters
-from schemas.events import DeadLetter, DeadLetterReason
+from schemas.events import DeadLetter, DeadLetterReason, Outcome
 from streams.codecs import HEADER_PREFIX, Origin, dead_letter, failure_headers
-from streams.web.metrics import prometheus_text
+from streams.web.metrics import WorkerMetrics, prometheus_text
 
 ORIGIN = Origin("user-migration-requested", 3, 1234, 1_700_000_000_000)
 
@@ -47,19 +51,64 @@ def test_failure_headers_share_a_prefix_and_carry_text() -> None:
     }
 
 
-def test_prometheus_text_is_cumulative_and_complete() -> None:
-    totals = counters.empty()
-    totals["requested"] = totals["migrated"] = 3
-    totals["failed_by_code"] = {"user_not_found": 2}
-    totals["latency"] = {
+def _metrics() -> WorkerMetrics:
+    first = counters.empty()
+    first["requested"] = first["migrated"] = 3
+    first["latency"] = {
         str(counters.latency_bucket(0.5)): 1,
         str(counters.latency_bucket(400_000)): 2,
     }
-    text = prometheus_text(counters.summary(totals, now_s=0), totals)
-    lines = [line for line in text.splitlines() if not line.startswith("#")]
-    assert "migrator_requested_total 3" in lines
-    assert 'migrator_failed_by_code_total{code="user_not_found"} 2' in lines
-    buckets = [int(line.rsplit(" ", 1)[1]) for line in lines if "_bucket" in line]
+    first["latency_sum_ms"] = 800_000.5
+    second = counters.empty()
+    second["requested"] = second["failed"] = 2
+    second["failed_by_code"] = {"user_not_found": 2}
+    return WorkerMetrics(
+        worker="host:1",
+        partitions={0: first, 2: second},
+        lag={0: 5, 2: 0},
+        backlog={0: 7},
+        cluster={"legacy_users": 100, "legacy_remaining": 95, "redis_mirror_pending": 0},
+        dependencies={"postgres": True, "redis": False, "kafka": True},
+        process={"process_resident_memory_bytes": 1.5e8, "process_cpu_seconds_total": 2.5},
+    )
+
+
+def test_metrics_parse_as_prometheus_text_and_sum_across_partitions() -> None:
+    families = {f.name: f for f in text_string_to_metric_families(prometheus_text(_metrics()))}
+    requested = families["migrator_requested"].samples
+    assert sum(sample.value for sample in requested) == 5
+    assert {sample.labels["partition"] for sample in requested} == {"0", "2"}
+    assert all(sample.labels["worker"] == "host:1" for sample in requested)
+    [code] = families["migrator_failed_by_code"].samples
+    assert code.labels == {"worker": "host:1", "partition": "2", "code": "user_not_found"}
+    latency = families["migrator_request_to_outcome_seconds"].samples
+    sums = {s.labels["partition"]: s.value for s in latency if s.name.endswith("_sum")}
+    assert sums == {"0": 800.0005, "2": 0.0}
+    buckets = [
+        s.value for s in latency if s.name.endswith("_bucket") and s.labels["partition"] == "0"
+    ]
     assert buckets == sorted(buckets) and buckets[-1] == 3
-    assert 'migrator_request_to_outcome_seconds_bucket{le="+Inf"} 3' in lines
-    assert json.dumps(counters.summary(totals, now_s=0), allow_nan=False)
+    assert families["migrator_backlog_records"].samples[0].value == 7
+    assert families["migrator_legacy_remaining"].samples[0].labels == {"scope": "cluster"}
+    up = {s.labels["dependency"]: s.value for s in families["migrator_dependency_up"].samples}
+    assert up == {"postgres": 1, "redis": 0, "kafka": 1}
+    assert families["process_resident_memory_bytes"].samples[0].value == 1.5e8
+
+
+def test_the_latency_sum_adds_up_across_batches() -> None:
+    outcomes = [
+        Outcome(
+            event_id=uuid.uuid4(),
+            request_id=uuid.uuid4(),
+            user_id="u",
+            action="migrate",
+            outcome="migrated",
+            processed_at=datetime.now(UTC),
+        )
+    ]
+    total = counters.empty()
+    for latency in (12.5, 7.5):
+        delta = counters.batch_delta(outcomes, [latency], dead_lettered=0, now_s=0)
+        total = counters.merge(total, delta, now_s=0)
+    assert total["latency_sum_ms"] == 20.0
+    assert json.dumps(counters.summary(total, now_s=0), allow_nan=False)

@@ -1,0 +1,148 @@
+"""The AsyncAPI 3.0 document of the service's topics, generated from the event models.
+
+Channels are the contract's topics (§1), messages carry the JSON Schemas of the same pydantic
+models the service validates with, and the Kafka bindings name the record key and the failure
+headers. ``migrator schemas`` writes it next to the JSON Schemas; a test fails when it drifts.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from schemas.events import SCHEMA_VERSION, DeadLetter, MigrationRequest, Outcome
+from streams import topics
+from streams.codecs import FAILURE_HEADERS, HEADER_PREFIX
+
+_REF = "#/components/schemas/{model}"
+FILE_NAME = "asyncapi.json"
+
+
+def _schemas() -> dict[str, Any]:
+    _, top = models_json_schema(
+        [
+            (MigrationRequest, "validation"),
+            (Outcome, "serialization"),
+            (DeadLetter, "serialization"),
+        ],
+        ref_template=_REF,
+    )
+    definitions: dict[str, Any] = top["$defs"]
+    return definitions
+
+
+def _headers(what: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": f"On {what}: UTF-8 text, one value per name.",
+        "properties": {
+            HEADER_PREFIX + name: {"type": "string", "description": text}
+            for name, text in FAILURE_HEADERS.items()
+        },
+    }
+
+
+def _message(name: str, title: str, schema: str, *, key: str, headers: str | None = None) -> Any:
+    message: dict[str, Any] = {
+        "name": name,
+        "title": title,
+        "contentType": "application/json",
+        "payload": {"$ref": _REF.format(model=schema)},
+        "bindings": {"kafka": {"key": {"type": "string", "description": key}}},
+    }
+    if headers is not None:
+        message["headers"] = _headers(headers)
+    return message
+
+
+def asyncapi_document(version: str) -> dict[str, Any]:
+    outcome_key = "the user_id (UTF-8)"
+    channels = {
+        "requested": (topics.REQUESTED, "request", "Migration and rollback requests, in."),
+        "migrated": (topics.MIGRATED, "outcome", "Outcomes with outcome = migrated."),
+        "failed": (topics.FAILED, "failedOutcome", "Outcomes with outcome = failed."),
+        "rolledBack": (topics.ROLLED_BACK, "outcome", "Outcomes with outcome = rolled_back."),
+        "deadLetter": (topics.DEAD_LETTER, "deadLetter", "Records that are not valid requests."),
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "onboarding-migrator",
+            "version": version,
+            "description": (
+                "Migrates users from the legacy onboarding status to onboarding sessions. Every "
+                "accepted request record gets exactly one outcome on one of the three outcome "
+                "topics (read_committed); every invalid record one dead letter. Events carry "
+                f"schema_version {SCHEMA_VERSION}. See docs/contract.md."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "kafka": {
+                "host": "localhost:9092",
+                "protocol": "kafka",
+                "description": "The brokers of KAFKA_BROKER_URL.",
+            }
+        },
+        "channels": {
+            name: {
+                "address": address,
+                "description": text,
+                "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+            }
+            for name, (address, message, text) in channels.items()
+        },
+        "operations": {
+            ("receiveRequests" if name == "requested" else f"send{name[0].upper()}{name[1:]}"): {
+                "action": "receive" if name == "requested" else "send",
+                "channel": {"$ref": f"#/channels/{name}"},
+                "messages": [{"$ref": f"#/channels/{name}/messages/{message}"}],
+            }
+            for name, (_, message, _) in channels.items()
+        },
+        "components": {
+            "messages": {
+                "request": _message(
+                    "request",
+                    "Migration request",
+                    "MigrationRequest",
+                    key="must equal user_id; another key is dead-lettered",
+                ),
+                "outcome": _message("outcome", "Outcome", "Outcome", key=outcome_key),
+                "failedOutcome": _message(
+                    "failedOutcome",
+                    "Failed outcome",
+                    "Outcome",
+                    key=outcome_key,
+                    headers="failed outcomes",
+                ),
+                "deadLetter": _message(
+                    "deadLetter",
+                    "Dead letter",
+                    "DeadLetter",
+                    key="the original record's key",
+                    headers="dead letters",
+                ),
+            },
+            "schemas": _schemas(),
+        },
+    }
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onboarding-migrator")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def asyncapi_text(version: str | None = None) -> str:
+    version = version or package_version()
+    return (
+        json.dumps(asyncapi_document(version), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    )

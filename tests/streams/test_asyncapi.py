@@ -1,0 +1,45 @@
+"""The AsyncAPI 3.0 document: in step with the models, every reference resolves, every topic."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from schemas.export import schema_directory
+from streams import topics
+from streams.asyncapi import FILE_NAME, asyncapi_document, asyncapi_text
+
+
+def test_the_shipped_document_is_what_the_models_say() -> None:
+    shipped = (schema_directory() / FILE_NAME).read_text(encoding="utf-8")
+    assert shipped == asyncapi_text(), "asyncapi.json is stale: run `migrator schemas` and commit"
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["$ref"]] if isinstance(value.get("$ref"), str) else []
+        return found + [ref for item in value.values() for ref in _refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _refs(item)]
+    return []
+
+
+def _resolve(document: dict[str, Any], ref: str) -> Any:
+    node: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def test_every_reference_resolves_and_every_topic_is_a_channel() -> None:
+    document = json.loads(json.dumps(asyncapi_document("1.0.0")))
+    assert document["asyncapi"] == "3.0.0"
+    for ref in _refs(document):
+        assert ref.startswith("#/"), ref
+        _resolve(document, ref)
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert addresses == set(topics.PUBLIC_TOPICS)
+    actions = {op["action"] for op in document["operations"].values()}
+    assert actions == {"send", "receive"}
+    failed = document["components"]["messages"]["failedOutcome"]
+    assert "migrator-error-code" in failed["headers"]["properties"]
