@@ -23,9 +23,12 @@ def _schemas(args: argparse.Namespace) -> int:
     directory = Path(args.dir) if args.dir else schema_directory()
     for path in export_json_schemas(directory):
         print(f"wrote {path}")
-    asyncapi = directory / FILE_NAME
-    asyncapi.write_text(asyncapi_text(), encoding="utf-8")
-    print(f"wrote {asyncapi}")
+    from streams.web import openapi
+
+    for name, text in ((FILE_NAME, asyncapi_text()), (openapi.FILE_NAME, openapi.openapi_text())):
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
     return 0
 
 
@@ -50,7 +53,8 @@ def register(commands: Any) -> None:
         "schemas",
         help="write the events' JSON Schema files and the topics' AsyncAPI document",
         description="Export the JSON Schemas of the request, outcome and dead-letter events, "
-        "and the AsyncAPI 3.0 document of the topics (asyncapi.json).",
+        "the AsyncAPI 3.0 document of the topics (asyncapi.json) and the OpenAPI 3.1 document of "
+        "the HTTP API (openapi.json).",
         epilog="example:\n  migrator schemas --dir /tmp/schemas",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -9,10 +9,16 @@ import hmac
 import json
 import re
 from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from schemas.events import describe
+from streams.web.api import USER_ID_PATTERN, BulkBody, OptionsBody
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_USER_IDS = 10_000
-USER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+USER_ID = re.compile(USER_ID_PATTERN)
 
 
 class InputError(ValueError):
@@ -57,38 +63,43 @@ def check_user_id(user_id: str) -> str:
 
 def parse_options(raw: bytes) -> RequestOptions:
     """The body of a single-user endpoint: optional ``dry_run``, ``reason``, ``requested_by``."""
-    return _options(_load(raw), allowed=frozenset())
+    return _options(_model(OptionsBody, _load(raw)))
 
 
 def parse_bulk(raw: bytes, *, allow_all: bool) -> BulkRequest:
     """``{"user_ids": [...]}`` or (for migrate) ``{"all": true}``, plus the options."""
     body = _load(raw)
-    options = _options(body, allowed=frozenset({"user_ids", "all", "include_rolled_back"}))
-    everyone = body.get("all", False)
-    if everyone is not False and everyone is not True:
-        raise InputError(400, "all must be true or false")
-    include_rolled_back = body.get("include_rolled_back", False)
-    if not isinstance(include_rolled_back, bool):
-        raise InputError(400, "include_rolled_back must be true or false")
-    if include_rolled_back and not everyone:
+    ids = body.get("user_ids")
+    if isinstance(ids, list) and len(ids) > MAX_USER_IDS:
+        raise InputError(413, f"at most {MAX_USER_IDS} user_ids per request")
+    bulk = _model(BulkBody, body)
+    options = _options(bulk)
+    if bulk.include_rolled_back and not bulk.all:
         raise InputError(400, "include_rolled_back goes with all")
-    if everyone:
+    if bulk.all:
         if not allow_all:
             raise InputError(400, "all is only accepted by POST migrate")
-        if "user_ids" in body:
+        if bulk.user_ids is not None:
             raise InputError(400, "give either user_ids or all, not both")
-        return BulkRequest(None, options, include_rolled_back)
-    user_ids = body.get("user_ids")
-    if not isinstance(user_ids, list) or not user_ids:
+        return BulkRequest(None, options, bulk.include_rolled_back)
+    if bulk.user_ids is None:
         hint = ' (or {"all": true})' if allow_all else ""
         raise InputError(400, f"user_ids must be a non-empty list{hint}")
-    if len(user_ids) > MAX_USER_IDS:
-        raise InputError(413, f"at most {MAX_USER_IDS} user_ids per request")
-    for user_id in user_ids:
-        if not isinstance(user_id, str):
-            raise InputError(400, "user_ids must be strings")
-        check_user_id(user_id)
-    return BulkRequest(list(dict.fromkeys(user_ids)), options)
+    return BulkRequest(list(dict.fromkeys(bulk.user_ids)), options)
+
+
+Body = TypeVar("Body", bound=OptionsBody)
+
+
+def _model(model: type[Body], body: dict[str, object]) -> Body:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise InputError(400, describe(exc)) from None
+
+
+def _options(body: OptionsBody) -> RequestOptions:
+    return RequestOptions(dry_run=body.dry_run, reason=body.reason, requested_by=body.requested_by)
 
 
 def _load(raw: bytes) -> dict[str, object]:
@@ -103,19 +114,3 @@ def _load(raw: bytes) -> dict[str, object]:
     if not isinstance(body, dict):
         raise InputError(400, "body must be a JSON object")
     return body
-
-
-def _options(body: dict[str, object], *, allowed: frozenset[str]) -> RequestOptions:
-    unknown = set(body) - allowed - {"dry_run", "reason", "requested_by"}
-    if unknown:
-        raise InputError(400, f"unknown fields: {', '.join(sorted(unknown))}")
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise InputError(400, "dry_run must be true or false")
-    reason = body.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 512):
-        raise InputError(400, "reason must be a string of at most 512 characters")
-    requested_by = body.get("requested_by", "http-api")
-    if not isinstance(requested_by, str) or not 1 <= len(requested_by) <= 128:
-        raise InputError(400, "requested_by must be a string of 1 to 128 characters")
-    return RequestOptions(dry_run=dry_run, reason=reason, requested_by=requested_by)

@@ -19,6 +19,7 @@ from faust.web import Request, Response, View
 
 from agents.jobs.validation import UnknownUser
 from agents.stores import postgres
+from streams.web import api
 from streams.web.inputs import (
     MAX_BODY_BYTES,
     InputError,
@@ -28,6 +29,7 @@ from streams.web.inputs import (
     parse_options,
 )
 from streams.web.metrics import prometheus_text
+from streams.web.openapi import openapi_text
 from streams.web.service import WebService
 
 if TYPE_CHECKING:
@@ -88,7 +90,7 @@ class Admin(ServiceView):
         }
         if held_out is not None:
             answer["held_out_rolled_back"] = held_out
-        return self.json(answer, status=202)
+        return self.json(api.answer(api.Accepted, answer), status=202)
 
 
 class MigrateMany(Admin):
@@ -118,18 +120,20 @@ class RollbackOne(Admin):
 class Stats(ServiceView):
     async def get(self, request: Request) -> Response:
         if request.query.get("scope") == "local":
-            return self.json({"totals": await self.service.local_totals()})
+            return self.json(
+                api.answer(api.LocalStats, {"totals": await self.service.local_totals()})
+            )
         try:
             _, summary = await self.service.stats()
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
-        return self.json(summary)
+        return self.json(api.answer(api.Stats, summary))
 
 
 class Progress(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
-            return self.json(await self.service.progress())
+            return self.json(api.answer(api.Progress, await self.service.progress()))
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
 
@@ -138,7 +142,7 @@ class Health(ServiceView):
     async def get(self, request: Request) -> Response:
         ok, checks = await self.service.health()
         answer = {"ok": ok, "checks": checks, "worker": self.service.identity()}
-        return self.json(answer, status=200 if ok else 503)
+        return self.json(api.answer(api.Health, answer), status=200 if ok else 503)
 
 
 class Validate(ServiceView):
@@ -151,7 +155,7 @@ class Validate(ServiceView):
             report = await self.service.validate(user_id)
         except UnknownUser as exc:
             return self.refuse(InputError(404, str(exc)))
-        return self.json(report.as_dict())
+        return self.json(api.answer(api.Validation, report.as_dict()))
 
 
 class Dashboard(ServiceView):
@@ -170,6 +174,11 @@ class Metrics(ServiceView):
         return self.text(prometheus_text(metrics), content_type="text/plain; version=0.0.4")
 
 
+class OpenApi(ServiceView):
+    async def get(self, request: Request) -> Response:
+        return self.text(openapi_text(), content_type="application/json")
+
+
 ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
     (f"{PREFIX}/migrate", MigrateMany),
     (f"{PREFIX}/migrate/{{user_id}}", MigrateOne),
@@ -181,6 +190,7 @@ ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
     (f"{PREFIX}/validate/{{user_id}}", Validate),
     ("/dashboard", Dashboard),
     ("/metrics", Metrics),
+    ("/openapi.json", OpenApi),
 )
 
 

@@ -1,0 +1,126 @@
+"""The HTTP API's bodies and answers as pydantic models: what the views validate and answer with,
+and what ``/openapi.json`` describes (``openapi.py``), so the description cannot drift from the
+behaviour. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["user-0000042"])]
+
+
+class OptionsBody(BaseModel):
+    """The body of ``POST migrate/{user_id}`` and ``POST rollback/{user_id}`` (may be empty)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: StrictBool = Field(False, description="plan and answer, change nothing")
+    reason: Annotated[str, Field(max_length=512)] | None = Field(
+        None, description="free text carried by each request (audit log)"
+    )
+    requested_by: Annotated[str, Field(min_length=1, max_length=128)] = "http-api"
+
+
+class BulkBody(OptionsBody):
+    """The body of ``POST migrate`` and ``POST rollback``: ``user_ids``, or (migrate only)
+    ``all``: everyone not yet migrated, except users rolled back and not migrated since unless
+    ``include_rolled_back``."""
+
+    user_ids: Annotated[list[UserId], Field(min_length=1)] | None = None
+    all: StrictBool = False
+    include_rolled_back: StrictBool = False
+
+
+class ErrorAnswer(BaseModel):
+    error: str
+
+
+class Accepted(BaseModel):
+    action: Literal["migrate", "rollback"]
+    dry_run: bool
+    count: int
+    request_ids: list[str]
+    held_out_rolled_back: int | None = Field(
+        None, description='with "all": rolled-back users left out'
+    )
+
+
+class LatencyMs(BaseModel):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    samples: int
+
+
+class Stats(BaseModel):
+    requested: int
+    migrated: int
+    rolled_back: int
+    failed: int
+    dry_run: int
+    already_done: int
+    dead_lettered: int
+    failed_by_code: dict[str, int]
+    latency_ms: LatencyMs
+    throughput_per_s_last_minute: float
+    rate_per_s: float
+    mirror_pending: int | None = None
+
+
+class LocalStats(BaseModel):
+    totals: dict[str, Any]
+
+
+class Progress(BaseModel):
+    legacy_total: int
+    migrated: int
+    failed_for_good: int
+    remaining: int
+    percent: float
+    rate_per_s: float
+    eta_s: float | None
+    stats: Stats
+    backlog: int | None = None
+    backlog_error: str | None = None
+
+
+class CheckResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ok: bool
+    error: str | None = None
+
+
+class WorkerIdentity(BaseModel):
+    pid: int
+    host: str
+    app_id: str
+
+
+class Health(BaseModel):
+    ok: bool
+    checks: dict[str, CheckResult]
+    worker: WorkerIdentity
+
+
+class ValidationCheck(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+
+
+class Validation(BaseModel):
+    user_id: str
+    state: Literal["migrated", "rolled_back", "never_migrated"]
+    migrated: bool
+    ok: bool
+    checks: list[ValidationCheck]
+
+
+def answer(model: type[BaseModel], value: Any) -> dict[str, Any]:
+    """``value`` checked against the documented answer, as JSON-ready data."""
+    return model.model_validate(value).model_dump(mode="json")
