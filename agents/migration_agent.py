@@ -214,11 +214,15 @@ async def process_events(migrator: ServiceContext, events: Sequence[Any]) -> Non
         return
     records = [_Record.of(event.message) for event in claimed]
     core = await migrator.ready_core()
-    applied = await core.apply(
-        [r.work for r in records if r.work is not None],
-        rejected=[r.rejected for r in records if r.rejected is not None],
-        abandoned=lambda: migrator.epoch() != epoch,
-    )
+    migrator.in_flight += len(records)
+    try:
+        applied = await core.apply(
+            [r.work for r in records if r.work is not None],
+            rejected=[r.rejected for r in records if r.rejected is not None],
+            abandoned=lambda: migrator.epoch() != epoch,
+        )
+    finally:
+        migrator.in_flight -= len(records)
     if applied is None:
         log.info("batch left to the partition's next owner (rebalance during an outage)")
         return

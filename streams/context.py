@@ -97,6 +97,9 @@ class ServiceContext:
     stats: Any
     resources: Resources
     agents: dict[str, Any] = field(default_factory=dict)
+    # Request records in the batches this worker's lanes are applying now (the dashboard's
+    # "in flight"): taken from the topic, not yet answered.
+    in_flight: int = 0
 
     @property
     def transactions(self) -> PartitionTransactions | None:

@@ -353,3 +353,36 @@ async def unmigrated_selection(
 
 async def session_count(conn: Conn | asyncpg.Pool) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM onboarding_sessions"))
+
+
+async def save_worker_status(
+    conn: Conn | asyncpg.Pool,
+    *,
+    app_id: str,
+    worker: str,
+    partitions: Sequence[int],
+    lag: Mapping[int, int],
+    in_flight: int,
+    rss_bytes: int | None,
+    started_at: datetime,
+) -> None:
+    await conn.execute(
+        sql.query("save_worker_status"),
+        app_id,
+        worker,
+        list(partitions),
+        {str(p): n for p, n in lag.items()},
+        in_flight,
+        rss_bytes,
+        started_at,
+    )
+
+
+async def worker_statuses(
+    conn: Conn | asyncpg.Pool, app_id: str, *, within_s: float
+) -> list[asyncpg.Record]:
+    return list(await conn.fetch(sql.query("worker_statuses"), app_id, within_s))
+
+
+async def failure_samples(conn: Conn | asyncpg.Pool, *, sample: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(sql.query("failure_samples"), sample))

@@ -121,6 +121,33 @@ class Validation(BaseModel):
     checks: list[ValidationCheck]
 
 
+class WorkerRow(BaseModel):
+    worker: str = Field(description="host:pid")
+    this: bool = Field(description="the worker that answers this request")
+    partitions: list[int]
+    lag: dict[str, int] = Field(description="per owned partition: records not yet answered")
+    lag_total: int
+    in_flight: int = Field(description="records in the batches being applied now")
+    rss_bytes: int | None
+    started_at: str
+    report_age_s: float
+
+
+class Workers(BaseModel):
+    workers: list[WorkerRow]
+
+
+class FailureCode(BaseModel):
+    code: str
+    retryable: bool
+    users: int
+    sample_user_ids: list[str]
+
+
+class Failures(BaseModel):
+    failures: list[FailureCode]
+
+
 def answer(model: type[BaseModel], value: Any) -> dict[str, Any]:
     """``value`` checked against the documented answer, as JSON-ready data."""
     return model.model_validate(value).model_dump(mode="json")

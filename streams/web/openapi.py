@@ -28,6 +28,8 @@ _MODELS: list[type[BaseModel]] = [
     api.Progress,
     api.Health,
     api.Validation,
+    api.Workers,
+    api.Failures,
 ]
 
 
@@ -126,6 +128,16 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "one user's state (migrated, rolled back, never migrated) and its checks",
                 {"200": _json(api.Validation, "the report"), **_errors(400, 404)},
                 parameters=[_USER],
+            ),
+            f"{PREFIX}/workers": _get(
+                "workers",
+                "every worker that reported lately: owned partitions, their lag, memory",
+                {"200": _json(api.Workers, "workers"), **_errors(503)},
+            ),
+            f"{PREFIX}/failures": _get(
+                "failures",
+                "failed users by error code: retryable or not, a sample of user ids",
+                {"200": _json(api.Failures, "failures"), **_errors(503)},
             ),
             f"{PREFIX}/migrate": _admin("migrate", bulk=True),
             f"{PREFIX}/migrate/{{user_id}}": _admin("migrate", bulk=False),

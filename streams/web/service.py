@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 # Failure codes a retry cannot cure: such users count as done for progress and its ETA.
 FOR_GOOD_CODES = [code.value for code in ErrorCode if not is_retryable(code)]
 _CHECK_TIMEOUT_S = 3
+# A worker whose last report is older than this is gone (it reports every STATUS_EVERY_S).
+STATUS_EVERY_S = 2.0
+WORKER_GONE_S = 15.0
 
 
 def _now_s() -> int:
@@ -177,6 +180,68 @@ class WebService:
             dependencies={name: checks[name]["ok"] for name in ("postgres", "redis", "kafka")},
             process=process_metrics(),
         )
+
+    async def report_status(self) -> None:
+        """Write this worker's row of ``worker_status`` (partitions, lag, memory)."""
+        if not self.context.resources.ready.is_set():
+            return
+        identity = self.identity()
+        process = process_metrics()
+        lag = await self.owned_lag()
+        owned = sorted(
+            tp.partition
+            for tp in self.context.app.consumer.assignment()
+            if tp.topic == topics.REQUESTED
+        )
+        started = process.get("process_start_time_seconds", time.time())
+        await postgres.save_worker_status(
+            self._pool,
+            app_id=self.context.settings.app_id,
+            worker=f"{identity['host']}:{identity['pid']}",
+            partitions=owned,
+            lag=lag,
+            in_flight=self.context.in_flight,
+            rss_bytes=int(process.get("process_resident_memory_bytes", 0)) or None,
+            started_at=datetime.fromtimestamp(started, UTC),
+        )
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """Every worker that reported lately, with its partitions and lag."""
+        await self.context.ready_core()
+        identity = self.identity()
+        me = f"{identity['host']}:{identity['pid']}"
+        rows = await postgres.worker_statuses(
+            self._pool, self.context.settings.app_id, within_s=WORKER_GONE_S
+        )
+        return [
+            {
+                "worker": row["worker"],
+                "this": row["worker"] == me,
+                "partitions": list(row["partitions"]),
+                "lag": {str(p): int(n) for p, n in row["lag"].items()},
+                "lag_total": sum(int(n) for n in row["lag"].values()),
+                "in_flight": int(row["in_flight"]),
+                "rss_bytes": row["rss_bytes"],
+                "started_at": row["started_at"].isoformat(),
+                "report_age_s": round(float(row["age_s"]), 1),
+            }
+            for row in rows
+        ]
+
+    async def failures(self, *, sample: int = 5) -> list[dict[str, Any]]:
+        """Per error code: users, whether a retry may cure it, the latest few user ids."""
+        await self.context.ready_core()
+        rows = await postgres.failure_samples(self._pool, sample=sample)
+        return [
+            {
+                "code": row["error_code"],
+                "retryable": is_retryable(ErrorCode(row["error_code"])),
+                "users": int(row["users"]),
+                "sample_user_ids": list(row["sample"]),
+            }
+            for row in rows
+            if row["error_code"] in ErrorCode.__members__.values()
+        ]
 
     def identity(self) -> dict[str, Any]:
         """Which worker answers: a caller can tell its own worker from another on the port."""

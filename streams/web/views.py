@@ -10,6 +10,7 @@ the totals of the request partitions this worker owns, from its ``stats`` table.
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from typing import TYPE_CHECKING, ClassVar, cast
 
@@ -30,10 +31,12 @@ from streams.web.inputs import (
 )
 from streams.web.metrics import prometheus_text
 from streams.web.openapi import openapi_text
-from streams.web.service import WebService
+from streams.web.service import STATUS_EVERY_S, WebService
 
 if TYPE_CHECKING:
     from streams.context import ServiceContext
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/onboarding/migration"
 _POSTGRES_ERRORS: tuple[type[BaseException], ...] = (*postgres.UNAVAILABLE, asyncpg.PostgresError)
@@ -174,6 +177,24 @@ class Metrics(ServiceView):
         return self.text(prometheus_text(metrics), content_type="text/plain; version=0.0.4")
 
 
+class Workers(ServiceView):
+    async def get(self, request: Request) -> Response:
+        try:
+            workers = await self.service.workers()
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        return self.json(api.answer(api.Workers, {"workers": workers}))
+
+
+class Failures(ServiceView):
+    async def get(self, request: Request) -> Response:
+        try:
+            failures = await self.service.failures()
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        return self.json(api.answer(api.Failures, {"failures": failures}))
+
+
 class OpenApi(ServiceView):
     async def get(self, request: Request) -> Response:
         return self.text(openapi_text(), content_type="application/json")
@@ -188,6 +209,8 @@ ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
     (f"{PREFIX}/progress", Progress),
     (f"{PREFIX}/health", Health),
     (f"{PREFIX}/validate/{{user_id}}", Validate),
+    (f"{PREFIX}/workers", Workers),
+    (f"{PREFIX}/failures", Failures),
     ("/dashboard", Dashboard),
     ("/metrics", Metrics),
     ("/openapi.json", OpenApi),
@@ -200,3 +223,12 @@ def register_views(context: ServiceContext) -> None:
     for path, view in ROUTES:
         bound = type(view.__name__, (view,), {"service": service})
         context.app.page(path)(bound)
+
+    async def report_status() -> None:
+        """Every worker says which partitions it owns and their lag (``GET workers``)."""
+        try:
+            await service.report_status()
+        except Exception as exc:  # noqa: BLE001 - PostgreSQL away: the next report will do
+            log.debug("worker status not written: %s", exc)
+
+    context.app.timer(interval=STATUS_EVERY_S)(report_status)

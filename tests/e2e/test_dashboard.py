@@ -1,0 +1,101 @@
+"""The dashboard in a real headless browser (Debian's chromium, driven by Playwright) while a
+flood runs: its numbers change, its chart draws, every panel fills, and no script error occurs.
+
+``DASHBOARD_SCREENSHOT=PATH`` also saves a screenshot taken during the flood (the README's is
+made this way by ``scripts/dashboard-screenshot``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from harness import Stack, Worker, produce_requests, request_value, seed
+from playwright.async_api import ConsoleMessage, Page, async_playwright
+
+FLOOD_USERS = 20_000
+
+
+@pytest.fixture(scope="module")
+def worker(stack: Stack) -> Iterator[Worker]:
+    running = Worker(stack, app_id=f"e2e-dash-{uuid.uuid4().hex[:6]}").start()
+    yield running
+    running.stop()
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("chromium not found: `scripts/test` installs it (apt-get install chromium)")
+    return path
+
+
+async def number(page: Page, selector: str) -> int:
+    value = (await page.text_content(selector) or "").replace(",", "").replace(" ", "")
+    return int(value) if value.isdigit() else -1
+
+
+async def test_the_dashboard_keeps_updating_during_a_flood_without_script_errors(
+    stack: Stack, worker: Worker
+) -> None:
+    users = await seed(stack, FLOOD_USERS, prefix="dash-", problem_ratio=0.01)
+    errors: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        page = await browser.new_page(viewport={"width": 1200, "height": 900})
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "error":
+                errors.append(message.text)
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{worker.url}/dashboard")
+        await page.wait_for_function("document.getElementById('count-requested') !== null")
+
+        flood = asyncio.create_task(produce_requests(stack, [request_value(u) for u in users]))
+        await page.wait_for_function(
+            "Number((document.getElementById('backlog').textContent || '0').replace(/,/g, '')) > 0",
+            timeout=60_000,
+        )
+        seen = [await number(page, "#count-requested")]
+        for _ in range(3):
+            await asyncio.sleep(2)
+            seen.append(await number(page, "#count-requested"))
+        assert seen == sorted(seen) and seen[-1] > seen[0], f"the counters froze: {seen}"
+        assert await number(page, "#rate") > 0
+        await page.wait_for_function(
+            "document.querySelector('#workers td') && "
+            "document.querySelector('#workers td').textContent.includes('(this)')",
+            timeout=15_000,
+        )
+        health = await page.text_content("#health") or ""
+        assert all(f"{name}: up" in health for name in ("postgres", "redis", "kafka")), health
+        drawn = await page.evaluate(
+            "(() => { const c = document.getElementById('chart');"
+            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            " let blue = 0; for (let i = 0; i < d.length; i += 4) {"
+            " if (d[i] === 46 && d[i + 1] === 144 && d[i + 2] === 250) blue++; }"
+            " return blue; })()"
+        )
+        assert drawn > 50, "no outcomes line on the chart"
+        screenshot = os.environ.get("DASHBOARD_SCREENSHOT")
+        if screenshot:
+            await page.screenshot(path=screenshot, full_page=True)
+        await flood
+        await page.wait_for_function(
+            "document.getElementById('eta').textContent === 'done'", timeout=120_000
+        )
+        await page.wait_for_function(
+            "document.querySelector('#failures td') && "
+            "!document.querySelector('#failures td').textContent.includes('none')",
+            timeout=15_000,
+        )
+        await browser.close()
+    assert not errors, errors
