@@ -70,12 +70,16 @@ def register(commands: Any) -> None:
         epilog="example:\n  migrator db init",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="SUBCOMMAND")
+    db_commands = db.add_subparsers(
+        dest="db_command", required=True, metavar="SUBCOMMAND", help="what to do"
+    )
     init = db_commands.add_parser(
         "init",
         help="apply sql/ddl idempotently (each file once, recorded with its hash)",
         description="Apply the numbered DDL files not applied yet; refuse if an applied file "
         "changed since (a shipped file is amended by a new one).",
+        epilog="example:\n  migrator db init",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     init.set_defaults(handler=_db_init)
 

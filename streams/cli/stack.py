@@ -86,7 +86,7 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     stack_commands = parser.add_subparsers(
-        dest="stack_command", required=True, metavar="SUBCOMMAND"
+        dest="stack_command", required=True, metavar="SUBCOMMAND", help="what to do"
     )
     tools = stack_commands.add_parser(
         "kafka-cli",
@@ -107,11 +107,27 @@ def register(commands: Any) -> None:
     )
     tools.add_argument("args", nargs=argparse.REMAINDER, help="the tool's own arguments")
     tools.set_defaults(handler=_kafka_cli)
-    for name, handler, text in (
-        ("up", _up, "start the stack (idempotent) and print export lines"),
-        ("down", _down, "stop this stack's processes"),
-        ("status", _status, "what runs and whether it answers"),
+    for name, handler, text, example in (
+        (
+            "up",
+            _up,
+            "start the stack (idempotent) and print export lines",
+            'eval "$(migrator stack up)"',
+        ),
+        ("down", _down, "stop this stack's processes, and only them", "migrator stack down"),
+        (
+            "status",
+            _status,
+            "what runs and whether it answers (exit 1 if one does not)",
+            "migrator stack status --dir .stack/test",
+        ),
     ):
-        sub = stack_commands.add_parser(name, help=text)
+        sub = stack_commands.add_parser(
+            name,
+            help=text,
+            description=text[0].upper() + text[1:] + ".",
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sub.add_argument("--dir", default=".stack", help="stack directory (default: .stack)")
         sub.set_defaults(handler=handler)

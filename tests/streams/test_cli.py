@@ -88,3 +88,31 @@ def test_without_the_local_stack_its_commands_end_in_one_line() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "development tooling" in result.stderr
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append((f"{parser.prog} {name}".removeprefix("migrator "), sub))
+                found += _subparsers(sub)
+    return found
+
+
+def test_every_command_has_a_description_an_example_and_help_for_each_option() -> None:
+    problems = []
+    for name, sub in _subparsers(build_parser()):
+        leaf = not any(isinstance(a, argparse._SubParsersAction) for a in sub._actions)
+        if not sub.description:
+            problems.append(f"{name}: no description")
+        if (
+            leaf
+            and "example" not in (sub.epilog or "")
+            and "example" not in (sub.description or "")
+        ):
+            problems.append(f"{name}: no example")
+        for action in sub._actions:
+            if action.dest != "help" and not action.help:
+                problems.append(f"{name}: {'/'.join(action.option_strings) or action.dest}")
+    assert not problems, problems
