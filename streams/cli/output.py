@@ -24,13 +24,17 @@ class Progress:
         self.label = label
         self.started = time.monotonic()
         self._last = 0.0
+        self._shown = -1
         self._tty = sys.stderr.isatty()
 
     def update(self, done: int, *, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last < (0.2 if self._tty else 5.0):
             return
+        if force and done == self._shown and not self._tty:
+            return  # the final line is already there
         self._last = now
+        self._shown = done
         elapsed = max(now - self.started, 1e-6)
         fraction = min(done / self.total, 1.0)
         bar = "#" * int(fraction * 30)
