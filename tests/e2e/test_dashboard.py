@@ -30,7 +30,7 @@ def worker(stack: Stack) -> Iterator[Worker]:
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("chromium not found: `scripts/test` installs it (apt-get install chromium)")
+        pytest.fail("chromium not found: `scripts/test` installs it (scripts/install-test-tools)")
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -247,6 +248,12 @@ async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
         "kafka",
     }
     assert families["process_resident_memory_bytes"].samples[0].value > 0
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: `scripts/test` installs it (apt-get install prometheus)"
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=metrics, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     status, page = worker.get("/dashboard")
     assert status == 200 and "<html" in page and "http" not in page.split("<script>")[0].lower()
 
