@@ -37,7 +37,13 @@ async def publish(
     rate_per_s: float | None = None,
     label: str = "publishing",
 ) -> int:
-    """Publish requests keyed by user id; ``rate_per_s`` caps the pace. Returns how many."""
+    """Publish requests keyed by user id; ``rate_per_s`` caps the pace. Returns how many.
+
+    The topics are created first if missing (as a worker would), so requests can be queued
+    before the first worker ever started."""
+    from streams.topic_admin import ensure_topics
+
+    await ensure_topics(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",

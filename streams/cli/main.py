@@ -60,12 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from streams.cli.stack import stack_errors
     from streams.connections import DependencyUnavailable
     from streams.settings import SettingsError
+    from streams.topic_admin import TopicMismatch
 
     # What a user causes or cures (a bad setting, a server down): one line, exit code 2.
     refusals: tuple[type[Exception], ...] = (
         SettingsError,
         DependencyUnavailable,
         SchemaDrift,
+        TopicMismatch,
         *stack_errors(),
     )
     args = build_parser().parse_args(argv)
