@@ -26,6 +26,11 @@ PURE_ELSEWHERE = [
     "streams.web.metrics",
     "streams.web.totals",
     "streams.cli.replay",
+    "streams.cli.status_line",
+    "streams.cli.selection",
+    "streams.asyncapi",
+    "streams.web.api",
+    "streams.web.openapi",
 ]
 IO_LIBRARIES = ("faust", "mode", "aiokafka", "asyncpg", "redis", "aiohttp")
 
