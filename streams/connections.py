@@ -23,6 +23,13 @@ class DependencyUnavailable(RuntimeError):
     """PostgreSQL or Redis could not be reached."""
 
 
+def unreachable(server: str, address: str, detail: object = None) -> str:
+    """The one line that says a server is not there, and how to start one locally."""
+    cause = f" ({detail})" if detail is not None else ""
+    hint = 'start one with: eval "$(migrator stack up)"'
+    return f"{server} at {address} is not reachable{cause}; {hint}"
+
+
 # An escaped U+0000 in JSON text: ``\u0000`` after an even number of backslashes (an odd number
 # means the backslash itself is escaped and the text is the six characters, which is fine).
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
@@ -72,8 +79,7 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DependencyUnavailable(
-            f"PostgreSQL at {redact(settings.database_url)} is not reachable ({exc}); "
-            'start one with: eval "$(migrator stack up)"'
+            unreachable("PostgreSQL", redact(settings.database_url), exc)
         ) from exc
 
 
@@ -82,8 +88,7 @@ async def connect(settings: Settings) -> asyncpg.Connection:
         conn = await asyncpg.connect(settings.database_url, timeout=10)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         raise DependencyUnavailable(
-            f"PostgreSQL at {redact(settings.database_url)} is not reachable ({exc}); "
-            'start one with: eval "$(migrator stack up)"'
+            unreachable("PostgreSQL", redact(settings.database_url), exc)
         ) from exc
     await _init_connection(conn)
     return conn

@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from streams import topics
-from streams.connections import DependencyUnavailable
+from streams.connections import DependencyUnavailable, unreachable
 from streams.settings import Settings
 
 
@@ -29,10 +29,7 @@ async def ensure_topics(settings: Settings) -> None:
     try:
         await asyncio.wait_for(admin.start(), timeout=15)
     except Exception as exc:
-        raise DependencyUnavailable(
-            f"Kafka at {settings.kafka_broker_url} is not reachable ({exc}); "
-            'start one with: eval "$(migrator stack up)"'
-        ) from exc
+        raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
     try:
         wanted = list(topics.PUBLIC_TOPICS)
         # Describe only topics that exist: a metadata request for a missing topic may create it

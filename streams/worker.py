@@ -10,7 +10,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from streams.connections import DependencyUnavailable, connect, create_redis
+from streams.connections import DependencyUnavailable, connect, create_redis, unreachable
 from streams.logs import logging_config
 from streams.settings import Settings
 from streams.topic_admin import TopicMismatch, ensure_topics
@@ -24,10 +24,7 @@ async def check_dependencies(settings: Settings) -> None:
     try:
         await client.ping()
     except Exception as exc:
-        raise DependencyUnavailable(
-            f"Redis at {settings.redis_url} is not reachable ({exc}); "
-            'start one with: eval "$(migrator stack up)"'
-        ) from exc
+        raise DependencyUnavailable(unreachable("Redis", settings.redis_url, exc)) from exc
     finally:
         await client.aclose()
     await ensure_topics(settings)

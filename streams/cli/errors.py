@@ -32,12 +32,14 @@ def one_line(exc: BaseException) -> str | None:
 
     if isinstance(exc, CliError):
         return str(exc)
+    from streams.connections import unreachable
+
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        return f"Redis at {_url('redis_url')} is not reachable ({_first_line(exc)}); {_START}"
+        return unreachable("Redis", _url("redis_url"), _first_line(exc))
     if isinstance(exc, RedisError):
         return f"Redis refused: {_first_line(exc)}"
     if isinstance(exc, KafkaConnectionError):
-        return f"Kafka at {_url('kafka_broker_url')} is not reachable; {_START}"
+        return unreachable("Kafka", _url("kafka_broker_url"))
     if isinstance(exc, KafkaError):
         return f"Kafka refused: {_first_line(exc) or type(exc).__name__}"
     if isinstance(exc, FileNotFoundError):
@@ -49,9 +51,6 @@ def one_line(exc: BaseException) -> str | None:
     if isinstance(exc, UnicodeDecodeError):
         return f"the input is not UTF-8 text ({exc.reason} at byte {exc.start})"
     return None
-
-
-_START = 'start one with: eval "$(migrator stack up)"'
 
 
 def _url(name: str) -> str:
