@@ -86,23 +86,33 @@ async def resync_users(pool: asyncpg.Pool, client: aioredis.Redis, users: Sequen
         return await rewrite_users(conn, client, sorted(users))
 
 
+async def _stale_user_keys(conn: postgres.Conn | asyncpg.Pool, users: Sequence[str]) -> list[str]:
+    """User pointers of ``users`` with no session behind them in PostgreSQL."""
+    alive = await postgres.users_with_sessions(conn, users)
+    return [redis_mirror.user_key(user) for user in users if user not in alive]
+
+
+async def _stale_session_keys(conn: postgres.Conn | asyncpg.Pool, ids: Sequence[str]) -> list[str]:
+    """Session documents of ``ids`` (raw key suffixes) PostgreSQL holds no session for."""
+    parsed = {raw: _uuid(raw) for raw in ids}
+    alive = await postgres.existing_session_ids(
+        conn, [value for value in parsed.values() if value is not None]
+    )
+    return [
+        redis_mirror.session_key(raw)
+        for raw, value in parsed.items()
+        if value is None or value not in alive
+    ]
+
+
 async def stale_keys(pool: asyncpg.Pool, client: aioredis.Redis) -> list[str]:
     """The mirror keys PostgreSQL does not back now (read only: what ``prune_redis`` would
     delete, give or take what batches change meanwhile)."""
     stale: list[str] = []
     async for users in redis_mirror.scan_ids(client, redis_mirror.USER_KEY):
-        alive = await postgres.users_with_sessions(pool, users)
-        stale += [redis_mirror.user_key(user) for user in users if user not in alive]
+        stale += await _stale_user_keys(pool, users)
     async for ids in redis_mirror.scan_ids(client, redis_mirror.SESSION_KEY):
-        parsed = {raw: _uuid(raw) for raw in ids}
-        alive_ids = await postgres.existing_session_ids(
-            pool, [value for value in parsed.values() if value is not None]
-        )
-        stale += [
-            redis_mirror.session_key(raw)
-            for raw, value in parsed.items()
-            if value is None or value not in alive_ids
-        ]
+        stale += await _stale_session_keys(pool, ids)
     return stale
 
 
@@ -112,23 +122,14 @@ async def prune_redis(pool: asyncpg.Pool, client: aioredis.Redis) -> int:
     async for users in redis_mirror.scan_ids(client, redis_mirror.USER_KEY):
         async with pool.acquire() as conn, conn.transaction():
             await postgres.lock_legacy_users(conn, users)
-            alive = await postgres.users_with_sessions(conn, users)
-            stale = [redis_mirror.user_key(user) for user in users if user not in alive]
+            stale = await _stale_user_keys(conn, users)
             removed += await redis_mirror.delete_keys(client, stale)
     async for ids in redis_mirror.scan_ids(client, redis_mirror.SESSION_KEY):
         keys = [redis_mirror.session_key(raw) for raw in ids]
         owners = [_owner(raw) for raw in await client.mget(keys)]
         async with pool.acquire() as conn, conn.transaction():
             await postgres.lock_legacy_users(conn, sorted({o for o in owners if o is not None}))
-            parsed = {raw: _uuid(raw) for raw in ids}
-            alive_ids = await postgres.existing_session_ids(
-                conn, [value for value in parsed.values() if value is not None]
-            )
-            stale = [
-                redis_mirror.session_key(raw)
-                for raw, value in parsed.items()
-                if value is None or value not in alive_ids
-            ]
+            stale = await _stale_session_keys(conn, ids)
             removed += await redis_mirror.delete_keys(client, stale)
     return removed
 

@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from streams.cli.errors import CliError
-from streams.cli.plans import Plan, add_plan_options, carry_out, read_plan
+from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
 from streams.cli.requests import add_request_options, request_plan
 from streams.cli.selection import add_id_options, read_ids
 from streams.settings import Settings
@@ -51,12 +51,8 @@ def _select(args: argparse.Namespace) -> Plan:
 
 
 def _enqueue(args: argparse.Namespace) -> int:
-    if args.from_plan:
-        if args.ids or args.file or args.include_rolled_back:
-            raise CliError("--from-plan takes the selection from the file: no --ids/--file")
-        plan = read_plan(args.from_plan, "enqueue")
-    else:
-        plan = _select(args)
+    selected = bool(args.ids or args.file or args.include_rolled_back)
+    plan = saved_plan(args, "enqueue", selected=selected) or _select(args)
     return carry_out(plan, args, rate_per_s=args.rate)
 
 

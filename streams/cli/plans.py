@@ -105,6 +105,16 @@ def read_plan(path: str, command: str) -> Plan:
     )
 
 
+def saved_plan(args: argparse.Namespace, command: str, *, selected: bool) -> Plan | None:
+    """The plan of ``--from-plan``, if given; ``selected`` says a selection was given beside it,
+    which the file's selection would silently override: refused."""
+    if not args.from_plan:
+        return None
+    if selected:
+        raise CliError("--from-plan takes the selection from the file: no --ids/--file/filters")
+    return read_plan(args.from_plan, command)
+
+
 def carry_out(
     plan: Plan,
     args: argparse.Namespace,

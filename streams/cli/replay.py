@@ -19,9 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from schemas.events import ErrorCode, MigrationRequest, Outcome, is_retryable
-from streams.cli.errors import CliError
 from streams.cli.output import parse_time
-from streams.cli.plans import Plan, add_plan_options, carry_out, read_plan
+from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
 from streams.cli.selection import add_id_options, read_ids
 from streams.settings import Settings
 
@@ -136,10 +135,10 @@ def _time(value: str) -> datetime:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    if args.from_plan:
-        if args.ids or args.file or args.code or args.since or args.until:
-            raise CliError("--from-plan takes the selection from the file: no filters")
-        return carry_out(read_plan(args.from_plan, "replay"), args)
+    filtered = bool(args.ids or args.file or args.code or args.since or args.until)
+    saved = saved_plan(args, "replay", selected=filtered)
+    if saved is not None:
+        return carry_out(saved, args)
     from streams import topics
     from streams.cli.kafka_io import read_topics
 

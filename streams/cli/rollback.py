@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from streams.cli.errors import CliError
-from streams.cli.plans import add_plan_options, carry_out, read_plan
+from streams.cli.plans import add_plan_options, carry_out, saved_plan
 from streams.cli.requests import add_request_options, request_plan
 from streams.cli.selection import add_id_options, read_ids
 from streams.settings import Settings
@@ -26,10 +26,9 @@ EXAMPLES = """examples:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    if args.from_plan:
-        if args.ids or args.file:
-            raise CliError("--from-plan takes the selection from the file: no --ids/--file")
-        return carry_out(read_plan(args.from_plan, "rollback"), args, rate_per_s=args.rate)
+    saved = saved_plan(args, "rollback", selected=bool(args.ids or args.file))
+    if saved is not None:
+        return carry_out(saved, args, rate_per_s=args.rate)
     ids = read_ids(args)
     if not ids:
         raise CliError("say whom to roll back: --ids, --file or --from-plan")
