@@ -268,6 +268,11 @@ class ProgressCounts(NamedTuple):
     migrated: int
     failed_for_good: int
 
+    @property
+    def remaining(self) -> int:
+        """Users still to migrate: neither migrated nor failed for a reason only data cures."""
+        return max(0, self.legacy_total - self.migrated - self.failed_for_good)
+
 
 async def progress_counts(
     conn: Conn | asyncpg.Pool, for_good_codes: Sequence[str]

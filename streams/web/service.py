@@ -75,23 +75,33 @@ class _GroupOffsets:
         }
 
 
-@dataclass(frozen=True)
+@dataclass
 class WebService:
     context: ServiceContext
-    _offsets: dict[str, _GroupOffsets] = field(default_factory=dict)
+    _group_offsets: _GroupOffsets = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.context.settings
+        self._group_offsets = _GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id)
+
+    def _owned_partitions(self) -> list[int]:
+        """The request partitions this worker owns now."""
+        assignment = self.context.app.consumer.assignment()
+        return sorted(tp.partition for tp in assignment if tp.topic == topics.REQUESTED)
+
+    def worker_name(self) -> str:
+        """``host:pid``: how metrics and ``worker_status`` name this worker."""
+        return f"{socket.gethostname()}:{os.getpid()}"
 
     async def backlog(self) -> dict[int, int]:
         """Request records not answered yet, per partition, whichever worker owns it: the
         partition's end offset (last stable) minus the offset the app id committed."""
         settings = self.context.settings
-        offsets = self._offsets.setdefault(
-            "group", _GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id)
-        )
         partitions = [TP(topics.REQUESTED, p) for p in range(settings.topic_partitions)]
         ends = await asyncio.wait_for(
             self.context.app.consumer.highwaters(*partitions), timeout=_CHECK_TIMEOUT_S
         )
-        committed = await offsets.committed()
+        committed = await self._group_offsets.committed()
         return {
             tp.partition: max(0, int(end) - committed.get(tp.partition, 0))
             for tp, end in ends.items()
@@ -103,13 +113,11 @@ class WebService:
         consumer = self.context.app.consumer
         transactions = self.context.transactions
         lag = {}
-        for tp in consumer.assignment():
-            if tp.topic != topics.REQUESTED:
-                continue
-            start = transactions.positions.next.get(tp.partition) if transactions else None
-            highwater = consumer.highwater(tp)
+        for partition in self._owned_partitions():
+            start = transactions.positions.next.get(partition) if transactions else None
+            highwater = consumer.highwater(TP(topics.REQUESTED, partition))
             if highwater is not None and start is not None:
-                lag[tp.partition] = max(0, int(highwater) - int(start))
+                lag[partition] = max(0, int(highwater) - int(start))
         return lag
 
     @property
@@ -149,31 +157,25 @@ class WebService:
     async def worker_metrics(self) -> WorkerMetrics:
         """What this worker exports on /metrics: its own partitions, the cluster's gauges."""
         await self.context.ready_core()
-        settings = self.context.settings
-        owned = {
-            tp.partition
-            for tp in self.context.app.consumer.assignment()
-            if tp.topic == topics.REQUESTED
-        }
-        stored = await postgres.counters(self._pool, settings.app_id)
+        owned = self._owned_partitions()
+        stored = await postgres.counters(self._pool, self.context.settings.app_id)
         counts = await postgres.progress_counts(self._pool, FOR_GOOD_CODES)
-        total, migrated, for_good = counts
-        cluster: dict[str, float | int | None] = {
-            "legacy_users": total,
-            "legacy_migrated": migrated,
-            "legacy_failed_for_good": for_good,
-            "legacy_remaining": max(0, total - migrated - for_good),
-            "redis_mirror_pending": await postgres.pending_mirror_count(self._pool),
-        }
         try:
             backlog = {p: n for p, n in (await self.backlog()).items() if p in owned}
         except Exception:  # noqa: BLE001 - Kafka away: the other figures still answer
             backlog = {}
         _, checks = await self.health()
-        identity = self.identity()
+        cluster: dict[str, float | int | None] = {
+            "legacy_users": counts.legacy_total,
+            "legacy_migrated": counts.migrated,
+            "legacy_failed_for_good": counts.failed_for_good,
+            "legacy_remaining": counts.remaining,
+            # health counted them (it does whenever PostgreSQL answers, as it just did)
+            "redis_mirror_pending": checks.get("redis_mirror", {}).get("pending"),
+        }
         return WorkerMetrics(
-            worker=f"{identity['host']}:{identity['pid']}",
-            partitions={p: stored.get(p, {}) for p in sorted(owned)},
+            worker=self.worker_name(),
+            partitions={p: stored.get(p, {}) for p in owned},
             lag=await self.owned_lag(),
             backlog=backlog,
             cluster=cluster,
@@ -185,21 +187,14 @@ class WebService:
         """Write this worker's row of ``worker_status`` (partitions, lag, memory)."""
         if not self.context.resources.ready.is_set():
             return
-        identity = self.identity()
         process = process_metrics()
-        lag = await self.owned_lag()
-        owned = sorted(
-            tp.partition
-            for tp in self.context.app.consumer.assignment()
-            if tp.topic == topics.REQUESTED
-        )
         started = process.get("process_start_time_seconds", time.time())
         await postgres.save_worker_status(
             self._pool,
             app_id=self.context.settings.app_id,
-            worker=f"{identity['host']}:{identity['pid']}",
-            partitions=owned,
-            lag=lag,
+            worker=self.worker_name(),
+            partitions=self._owned_partitions(),
+            lag=await self.owned_lag(),
             in_flight=self.context.in_flight,
             rss_bytes=int(process.get("process_resident_memory_bytes", 0)) or None,
             started_at=datetime.fromtimestamp(started, UTC),
@@ -208,8 +203,7 @@ class WebService:
     async def workers(self) -> list[dict[str, Any]]:
         """Every worker that reported lately, with its partitions and lag."""
         await self.context.ready_core()
-        identity = self.identity()
-        me = f"{identity['host']}:{identity['pid']}"
+        me = self.worker_name()
         rows = await postgres.worker_statuses(
             self._pool, self.context.settings.app_id, within_s=WORKER_GONE_S
         )

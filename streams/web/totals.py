@@ -42,7 +42,7 @@ def progress_answer(counts: ProgressCounts, summary: Mapping[str, Any]) -> dict[
     """How much of the legacy population is done: migrated, or failed for a reason only fixing
     the data cures (those are listed apart and not waited for); the ETA at the current rate."""
     total, migrated, failed_for_good = counts
-    remaining = max(0, total - migrated - failed_for_good)
+    remaining = counts.remaining
     rate = float(summary["rate_per_s"])
     if remaining == 0:
         eta_s: float | None = 0.0
