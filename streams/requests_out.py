@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from schemas.events import SCHEMA_VERSION, MigrationRequest
@@ -31,6 +32,31 @@ def new_request(
             "reason": reason,
         }
     )
+
+
+def new_requests(
+    user_ids: Iterable[str],
+    *,
+    action: str,
+    dry_run: bool,
+    requested_by: str,
+    reason: str | None,
+    now: datetime,
+    request_id: Callable[[str], uuid.UUID] | None = None,
+) -> list[MigrationRequest]:
+    """One request per user, all alike but for the user (and ``request_id(user)`` if given)."""
+    return [
+        new_request(
+            user_id,
+            action=action,
+            dry_run=dry_run,
+            requested_by=requested_by,
+            reason=reason,
+            now=now,
+            request_id=request_id(user_id) if request_id is not None else None,
+        )
+        for user_id in user_ids
+    ]
 
 
 def encode(request: MigrationRequest) -> tuple[bytes, bytes]:

@@ -6,7 +6,7 @@ import argparse
 from datetime import UTC, datetime
 
 from streams.cli.plans import Plan, planned_request_id
-from streams.requests_out import new_request
+from streams.requests_out import new_requests
 
 
 def add_request_options(parser: argparse.ArgumentParser) -> None:
@@ -30,17 +30,13 @@ def request_plan(
     command: str, action: str, user_ids: list[str], args: argparse.Namespace, summary: list[str]
 ) -> Plan:
     plan = Plan(command, [], summary)
-    now = datetime.now(UTC)
-    plan.requests = [
-        new_request(
-            user_id,
-            action=action,
-            dry_run=args.dry_run_requests,
-            requested_by=args.requested_by,
-            reason=args.reason,
-            now=now,
-            request_id=planned_request_id(plan.plan_id, action, user_id),
-        )
-        for user_id in user_ids
-    ]
+    plan.requests = new_requests(
+        user_ids,
+        action=action,
+        dry_run=args.dry_run_requests,
+        requested_by=args.requested_by,
+        reason=args.reason,
+        now=datetime.now(UTC),
+        request_id=lambda user_id: planned_request_id(plan.plan_id, action, user_id),
+    )
     return plan

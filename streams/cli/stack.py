@@ -64,16 +64,13 @@ def _kafka_cli(args: argparse.Namespace) -> int:
 
     from streams.settings import Settings
 
-    stack = _stack()
-    from streams.stack import kafka
-
+    kafka = _stack().kafka
     extra = list(args.args)
     if extra and extra[0] == "--":
         extra = extra[1:]
     if "--bootstrap-server" not in extra:
         servers = ",".join(Settings.from_env().kafka_bootstrap_servers)
         extra = ["--bootstrap-server", servers, *extra]
-    del stack
     return subprocess.run(kafka.tool_command(args.tool, extra), env=os.environ).returncode
 
 

@@ -23,7 +23,7 @@ from agents.jobs.validation import ValidationReport, validate_user
 from agents.stores import postgres, redis_mirror
 from schemas.events import ErrorCode, is_retryable
 from streams import topics
-from streams.requests_out import encode, new_request
+from streams.requests_out import encode, new_requests
 from streams.web.inputs import RequestOptions
 from streams.web.metrics import WorkerMetrics
 from streams.web.totals import owned_totals, progress_answer
@@ -278,20 +278,19 @@ class WebService:
         self, user_ids: Sequence[str], action: str, options: RequestOptions
     ) -> list[str]:
         """Publish one request per user with the worker's producer; their request ids."""
-        now = datetime.now(UTC)
         producer = self.context.app.producer
         await producer.maybe_start()
+        requests = new_requests(
+            user_ids,
+            action=action,
+            dry_run=options.dry_run,
+            requested_by=options.requested_by,
+            reason=options.reason,
+            now=datetime.now(UTC),
+        )
         request_ids = []
         futures = []
-        for user_id in user_ids:
-            request = new_request(
-                user_id,
-                action=action,
-                dry_run=options.dry_run,
-                requested_by=options.requested_by,
-                reason=options.reason,
-                now=now,
-            )
+        for request in requests:
             key, value = encode(request)
             futures.append(await producer.send(topics.REQUESTED, key, value, None, None, None))
             request_ids.append(str(request.request_id))
