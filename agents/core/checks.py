@@ -129,15 +129,9 @@ def check_rolled_back(
     """A user whose latest effect is a rollback: the legacy row is back as snapshotted, nothing
     of the session is left in PostgreSQL or Redis. ``rollback`` is the rolled_back outcome."""
     restored = rollback.get("restored_legacy_sha256")
+    deleted = f"session {rollback.get('session_id')} deleted"
     return [
-        Check("legacy_row_present", legacy_status is not None, f"status={legacy_status}"),
-        Check(
-            "legacy_row_not_marked_migrated",
-            legacy_status is not None and legacy_status != "migrated",
-            f"status={legacy_status}",
-        ),
-        Check("no_session_in_postgres", True, f"session {rollback.get('session_id')} deleted"),
-        Check("no_redis_pointer", redis_pointer is None, f"pointer={redis_pointer}"),
+        *_legacy_row_alone(legacy_status, redis_pointer, session_detail=deleted),
         Check(
             "no_redis_session",
             not redis_session_present,
@@ -162,13 +156,21 @@ def check_rolled_back(
 
 def check_never_migrated(*, legacy_status: str | None, redis_pointer: str | None) -> list[Check]:
     """A user never migrated (or only in dry runs): the legacy row alone, nothing new anywhere."""
+    return _legacy_row_alone(legacy_status, redis_pointer, session_detail="")
+
+
+def _legacy_row_alone(
+    legacy_status: str | None, redis_pointer: str | None, *, session_detail: str
+) -> list[Check]:
+    """What holds for a user without a session: the legacy row is there and not marked
+    migrated, and Redis points at no session (the caller found none in PostgreSQL)."""
     return [
         Check("legacy_row_present", legacy_status is not None, f"status={legacy_status}"),
         Check(
             "legacy_row_not_marked_migrated",
-            legacy_status != "migrated",
+            legacy_status is not None and legacy_status != "migrated",
             f"status={legacy_status}",
         ),
-        Check("no_session_in_postgres", True, ""),
+        Check("no_session_in_postgres", True, session_detail),
         Check("no_redis_pointer", redis_pointer is None, f"pointer={redis_pointer}"),
     ]
