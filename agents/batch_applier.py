@@ -647,6 +647,7 @@ def _audit_row(
         error_code=outcome.error.code.value if outcome.error else None,
         detail=detail,
         created_at=now,
+        run_id=work.request.run_id,
     )
 
 

@@ -103,8 +103,12 @@ class _Lanes:
         reader = self._reader
         assert reader is not None  # lanes are started by the reader
         pace = _Pace(self._within, self._size)
+        control = self._migrator.control
         try:
-            while events := await take_waiting(queue, reader, self._size, pace.linger):
+            while events := await take_waiting(
+                queue, reader, control.batch_limit(self._size), pace.linger
+            ):
+                await control.admit(len(events), revoking=self._migrator.revoking)
                 try:
                     await process_events(self._migrator, events)
                 except BaseException:
@@ -235,6 +239,7 @@ async def process_events(migrator: ServiceContext, events: Sequence[Any]) -> Non
     if await migrator.publish_batch(partition, epoch, sends, last_offset):
         if partition in applied.totals:
             migrator.stats.data[str(partition)] = applied.totals[partition]
+        migrator.control.observe(applied.outcomes)
 
 
 class _Record:

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 1024 * 1024
 USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+# A run names a staged rollout (``migrator enqueue --run NAME``): short, safe in a URL and a label.
+RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
 Action = Literal["migrate", "rollback"]
 OutcomeKind = Literal["migrated", "failed", "rolled_back"]
@@ -68,6 +70,8 @@ class MigrationRequest(BaseModel):
     requested_at: datetime | None = None
     attempt: StrictInt = Field(default=1, ge=1)
     reason: str | None = Field(default=None, max_length=512)
+    # The run the request belongs to, if any: its outcome carries it, the run's counts use it.
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
 
 
 class OutcomeError(BaseModel):
@@ -107,6 +111,7 @@ class Outcome(BaseModel):
     bcm: BcmRef | None = None
     error: OutcomeError | None = None
     attempt: int = Field(default=1, ge=1)
+    run_id: str | None = None
     # The worker's time for this request: its share of the set-based wave that decided and
     # wrote it (the wave's time divided by its requests); 0 for answers given again.
     duration_ms: float = 0.0

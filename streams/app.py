@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from agents.migration_agent import register_agents
 from streams import topics
 from streams.context import Resources, ServiceContext
+from streams.control import ControlWatcher
 from streams.exactly_once import (
     MigratorApp,
     PartitionTransactions,
@@ -120,6 +121,10 @@ def create_app(settings: Settings) -> ServiceContext:
     resources = Resources(settings)
     resources.transactions = transactions
     app.service(resources)  # type: ignore[arg-type]  # Faust starts instances as well as classes
+    control = ControlWatcher(settings, app)
+    control.core = lambda: resources.core
+    app.assignment_listeners.append(control.on_assigned)
+    app.service(control)  # type: ignore[arg-type]
     context = ServiceContext(
         settings=settings,
         app=app,
@@ -128,6 +133,7 @@ def create_app(settings: Settings) -> ServiceContext:
         dead_letters=dead_letters,
         stats=stats,
         resources=resources,
+        control=control,
     )
 
     context.agents = register_agents(context)

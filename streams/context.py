@@ -22,6 +22,7 @@ from agents.jobs import mirror_repair
 from agents.stores.postgres import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
 from streams.connections import create_pool, create_redis
+from streams.control import ControlWatcher
 from streams.exactly_once import MigratorApp, PartitionTransactions, Send
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
@@ -96,6 +97,7 @@ class ServiceContext:
     dead_letters: Any
     stats: Any
     resources: Resources
+    control: ControlWatcher
     agents: dict[str, Any] = field(default_factory=dict)
     # Request records in the batches this worker's lanes are applying now (the dashboard's
     # "in flight"): taken from the topic, not yet answered.
@@ -111,6 +113,14 @@ class ServiceContext:
         await self.resources.ready.wait()
         assert self.resources.core is not None
         return self.resources.core
+
+    def revoking(self) -> bool:
+        """A rebalance is taking partitions away: held records must reach the lanes (they
+        publish nothing) so that the rebalance is not kept waiting for them."""
+        transactions = self.transactions
+        if transactions is not None:
+            return not transactions.positions.ready
+        return bool(self.app.rebalancing)
 
     def epoch(self) -> int:
         """Changes when a rebalance begins: a batch begun before it publishes nothing."""

@@ -347,6 +347,11 @@ class MigratorApp(faust.App):
 
     transactions: PartitionTransactions | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Called once Faust has taken an assignment in (run control re-pauses partitions).
+        self.assignment_listeners: list[Callable[[], None]] = []
+
     async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
         if self.transactions is not None:
             await self.transactions.on_revocation_start()
@@ -362,6 +367,8 @@ class MigratorApp(faust.App):
                 await self.crash(exc)
                 return
         await super()._on_partitions_assigned(assigned, generation_id)
+        for listener in self.assignment_listeners:
+            listener()
 
     async def _committed_positions(self) -> dict[int, int | None]:
         """Seek the request partitions to their committed offsets and say what they are."""

@@ -18,6 +18,7 @@ def new_request(
     reason: str | None = None,
     now: datetime,
     request_id: uuid.UUID | None = None,
+    run_id: str | None = None,
 ) -> MigrationRequest:
     return MigrationRequest.model_validate(
         {
@@ -30,6 +31,7 @@ def new_request(
             "requested_at": now.isoformat(),
             "attempt": 1,
             "reason": reason,
+            "run_id": run_id,
         }
     )
 
@@ -43,6 +45,7 @@ def new_requests(
     reason: str | None,
     now: datetime,
     request_id: Callable[[str], uuid.UUID] | None = None,
+    run_id: str | None = None,
 ) -> list[MigrationRequest]:
     """One request per user, all alike but for the user (and ``request_id(user)`` if given)."""
     return [
@@ -54,6 +57,7 @@ def new_requests(
             reason=reason,
             now=now,
             request_id=request_id(user_id) if request_id is not None else None,
+            run_id=run_id,
         )
         for user_id in user_ids
     ]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from agents.core.control import FailureBudget
 
 ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
 
@@ -36,6 +39,9 @@ _ENV_NAMES: dict[str, str] = {
     "data_dir": "MIGRATOR_DATA_DIR",
     "log_level": "MIGRATOR_LOG_LEVEL",
     "log_format": "MIGRATOR_LOG_FORMAT",
+    "failure_budget": "MIGRATOR_FAILURE_BUDGET",
+    "outage_pause_s": "MIGRATOR_OUTAGE_PAUSE_S",
+    "revalidate_per_s": "MIGRATOR_REVALIDATE_PER_S",
 }
 
 
@@ -66,6 +72,27 @@ class Settings(BaseModel):
     data_dir: str = "/tmp/onboarding-migrator"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    # Pause every worker when more than 5 % of the last 500 outcomes failed (overall or in a
+    # run); "off" disables it.
+    failure_budget: str = "5%/500"
+    # Pause every worker when PostgreSQL or Redis has been unavailable this long (0: never).
+    outage_pause_s: float = Field(default=30.0, ge=0, le=86_400)
+    # Migrated users re-validated per second by the background sampler (0: off).
+    revalidate_per_s: float = Field(default=2.0, ge=0, le=1_000)
+
+    @field_validator("failure_budget")
+    @classmethod
+    def _budget(cls, value: str) -> str:
+        from agents.core.control import parse_budget
+
+        parse_budget(value)
+        return value
+
+    @property
+    def budget(self) -> FailureBudget | None:
+        from agents.core.control import parse_budget
+
+        return parse_budget(self.failure_budget)
 
     @field_validator("admin_token", mode="before")
     @classmethod

@@ -116,6 +116,7 @@ def _base(work: Work, *, now: datetime, duration_ms: float) -> dict[str, Any]:
         "action": request.action,
         "dry_run": request.dry_run,
         "attempt": request.attempt,
+        "run_id": request.run_id,
         "duration_ms": round(duration_ms, 3),
         "processed_at": now,
         "steps_total": STEPS_TOTAL,

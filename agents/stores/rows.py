@@ -74,6 +74,7 @@ class AuditRow(NamedTuple):
     error_code: str | None
     detail: JsonText
     created_at: datetime
+    run_id: str | None
 
 
 class ProcessedRow(NamedTuple):

@@ -10,9 +10,10 @@ import argparse
 import asyncio
 from typing import Any
 
+from agents.core.runs import cohort
 from streams.cli.errors import CliError
 from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
-from streams.cli.requests import add_request_options, request_plan
+from streams.cli.requests import add_request_options, add_run_option, request_plan
 from streams.cli.selection import add_id_options, read_ids
 from streams.settings import Settings
 
@@ -22,15 +23,28 @@ EXAMPLES = """examples:
   migrator enqueue --plan-out plan.jsonl            save the plan, request ids included
   migrator enqueue --from-plan plan.jsonl --execute publish exactly that plan
   migrator enqueue --ids u1,u2 --dry-run-requests --execute
+  migrator enqueue --run canary --percent 1 --execute   a staged rollout: 1 % first,
+  migrator enqueue --run wave-2 --percent 10 --execute  then 10 % (the 1 % is inside it)
 """
 
 
 def _select(args: argparse.Namespace) -> Plan:
     ids = read_ids(args)
+    if args.percent is not None and args.run is None:
+        raise CliError("--percent starts a run: name it with --run NAME")
     if ids is not None:
         if args.include_rolled_back:
             raise CliError("--include-rolled-back applies to everyone, not to given ids")
-        return request_plan("enqueue", "migrate", ids, args, [f"selected: {len(ids)} given"])
+        if args.percent is not None:
+            raise CliError("--percent samples everyone not yet migrated, not given ids")
+        return request_plan(
+            "enqueue",
+            "migrate",
+            ids,
+            args,
+            [f"selected: {len(ids)} given"],
+            selection={"kind": "ids", "given": len(ids)},
+        )
     from agents.stores import postgres
     from streams.connections import opened
 
@@ -47,11 +61,30 @@ def _select(args: argparse.Namespace) -> Plan:
             f"held out: {held} users rolled back and not migrated since "
             "(add --include-rolled-back to migrate them again)"
         )
-    return request_plan("enqueue", "migrate", users, args, summary)
+    selection: dict[str, object] = {"kind": "everyone", "not_migrated": len(users)}
+    if args.percent is not None:
+        everyone_count = len(users)
+        users = cohort(users, args.percent)
+        summary.append(
+            f"cohort: {args.percent:g} % of them by user-id hash: {len(users)} users "
+            "(a user stays in the same cohort: a larger percent adds users, never swaps them)"
+        )
+        selection = {"kind": "percent", "percent": args.percent, "not_migrated": everyone_count}
+    return request_plan("enqueue", "migrate", users, args, summary, selection=selection)
+
+
+def _percent(value: str) -> float:
+    try:
+        percent = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < percent <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is not a percent in (0, 100]")
+    return percent
 
 
 def _enqueue(args: argparse.Namespace) -> int:
-    selected = bool(args.ids or args.file or args.include_rolled_back)
+    selected = bool(args.ids or args.file or args.include_rolled_back or args.percent or args.run)
     plan = saved_plan(args, "enqueue", selected=selected) or _select(args)
     return carry_out(plan, args, rate_per_s=args.rate)
 
@@ -69,6 +102,18 @@ def register(commands: Any) -> None:
         "--include-rolled-back",
         action="store_true",
         help="with everyone: also users who were rolled back and not migrated since",
+    )
+    parser.add_argument(
+        "--percent",
+        type=_percent,
+        metavar="P",
+        help="with everyone and --run: only the P %% cohort (by a hash of the user id: the "
+        "same users at every run, 1 %% inside 10 %% inside 100 %%)",
+    )
+    add_run_option(
+        parser,
+        "start (or add to) the named run: its requests carry it, `migrator runs` "
+        "follows it, `migrator rollback --run NAME` takes it back",
     )
     add_request_options(parser)
     add_plan_options(parser)

@@ -12,11 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from streams.cli import (
+    control,
     database,
     enqueue,
     replay,
     resync,
     rollback,
+    runs,
     service,
     stack,
     stats,
@@ -27,6 +29,9 @@ from streams.cli.errors import Parser, fail, one_line
 Handler = Callable[[argparse.Namespace], int]
 
 OPERATOR_PATH = """the operator's path:
+  migrator enqueue --run canary --percent 1 --execute  a staged rollout: 1 % first
+  migrator runs show canary                          look: done, failed by code, rate
+  migrator control pause --reason "..."              stop every worker within 2 s
   migrator enqueue --file cohort-1.csv --execute     migrate a cohort
   migrator stats                                     watch it
   migrator rollback --file cohort-1.csv --execute    take it back
@@ -38,7 +43,7 @@ every command plans first and changes nothing without --execute; `migrator COMMA
 """
 
 # In the order ``migrator --help`` lists them: run, prepare, move users, look.
-JOBS = (service, stack, database, enqueue, rollback, replay, validate, resync, stats)
+JOBS = (service, stack, database, enqueue, rollback, replay, validate, resync, stats, runs, control)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,9 @@ class Plan:
     summary: list[str] = field(default_factory=list)  # what was selected, held out, warned
     plan_id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # The run the requests belong to, and what was selected for it (kept with the run).
+    run_id: str | None = None
+    selection: dict[str, object] = field(default_factory=dict)
 
 
 def add_plan_options(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +71,8 @@ def write_plan(plan: Plan, path: str) -> None:
         "created_at": plan.created_at.isoformat(),
         "count": len(plan.requests),
         "summary": plan.summary,
+        "run_id": plan.run_id,
+        "selection": plan.selection,
     }
     with Path(path).open("w", encoding="utf-8") as out:
         out.write(json.dumps(header, ensure_ascii=False) + "\n")
@@ -102,6 +107,8 @@ def read_plan(path: str, command: str) -> Plan:
         [*header.get("summary", []), f"(from {path}, planned {header.get('created_at')})"],
         uuid.UUID(header["plan_id"]),
         datetime.fromisoformat(header["created_at"]),
+        header.get("run_id"),
+        dict(header.get("selection") or {}),
     )
 
 
@@ -146,14 +153,34 @@ def carry_out(
         return 0
     from streams.cli.kafka_io import publish
 
-    sent = asyncio.run(
-        publish(
-            Settings.from_env(),
-            plan.requests,
-            total=count,
-            rate_per_s=rate_per_s,
-            label=plan.command,
+    settings = Settings.from_env()
+    if plan.run_id is not None:
+        asyncio.run(_record_run(settings, plan))
+        out(
+            f"run {plan.run_id}: {count} request(s) added; follow it with: migrator runs show "
+            f"{plan.run_id}"
         )
+    sent = asyncio.run(
+        publish(settings, plan.requests, total=count, rate_per_s=rate_per_s, label=plan.command)
     )
     out(f"published {sent} request(s) to {topics.REQUESTED}")
     return 0
+
+
+async def _record_run(settings: Settings, plan: Plan) -> None:
+    """The run learns how many requests it is given before they are published, so its figures
+    never show answers to requests it does not count."""
+    from agents.stores.runs import record_run
+    from streams.connections import opened
+
+    assert plan.run_id is not None
+    async with opened(settings) as (pool, _):
+        await record_run(
+            pool,
+            plan.run_id,
+            action=plan.requests[0].action,
+            count=len(plan.requests),
+            created_by=plan.requests[0].requested_by or "migrator-cli",
+            selection={**plan.selection, "plan_id": str(plan.plan_id), "count": len(plan.requests)},
+            now=datetime.now(UTC),
+        )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import UTC, datetime
 
+from schemas.events import RUN_ID_PATTERN
 from streams.cli.plans import Plan, planned_request_id
 from streams.requests_out import new_requests
 
@@ -26,10 +28,29 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--run", metavar="NAME", type=run_name, help=help)
+
+
+def run_name(value: str) -> str:
+    if not re.fullmatch(RUN_ID_PATTERN, value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a run name (1 to 64 characters of A-Z a-z 0-9 . _ : -)"
+        )
+    return value
+
+
 def request_plan(
-    command: str, action: str, user_ids: list[str], args: argparse.Namespace, summary: list[str]
+    command: str,
+    action: str,
+    user_ids: list[str],
+    args: argparse.Namespace,
+    summary: list[str],
+    *,
+    selection: dict[str, object] | None = None,
 ) -> Plan:
-    plan = Plan(command, [], summary)
+    run_id = getattr(args, "run", None)
+    plan = Plan(command, [], summary, run_id=run_id, selection=selection or {})
     plan.requests = new_requests(
         user_ids,
         action=action,
@@ -38,5 +59,6 @@ def request_plan(
         reason=args.reason,
         now=datetime.now(UTC),
         request_id=lambda user_id: planned_request_id(plan.plan_id, action, user_id),
+        run_id=run_id,
     )
     return plan

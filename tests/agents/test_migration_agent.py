@@ -103,6 +103,7 @@ async def wired() -> AsyncIterator[tuple[ServiceContext, StandInCore, Recorder]]
     recorder = Recorder()
     migrator.resources.core = core
     migrator.resources.ready.set()
+    migrator.control.ready.set()  # no control topic here: running, unthrottled
     migrator.publish_batch = recorder
     yield migrator, core, recorder
 

@@ -1,0 +1,89 @@
+"""Runs in PostgreSQL: what each enqueue published into a run, and what the audit log answered.
+
+The run's counts are never kept as counters: they are the audit log's rows, grouped, so they
+hold exactly what PostgreSQL committed and cannot drift from it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+import sql
+from agents.core.runs import AnswerCount, RunSummary, rate_window_start, summarize
+from agents.stores.postgres import Conn
+
+
+async def record_run(
+    conn: Conn | asyncpg.Pool,
+    run_id: str,
+    *,
+    action: str,
+    count: int,
+    created_by: str,
+    selection: Mapping[str, Any],
+    now: datetime,
+) -> None:
+    """Add ``count`` published requests of ``action`` to the run (created if new)."""
+    await conn.execute(
+        sql.query("record_run"),
+        run_id,
+        now,
+        created_by,
+        dict(selection),
+        action,
+        count,
+    )
+
+
+async def run_summaries(
+    conn: Conn | asyncpg.Pool,
+    *,
+    now: datetime,
+    run_ids: Sequence[str] | None = None,
+    limit: int = 50,
+) -> list[RunSummary]:
+    """The runs (given ones, or the ``limit`` latest), each with its figures."""
+    runs = await conn.fetch(sql.query("runs"), None if run_ids is None else list(run_ids), limit)
+    if not runs:
+        return []
+    grouped: dict[str, list[AnswerCount]] = defaultdict(list)
+    for row in await conn.fetch(
+        sql.query("run_answers"), [r["run_id"] for r in runs], rate_window_start(now)
+    ):
+        grouped[row["run_id"]].append(
+            AnswerCount(
+                action=row["action"],
+                outcome=row["outcome"],
+                error_code=row["error_code"],
+                count=int(row["count"]),
+                recent=int(row["recent"]),
+                first_at=row["first_at"],
+                last_at=row["last_at"],
+            )
+        )
+    return [summarize(_run_row(run), grouped[run["run_id"]], now=now) for run in runs]
+
+
+async def run_failures(conn: Conn | asyncpg.Pool, run_id: str) -> list[asyncpg.Record]:
+    """Users whose latest answer in the run is a failure."""
+    rows = await conn.fetch(sql.query("run_failures"), run_id)
+    return [row for row in rows if row["outcome"] == "failed"]
+
+
+async def run_sessions(conn: Conn | asyncpg.Pool, run_id: str) -> list[str]:
+    """Users holding now a session that a migrate request of the run created."""
+    return [row["user_id"] for row in await conn.fetch(sql.query("run_sessions"), run_id)]
+
+
+def _run_row(run: asyncpg.Record) -> dict[str, Any]:
+    row = dict(run)
+    selections = row.get("selections")
+    if isinstance(selections, str):
+        row["selections"] = json.loads(selections)
+    return row

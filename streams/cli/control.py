@@ -1,0 +1,125 @@
+"""``migrator control``: pause, resume and throttle every worker at once, at run time.
+
+Writes the compacted control topic every worker reads (``<app id>-control``): a pause takes
+effect within 2 s on every worker (each finishes and commits the batch in hand, then takes no
+more requests; the consumer group does not rebalance), a throttle caps the cluster's users/s.
+Both hold across worker restarts until changed. ``status`` prints what the topic says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from agents.core import control
+from streams.settings import Settings
+
+EXAMPLES = """examples:
+  migrator control status
+  migrator control pause --reason "canary: 3 % invalid_legacy_data, looking"
+  migrator control resume
+  migrator control throttle --rate 200          at most 200 users/s across all workers
+  migrator control throttle --off
+"""
+
+
+def _write(key: str, value: dict[str, Any]) -> int:
+    from streams.control import publish_control, read_control
+
+    settings = Settings.from_env()
+    asyncio.run(publish_control(settings, key, value))
+    state = asyncio.run(read_control(settings))
+    print(_line(state))
+    return 0
+
+
+def _line(state: control.ControlState) -> str:
+    if state.paused:
+        kind = "auto-paused" if state.auto else "paused"
+        line = f"{kind} since {state.at} by {state.by}: {state.reason or '(no reason given)'}"
+    else:
+        line = "running" + (f" (resumed {state.at} by {state.by})" if state.by else "")
+    if state.rate is not None:
+        line += f"; throttled to {state.rate:g} users/s (by {state.rate_by})"
+    return line
+
+
+def _status(args: argparse.Namespace) -> int:
+    from streams.control import read_control
+
+    state = asyncio.run(read_control(Settings.from_env()))
+    print(json.dumps(state.as_dict(), indent=2) if args.json else _line(state))
+    return 0
+
+
+def _pause(args: argparse.Namespace) -> int:
+    from streams.control import pause_value
+
+    return _write(control.PAUSE, pause_value(paused=True, reason=args.reason, by=args.by))
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from streams.control import pause_value
+
+    return _write(control.PAUSE, pause_value(paused=False, reason=args.reason, by=args.by))
+
+
+def _throttle(args: argparse.Namespace) -> int:
+    from streams.control import throttle_value
+
+    return _write(
+        control.THROTTLE, throttle_value(rate=None if args.off else args.rate, by=args.by)
+    )
+
+
+def _rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < rate <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{value} is not a rate in (0, 1000000] users/s")
+    return rate
+
+
+def register(commands: Any) -> None:
+    from streams.control import operator_name
+
+    parser = commands.add_parser(
+        "control",
+        help="pause, resume or throttle every worker at once (run time)",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = parser.add_subparsers(
+        dest="verb", required=True, metavar="VERB", parser_class=type(parser), help="what to do"
+    )
+
+    def verb(name: str, help: str, handler: Any) -> argparse.ArgumentParser:
+        examples = "\n".join(line for line in EXAMPLES.splitlines() if f"control {name}" in line)
+        sub: argparse.ArgumentParser = verbs.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=f"examples:\n{examples}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--by", default=operator_name(), help="who does it (default: user@host)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    status = verb("status", "what the control topic says now: paused or running, throttle", _status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    pause = verb("pause", "every worker finishes its batch in hand and takes no more", _pause)
+    pause.add_argument("--reason", help="why: shown in health, stats, /metrics, the dashboard")
+    resume = verb("resume", "every worker takes requests again (also after an auto-pause)", _resume)
+    resume.add_argument("--reason", help="why it is safe to go on")
+    throttle = verb(
+        "throttle", "cap the cluster's rate in users/s (shared by the workers)", _throttle
+    )
+    rate = throttle.add_mutually_exclusive_group(required=True)
+    rate.add_argument("--rate", type=_rate, metavar="N", help="at most N users/s in all")
+    rate.add_argument("--off", action="store_true", help="lift the throttle")

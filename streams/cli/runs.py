@@ -1,0 +1,195 @@
+"""``migrator runs``: the staged rollouts, their figures, and a run's report of failed users.
+
+Read from PostgreSQL (the audit log is the truth), so it answers with no worker running.
+``runs`` lists the latest runs; ``runs show NAME`` tells one in full; ``runs report NAME``
+writes every user whose latest answer in the run is a failure, as CSV or JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from agents.core.runs import RunSummary
+from streams.cli.errors import CliError
+from streams.cli.requests import run_name
+from streams.settings import Settings
+
+EXAMPLES = """examples:
+  migrator runs                                   the latest runs, one line each
+  migrator runs show canary                       one run in full (--json for JSON)
+  migrator runs report canary --out canary.csv    its failed users, with codes (CSV)
+  migrator runs report canary --format json
+"""
+
+REPORT_COLUMNS = ("user_id", "action", "error_code", "retryable", "message", "request_id", "at")
+
+
+def _list(args: argparse.Namespace) -> int:
+    runs = asyncio.run(_summaries(None, args.limit))
+    if args.json:
+        print(json.dumps([run.as_dict() for run in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs yet: start one with `migrator enqueue --run NAME --percent 1 --execute`")
+        return 0
+    print(
+        f"{'RUN':<24} {'STATE':<9} {'REQUESTED':>9} {'DONE':>9} {'MIGRATED':>9} "
+        f"{'FAILED':>7} {'ROLLED BACK':>11} {'RATE/S':>7}  ETA"
+    )
+    for run in runs:
+        print(
+            f"{run.run_id:<24} {run.state:<9} {run.migrate_requested:>9} "
+            f"{run.migrate_answered:>9} {run.migrated:>9} {run.failed:>7} {run.rolled_back:>11} "
+            f"{run.rate_per_s:>7.1f}  {_eta(run)}"
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    run = _one(args.name)
+    if args.json:
+        print(json.dumps(run.as_dict(), indent=2))
+        return 0
+    figures = run.as_dict()
+    print(f"run {run.run_id}: {run.state}")
+    print(f"  created     {figures['created_at']} by {run.created_by}")
+    print(f"  started     {figures['started_at'] or '-'}")
+    print(f"  finished    {figures['finished_at'] or '-'}")
+    print(f"  requested   {run.migrate_requested} migrate, {run.rollback_requested} rollback")
+    print(
+        f"  done        {run.migrate_answered} of {run.migrate_requested}: "
+        f"{run.migrated} migrated, {run.failed} failed"
+    )
+    for code, count in sorted(run.failed_by_code.items()):
+        print(f"    {code:<24} {count}")
+    print(f"  rolled back {run.rolled_back} ({run.rollback_failed} rollback failures)")
+    print(f"  rate        {run.rate_per_s:.1f}/s over the last minute, ETA {_eta(run)}")
+    for selection in run.selections:
+        print(f"  selection   {json.dumps(selection, sort_keys=True)}")
+    if run.failed:
+        print(f"  report      migrator runs report {run.run_id} --out {run.run_id}-failed.csv")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    _one(args.name)  # an unknown run is an error, not an empty report
+    rows = asyncio.run(_failures(args.name))
+    out: IO[str]
+    if args.out:
+        try:
+            out = Path(args.out).open("w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise CliError(f"{args.out}: {exc.strerror}") from None
+    else:
+        out = sys.stdout
+    try:
+        write_report(rows, args.format, out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if args.out:
+        print(f"{len(rows)} failed user(s) of run {args.name} written to {args.out}")
+    return 0
+
+
+def write_report(rows: list[dict[str, Any]], fmt: str, out: IO[str]) -> None:
+    if fmt == "json":
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _eta(run: RunSummary) -> str:
+    if run.state == "finished":
+        return "done"
+    if run.eta_s is None:
+        return "-"
+    minutes, seconds = divmod(int(run.eta_s), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def _one(name: str) -> RunSummary:
+    found = asyncio.run(_summaries([name], 1))
+    if not found:
+        raise CliError(f"no run named {name!r}: see `migrator runs`")
+    return found[0]
+
+
+async def _summaries(names: list[str] | None, limit: int) -> list[RunSummary]:
+    from agents.stores.runs import run_summaries
+    from streams.connections import opened
+
+    async with opened(Settings.from_env()) as (pool, _):
+        return await run_summaries(pool, now=datetime.now(UTC), run_ids=names, limit=limit)
+
+
+async def _failures(name: str) -> list[dict[str, Any]]:
+    from agents.stores.runs import run_failures
+    from streams.connections import opened
+
+    async with opened(Settings.from_env()) as (pool, _):
+        return [report_row(row) for row in await run_failures(pool, name)]
+
+
+def report_row(row: Any) -> dict[str, Any]:
+    return {
+        "user_id": row["user_id"],
+        "action": row["action"],
+        "error_code": row["error_code"],
+        "retryable": row["retryable"],
+        "message": row["message"],
+        "request_id": str(row["request_id"]),
+        "at": row["created_at"].isoformat(),
+    }
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "runs",
+        help="staged rollouts: list them, show one, export its failed users",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="how many runs to list (20)"
+    )
+    parser.set_defaults(handler=_list)
+    verbs = parser.add_subparsers(
+        dest="verb", metavar="VERB", parser_class=type(parser), help="(default: list the runs)"
+    )
+    show = verbs.add_parser(
+        "show",
+        help="one run in full",
+        description="One run's figures: requested, done, failed by code, rolled back, rate, "
+        "ETA, started and finished.",
+        epilog="examples:\n  migrator runs show canary\n  migrator runs show canary --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("name", type=run_name, help="the run's name")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_show)
+    report = verbs.add_parser(
+        "report",
+        help="the run's failed users with their codes (CSV or JSON)",
+        description="Every user whose latest answer in the run is a failure: user id, action, "
+        "error code, whether retrying unchanged may succeed, message, request id, time.",
+        epilog="examples:\n  migrator runs report canary --out canary-failed.csv\n"
+        "  migrator runs report canary --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("name", type=run_name, help="the run's name")
+    report.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default)")
+    report.add_argument("--out", metavar="PATH", help="write to PATH (default: stdout)")
+    report.set_defaults(handler=_report)

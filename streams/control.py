@@ -1,0 +1,381 @@
+"""Run control on Kafka: the compacted ``<app id>-control`` topic, written by operators (CLI,
+HTTP) and by workers that pause themselves, and read from its beginning by every worker.
+
+Paused, a worker stops fetching its request partitions (Faust pauses them: the consumer keeps
+polling and heartbeating, so the group does not rebalance), lets the batch in hand finish and
+commit, and holds the records it had already fetched until the pause is lifted. Throttled, its
+lanes space their batches so that the cluster's users/s stays under the ceiling: each worker
+takes the share of its request partitions. The state is the topic's, so it holds across worker
+restarts, and a change reaches every worker within a fetch (well under 2 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from faust.types import TP
+from mode import Service
+
+from agents.core import control
+from agents.core.control import ControlState, FailureWindows, Pacer
+from schemas.events import Outcome
+from streams import topics
+from streams.connections import DependencyUnavailable, unreachable
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.batch_applier import MigrationCore
+    from streams.exactly_once import MigratorApp
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 200
+_OUTAGE_LOOK_S = 0.5
+
+
+def control_topic(app_id: str) -> str:
+    return f"{app_id}-control"
+
+
+def operator_name() -> str:
+    """Who is at the keyboard, for ``by`` (``user@host``)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def pause_value(*, paused: bool, reason: str | None, by: str, auto: bool = False) -> dict[str, Any]:
+    return {
+        "paused": paused,
+        "reason": reason,
+        "by": by,
+        "auto": auto,
+        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+
+
+def throttle_value(*, rate: float | None, by: str) -> dict[str, Any]:
+    return {"rate": rate, "by": by, "at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+
+
+async def ensure_control_topic(settings: Settings) -> None:
+    """One partition (one order for every change), compacted (the latest record per key is
+    the state, kept forever)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout=15)
+    except Exception as exc:
+        raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
+    try:
+        name = control_topic(settings.app_id)
+        if name not in set(await admin.list_topics()):
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        1,
+                        settings.topic_replication_factor,
+                        topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+                    )
+                ]
+            )
+    finally:
+        await admin.close()
+
+
+async def publish_control(settings: Settings, key: str, value: dict[str, Any]) -> None:
+    """Write one control record and wait until Kafka has it (acks=all)."""
+    await ensure_control_topic(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    try:
+        await asyncio.wait_for(producer.start(), timeout=15)
+    except Exception as exc:
+        await producer.stop()
+        raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
+    try:
+        await producer.send_and_wait(
+            control_topic(settings.app_id), json.dumps(value).encode(), key=key.encode()
+        )
+    finally:
+        await producer.stop()
+
+
+async def read_control(settings: Settings, *, timeout_s: float = 10.0) -> ControlState:
+    """The control state as the topic holds it now (for the CLI)."""
+    await ensure_control_topic(settings)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), timeout=15)
+    except Exception as exc:
+        await consumer.stop()
+        raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
+    try:
+        tp = TopicPartition(control_topic(settings.app_id), 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        state = ControlState()
+        deadline = time.monotonic() + timeout_s
+        while await consumer.position(tp) < end and time.monotonic() < deadline:
+            batches = await consumer.getmany(tp, timeout_ms=_POLL_MS)
+            for record in batches.get(tp, []):
+                state = _applied(state, record.key, record.value)
+        return state
+    finally:
+        await consumer.stop()
+
+
+def _applied(state: ControlState, key: bytes | None, value: bytes | None) -> ControlState:
+    if key is None:
+        return state
+    try:
+        document = None if value is None else json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        log.warning("control record %r is not JSON: ignored", key)
+        return state
+    if document is not None and not isinstance(document, dict):
+        return state
+    return control.apply(state, key.decode("utf-8", "replace"), document)
+
+
+class ControlWatcher(Service):
+    """A worker's view of the control topic, and the gate its lanes pass before each batch."""
+
+    def __init__(self, settings: Settings, app: MigratorApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.app = app
+        self.current = ControlState()
+        self.ready = asyncio.Event()  # the topic was read to its end once
+        self.auto_pauses = 0
+        self.changed_at: float | None = None  # monotonic time of the latest change applied
+        self.core: Callable[[], MigrationCore | None] = lambda: None
+        budget = settings.budget
+        self.windows = FailureWindows(budget) if budget is not None else None
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._pacer = Pacer()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._pausing = False
+        self._topic = control_topic(settings.app_id)
+
+    # -- the gate -------------------------------------------------------------------------
+
+    async def admit(self, n: int, *, revoking: Callable[[], bool]) -> None:
+        """Wait until a batch of ``n`` users may start: not paused, within the throttle.
+
+        ``revoking()`` true lets the batch through at once: its partition is being taken
+        away, the batch will publish nothing, and the rebalance waits for its records.
+        """
+        await self.ready.wait()
+        while self.current.paused and not revoking():
+            try:
+                await asyncio.wait_for(self._resumed.wait(), timeout=0.2)
+            except TimeoutError:
+                pass
+        rate = self.worker_rate()
+        delay = self._pacer.wait_s(n, rate, asyncio.get_running_loop().time())
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def batch_limit(self, size: int) -> int:
+        return control.batch_limit(size, self.worker_rate())
+
+    def worker_rate(self) -> float | None:
+        """This worker's share of the throttle: its part of the request partitions."""
+        return control.share(
+            self.current.rate, len(self.owned_partitions()), self.settings.topic_partitions
+        )
+
+    def owned_partitions(self) -> set[TP]:
+        try:
+            assigned = self.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - no consumer yet (starting): owns nothing
+            return set()
+        return {tp for tp in assigned if tp.topic == topics.REQUESTED}
+
+    # -- the failure budget and outages -----------------------------------------------------
+
+    def observe(self, outcomes: Sequence[Outcome]) -> None:
+        """Count a published batch's outcomes; pause everyone if the budget is spent."""
+        if self.windows is None or self.current.paused:
+            return
+        reason = self.windows.observe((o.run_id, o.outcome == "failed") for o in outcomes)
+        if reason is not None:
+            self.pause_all(reason)
+
+    def pause_all(self, reason: str) -> None:
+        """Pause this worker now and every worker through the topic (retried until written)."""
+        if self._pausing or self.current.paused:
+            return
+        log.warning("pausing every worker: %s", reason)
+        self._pausing = True
+        self.auto_pauses += 1
+        value = pause_value(paused=True, reason=reason, by=f"auto: {worker_name()}", auto=True)
+        self._set(control.apply(self.current, control.PAUSE, value))
+        self.add_future(self._write_pause(value))
+
+    async def _write_pause(self, value: dict[str, Any]) -> None:
+        delay = 0.5
+        try:
+            while not self.should_stop:
+                try:
+                    await self.write(control.PAUSE, value)
+                    return
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    log.warning("the pause could not be written yet (%r): trying again", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(5.0, delay * 2)
+        finally:
+            self._pausing = False
+
+    async def write(self, key: str, value: dict[str, Any]) -> None:
+        """Write a control record with the worker's producer (started once)."""
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                acks="all",
+                enable_idempotence=True,
+            )
+            await producer.start()
+            self._producer = producer
+        await self._producer.send_and_wait(
+            self._topic, json.dumps(value).encode(), key=key.encode()
+        )
+
+    @Service.task
+    async def _watch_outages(self) -> None:
+        """Pause everyone once PostgreSQL or Redis has been away longer than allowed."""
+        limit = self.settings.outage_pause_s
+        if limit <= 0:
+            return
+        since: dict[str, float] = {}
+        while not self.should_stop:
+            await self.sleep(_OUTAGE_LOOK_S)
+            core = self.core()
+            if core is None:
+                continue
+            now = time.monotonic()
+            away = {
+                "PostgreSQL": core.waiting_for is not None,
+                "Redis": core.redis_down,
+            }
+            for server, down in away.items():
+                if not down or self.current.paused:
+                    since.pop(server, None)
+                    continue
+                started = since.setdefault(server, now)
+                if now - started >= limit:
+                    self.pause_all(
+                        f"{server} unavailable for {now - started:.0f} s "
+                        f"(MIGRATOR_OUTAGE_PAUSE_S={limit:g})"
+                    )
+
+    # -- reading the topic -------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        await ensure_control_topic(self.settings)
+
+    @Service.task
+    async def _watch(self) -> None:
+        tp = TopicPartition(self._topic, 0)
+        while not self.should_stop:
+            try:
+                consumer = await self._started_consumer(tp)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("control topic not readable yet (%r)", exc)
+                await self.sleep(1.0)
+                continue
+            end = (await consumer.end_offsets([tp]))[tp]
+            while not self.should_stop:
+                batches = await consumer.getmany(tp, timeout_ms=_POLL_MS)
+                for record in batches.get(tp, []):
+                    self._set(_applied(self.current, record.key, record.value))
+                if not self.ready.is_set() and await consumer.position(tp) >= end:
+                    log.info("control: %s", _described(self.current))
+                    self.ready.set()
+                    self._apply_to_consumer()
+
+    async def _started_consumer(self, tp: TopicPartition) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=_POLL_MS,
+            )
+            await consumer.start()
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            self._consumer = consumer
+        return self._consumer
+
+    def _set(self, state: ControlState) -> None:
+        old, self.current = self.current, state
+        if old == state:
+            return
+        self.changed_at = time.monotonic()
+        if state.paused:
+            self._resumed.clear()
+        else:
+            self._resumed.set()
+            if old.paused and self.windows is not None:
+                self.windows.reset()  # an operator resumed after looking: judge afresh
+        if self.ready.is_set():
+            log.warning("control: %s", _described(state))
+        self._apply_to_consumer()
+
+    def on_assigned(self) -> None:
+        """After a rebalance: newly assigned request partitions are paused too if paused."""
+        self._apply_to_consumer()
+
+    def _apply_to_consumer(self) -> None:
+        tps = self.owned_partitions()
+        if not tps:
+            return
+        if self.current.paused:
+            self.app.consumer.pause_partitions(tps)
+        else:
+            self.app.consumer.resume_partitions(tps)
+
+    async def on_stop(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                try:
+                    await asyncio.wait_for(client.stop(), timeout=10)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    log.info("control client stop: %r", exc)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _described(state: ControlState) -> str:
+    parts = [
+        f"paused by {state.by}: {state.reason}" if state.paused else "running",
+    ]
+    if state.rate is not None:
+        parts.append(f"throttled to {state.rate:g} users/s")
+    return ", ".join(parts)
