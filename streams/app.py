@@ -25,6 +25,7 @@ from streams.exactly_once import (
     bound_fetch_wait,
     exclude_from_faust_commits,
 )
+from streams.revalidation import Revalidator
 from streams.settings import Settings
 from streams.web.views import register_views
 
@@ -125,6 +126,12 @@ def create_app(settings: Settings) -> ServiceContext:
     control.core = lambda: resources.core
     app.assignment_listeners.append(control.on_assigned)
     app.service(control)  # type: ignore[arg-type]
+    revalidator = Revalidator(
+        settings,
+        resources,
+        share=lambda: len(control.owned_partitions()) / settings.topic_partitions,
+    )
+    app.service(revalidator)  # type: ignore[arg-type]
     context = ServiceContext(
         settings=settings,
         app=app,
@@ -134,6 +141,7 @@ def create_app(settings: Settings) -> ServiceContext:
         stats=stats,
         resources=resources,
         control=control,
+        revalidator=revalidator,
     )
 
     context.agents = register_agents(context)

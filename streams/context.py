@@ -24,6 +24,7 @@ from agents.stores.redis_mirror import RedisMirror
 from streams.connections import create_pool, create_redis
 from streams.control import ControlWatcher
 from streams.exactly_once import MigratorApp, PartitionTransactions, Send
+from streams.revalidation import Revalidator
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
 
@@ -98,6 +99,7 @@ class ServiceContext:
     stats: Any
     resources: Resources
     control: ControlWatcher
+    revalidator: Revalidator
     agents: dict[str, Any] = field(default_factory=dict)
     # Request records in the batches this worker's lanes are applying now (the dashboard's
     # "in flight"): taken from the topic, not yet answered.

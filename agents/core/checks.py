@@ -174,3 +174,31 @@ def _legacy_row_alone(
         Check("no_session_in_postgres", True, session_detail),
         Check("no_redis_pointer", redis_pointer is None, f"pointer={redis_pointer}"),
     ]
+
+
+# The columns the legacy system owns: a change to any of them after the snapshot is drift.
+_LEGACY_CONTENT = ("workspace_id", "current_step", "completed_steps", "answers")
+
+
+def check_legacy_unchanged(
+    *, legacy: Mapping[str, Any] | None, snapshot: Mapping[str, Any] | None, migrated_at: Any
+) -> Check:
+    """Drift: the legacy system wrote to a migrated user after its snapshot was taken.
+
+    The migration itself only sets ``status`` and ``updated_at`` (to the migration's time), so
+    any other column that differs from the snapshot, or a later ``updated_at``, is the legacy
+    system's write: the session no longer reflects the legacy row, and a rollback would undo
+    that write.
+    """
+    name = "legacy_row_unchanged_since_migration"
+    if legacy is None or snapshot is None:
+        return Check(name, False, "no legacy row" if legacy is None else "no snapshot")
+    changed = [c for c in _LEGACY_CONTENT if _jsonable(legacy.get(c)) != snapshot.get(c)]
+    updated = legacy.get("updated_at")
+    if updated is not None and migrated_at is not None and updated > migrated_at:
+        changed.append(f"updated_at={updated.isoformat()} after the migration")
+    return Check(name, not changed, f"changed: {', '.join(changed)}" if changed else "")
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

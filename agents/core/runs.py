@@ -7,11 +7,13 @@ which is inside every larger one, and a user never changes cohort between runs o
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 BUCKETS = 10_000
 # The rate of a run is measured over its answers of the last minute.
@@ -155,3 +157,17 @@ def summarize(
 
 def rate_window_start(now: datetime) -> datetime:
     return now - timedelta(seconds=RATE_WINDOW_S)
+
+
+REPORT_COLUMNS = ("user_id", "action", "error_code", "retryable", "message", "request_id", "at")
+
+
+def write_report(rows: list[dict[str, Any]], fmt: str, out: IO[str]) -> None:
+    """A run's failed users as CSV (one header line, ``REPORT_COLUMNS``) or a JSON array."""
+    if fmt == "json":
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)

@@ -14,7 +14,13 @@ from typing import Literal
 import asyncpg
 import redis.asyncio as aioredis
 
-from agents.core.checks import Check, check_never_migrated, check_rolled_back, check_session
+from agents.core.checks import (
+    Check,
+    check_legacy_unchanged,
+    check_never_migrated,
+    check_rolled_back,
+    check_session,
+)
 from agents.core.documents import document_from_row
 from agents.stores import postgres, redis_mirror
 from schemas.legacy import LegacyRow
@@ -83,7 +89,7 @@ def _migrated_checks(
     detail = rows.snapshot
     snapshot = detail["legacy_snapshot"] if detail else None
     actual = LegacyRow.from_snapshot(snapshot).snapshot_sha256() if snapshot else None
-    return check_session(
+    checks = check_session(
         postgres_doc=postgres_doc,
         redis_doc=redis_doc if isinstance(redis_doc, dict) else None,
         redis_pointer=pointer,
@@ -93,3 +99,12 @@ def _migrated_checks(
         snapshot_sha256_actual=actual,
         legacy_status=rows.legacy.status if rows.legacy is not None else None,
     )
+    if rows.session is not None:
+        checks.append(
+            check_legacy_unchanged(
+                legacy=rows.legacy.model_dump() if rows.legacy is not None else None,
+                snapshot=snapshot,
+                migrated_at=rows.session["created_at"],
+            )
+        )
+    return checks

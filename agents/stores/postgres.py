@@ -370,6 +370,8 @@ async def save_worker_status(
     in_flight: int,
     rss_bytes: int | None,
     started_at: datetime,
+    paused: bool = False,
+    revalidation: Mapping[str, Any] | None = None,
 ) -> None:
     await conn.execute(
         sql.query("save_worker_status"),
@@ -380,6 +382,8 @@ async def save_worker_status(
         in_flight,
         rss_bytes,
         started_at,
+        paused,
+        None if revalidation is None else dict(revalidation),
     )
 
 

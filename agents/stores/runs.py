@@ -70,10 +70,22 @@ async def run_summaries(
     return [summarize(_run_row(run), grouped[run["run_id"]], now=now) for run in runs]
 
 
-async def run_failures(conn: Conn | asyncpg.Pool, run_id: str) -> list[asyncpg.Record]:
-    """Users whose latest answer in the run is a failure."""
+async def run_failures(conn: Conn | asyncpg.Pool, run_id: str) -> list[dict[str, Any]]:
+    """A run's report: each user whose latest answer in the run is a failure."""
     rows = await conn.fetch(sql.query("run_failures"), run_id)
-    return [row for row in rows if row["outcome"] == "failed"]
+    return [
+        {
+            "user_id": row["user_id"],
+            "action": row["action"],
+            "error_code": row["error_code"],
+            "retryable": row["retryable"],
+            "message": row["message"],
+            "request_id": str(row["request_id"]),
+            "at": row["created_at"].isoformat(),
+        }
+        for row in rows
+        if row["outcome"] == "failed"
+    ]
 
 
 async def run_sessions(conn: Conn | asyncpg.Pool, run_id: str) -> list[str]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from agents.core.runs import RunSummary
+from agents.core.runs import RunSummary, write_report
 from streams.cli.errors import CliError
 from streams.cli.requests import run_name
 from streams.settings import Settings
@@ -27,8 +26,6 @@ EXAMPLES = """examples:
   migrator runs report canary --out canary.csv    its failed users, with codes (CSV)
   migrator runs report canary --format json
 """
-
-REPORT_COLUMNS = ("user_id", "action", "error_code", "retryable", "message", "request_id", "at")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -99,16 +96,6 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_report(rows: list[dict[str, Any]], fmt: str, out: IO[str]) -> None:
-    if fmt == "json":
-        json.dump(rows, out, indent=2)
-        out.write("\n")
-        return
-    writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-
-
 def _eta(run: RunSummary) -> str:
     if run.state == "finished":
         return "done"
@@ -138,19 +125,7 @@ async def _failures(name: str) -> list[dict[str, Any]]:
     from streams.connections import opened
 
     async with opened(Settings.from_env()) as (pool, _):
-        return [report_row(row) for row in await run_failures(pool, name)]
-
-
-def report_row(row: Any) -> dict[str, Any]:
-    return {
-        "user_id": row["user_id"],
-        "action": row["action"],
-        "error_code": row["error_code"],
-        "retryable": row["retryable"],
-        "message": row["message"],
-        "request_id": str(row["request_id"]),
-        "at": row["created_at"].isoformat(),
-    }
+        return await run_failures(pool, name)
 
 
 def register(commands: Any) -> None:

@@ -25,14 +25,42 @@ class OptionsBody(BaseModel):
     requested_by: Annotated[str, Field(min_length=1, max_length=128)] = "http-api"
 
 
+RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+RunId = Annotated[str, Field(pattern=RUN_ID_PATTERN, examples=["canary"])]
+
+
 class BulkBody(OptionsBody):
     """The body of ``POST migrate`` and ``POST rollback``: ``user_ids``, or (migrate only)
     ``all``: everyone not yet migrated, except users rolled back and not migrated since unless
-    ``include_rolled_back``."""
+    ``include_rolled_back``. ``run`` names a run (a staged rollout) the requests belong to;
+    with ``all``, ``percent`` takes only that cohort (by a hash of the user id)."""
 
     user_ids: Annotated[list[UserId], Field(min_length=1)] | None = None
     all: StrictBool = False
     include_rolled_back: StrictBool = False
+    run: RunId | None = Field(None, description="the run the requests belong to")
+    percent: Annotated[float, Field(gt=0, le=100)] | None = Field(
+        None, description='with "all" and "run": only this percent cohort'
+    )
+
+
+class PauseBody(BaseModel):
+    """The body of ``POST control/pause`` and ``POST control/resume`` (may be empty)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(max_length=512)] | None = None
+    by: Annotated[str, Field(min_length=1, max_length=128)] = "http-api"
+
+
+class ThrottleBody(BaseModel):
+    """The body of ``POST control/throttle``: ``rate`` users/s for the whole cluster, or
+    ``null`` to lift the throttle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: Annotated[float, Field(gt=0, le=1_000_000)] | None
+    by: Annotated[str, Field(min_length=1, max_length=128)] = "http-api"
 
 
 class ErrorAnswer(BaseModel):
@@ -47,6 +75,7 @@ class Accepted(BaseModel):
     held_out_rolled_back: int | None = Field(
         None, description='with "all": rolled-back users left out'
     )
+    run_id: str | None = None
 
 
 class LatencyMs(BaseModel):
@@ -69,6 +98,70 @@ class Stats(BaseModel):
     throughput_per_s_last_minute: float
     rate_per_s: float
     mirror_pending: int | None = None
+    control: Control | None = None
+    revalidation: Revalidation | None = None
+
+
+class Control(BaseModel):
+    """What the control topic says (every worker applies it within 2 s)."""
+
+    paused: bool
+    reason: str | None
+    by: str | None
+    at: str | None
+    auto: bool = Field(description="paused by a worker: failure budget or outage")
+    throttle_per_s: float | None = Field(description="the cluster's ceiling in users/s")
+    throttle_by: str | None
+    throttle_at: str | None
+    worker_paused: bool | None = Field(
+        None, description="whether the answering worker has applied the pause"
+    )
+    worker_rate_per_s: float | None = Field(
+        None, description="the answering worker's share of the throttle"
+    )
+    auto_pauses: int | None = Field(None, description="auto-pauses this worker started")
+    failure_budget: str | None = Field(None, description="MIGRATOR_FAILURE_BUDGET, or null")
+
+
+class Revalidation(BaseModel):
+    """The background re-validation, summed over the workers."""
+
+    sampled: int
+    sampled_recent: int
+    users_with_mismatch: int
+    mismatches: dict[str, int] = Field(description="failed checks, by check name")
+    latest_user_ids: dict[str, list[str]]
+    drift: list[dict[str, str]] = Field(
+        description="legacy rows changed after their snapshot (user_id, detail, at)"
+    )
+    errors: int
+    last_at: str | None
+    rate_per_s: float | None = None
+
+
+class Run(BaseModel):
+    run_id: str
+    state: Literal["waiting", "running", "finished"]
+    created_at: str
+    created_by: str
+    requested: int = Field(description="migrate requests published in the run")
+    done: int = Field(description="migrate requests answered")
+    migrated: int
+    failed: int
+    failed_by_code: dict[str, int]
+    rollback_requested: int
+    rolled_back: int
+    rollback_failed: int
+    remaining: int
+    rate_per_s: float = Field(description="answers per second over the last minute")
+    eta_s: float | None
+    started_at: str | None = Field(description="its first answer")
+    finished_at: str | None = Field(description="the answer that completed it")
+    selections: list[dict[str, Any]]
+
+
+class Runs(BaseModel):
+    runs: list[Run]
 
 
 class LocalStats(BaseModel):
@@ -86,6 +179,8 @@ class Progress(BaseModel):
     stats: Stats
     backlog: int | None = None
     backlog_error: str | None = None
+    control: Control | None = None
+    runs: list[Run] | None = Field(None, description="the latest runs")
 
 
 class CheckResult(BaseModel):
@@ -105,6 +200,7 @@ class Health(BaseModel):
     ok: bool
     checks: dict[str, CheckResult]
     worker: WorkerIdentity
+    control: Control | None = None
 
 
 class ValidationCheck(BaseModel):
@@ -131,6 +227,7 @@ class WorkerRow(BaseModel):
     rss_bytes: int | None
     started_at: str
     report_age_s: float
+    paused: bool = Field(False, description="whether the worker has applied the pause")
 
 
 class Workers(BaseModel):

@@ -8,17 +8,25 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.events import describe
-from streams.web.api import USER_ID_PATTERN, BulkBody, OptionsBody
+from streams.web.api import (
+    RUN_ID_PATTERN,
+    USER_ID_PATTERN,
+    BulkBody,
+    OptionsBody,
+    PauseBody,
+    ThrottleBody,
+)
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_USER_IDS = 10_000
 USER_ID = re.compile(USER_ID_PATTERN)
+RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 class InputError(ValueError):
@@ -46,6 +54,7 @@ class RequestOptions:
     dry_run: bool = False
     reason: str | None = None
     requested_by: str = "http-api"
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class BulkRequest:
     user_ids: list[str] | None  # None means every legacy user not yet migrated
     options: RequestOptions
     include_rolled_back: bool = False  # with everyone: also users rolled back before
+    percent: float | None = None  # with everyone and a run: only this cohort
 
 
 def check_user_id(user_id: str) -> str:
@@ -73,22 +83,43 @@ def parse_bulk(raw: bytes, *, allow_all: bool) -> BulkRequest:
     if isinstance(ids, list) and len(ids) > MAX_USER_IDS:
         raise InputError(413, f"at most {MAX_USER_IDS} user_ids per request")
     bulk = _model(BulkBody, body)
-    options = _options(bulk)
+    options = replace(_options(bulk), run_id=bulk.run)
     if bulk.include_rolled_back and not bulk.all:
         raise InputError(400, "include_rolled_back goes with all")
+    if bulk.percent is not None and not (bulk.all and bulk.run):
+        raise InputError(400, "percent goes with all and run (a staged rollout's cohort)")
     if bulk.all:
         if not allow_all:
             raise InputError(400, "all is only accepted by POST migrate")
         if bulk.user_ids is not None:
             raise InputError(400, "give either user_ids or all, not both")
-        return BulkRequest(None, options, bulk.include_rolled_back)
+        return BulkRequest(None, options, bulk.include_rolled_back, bulk.percent)
     if bulk.user_ids is None:
         hint = ' (or {"all": true})' if allow_all else ""
         raise InputError(400, f"user_ids must be a non-empty list{hint}")
     return BulkRequest(list(dict.fromkeys(bulk.user_ids)), options)
 
 
-Body = TypeVar("Body", bound=OptionsBody)
+def parse_pause(raw: bytes) -> PauseBody:
+    """The body of ``POST control/pause|resume``: optional ``reason`` and ``by``."""
+    return _model(PauseBody, _load(raw))
+
+
+def parse_throttle(raw: bytes) -> ThrottleBody:
+    """The body of ``POST control/throttle``: ``{"rate": N}`` or ``{"rate": null}``."""
+    body = _load(raw)
+    if "rate" not in body:
+        raise InputError(400, 'rate is required: {"rate": 200} or {"rate": null} to lift it')
+    return _model(ThrottleBody, body)
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID.fullmatch(run_id):
+        raise InputError(400, "run id must be 1 to 64 characters of A-Z a-z 0-9 . _ : -")
+    return run_id
+
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 def _model(model: type[Body], body: dict[str, object]) -> Body:

@@ -10,7 +10,7 @@ Dependency health and the process's own metrics are per worker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,12 @@ class WorkerMetrics:
     cluster: Mapping[str, float | int | None] = field(default_factory=dict)
     dependencies: Mapping[str, bool] = field(default_factory=dict)
     process: Mapping[str, float] = field(default_factory=dict)
+    # Run control, as this worker applies it: paused (and why), its throttle share, auto-pauses.
+    control: Mapping[str, Any] = field(default_factory=dict)
+    # This worker's re-validation sampler: users sampled, mismatches by check.
+    revalidation: Mapping[str, Any] = field(default_factory=dict)
+    # The latest runs (cluster facts, same on every worker): run id → figures.
+    runs: Sequence[Mapping[str, Any]] = ()
 
 
 def _escape(value: str) -> str:
@@ -109,6 +115,9 @@ def prometheus_text(metrics: WorkerMetrics) -> str:
     for dependency, up in sorted(metrics.dependencies.items()):
         labels = _labels(worker=worker, dependency=dependency)
         lines.append(f"migrator_dependency_up{labels} {1 if up else 0}")
+    _control(lines, worker, metrics.control)
+    _revalidation(lines, worker, metrics.revalidation)
+    _runs(lines, metrics.runs)
     for metric, (kind, text) in PROCESS.items():
         if metric in metrics.process:
             _family(lines, metric, kind, text)
@@ -131,3 +140,73 @@ def _latency(lines: list[str], worker: str, owned: list[tuple[int, Mapping[str, 
         plain = _labels(worker=worker, partition=partition)
         lines.append(f"{name}_sum{plain} {float(totals.get('latency_sum_ms', 0.0)) / 1000!r}")
         lines.append(f"{name}_count{plain} {running}")
+
+
+def _control(lines: list[str], worker: str, control: Mapping[str, Any]) -> None:
+    if not control:
+        return
+    _family(lines, "migrator_paused", "gauge", "1 while this worker takes no requests (paused).")
+    auto = "true" if control.get("auto") else "false"
+    labels = _labels(worker=worker, auto=auto)
+    lines.append(f"migrator_paused{labels} {1 if control.get('worker_paused') else 0}")
+    _family(
+        lines,
+        "migrator_throttle_users_per_second",
+        "gauge",
+        "This worker's share of the cluster's throttle (0: not throttled); sum() is the ceiling.",
+    )
+    rate = control.get("worker_rate_per_s") or 0
+    lines.append(f"migrator_throttle_users_per_second{_labels(worker=worker)} {float(rate)!r}")
+    _family(lines, "migrator_auto_pauses_total", "counter", "Pauses this worker started by itself.")
+    lines.append(
+        f"migrator_auto_pauses_total{_labels(worker=worker)} {int(control.get('auto_pauses', 0))}"
+    )
+
+
+def _revalidation(lines: list[str], worker: str, found: Mapping[str, Any]) -> None:
+    if not found:
+        return
+    _family(lines, "migrator_revalidated_users_total", "counter", "Migrated users re-validated.")
+    lines.append(
+        f"migrator_revalidated_users_total{_labels(worker=worker)} {int(found.get('sampled', 0))}"
+    )
+    _family(
+        lines,
+        "migrator_revalidation_mismatches_total",
+        "counter",
+        "Re-validated users failing a check, by check (drift: "
+        "legacy_row_unchanged_since_migration).",
+    )
+    for check, count in sorted(found.get("mismatches", {}).items()):
+        labels = _labels(worker=worker, check=check)
+        lines.append(f"migrator_revalidation_mismatches_total{labels} {int(count)}")
+
+
+_RUN_FIGURES = {
+    "requested": "Migrate requests published in the run.",
+    "done": "Migrate requests of the run answered.",
+    "migrated": "Users the run migrated.",
+    "failed": "Migrate requests of the run that failed.",
+    "rolled_back": "Users of the run rolled back.",
+}
+
+
+def _runs(lines: list[str], runs: Sequence[Mapping[str, Any]]) -> None:
+    if not runs:
+        return
+    for figure, text in _RUN_FIGURES.items():
+        metric = f"migrator_run_{figure}"
+        _family(lines, metric, "gauge", text + " Same on every worker: max().")
+        for run in runs:
+            labels = _labels(scope="cluster", run=run["run_id"])
+            lines.append(f"{metric}{labels} {int(run.get(figure, 0))}")
+    _family(
+        lines,
+        "migrator_run_failed_by_code",
+        "gauge",
+        "Migrate requests of the run that failed, by code. Same on every worker: max().",
+    )
+    for run in runs:
+        for code, count in sorted(run.get("failed_by_code", {}).items()):
+            labels = _labels(scope="cluster", run=run["run_id"], code=code)
+            lines.append(f"migrator_run_failed_by_code{labels} {int(count)}")

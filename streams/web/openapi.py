@@ -30,6 +30,12 @@ _MODELS: list[type[BaseModel]] = [
     api.Validation,
     api.Workers,
     api.Failures,
+    api.PauseBody,
+    api.ThrottleBody,
+    api.Control,
+    api.Revalidation,
+    api.Run,
+    api.Runs,
 ]
 
 
@@ -47,9 +53,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "invalid input (the message says which field and why)",
         401: "missing or wrong bearer token (WWW-Authenticate: Bearer)",
         403: "admin endpoints disabled: MIGRATOR_ADMIN_TOKEN is not set",
-        404: "unknown user",
+        404: "unknown user or run",
         413: "body over 1 MiB, or more than 10,000 user_ids",
-        503: "PostgreSQL did not answer",
+        503: "PostgreSQL (or, for control, Kafka) did not answer",
     }
     return {str(code): _json(api.ErrorAnswer, texts[code]) for code in codes}
 
@@ -77,6 +83,32 @@ def _admin(action: str, bulk: bool) -> dict[str, Any]:
             "responses": {
                 "202": _json(api.Accepted, "published; the request ids"),
                 **_errors(400, 401, 403, 413),
+            },
+        }
+    }
+
+
+_RUN = {
+    "name": "run_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": api.RUN_ID_PATTERN},
+}
+
+
+def _control(verb: str, body: type[BaseModel], summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": f"control{verb.capitalize()}",
+            "security": [{"bearer": []}],
+            "requestBody": {
+                "required": verb == "throttle",
+                "content": {"application/json": {"schema": _ref(body)}},
+            },
+            "responses": {
+                "202": _json(api.Control, "written to the control topic; the state it makes"),
+                **_errors(400, 401, 403, 413, 503),
             },
         }
     }
@@ -138,6 +170,59 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "failures",
                 "failed users by error code: retryable or not, a sample of user ids",
                 {"200": _json(api.Failures, "failures"), **_errors(503)},
+            ),
+            f"{PREFIX}/runs": _get(
+                "runs",
+                "the latest runs (staged rollouts) with their figures",
+                {"200": _json(api.Runs, "runs"), **_errors(503)},
+            ),
+            f"{PREFIX}/runs/{{run_id}}": _get(
+                "run",
+                "one run: requested, done, failed by code, rolled back, rate, ETA",
+                {"200": _json(api.Run, "the run"), **_errors(400, 404, 503)},
+                parameters=[_RUN],
+            ),
+            f"{PREFIX}/runs/{{run_id}}/report": _get(
+                "runReport",
+                "the run's failed users with their codes, as CSV (default) or JSON",
+                {
+                    "200": {
+                        "description": "the report",
+                        "content": {
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/json": {"schema": {"type": "array"}},
+                        },
+                    },
+                    **_errors(400, 404, 503),
+                },
+                parameters=[
+                    _RUN,
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["csv", "json"]},
+                    },
+                ],
+            ),
+            f"{PREFIX}/control": _get(
+                "control",
+                "paused or running (why, by whom), the throttle, this worker's share",
+                {"200": _json(api.Control, "the control state")},
+            ),
+            f"{PREFIX}/control/pause": _control(
+                "pause", api.PauseBody, "pause every worker (the batch in hand finishes)"
+            ),
+            f"{PREFIX}/control/resume": _control(
+                "resume", api.PauseBody, "every worker takes requests again"
+            ),
+            f"{PREFIX}/control/throttle": _control(
+                "throttle", api.ThrottleBody, "cap the cluster's users/s, or lift the cap"
+            ),
+            f"{PREFIX}/revalidation": _get(
+                "revalidation",
+                "the background re-validation: mismatches by check, drift, latest user ids",
+                {"200": _json(api.Revalidation, "findings"), **_errors(503)},
             ),
             f"{PREFIX}/migrate": _admin("migrate", bulk=True),
             f"{PREFIX}/migrate/{{user_id}}": _admin("migrate", bulk=False),

@@ -19,10 +19,15 @@ from typing import TYPE_CHECKING, Any
 from faust.types import TP
 
 from agents.core import counters
+from agents.core.control import apply
+from agents.core.revalidation import combine
+from agents.core.runs import cohort
 from agents.jobs.validation import ValidationReport, validate_user
 from agents.stores import postgres, redis_mirror
+from agents.stores.runs import record_run, run_failures, run_summaries
 from schemas.events import ErrorCode, is_retryable
 from streams import topics
+from streams.control import worker_name
 from streams.requests_out import encode, new_requests
 from streams.web.inputs import RequestOptions
 from streams.web.metrics import WorkerMetrics
@@ -91,7 +96,7 @@ class WebService:
 
     def worker_name(self) -> str:
         """``host:pid``: how metrics and ``worker_status`` name this worker."""
-        return f"{socket.gethostname()}:{os.getpid()}"
+        return worker_name()
 
     async def backlog(self) -> dict[int, int]:
         """Request records not answered yet, per partition, whichever worker owns it: the
@@ -140,6 +145,8 @@ class WebService:
         totals = await self.cluster_totals()
         summary = counters.summary(totals, now_s=_now_s())
         summary["mirror_pending"] = await postgres.pending_mirror_count(self._pool)
+        summary["control"] = self.control()
+        summary["revalidation"] = await self.revalidation()
         return totals, summary
 
     async def progress(self) -> dict[str, Any]:
@@ -147,6 +154,8 @@ class WebService:
         counts = await postgres.progress_counts(self._pool, FOR_GOOD_CODES)
         summary = counters.summary(await self.cluster_totals(), now_s=_now_s())
         answer = progress_answer(counts, summary)
+        answer["control"] = self.control()
+        answer["runs"] = await self.runs(limit=10)
         try:
             answer["backlog"] = sum((await self.backlog()).values())
         except Exception as exc:  # noqa: BLE001 - Kafka away: progress still answers
@@ -181,6 +190,9 @@ class WebService:
             cluster=cluster,
             dependencies={name: checks[name]["ok"] for name in ("postgres", "redis", "kafka")},
             process=process_metrics(),
+            control=self.control(),
+            revalidation=self.context.revalidator.tally.as_dict(),
+            runs=await self.runs(limit=20),
         )
 
     async def report_status(self) -> None:
@@ -198,6 +210,8 @@ class WebService:
             in_flight=self.context.in_flight,
             rss_bytes=int(process.get("process_resident_memory_bytes", 0)) or None,
             started_at=datetime.fromtimestamp(started, UTC),
+            paused=self.context.control.current.paused,
+            revalidation=self.context.revalidator.tally.as_dict(),
         )
 
     async def workers(self) -> list[dict[str, Any]]:
@@ -218,9 +232,51 @@ class WebService:
                 "rss_bytes": row["rss_bytes"],
                 "started_at": row["started_at"].isoformat(),
                 "report_age_s": round(float(row["age_s"]), 1),
+                "paused": bool(row["paused"]),
             }
             for row in rows
         ]
+
+    def control(self) -> dict[str, Any]:
+        """What the control topic says, and how this worker applies it."""
+        watcher = self.context.control
+        budget = self.context.settings.budget
+        return {
+            **watcher.current.as_dict(),
+            "worker_paused": watcher.current.paused and watcher.ready.is_set(),
+            "worker_rate_per_s": watcher.worker_rate(),
+            "auto_pauses": watcher.auto_pauses,
+            "failure_budget": budget.describe() if budget is not None else None,
+        }
+
+    async def write_control(self, key: str, value: dict[str, Any]) -> dict[str, Any]:
+        """Write a control record; answers once Kafka has it (every worker reads it)."""
+        await self.context.control.write(key, value)
+        return {**self.control(), **apply(self.context.control.current, key, value).as_dict()}
+
+    async def revalidation(self) -> dict[str, Any]:
+        """Every live worker's sampler findings, summed."""
+        await self.context.ready_core()
+        rows = await postgres.worker_statuses(
+            self._pool, self.context.settings.app_id, within_s=WORKER_GONE_S
+        )
+        me = self.worker_name()
+        reports = [
+            row["revalidation"] for row in rows if row["revalidation"] and row["worker"] != me
+        ]
+        reports.append(self.context.revalidator.tally.as_dict())  # this worker's, fresh
+        return {**combine(reports), "rate_per_s": self.context.settings.revalidate_per_s}
+
+    async def runs(
+        self, *, limit: int = 50, run_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        await self.context.ready_core()
+        found = await run_summaries(self._pool, now=datetime.now(UTC), run_ids=run_ids, limit=limit)
+        return [run.as_dict() for run in found]
+
+    async def run_report(self, run_id: str) -> list[dict[str, Any]]:
+        await self.context.ready_core()
+        return await run_failures(self._pool, run_id)
 
     async def failures(self, *, sample: int = 5) -> list[dict[str, Any]]:
         """Per error code: users, whether a retry may cure it, the latest few user ids."""
@@ -257,6 +313,15 @@ class WebService:
         checks["processing"] = (
             {"ok": True} if waiting is None else {"ok": False, "error": f"waiting for {waiting}"}
         )
+        control = self.context.control.current
+        if control.paused:
+            # Not a failure either: the operator (or the failure budget) asked for it.
+            checks["control"] = {
+                "ok": True,
+                "paused": True,
+                "reason": control.reason,
+                "by": control.by,
+            }
         if checks["postgres"]["ok"]:
             # Not a failure: Redis is repaired from PostgreSQL by the worker itself.
             pending = await postgres.pending_mirror_count(self._pool)
@@ -267,27 +332,49 @@ class WebService:
         await self.context.ready_core()
         return await validate_user(self._pool, self.context.resources.redis, user_id)
 
-    async def all_unmigrated(self, *, include_rolled_back: bool) -> tuple[list[str], int]:
-        """Everyone not yet migrated, and how many rolled-back users were held out."""
+    async def all_unmigrated(
+        self, *, include_rolled_back: bool, percent: float | None = None
+    ) -> tuple[list[str], int]:
+        """Everyone not yet migrated (or the ``percent`` cohort of them), and how many
+        rolled-back users were held out."""
         await self.context.ready_core()
-        return await postgres.unmigrated_selection(
+        users, held = await postgres.unmigrated_selection(
             self._pool, include_rolled_back=include_rolled_back
         )
+        return (users if percent is None else cohort(users, percent)), held
 
     async def publish_requests(
-        self, user_ids: Sequence[str], action: str, options: RequestOptions
+        self,
+        user_ids: Sequence[str],
+        action: str,
+        options: RequestOptions,
+        selection: dict[str, Any] | None = None,
     ) -> list[str]:
-        """Publish one request per user with the worker's producer; their request ids."""
+        """Publish one request per user with the worker's producer; their request ids. A run
+        learns how many requests it is given before they are published."""
         producer = self.context.app.producer
         await producer.maybe_start()
+        now = datetime.now(UTC)
         requests = new_requests(
             user_ids,
             action=action,
             dry_run=options.dry_run,
             requested_by=options.requested_by,
             reason=options.reason,
-            now=datetime.now(UTC),
+            now=now,
+            run_id=options.run_id,
         )
+        if options.run_id is not None and requests:
+            await self.context.ready_core()
+            await record_run(
+                self._pool,
+                options.run_id,
+                action=action,
+                count=len(requests),
+                created_by=options.requested_by,
+                selection={**(selection or {}), "count": len(requests), "via": "http-api"},
+                now=now,
+            )
         request_ids = []
         futures = []
         for request in requests:

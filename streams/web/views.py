@@ -10,6 +10,7 @@ the totals of the request partitions this worker owns, from its ``stats`` table.
 
 from __future__ import annotations
 
+import io
 import logging
 from importlib import resources
 from typing import TYPE_CHECKING, ClassVar, cast
@@ -18,16 +19,22 @@ import aiohttp.web
 import asyncpg
 from faust.web import Request, Response, View
 
+from agents.core import control
+from agents.core.runs import write_report
 from agents.jobs.validation import UnknownUser
 from agents.stores import postgres
+from streams.control import pause_value, throttle_value
 from streams.web import api
 from streams.web.inputs import (
     MAX_BODY_BYTES,
     InputError,
     authorize,
+    check_run_id,
     check_user_id,
     parse_bulk,
     parse_options,
+    parse_pause,
+    parse_throttle,
 )
 from streams.web.metrics import prometheus_text
 from streams.web.openapi import openapi_text
@@ -71,6 +78,7 @@ class Admin(ServiceView):
                 raise InputError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
             raw = await http.content.read(MAX_BODY_BYTES + 1)
             held_out: int | None = None
+            selection: dict[str, object] = {}
             if user_id is not None:
                 user_ids, options = [check_user_id(user_id)], parse_options(raw)
             else:
@@ -78,18 +86,23 @@ class Admin(ServiceView):
                 options = bulk.options
                 if bulk.user_ids is not None:
                     user_ids = bulk.user_ids
+                    selection = {"kind": "ids", "given": len(user_ids)}
                 else:
                     user_ids, held_out = await service.all_unmigrated(
-                        include_rolled_back=bulk.include_rolled_back
+                        include_rolled_back=bulk.include_rolled_back, percent=bulk.percent
                     )
+                    selection = {"kind": "everyone"}
+                    if bulk.percent is not None:
+                        selection = {"kind": "percent", "percent": bulk.percent}
         except InputError as error:
             return self.refuse(error)
-        ids = await service.publish_requests(user_ids, self.action, options)
+        ids = await service.publish_requests(user_ids, self.action, options, selection)
         answer: dict[str, object] = {
             "action": self.action,
             "dry_run": options.dry_run,
             "count": len(ids),
             "request_ids": ids,
+            "run_id": options.run_id,
         }
         if held_out is not None:
             answer["held_out_rolled_back"] = held_out
@@ -144,7 +157,12 @@ class Progress(ServiceView):
 class Health(ServiceView):
     async def get(self, request: Request) -> Response:
         ok, checks = await self.service.health()
-        answer = {"ok": ok, "checks": checks, "worker": self.service.identity()}
+        answer = {
+            "ok": ok,
+            "checks": checks,
+            "worker": self.service.identity(),
+            "control": self.service.control(),
+        }
         return self.json(api.answer(api.Health, answer), status=200 if ok else 503)
 
 
@@ -195,6 +213,106 @@ class Failures(ServiceView):
         return self.json(api.answer(api.Failures, {"failures": failures}))
 
 
+class Runs(ServiceView):
+    async def get(self, request: Request) -> Response:
+        try:
+            runs = await self.service.runs()
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        return self.json(api.answer(api.Runs, {"runs": runs}))
+
+
+class OneRun(ServiceView):
+    async def get(self, request: Request, run_id: str) -> Response:
+        try:
+            check_run_id(run_id)
+            found = await self.service.runs(run_ids=[run_id], limit=1)
+            if not found:
+                raise InputError(404, f"no run named {run_id!r}")
+        except InputError as error:
+            return self.refuse(error)
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        return self.json(api.answer(api.Run, found[0]))
+
+
+class RunReport(ServiceView):
+    """``?format=csv`` (default) or ``json``: the run's failed users with their codes."""
+
+    async def get(self, request: Request, run_id: str) -> Response:
+        fmt = request.query.get("format", "csv")
+        try:
+            check_run_id(run_id)
+            if fmt not in ("csv", "json"):
+                raise InputError(400, "format must be csv or json")
+            if not await self.service.runs(run_ids=[run_id], limit=1):
+                raise InputError(404, f"no run named {run_id!r}")
+            rows = await self.service.run_report(run_id)
+        except InputError as error:
+            return self.refuse(error)
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        out = io.StringIO()
+        write_report(rows, fmt, out)
+        content_type = "application/json" if fmt == "json" else "text/csv"
+        return self.text(out.getvalue(), content_type=content_type)
+
+
+class Control(ServiceView):
+    async def get(self, request: Request) -> Response:
+        return self.json(api.answer(api.Control, self.service.control()))
+
+
+class ControlChange(ServiceView):
+    """Base of ``POST control/pause|resume|throttle``: bearer token, body, one record."""
+
+    async def change(self, request: Request, key: str) -> Response:
+        service = self.service
+        try:
+            authorize(
+                service.context.settings.admin_token_value, request.headers.get("Authorization")
+            )
+            http = cast(aiohttp.web.Request, request)
+            raw = await http.content.read(MAX_BODY_BYTES + 1)
+            if key == control.THROTTLE:
+                throttle = parse_throttle(raw)
+                value = throttle_value(rate=throttle.rate, by=throttle.by)
+            else:
+                body = parse_pause(raw)
+                value = pause_value(paused=isinstance(self, Pause), reason=body.reason, by=body.by)
+        except InputError as error:
+            return self.refuse(error)
+        try:
+            state = await service.write_control(key, value)
+        except Exception as exc:  # noqa: BLE001 - Kafka did not take it: say so, change nothing
+            return self.json({"error": f"Kafka did not take the control record: {exc}"}, status=503)
+        return self.json(api.answer(api.Control, state), status=202)
+
+
+class Pause(ControlChange):
+    async def post(self, request: Request) -> Response:
+        return await self.change(request, control.PAUSE)
+
+
+class Resume(ControlChange):
+    async def post(self, request: Request) -> Response:
+        return await self.change(request, control.PAUSE)
+
+
+class Throttle(ControlChange):
+    async def post(self, request: Request) -> Response:
+        return await self.change(request, control.THROTTLE)
+
+
+class Revalidation(ServiceView):
+    async def get(self, request: Request) -> Response:
+        try:
+            found = await self.service.revalidation()
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        return self.json(api.answer(api.Revalidation, found))
+
+
 class OpenApi(ServiceView):
     async def get(self, request: Request) -> Response:
         return self.text(openapi_text(), content_type="application/json")
@@ -211,6 +329,14 @@ ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
     (f"{PREFIX}/validate/{{user_id}}", Validate),
     (f"{PREFIX}/workers", Workers),
     (f"{PREFIX}/failures", Failures),
+    (f"{PREFIX}/runs", Runs),
+    (f"{PREFIX}/runs/{{run_id}}", OneRun),
+    (f"{PREFIX}/runs/{{run_id}}/report", RunReport),
+    (f"{PREFIX}/control", Control),
+    (f"{PREFIX}/control/pause", Pause),
+    (f"{PREFIX}/control/resume", Resume),
+    (f"{PREFIX}/control/throttle", Throttle),
+    (f"{PREFIX}/revalidation", Revalidation),
     ("/dashboard", Dashboard),
     ("/metrics", Metrics),
     ("/openapi.json", OpenApi),

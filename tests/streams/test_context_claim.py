@@ -30,7 +30,7 @@ def context(committed: dict[int, int | None]) -> tuple[ServiceContext, Consumer]
     consumer = Consumer()
     transactions = SimpleNamespace(positions=positions, source_topic="requests", epoch=0)
     app = SimpleNamespace(transactions=transactions, consumer=consumer)
-    ctx = ServiceContext(Settings.from_env({}), app, None, {}, None, None, None, None)
+    ctx = ServiceContext(Settings.from_env({}), app, None, {}, None, None, None, None, None)
     return ctx, consumer
 
 
