@@ -108,7 +108,13 @@ class _Lanes:
             while events := await take_waiting(
                 queue, reader, control.batch_limit(self._size), pace.linger
             ):
-                await control.admit(len(events), revoking=self._migrator.revoking)
+                if not await control.admit(len(events), revoking=self._migrator.revoking):
+                    # Stopping while paused: under exactly-once nothing is committed without an
+                    # answer, so the records are left to the partition's next owner; under
+                    # at-least-once an ack would commit them unanswered, so they are answered.
+                    if self._migrator.transactions is not None:
+                        await _ack(self._stream, events)
+                        continue
                 try:
                     await process_events(self._migrator, events)
                 except BaseException:

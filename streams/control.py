@@ -1,12 +1,13 @@
 """Run control on Kafka: the compacted ``<app id>-control`` topic, written by operators (CLI,
 HTTP) and by workers that pause themselves, and read from its beginning by every worker.
 
-Paused, a worker stops fetching its request partitions (Faust pauses them: the consumer keeps
-polling and heartbeating, so the group does not rebalance), lets the batch in hand finish and
-commit, and holds the records it had already fetched until the pause is lifted. Throttled, its
-lanes space their batches so that the cluster's users/s stays under the ceiling: each worker
-takes the share of its request partitions. The state is the topic's, so it holds across worker
-restarts, and a change reaches every worker within a fetch (well under 2 s).
+Paused, a worker stops fetching its request partitions (the Kafka client pauses them: the
+consumer keeps polling and heartbeating, so the group does not rebalance), lets the batch in
+hand finish and commit, and holds the records it had already fetched until the pause is lifted.
+Throttled, its lanes space their batches so that the cluster's users/s stays under the
+ceiling: each worker takes the share of its request partitions. The state is the topic's, so
+it holds across worker restarts, and a change reaches every worker within a fetch (well under
+2 s).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from agents.core.control import ControlState, FailureWindows, Pacer
 from schemas.events import Outcome
 from streams import topics
 from streams.connections import DependencyUnavailable, unreachable
+from streams.exactly_once import pause_fetching
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -76,6 +78,7 @@ async def ensure_control_topic(settings: Settings) -> None:
     the state, kept forever)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line says it instead
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
     )
@@ -183,14 +186,17 @@ class ControlWatcher(Service):
 
     # -- the gate -------------------------------------------------------------------------
 
-    async def admit(self, n: int, *, revoking: Callable[[], bool]) -> None:
+    async def admit(self, n: int, *, revoking: Callable[[], bool]) -> bool:
         """Wait until a batch of ``n`` users may start: not paused, within the throttle.
 
         ``revoking()`` true lets the batch through at once: its partition is being taken
         away, the batch will publish nothing, and the rebalance waits for its records.
+        False when the worker stops while paused: the batch is not to be answered here.
         """
         await self.ready.wait()
         while self.current.paused and not revoking():
+            if self.app.should_stop:
+                return False
             try:
                 await asyncio.wait_for(self._resumed.wait(), timeout=0.2)
             except TimeoutError:
@@ -199,6 +205,7 @@ class ControlWatcher(Service):
         delay = self._pacer.wait_s(n, rate, asyncio.get_running_loop().time())
         if delay > 0:
             await asyncio.sleep(delay)
+        return True
 
     def batch_limit(self, size: int) -> int:
         return control.batch_limit(size, self.worker_rate())
@@ -354,10 +361,14 @@ class ControlWatcher(Service):
         tps = self.owned_partitions()
         if not tps:
             return
-        if self.current.paused:
-            self.app.consumer.pause_partitions(tps)
-        else:
-            self.app.consumer.resume_partitions(tps)
+        try:
+            pause_fetching(self.app, tps, paused=self.current.paused)
+        except Exception as exc:  # noqa: BLE001 - the consumer is not started: the lanes hold
+            log.info(
+                "request partitions not %s at the client: %r",
+                "paused" if self.current.paused else "resumed",
+                exc,
+            )
 
     async def on_stop(self) -> None:
         for client in (self._consumer, self._producer):

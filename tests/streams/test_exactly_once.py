@@ -94,7 +94,8 @@ def test_the_internals_we_rely_on_are_there() -> None:
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     needed = {
-        AIOKafkaConsumerThread: ("_create_worker_consumer",),
+        AIOKafkaConsumerThread: ("_create_worker_consumer", "_ensure_consumer"),
+        aiokafka.AIOKafkaConsumer: ("pause", "resume", "assignment"),
         faust.App: ("_on_partitions_revoked", "_on_partitions_assigned"),
         Consumer: ("_commit_offsets", "seek_to_committed", "seek"),
         TransactionManager: ("wait_for_pid", "is_fatal_error", "begin_transaction"),

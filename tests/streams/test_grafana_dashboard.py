@@ -29,6 +29,19 @@ def test_every_metric_the_dashboard_queries_is_exported() -> None:
             },
             dependencies={"postgres": True},
             process=dict.fromkeys(PROCESS, 1.0),
+            control={"worker_paused": True, "worker_rate_per_s": 10.0, "auto_pauses": 1},
+            revalidation={"sampled": 3, "mismatches": {"session_in_redis": 1}},
+            runs=[
+                {
+                    "run_id": "canary",
+                    "requested": 2,
+                    "done": 2,
+                    "migrated": 1,
+                    "failed": 1,
+                    "rolled_back": 0,
+                    "failed_by_code": {"user_not_found": 1},
+                }
+            ],
         )
     )
     exported = set()

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from streams.web.inputs import InputError, authorize, parse_bulk, parse_options
+from streams.web.inputs import (
+    InputError,
+    authorize,
+    check_run_id,
+    parse_bulk,
+    parse_options,
+    parse_pause,
+    parse_throttle,
+)
 
 TOKEN = "a-configured-token-123"
 
@@ -64,3 +72,34 @@ def test_single_user_options() -> None:
     assert parse_options(b"").dry_run is False
     assert parse_options(b'{"dry_run": true, "requested_by": "ops"}').requested_by == "ops"
     assert status_of(parse_options, b'{"user_ids": ["x"]}') == 400
+
+
+def test_a_run_and_its_cohort_are_read_from_a_bulk_body() -> None:
+    bulk = parse_bulk(b'{"all": true, "run": "canary", "percent": 1}', allow_all=True)
+    assert bulk.user_ids is None and bulk.percent == 1 and bulk.options.run_id == "canary"
+    ids = parse_bulk(b'{"user_ids": ["u1"], "run": "wave-2"}', allow_all=False)
+    assert ids.options.run_id == "wave-2"
+    for body, words in (
+        (b'{"all": true, "percent": 1}', "percent goes with all and run"),
+        (b'{"user_ids": ["u1"], "run": "r", "percent": 5}', "percent goes with all and run"),
+        (b'{"all": true, "run": "bad run!"}', "run"),
+        (b'{"all": true, "run": "r", "percent": 0}', "percent"),
+    ):
+        with pytest.raises(InputError) as refused:
+            parse_bulk(body, allow_all=True)
+        assert refused.value.status == 400 and words in refused.value.message
+
+
+def test_control_bodies_are_checked() -> None:
+    assert parse_pause(b"").by == "http-api"
+    assert parse_pause(b'{"reason": "canary", "by": "ops"}').reason == "canary"
+    assert parse_throttle(b'{"rate": 250}').rate == 250
+    assert parse_throttle(b'{"rate": null}').rate is None
+    for body in (b"{}", b'{"rate": -1}', b'{"rate": "fast"}', b'{"rate": 5, "x": 1}'):
+        with pytest.raises(InputError) as refused:
+            parse_throttle(body)
+        assert refused.value.status == 400
+    with pytest.raises(InputError):
+        parse_pause(b'{"paused": true}')
+    with pytest.raises(InputError):
+        check_run_id("no spaces")
