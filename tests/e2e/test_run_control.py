@@ -362,3 +362,9 @@ def test_the_failure_budget_pauses_every_worker_on_a_batch_of_broken_users(
     time.sleep(3)
     assert answered(stack) == settled, "outcomes were published while auto-paused"
     assert "failure budget" in migrator(stack, "control", "status")
+    # The pause is the topic's: a worker started now comes up paused and answers nothing.
+    workers[1].stop()
+    workers[1].start()
+    assert control(workers[1])["worker_paused"], "a restarted worker forgot the pause"
+    time.sleep(5)
+    assert answered(stack) == settled, "a restarted worker answered while paused"
