@@ -131,8 +131,12 @@ def demo(users: int, port: int) -> None:
     print("== worker")
     pid = start_worker(env, base)
     before = int(get(f"{base}{API}/stats")["requested"])
-    print("== enqueue every legacy user not yet migrated")
-    published_line = run("enqueue", "--execute", env=env, capture=True).strip().splitlines()[-1]
+    print("== enqueue every legacy user not yet migrated, as the run 'demo'")
+    published_line = (
+        run("enqueue", "--run", "demo", "--execute", env=env, capture=True)
+        .strip()
+        .splitlines()[-1]
+    )
     print(published_line)
     published = int(published_line.split()[1])
     started = time.monotonic()
@@ -152,9 +156,11 @@ def demo(users: int, port: int) -> None:
     print("   (request published to outcome committed, everything on this machine)")
     print(f"worker peak memory (VmHWM): {peak_memory_mib(pid):.0f} MiB")
     print(json.dumps(get(f"{base}{API}/stats"), indent=2))
+    print("== the run")
+    run("runs", "show", "demo", env=env)
     print(f"dashboard: {base}/dashboard   (stop everything with: make demo-stop)")
     print(f"to talk to the demo from your shell:  set -a; . {ENV_FILE}; set +a")
-    print("  then e.g.: .venv/bin/migrator stats --watch")
+    print("  then e.g.: .venv/bin/migrator stats --watch   or: .venv/bin/migrator control pause")
 
 
 def stop() -> None:

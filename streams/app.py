@@ -16,6 +16,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 
 from agents.migration_agent import register_agents
+from agents.stores import redis_mirror
 from streams import topics
 from streams.context import Resources, ServiceContext
 from streams.control import ControlWatcher
@@ -124,6 +125,7 @@ def create_app(settings: Settings) -> ServiceContext:
     app.service(resources)  # type: ignore[arg-type]  # Faust starts instances as well as classes
     control = ControlWatcher(settings, app)
     control.core = lambda: resources.core
+    control.redis_answers = lambda: redis_mirror.ping(resources.redis)
     app.assignment_listeners.append(control.on_assigned)
     app.service(control)  # type: ignore[arg-type]
     revalidator = Revalidator(

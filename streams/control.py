@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +174,8 @@ class ControlWatcher(Service):
         self.auto_pauses = 0
         self.changed_at: float | None = None  # monotonic time of the latest change applied
         self.core: Callable[[], MigrationCore | None] = lambda: None
+        # Whether Redis answers now (set by the app; None: not known yet).
+        self.redis_answers: Callable[[], Awaitable[bool]] | None = None
         budget = settings.budget
         self.windows = FailureWindows(budget) if budget is not None else None
         self._resumed = asyncio.Event()
@@ -266,7 +268,11 @@ class ControlWatcher(Service):
                 acks="all",
                 enable_idempotence=True,
             )
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
             self._producer = producer
         await self._producer.send_and_wait(
             self._topic, json.dumps(value).encode(), key=key.encode()
@@ -274,7 +280,12 @@ class ControlWatcher(Service):
 
     @Service.task
     async def _watch_outages(self) -> None:
-        """Pause everyone once PostgreSQL or Redis has been away longer than allowed."""
+        """Pause everyone once PostgreSQL or Redis has been away longer than allowed.
+
+        PostgreSQL is away while batches wait for it (``waiting_for``); Redis while it does not
+        answer a ping. (Not while the mirror is rebuilt after Redis lost its data: Redis
+        answers then, and batches record their users as pending meanwhile.)
+        """
         limit = self.settings.outage_pause_s
         if limit <= 0:
             return
@@ -287,7 +298,7 @@ class ControlWatcher(Service):
             now = time.monotonic()
             away = {
                 "PostgreSQL": core.waiting_for is not None,
-                "Redis": core.redis_down,
+                "Redis": core.redis_down and not await self._redis_answers(),
             }
             for server, down in away.items():
                 if not down or self.current.paused:
@@ -300,6 +311,14 @@ class ControlWatcher(Service):
                         f"(MIGRATOR_OUTAGE_PAUSE_S={limit:g})"
                     )
 
+    async def _redis_answers(self) -> bool:
+        if self.redis_answers is None:
+            return False
+        try:
+            return await asyncio.wait_for(self.redis_answers(), timeout=_OUTAGE_LOOK_S)
+        except Exception:  # noqa: BLE001 - any failure is "not answering"
+            return False
+
     # -- reading the topic -------------------------------------------------------------------
 
     async def on_start(self) -> None:
@@ -307,23 +326,26 @@ class ControlWatcher(Service):
 
     @Service.task
     async def _watch(self) -> None:
+        """Read the topic from its beginning, then follow it; Kafka away: try again, keep the
+        state known so far (the worker goes on as it was told last)."""
         tp = TopicPartition(self._topic, 0)
         while not self.should_stop:
             try:
-                consumer = await self._started_consumer(tp)
+                await self._follow(await self._started_consumer(tp), tp)
             except (KafkaError, OSError, TimeoutError) as exc:
-                log.warning("control topic not readable yet (%r)", exc)
+                log.warning("control topic not readable (%r): reading it again", exc)
                 await self.sleep(1.0)
-                continue
-            end = (await consumer.end_offsets([tp]))[tp]
-            while not self.should_stop:
-                batches = await consumer.getmany(tp, timeout_ms=_POLL_MS)
-                for record in batches.get(tp, []):
-                    self._set(_applied(self.current, record.key, record.value))
-                if not self.ready.is_set() and await consumer.position(tp) >= end:
-                    log.info("control: %s", _described(self.current))
-                    self.ready.set()
-                    self._apply_to_consumer()
+
+    async def _follow(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+        end = (await consumer.end_offsets([tp]))[tp]
+        while not self.should_stop:
+            batches = await consumer.getmany(tp, timeout_ms=_POLL_MS)
+            for record in batches.get(tp, []):
+                self._set(_applied(self.current, record.key, record.value))
+            if not self.ready.is_set() and await consumer.position(tp) >= end:
+                log.info("control: %s", _described(self.current))
+                self.ready.set()
+                self._apply_to_consumer()
 
     async def _started_consumer(self, tp: TopicPartition) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -332,9 +354,13 @@ class ControlWatcher(Service):
                 enable_auto_commit=False,
                 fetch_max_wait_ms=_POLL_MS,
             )
-            await consumer.start()
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
+            try:
+                await consumer.start()
+                consumer.assign([tp])
+                await consumer.seek_to_beginning(tp)
+            except BaseException:
+                await consumer.stop()
+                raise
             self._consumer = consumer
         return self._consumer
 

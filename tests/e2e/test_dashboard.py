@@ -75,6 +75,12 @@ async def test_the_dashboard_keeps_updating_during_a_flood_without_script_errors
             "document.querySelector('#workers td').textContent.includes('(this)')",
             timeout=15_000,
         )
+        banner = await page.text_content("#control") or ""
+        assert banner.startswith("running"), banner
+        await page.wait_for_function(
+            "document.getElementById('reval-summary').textContent.includes('re-validated')",
+            timeout=15_000,
+        )
         health = await page.text_content("#health") or ""
         assert all(f"{name}: up" in health for name in ("postgres", "redis", "kafka")), health
         drawn = await page.evaluate(
