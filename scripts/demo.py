@@ -133,9 +133,7 @@ def demo(users: int, port: int) -> None:
     before = int(get(f"{base}{API}/stats")["requested"])
     print("== enqueue every legacy user not yet migrated, as the run 'demo'")
     published_line = (
-        run("enqueue", "--run", "demo", "--execute", env=env, capture=True)
-        .strip()
-        .splitlines()[-1]
+        run("enqueue", "--run", "demo", "--execute", env=env, capture=True).strip().splitlines()[-1]
     )
     print(published_line)
     published = int(published_line.split()[1])
