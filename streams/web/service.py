@@ -42,6 +42,8 @@ _CHECK_TIMEOUT_S = 3
 # A worker whose last report is older than this is gone (it reports every STATUS_EVERY_S).
 STATUS_EVERY_S = 2.0
 WORKER_GONE_S = 15.0
+# How old the runs' figures in progress and /metrics may be.
+RUNS_EVERY_S = 5.0
 
 
 def _now_s() -> int:
@@ -84,6 +86,7 @@ class _GroupOffsets:
 class WebService:
     context: ServiceContext
     _group_offsets: _GroupOffsets = field(init=False)
+    _runs_cache: tuple[float, list[dict[str, Any]]] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         settings = self.context.settings
@@ -155,7 +158,7 @@ class WebService:
         summary = counters.summary(await self.cluster_totals(), now_s=_now_s())
         answer = progress_answer(counts, summary)
         answer["control"] = self.control()
-        answer["runs"] = await self.runs(limit=10)
+        answer["runs"] = await self.latest_runs()
         try:
             answer["backlog"] = sum((await self.backlog()).values())
         except Exception as exc:  # noqa: BLE001 - Kafka away: progress still answers
@@ -192,7 +195,7 @@ class WebService:
             process=process_metrics(),
             control=self.control(),
             revalidation=self.context.revalidator.tally.as_dict(),
-            runs=await self.runs(limit=20),
+            runs=await self.latest_runs(),
         )
 
     async def report_status(self) -> None:
@@ -273,6 +276,15 @@ class WebService:
         await self.context.ready_core()
         found = await run_summaries(self._pool, now=datetime.now(UTC), run_ids=run_ids, limit=limit)
         return [run.as_dict() for run in found]
+
+    async def latest_runs(self) -> list[dict[str, Any]]:
+        """The latest runs for the polled answers (progress, /metrics): computed at most every
+        ``RUNS_EVERY_S``, since a run's figures group its audit rows (an index scan as long as
+        the run) and the dashboard polls every second. ``GET runs`` is always fresh."""
+        now = time.monotonic()
+        if self._runs_cache is None or now - self._runs_cache[0] >= RUNS_EVERY_S:
+            self._runs_cache = (now, await self.runs(limit=20))
+        return self._runs_cache[1]
 
     async def run_report(self, run_id: str) -> list[dict[str, Any]]:
         await self.context.ready_core()
