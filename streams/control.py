@@ -172,7 +172,6 @@ class ControlWatcher(Service):
         self.current = ControlState()
         self.ready = asyncio.Event()  # the topic was read to its end once
         self.auto_pauses = 0
-        self.changed_at: float | None = None  # monotonic time of the latest change applied
         self.core: Callable[[], MigrationCore | None] = lambda: None
         # Whether Redis answers now (set by the app; None: not known yet).
         self.redis_answers: Callable[[], Awaitable[bool]] | None = None
@@ -368,7 +367,6 @@ class ControlWatcher(Service):
         old, self.current = self.current, state
         if old == state:
             return
-        self.changed_at = time.monotonic()
         if state.paused:
             self._resumed.clear()
         else:

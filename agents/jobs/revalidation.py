@@ -6,6 +6,7 @@ pick costs the same on ten thousand users as on ten million.
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import asyncpg
@@ -17,7 +18,12 @@ RECENT_ROWS = 5_000
 
 
 async def recent_users(pool: asyncpg.Pool, count: int) -> list[str]:
-    rows = await pool.fetch(sql.query("recent_migrated_users"), RECENT_ROWS, count)
+    """Up to ``count`` users migrated recently, starting at a random recent answer."""
+    latest = await pool.fetchval("SELECT max(id) FROM onboarding_migration_log")
+    if latest is None:
+        return []
+    start = max(0, int(latest) - random.randrange(RECENT_ROWS))
+    rows = await pool.fetch(sql.query("recent_migrated_users"), start, count)
     return [row["user_id"] for row in rows]
 
 
