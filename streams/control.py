@@ -35,6 +35,7 @@ from streams import topics
 from streams.connections import DependencyUnavailable, unreachable
 from streams.exactly_once import pause_fetching
 from streams.settings import Settings
+from streams.topic_admin import ensure_topics
 
 if TYPE_CHECKING:
     from agents.batch_applier import MigrationCore
@@ -44,10 +45,6 @@ log = logging.getLogger(__name__)
 
 _POLL_MS = 200
 _OUTAGE_LOOK_S = 0.5
-
-
-def control_topic(app_id: str) -> str:
-    return f"{app_id}-control"
 
 
 def operator_name() -> str:
@@ -73,50 +70,26 @@ def throttle_value(*, rate: float | None, by: str) -> dict[str, Any]:
     return {"rate": rate, "by": by, "at": datetime.now(UTC).isoformat(timespec="milliseconds")}
 
 
-async def ensure_control_topic(settings: Settings) -> None:
-    """One partition (one order for every change), compacted (the latest record per key is
-    the state, kept forever)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line says it instead
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
-    )
+async def _started(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
+    """Start a client for one command; one that cannot reach Kafka is closed and refused in
+    one line."""
     try:
-        await asyncio.wait_for(admin.start(), timeout=15)
+        await asyncio.wait_for(client.start(), timeout=15)
     except Exception as exc:
+        await client.stop()
         raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
-    try:
-        name = control_topic(settings.app_id)
-        if name not in set(await admin.list_topics()):
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        1,
-                        settings.topic_replication_factor,
-                        topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
-                    )
-                ]
-            )
-    finally:
-        await admin.close()
 
 
 async def publish_control(settings: Settings, key: str, value: dict[str, Any]) -> None:
     """Write one control record and wait until Kafka has it (acks=all)."""
-    await ensure_control_topic(settings)
+    await ensure_topics(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
     )
-    try:
-        await asyncio.wait_for(producer.start(), timeout=15)
-    except Exception as exc:
-        await producer.stop()
-        raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
+    await _started(producer, settings)
     try:
         await producer.send_and_wait(
-            control_topic(settings.app_id), json.dumps(value).encode(), key=key.encode()
+            topics.control_topic(settings.app_id), json.dumps(value).encode(), key=key.encode()
         )
     finally:
         await producer.stop()
@@ -124,17 +97,13 @@ async def publish_control(settings: Settings, key: str, value: dict[str, Any]) -
 
 async def read_control(settings: Settings, *, timeout_s: float = 10.0) -> ControlState:
     """The control state as the topic holds it now (for the CLI)."""
-    await ensure_control_topic(settings)
+    await ensure_topics(settings)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
     )
+    await _started(consumer, settings)
     try:
-        await asyncio.wait_for(consumer.start(), timeout=15)
-    except Exception as exc:
-        await consumer.stop()
-        raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
-    try:
-        tp = TopicPartition(control_topic(settings.app_id), 0)
+        tp = TopicPartition(topics.control_topic(settings.app_id), 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
@@ -183,7 +152,7 @@ class ControlWatcher(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._pausing = False
-        self._topic = control_topic(settings.app_id)
+        self._topic = topics.control_topic(settings.app_id)
 
     # -- the gate -------------------------------------------------------------------------
 
@@ -321,7 +290,7 @@ class ControlWatcher(Service):
     # -- reading the topic -------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        await ensure_control_topic(self.settings)
+        await ensure_topics(self.settings)  # the control topic among them
 
     @Service.task
     async def _watch(self) -> None:

@@ -45,18 +45,29 @@ async def ensure_topics(settings: Settings) -> None:
                 f"topics {mismatched} do not have MIGRATOR_TOPIC_PARTITIONS="
                 f"{settings.topic_partitions} partitions; all of them must match"
             )
-        missing = [name for name in wanted if name not in counts]
-        if missing:
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        settings.topic_partitions,
-                        settings.topic_replication_factor,
-                        topic_configs=topics.topic_config(name),
-                    )
-                    for name in missing
-                ]
+        missing = [
+            NewTopic(
+                name,
+                settings.topic_partitions,
+                settings.topic_replication_factor,
+                topic_configs=topics.topic_config(name),
             )
+            for name in wanted
+            if name not in counts
+        ]
+        control = topics.control_topic(settings.app_id)
+        if control not in present:
+            # One partition: one order for every change; compacted: the latest record per key
+            # is the state, kept forever.
+            missing.append(
+                NewTopic(
+                    control,
+                    1,
+                    settings.topic_replication_factor,
+                    topic_configs=topics.CONTROL_TOPIC_CONFIG,
+                )
+            )
+        if missing:
+            await admin.create_topics(missing)
     finally:
         await admin.close()

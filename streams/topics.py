@@ -29,3 +29,11 @@ def topic_config(name: str) -> dict[str, str]:
     if name == REQUESTED:
         return {"max.message.bytes": str(MAX_REQUEST_RECORD_BYTES)}
     return {}
+
+
+def control_topic(app_id: str) -> str:
+    """Run control's topic (pause, throttle) of an app id: one partition, compacted."""
+    return f"{app_id}-control"
+
+
+CONTROL_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}

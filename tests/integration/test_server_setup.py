@@ -84,11 +84,13 @@ async def test_the_audit_log_is_append_only(pool: asyncpg.Pool) -> None:
                 await conn.execute(statement, request_id)
 
 
-async def _describe(settings: Settings) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
+async def _describe(
+    settings: Settings, names: tuple[str, ...] = topics.PUBLIC_TOPICS
+) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        described = await admin.describe_topics(list(topics.PUBLIC_TOPICS))
+        described = await admin.describe_topics(list(names))
         counts = {t["topic"]: len(t["partitions"]) for t in described}
         resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in counts]
         configs: dict[str, dict[str, str]] = {}
@@ -111,6 +113,11 @@ async def test_topics_are_created_with_the_configured_partitions_and_limits(
     for name in topics.PUBLIC_TOPICS:
         for key, value in topics.topic_config(name).items():
             assert configs[name][key] == value, (name, key)
+    # Run control's topic: one partition (one order of changes), compacted (the state).
+    control = topics.control_topic(stack_settings.app_id)
+    counts, configs = await _describe(stack_settings, (control,))
+    assert counts == {control: 1}
+    assert configs[control]["cleanup.policy"] == "compact"
 
 
 async def test_topics_with_another_partition_count_are_refused(stack_settings: Settings) -> None:
