@@ -36,6 +36,12 @@ def status_line(progress: Mapping[str, Any], *, elapsed_s: float, clock: str) ->
         f"ETA {duration(progress.get('eta_s'))}",
         f"elapsed {duration(elapsed_s)}",
     ]
+    control = progress.get("control") or {}
+    if control.get("paused"):
+        kind = "AUTO-PAUSED" if control.get("auto") else "PAUSED"
+        parts.append(f"{kind} by {control.get('by')}: {control.get('reason') or '-'}")
+    elif control.get("throttle_per_s"):
+        parts.append(f"throttled to {float(control['throttle_per_s']):,.0f}/s")
     return "; ".join(parts)
 
 

@@ -35,3 +35,20 @@ def test_durations_and_the_end_of_a_run() -> None:
     assert not finished(PROGRESS)
     assert not finished({**PROGRESS, "backlog": None})  # unknown is not done
     assert finished({**PROGRESS, "backlog": 0})
+
+
+def test_a_pause_or_a_throttle_ends_the_line() -> None:
+    progress = {
+        "legacy_total": 10,
+        "remaining": 5,
+        "migrated": 5,
+        "percent": 50.0,
+        "rate_per_s": 0.0,
+        "failed_for_good": 0,
+        "backlog": 5,
+        "control": {"paused": True, "auto": True, "by": "auto: w:1", "reason": "budget spent"},
+    }
+    line = status_line(progress, elapsed_s=3, clock="12:00:00")
+    assert line.endswith("; AUTO-PAUSED by auto: w:1: budget spent")
+    progress["control"] = {"paused": False, "throttle_per_s": 250.0}
+    assert status_line(progress, elapsed_s=3, clock="12:00:00").endswith("; throttled to 250/s")
