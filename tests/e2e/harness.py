@@ -187,7 +187,13 @@ class Worker:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=60)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                # A worker that does not stop is not left behind to load the next tests.
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+                pytest.fail(f"worker did not stop within 60 s of signal {sig}:\n{self.log_tail()}")
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
