@@ -13,7 +13,6 @@ it holds across worker restarts, and a change reaches every worker within a fetc
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import logging
 import os
@@ -45,15 +44,6 @@ log = logging.getLogger(__name__)
 
 _POLL_MS = 200
 _OUTAGE_LOOK_S = 0.5
-
-
-def operator_name() -> str:
-    """Who is at the keyboard, for ``by`` (``user@host``)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def pause_value(*, paused: bool, reason: str | None, by: str, auto: bool = False) -> dict[str, Any]:

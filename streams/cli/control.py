@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import socket
 from typing import Any
 
 from agents.core import control
@@ -84,9 +86,16 @@ def _rate(value: str) -> float:
     return rate
 
 
-def register(commands: Any) -> None:
-    from streams.control import operator_name
+def operator_name() -> str:
+    """Who is at the keyboard, for ``by`` (``user@host``)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
+
+def register(commands: Any) -> None:
     parser = commands.add_parser(
         "control",
         help="pause, resume or throttle every worker at once (run time)",
