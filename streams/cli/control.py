@@ -13,14 +13,16 @@ import asyncio
 import getpass
 import json
 import socket
+import time
 from typing import Any
 
 from agents.core import control
+from streams.cli.errors import CliError
 from streams.settings import Settings
 
 EXAMPLES = """examples:
   migrator control status
-  migrator control pause --reason "canary: 3 % invalid_legacy_data, looking"
+  migrator control pause --reason "canary: 3 % invalid_legacy_data, looking" --wait
   migrator control resume
   migrator control throttle --rate 200          at most 200 users/s across all workers
   migrator control throttle --off
@@ -59,13 +61,46 @@ def _status(args: argparse.Namespace) -> int:
 def _pause(args: argparse.Namespace) -> int:
     from streams.control import pause_value
 
-    return _write(control.PAUSE, pause_value(paused=True, reason=args.reason, by=args.by))
+    _write(control.PAUSE, pause_value(paused=True, reason=args.reason, by=args.by))
+    return _confirm(paused=True, within_s=args.wait)
 
 
 def _resume(args: argparse.Namespace) -> int:
     from streams.control import pause_value
 
-    return _write(control.PAUSE, pause_value(paused=False, reason=args.reason, by=args.by))
+    _write(control.PAUSE, pause_value(paused=False, reason=args.reason, by=args.by))
+    return _confirm(paused=False, within_s=args.wait)
+
+
+def _confirm(*, paused: bool, within_s: float | None) -> int:
+    """With ``--wait``: until every live worker reports the change applied (workers report
+    every 2 s to ``worker_status``); one line naming those that did not."""
+    if within_s is None:
+        return 0
+    from agents.stores import postgres
+    from streams.connections import opened
+
+    settings = Settings.from_env()
+    word = "paused" if paused else "taking requests"
+
+    async def lagging() -> tuple[int, list[str]]:
+        async with opened(settings) as (pool, _):
+            deadline = time.monotonic() + within_s
+            while True:
+                rows = await postgres.worker_statuses(pool, settings.app_id, within_s=15)
+                behind = [r["worker"] for r in rows if bool(r["paused"]) != paused]
+                if not behind or time.monotonic() > deadline:
+                    return len(rows), behind
+                await asyncio.sleep(0.5)
+
+    workers, behind = asyncio.run(lagging())
+    if behind:
+        raise CliError(
+            f"{len(behind)} of {workers} worker(s) not {word} after {within_s:g} s: "
+            + ", ".join(behind)
+        )
+    print(f"{workers} worker(s) {word}")
+    return 0
 
 
 def _throttle(args: argparse.Namespace) -> int:
@@ -126,6 +161,15 @@ def register(commands: Any) -> None:
     pause.add_argument("--reason", help="why: shown in health, stats, /metrics, the dashboard")
     resume = verb("resume", "every worker takes requests again (also after an auto-pause)", _resume)
     resume.add_argument("--reason", help="why it is safe to go on")
+    for sub in (pause, resume):
+        sub.add_argument(
+            "--wait",
+            type=float,
+            nargs="?",
+            const=10.0,
+            metavar="S",
+            help="then wait (10 s, or S) until every live worker reports it applied",
+        )
     throttle = verb(
         "throttle", "cap the cluster's rate in users/s (shared by the workers)", _throttle
     )

@@ -232,7 +232,8 @@ def test_a_pause_during_a_flood_stops_every_worker_and_loses_nothing(
     _, rows = workers[0].get(f"{API}/workers")
     assert all(row["paused"] for row in rows["workers"])
 
-    migrator(stack, "control", "resume", "--by", "e2e")
+    resumed = migrator(stack, "control", "resume", "--by", "e2e", "--wait")
+    assert "2 worker(s) taking requests" in resumed, resumed
     ids = {v["request_id"] for v in flood}
     wait_until(
         lambda: len({r.value["request_id"] for r in outcomes(stack)} & ids) == len(ids),
