@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -21,6 +22,24 @@ from streams.settings import Settings
 
 class DependencyUnavailable(RuntimeError):
     """PostgreSQL or Redis could not be reached."""
+
+
+class KafkaClient(Protocol):
+    """What an aiokafka producer, consumer or admin client has in common here."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def start_kafka_client(client: KafkaClient) -> None:
+    """Start a Kafka client; one that cannot start is closed before the error goes up (no
+    "Unclosed AIOKafkaProducer" warning after the one-line message, no leaked connection)."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
 
 
 def unreachable(server: str, address: str, detail: object = None) -> str:

@@ -31,7 +31,7 @@ from agents.core import control
 from agents.core.control import ControlState, FailureWindows, Pacer
 from schemas.events import Outcome
 from streams import topics
-from streams.connections import DependencyUnavailable, unreachable
+from streams.connections import DependencyUnavailable, start_kafka_client, unreachable
 from streams.exactly_once import pause_fetching
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
@@ -64,9 +64,8 @@ async def _started(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settin
     """Start a client for one command; one that cannot reach Kafka is closed and refused in
     one line."""
     try:
-        await asyncio.wait_for(client.start(), timeout=15)
+        await asyncio.wait_for(start_kafka_client(client), timeout=15)
     except Exception as exc:
-        await client.stop()
         raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
 
 
@@ -226,11 +225,7 @@ class ControlWatcher(Service):
                 acks="all",
                 enable_idempotence=True,
             )
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
+            await start_kafka_client(producer)
             self._producer = producer
         await self._producer.send_and_wait(
             self._topic, json.dumps(value).encode(), key=key.encode()

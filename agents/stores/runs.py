@@ -6,7 +6,6 @@ hold exactly what PostgreSQL committed and cannot drift from it.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -67,11 +66,23 @@ async def run_summaries(
                 last_at=row["last_at"],
             )
         )
-    return [summarize(_run_row(run), grouped[run["run_id"]], now=now) for run in runs]
+    return [summarize(dict(run), grouped[run["run_id"]], now=now) for run in runs]
 
 
-async def run_failures(conn: Conn | asyncpg.Pool, run_id: str) -> list[dict[str, Any]]:
-    """A run's report: each user whose latest answer in the run is a failure."""
+async def run_known(conn: Conn | asyncpg.Pool, run_id: str) -> bool:
+    """Whether the run was recorded (without computing its figures)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM migration_runs WHERE run_id = $1)", run_id
+        )
+    )
+
+
+async def run_failures(conn: Conn | asyncpg.Pool, run_id: str) -> list[dict[str, Any]] | None:
+    """A run's report: each user whose latest answer in the run is a failure; None for a run
+    never recorded (an unknown name is an error, not an empty report)."""
+    if not await run_known(conn, run_id):
+        return None
     rows = await conn.fetch(sql.query("run_failures"), run_id)
     return [
         {
@@ -88,14 +99,9 @@ async def run_failures(conn: Conn | asyncpg.Pool, run_id: str) -> list[dict[str,
     ]
 
 
-async def run_sessions(conn: Conn | asyncpg.Pool, run_id: str) -> list[str]:
-    """Users holding now a session that a migrate request of the run created."""
+async def run_sessions(conn: Conn | asyncpg.Pool, run_id: str) -> list[str] | None:
+    """Users holding now a session that a migrate request of the run created; None for a run
+    never recorded."""
+    if not await run_known(conn, run_id):
+        return None
     return [row["user_id"] for row in await conn.fetch(sql.query("run_sessions"), run_id)]
-
-
-def _run_row(run: asyncpg.Record) -> dict[str, Any]:
-    row = dict(run)
-    selections = row.get("selections")
-    if isinstance(selections, str):
-        row["selections"] = json.loads(selections)
-    return row

@@ -12,21 +12,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from schemas.events import MigrationRequest
 from streams import topics
 from streams.cli.output import Progress
+from streams.connections import start_kafka_client
 from streams.requests_out import encode
 from streams.settings import Settings
 
 # The command line says in one line when Kafka is away; aiokafka's own log lines would repeat it.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-
-async def _started(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
-    """Start a client; one that cannot reach Kafka is closed before the error goes up (no
-    "Unclosed AIOKafkaProducer" warning after the one-line message)."""
-    try:
-        await client.start()
-    except BaseException:
-        await client.stop()
-        raise
 
 
 async def publish(
@@ -51,7 +42,7 @@ async def publish(
         linger_ms=10,
         max_batch_size=512 * 1024,
     )
-    await _started(producer)
+    await start_kafka_client(producer)
     progress = Progress(total, label)
     sent = 0
     started = time.monotonic()
@@ -86,7 +77,7 @@ async def read_records(
         enable_auto_commit=False,
         group_id=None,
     )
-    await _started(consumer)
+    await start_kafka_client(consumer)
     try:
         await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
         assigned = [

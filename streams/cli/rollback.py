@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
 from streams.cli.errors import CliError
@@ -57,16 +56,15 @@ def _rollback_run(args: argparse.Namespace) -> int:
     """Exactly what the run migrated and still holds a session it created (plan first)."""
     if args.ids or args.file:
         raise CliError("--run selects the run's users: no --ids/--file beside it")
-    from agents.stores.runs import run_sessions, run_summaries
+    from agents.stores.runs import run_sessions
     from streams.connections import opened
 
-    async def selected() -> tuple[bool, list[str]]:
+    async def selected() -> list[str] | None:
         async with opened(Settings.from_env()) as (pool, _):
-            known = await run_summaries(pool, now=datetime.now(UTC), run_ids=[args.run])
-            return bool(known), await run_sessions(pool, args.run)
+            return await run_sessions(pool, args.run)
 
-    known, users = asyncio.run(selected())
-    if not known:
+    users = asyncio.run(selected())
+    if users is None:
         raise CliError(f"no run named {args.run!r}: see `migrator runs`")
     summary = [
         f"selected: {len(users)} users holding a session that run {args.run} created "

@@ -76,8 +76,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    _one(args.name)  # an unknown run is an error, not an empty report
     rows = asyncio.run(_failures(args.name))
+    if rows is None:  # an unknown run is an error, not an empty report
+        raise CliError(f"no run named {args.name!r}: see `migrator runs`")
     out: IO[str]
     if args.out:
         try:
@@ -120,7 +121,7 @@ async def _summaries(names: list[str] | None, limit: int) -> list[RunSummary]:
         return await run_summaries(pool, now=datetime.now(UTC), run_ids=names, limit=limit)
 
 
-async def _failures(name: str) -> list[dict[str, Any]]:
+async def _failures(name: str) -> list[dict[str, Any]] | None:
     from agents.stores.runs import run_failures
     from streams.connections import opened
 

@@ -94,8 +94,7 @@ class WebService:
 
     def _owned_partitions(self) -> list[int]:
         """The request partitions this worker owns now."""
-        assignment = self.context.app.consumer.assignment()
-        return sorted(tp.partition for tp in assignment if tp.topic == topics.REQUESTED)
+        return sorted(tp.partition for tp in self.context.control.owned_partitions())
 
     def worker_name(self) -> str:
         """``host:pid``: how metrics and ``worker_status`` name this worker."""
@@ -286,7 +285,7 @@ class WebService:
             self._runs_cache = (now, await self.runs(limit=20))
         return self._runs_cache[1]
 
-    async def run_report(self, run_id: str) -> list[dict[str, Any]]:
+    async def run_report(self, run_id: str) -> list[dict[str, Any]] | None:
         await self.context.ready_core()
         return await run_failures(self._pool, run_id)
 

@@ -61,6 +61,17 @@ class ServiceView(View):
     def unavailable(self, exc: BaseException) -> Response:
         return self.json({"error": f"PostgreSQL did not answer: {exc}"}, status=503)
 
+    async def admin_body(self, request: Request) -> bytes:
+        """The body of a mutating endpoint, once its bearer token is right (401/403/413 as
+        ``InputError``)."""
+        authorize(
+            self.service.context.settings.admin_token_value, request.headers.get("Authorization")
+        )
+        http = cast(aiohttp.web.Request, request)
+        if (http.content_length or 0) > MAX_BODY_BYTES:
+            raise InputError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+        return await http.content.read(MAX_BODY_BYTES + 1)
+
 
 class Admin(ServiceView):
     """Base of the mutating endpoints: bearer token first, then the body."""
@@ -70,13 +81,7 @@ class Admin(ServiceView):
     async def handle(self, request: Request, user_id: str | None) -> Response:
         service = self.service
         try:
-            authorize(
-                service.context.settings.admin_token_value, request.headers.get("Authorization")
-            )
-            http = cast(aiohttp.web.Request, request)
-            if (http.content_length or 0) > MAX_BODY_BYTES:
-                raise InputError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
-            raw = await http.content.read(MAX_BODY_BYTES + 1)
+            raw = await self.admin_body(request)
             held_out: int | None = None
             selection: dict[str, object] = {}
             if user_id is not None:
@@ -245,9 +250,9 @@ class RunReport(ServiceView):
             check_run_id(run_id)
             if fmt not in ("csv", "json"):
                 raise InputError(400, "format must be csv or json")
-            if not await self.service.runs(run_ids=[run_id], limit=1):
-                raise InputError(404, f"no run named {run_id!r}")
             rows = await self.service.run_report(run_id)
+            if rows is None:
+                raise InputError(404, f"no run named {run_id!r}")
         except InputError as error:
             return self.refuse(error)
         except _POSTGRES_ERRORS as exc:
@@ -264,44 +269,39 @@ class Control(ServiceView):
 
 
 class ControlChange(ServiceView):
-    """Base of ``POST control/pause|resume|throttle``: bearer token, body, one record."""
+    """``POST control/pause|resume|throttle``: bearer token, body, one control record."""
 
-    async def change(self, request: Request, key: str) -> Response:
-        service = self.service
+    key: ClassVar[str] = control.PAUSE
+    paused: ClassVar[bool] = True  # with key pause: pause or resume
+
+    async def post(self, request: Request) -> Response:
         try:
-            authorize(
-                service.context.settings.admin_token_value, request.headers.get("Authorization")
-            )
-            http = cast(aiohttp.web.Request, request)
-            raw = await http.content.read(MAX_BODY_BYTES + 1)
-            if key == control.THROTTLE:
+            raw = await self.admin_body(request)
+            if self.key == control.THROTTLE:
                 throttle = parse_throttle(raw)
                 value = throttle_value(rate=throttle.rate, by=throttle.by)
             else:
                 body = parse_pause(raw)
-                value = pause_value(paused=isinstance(self, Pause), reason=body.reason, by=body.by)
+                value = pause_value(paused=self.paused, reason=body.reason, by=body.by)
         except InputError as error:
             return self.refuse(error)
         try:
-            state = await service.write_control(key, value)
+            state = await self.service.write_control(self.key, value)
         except Exception as exc:  # noqa: BLE001 - Kafka did not take it: say so, change nothing
             return self.json({"error": f"Kafka did not take the control record: {exc}"}, status=503)
         return self.json(api.answer(api.Control, state), status=202)
 
 
 class Pause(ControlChange):
-    async def post(self, request: Request) -> Response:
-        return await self.change(request, control.PAUSE)
+    pass
 
 
 class Resume(ControlChange):
-    async def post(self, request: Request) -> Response:
-        return await self.change(request, control.PAUSE)
+    paused = False
 
 
 class Throttle(ControlChange):
-    async def post(self, request: Request) -> Response:
-        return await self.change(request, control.THROTTLE)
+    key = control.THROTTLE
 
 
 class Revalidation(ServiceView):

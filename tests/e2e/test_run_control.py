@@ -176,6 +176,8 @@ def test_a_run_at_1_percent_then_100_percent_counts_what_the_topics_hold(
     )
     status, csv_text = workers[0].get(f"{API}/runs/full/report?format=csv")
     assert status == 200 and csv_text.count("\n") == len(report) + 1
+    assert workers[0].get(f"{API}/runs/no-such-run/report")[0] == 404
+    assert workers[0].get(f"{API}/runs/no-such-run")[0] == 404
 
     plan = migrator(stack, "rollback", "--run", "canary")
     assert f"selected: {canary['migrated']} users holding a session that run canary" in plan
