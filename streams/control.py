@@ -170,7 +170,10 @@ class ControlWatcher(Service):
         return control.batch_limit(size, self.worker_rate())
 
     def worker_rate(self) -> float | None:
-        """This worker's share of the throttle: its part of the request partitions."""
+        """This worker's share of the throttle: its part of the request partitions (asked of
+        the consumer only under a throttle: the lanes ask before every batch)."""
+        if self.current.rate is None:
+            return None
         return control.share(
             self.current.rate, len(self.owned_partitions()), self.settings.topic_partitions
         )
