@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 _POLL_MS = 200
 _OUTAGE_LOOK_S = 0.5
+# How often a lane held by a pause or a throttle looks at the control state again.
+_GATE_LOOK_S = 0.2
 
 
 def pause_value(*, paused: bool, reason: str | None, by: str, auto: bool = False) -> dict[str, Any]:
@@ -151,20 +153,28 @@ class ControlWatcher(Service):
         ``revoking()`` true lets the batch through at once: its partition is being taken
         away, the batch will publish nothing, and the rebalance waits for its records.
         False when the worker stops while paused: the batch is not to be answered here.
+        A wait for the throttle ends early when the control state changes (the batch is
+        judged again under the new state) or the worker stops (the batch goes on).
         """
         await self.ready.wait()
-        while self.current.paused and not revoking():
-            if self.app.should_stop:
-                return False
-            try:
-                await asyncio.wait_for(self._resumed.wait(), timeout=0.2)
-            except TimeoutError:
-                pass
-        rate = self.worker_rate()
-        delay = self._pacer.wait_s(n, rate, asyncio.get_running_loop().time())
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return True
+        loop = asyncio.get_running_loop()
+        while True:
+            while self.current.paused and not revoking():
+                if self.app.should_stop:
+                    return False
+                try:
+                    await asyncio.wait_for(self._resumed.wait(), timeout=_GATE_LOOK_S)
+                except TimeoutError:
+                    pass
+            seen = self.current
+            due = loop.time() + self._pacer.wait_s(n, self.worker_rate(), loop.time())
+            while self.current == seen and not self.app.should_stop:
+                left = due - loop.time()
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, _GATE_LOOK_S))
+            if self.current == seen or self.app.should_stop:
+                return True
 
     def batch_limit(self, size: int) -> int:
         return control.batch_limit(size, self.worker_rate())
@@ -321,9 +331,12 @@ class ControlWatcher(Service):
         return self._consumer
 
     def _set(self, state: ControlState) -> None:
-        old, self.current = self.current, state
+        old = self.current
         if old == state:
             return
+        self.current = state
+        if state.rate != old.rate:
+            self._pacer = Pacer()  # slots booked at the old rate are void
         if state.paused:
             self._resumed.clear()
         else:
