@@ -26,6 +26,7 @@ from streams.exactly_once import (
     bound_fetch_wait,
     exclude_from_faust_commits,
 )
+from streams.partition_reader import PartitionReader
 from streams.revalidation import Revalidator
 from streams.settings import Settings
 from streams.web.views import register_views
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> ServiceContext:
             new_producer=lambda transactional_id: new_transactional_producer(
                 settings, transactional_id
             ),
+            probe=PartitionReader(settings.kafka_bootstrap_servers),
         )
         exclude_from_faust_commits(topics.REQUESTED)
         app.transactions = transactions

@@ -132,8 +132,9 @@ class ServiceContext:
         """The events of ``partition`` this worker is still to answer.
 
         Under exactly-once: none if the partition is no longer ours; not those already covered
-        by a committed transaction (stale copies from before a seek); none if records before
-        them never arrived (the partition is read again from the first missing one).
+        by a committed transaction (stale copies from before a seek); none at or after a record
+        that never arrived, before the batch or inside it (the partition is read again from the
+        first missing one; see ``PartitionTransactions.claim``).
         """
         transactions = self.transactions
         if transactions is None:
@@ -144,15 +145,13 @@ class ServiceContext:
         # In offset order, each offset once: after a seek, copies read before it may still be
         # buffered next to the records read again.
         by_offset = {event.message.offset: event for event in events}
-        wanted = positions.unpublished(partition, sorted(by_offset))
-        kept = [by_offset[offset] for offset in wanted]
-        if not kept:
-            return []
-        restart = positions.gap_before(partition, kept[0].message.offset)
-        if restart is not None:
-            await self.app.consumer.seek(TP(transactions.source_topic, partition), restart)
-            return []
-        return kept
+        tp = TP(transactions.source_topic, partition)
+
+        async def seek(offset: int) -> None:
+            await self.app.consumer.seek(tp, offset)
+
+        wanted = await transactions.claim(partition, list(by_offset), seek)
+        return [by_offset[offset] for offset in wanted]
 
     async def publish_batch(
         self, partition: int, epoch: int, sends: Sequence[Send], last_offset: int

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,11 +75,16 @@ from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
+from agents.core.offset_ranges import OffsetRanges
+from streams.partition_reader import PartitionReader
+
 log = logging.getLogger(__name__)
 
 _RETRY_S = (0.1, 2.0)
 _REGISTER_TIMEOUT_S = 20.0
 _FENCED = (ProducerFenced, InvalidProducerEpoch)
+# The longest the hole guard waits for its fetch from a hole.
+HOLE_PROBE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -92,11 +97,28 @@ class Send:
     headers: Sequence[tuple[str, bytes]] = ()
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What a batch of one partition may answer: ``offsets``, the run that starts at the
+    partition's next offset and has no hole (but holes proven empty); ``hole``, the first
+    offsets ``[start, end)`` missing after that run and not proven empty, if any."""
+
+    offsets: list[int]
+    hole: tuple[int, int] | None = None
+
+
+# A partition read again from a hole is not sent back there again for this long: records
+# buffered before the seek are still arriving, and they show the same hole.
+RESEEK_AFTER_S = 5.0
+
+
 class Positions:
     """Which request partitions a batch may still publish for, and from which offset: pure.
 
     ``epoch`` changes when a rebalance begins; a batch publishes only in the epoch it began in.
     ``next`` is each partition's first offset not yet covered by a committed transaction.
+    ``empty`` holds, per partition, the offsets proven to hold no record a read_committed
+    consumer is given (transaction markers, aborted or compacted records): holes there are real.
     """
 
     def __init__(self) -> None:
@@ -105,7 +127,8 @@ class Positions:
         self.owned: set[int] = set()
         self.fenced: set[int] = set()
         self.next: dict[int, int | None] = {}
-        self._suspect_gap: dict[int, tuple[int, int]] = {}
+        self.empty: dict[int, OffsetRanges] = {}
+        self._sought: dict[int, tuple[int, float]] = {}
 
     def revoke(self) -> None:
         self.epoch += 1
@@ -114,8 +137,9 @@ class Positions:
     def assign(self, partitions: set[int], committed: Mapping[int, int | None]) -> None:
         self.owned = set(partitions)
         self.fenced.clear()
-        self._suspect_gap.clear()
+        self._sought.clear()
         self.next = {p: committed.get(p) for p in partitions}
+        self.empty = {p: ranges for p, ranges in self.empty.items() if p in partitions}
         self.ready = True
 
     def owns(self, partition: int, epoch: int) -> bool:
@@ -127,39 +151,45 @@ class Positions:
             and partition not in self.fenced
         )
 
-    def unpublished(self, partition: int, offsets: Iterable[int]) -> list[int]:
-        """The offsets not yet covered by a committed transaction (older ones are stale copies
-        still buffered from before a seek: their outcomes are on the topics already)."""
-        start = self.next.get(partition)
-        return [offset for offset in offsets if start is None or offset >= start]
+    def claim(self, partition: int, offsets: Iterable[int]) -> Claim:
+        """The offsets of a batch to answer now, and the first hole that stops them.
 
-    def gap_before(self, partition: int, first_offset: int) -> int | None:
-        """The offset to read again from when records before ``first_offset`` never arrived.
-
-        A gap seen once is read again (seek back): records lost inside the stream come back. The
-        same gap seen twice in a row is real (transaction markers, compaction) and accepted.
+        Offsets below ``next`` are stale copies still buffered from before a seek (their answers
+        are on the topics already) and are left out. From ``next`` on, offsets are taken while
+        each follows the previous one, or follows it across offsets proven empty; the first
+        missing offset not proven empty ends the run, whether it is at the head of the batch or
+        in its middle. Nothing after a hole is answered: its offset would be committed with it.
         """
         start = self.next.get(partition)
-        if start is None or first_offset <= start:
-            self._suspect_gap.pop(partition, None)
-            return None
-        if self._suspect_gap.get(partition) == (start, first_offset):
-            log.info(
-                "offsets %d..%d of partition %d hold no records: going on",
-                start,
-                first_offset - 1,
-                partition,
-            )
-            self._suspect_gap.pop(partition, None)
-            return None
-        self._suspect_gap[partition] = (start, first_offset)
-        log.warning(
-            "records %d..%d of partition %d did not arrive: reading them again",
-            start,
-            first_offset - 1,
-            partition,
-        )
-        return start
+        ordered = sorted({o for o in offsets if start is None or o >= start})
+        if not ordered:
+            return Claim([])
+        empty = self.empty.get(partition)
+        if empty is not None and start is not None:
+            empty.discard_below(start)
+        expected = ordered[0] if start is None else start
+        run: list[int] = []
+        for offset in ordered:
+            if offset != expected and not (empty is not None and empty.covers(expected, offset)):
+                return Claim(run, (expected, offset))
+            run.append(offset)
+            expected = offset + 1
+        return Claim(run)
+
+    def prove_empty(self, partition: int, ranges: Iterable[tuple[int, int]]) -> None:
+        """Record offsets a read_committed fetch skipped: no record there will ever arrive."""
+        known = self.empty.setdefault(partition, OffsetRanges())
+        for start, end in ranges:
+            known.add_range(start, end)
+
+    def seek_due(self, partition: int, offset: int, now: float) -> bool:
+        """Whether to read ``partition`` again from ``offset`` now: not if it was sent there
+        less than ``RESEEK_AFTER_S`` ago (the records read again are still on their way)."""
+        sought = self._sought.get(partition)
+        if sought is not None and sought[0] == offset and now - sought[1] < RESEEK_AFTER_S:
+            return False
+        self._sought[partition] = (offset, now)
+        return True
 
 
 ProducerFactory = Callable[[str], AIOKafkaProducer]
@@ -171,12 +201,19 @@ class PartitionTransactions:
     """The transactional producers of the request partitions this worker owns."""
 
     def __init__(
-        self, *, source_topic: str, group_id: str, app_id: str, new_producer: ProducerFactory
+        self,
+        *,
+        source_topic: str,
+        group_id: str,
+        app_id: str,
+        new_producer: ProducerFactory,
+        probe: PartitionReader | None = None,
     ) -> None:
         self.source_topic = source_topic
         self.group_id = group_id
         self.app_id = app_id
         self._new_producer = new_producer
+        self._probe = probe
         self.positions = Positions()
         self._producers: dict[int, AIOKafkaProducer] = {}
         self._lock = asyncio.Lock()
@@ -250,6 +287,61 @@ class PartitionTransactions:
             self.positions.revoke()
             for partition in list(self._producers):
                 await self._stop(partition)
+        if self._probe is not None:
+            await self._probe.stop()
+
+    async def claim(
+        self, partition: int, offsets: Sequence[int], seek: Callable[[int], Awaitable[None]]
+    ) -> list[int]:
+        """The offsets of a batch to answer: the run from the partition's next offset that has
+        no hole, where a hole is an offset with no record that Kafka did not prove empty.
+
+        A hole is looked at once with a fetch of its own (``HOLE_PROBE_S`` at most): offsets
+        the broker skips for a read_committed consumer (transaction markers, aborted or
+        compacted records) are empty for good and passed over. A hole holding records, or one
+        the probe could not look at, is a record lost inside the stream: the partition is read
+        again from it (``seek``), and only the run before it is answered now.
+        """
+        positions = self.positions
+        while True:
+            claim = positions.claim(partition, offsets)
+            if claim.hole is None:
+                return claim.offsets
+            start, end = claim.hole
+            if await self._proven_empty(partition, start, end):
+                continue
+            if positions.seek_due(partition, start, asyncio.get_running_loop().time()):
+                log.warning(
+                    "records %d..%d of partition %d did not arrive: reading them again",
+                    start,
+                    end - 1,
+                    partition,
+                )
+                await seek(start)
+            return claim.offsets
+
+    async def _proven_empty(self, partition: int, start: int, end: int) -> bool:
+        """Fetch from ``start``: the offsets the fetch skipped are recorded as empty; true when
+        that covers ``[start, end)``."""
+        if self._probe is None:
+            return False
+        try:
+            found, after = await self._probe.first_fetch(
+                self.source_topic, partition, start, HOLE_PROBE_S
+            )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.info(
+                "partition %d: could not look at offsets %d..%d (%r)",
+                partition,
+                start,
+                end - 1,
+                exc,
+            )
+            return False
+        self.positions.prove_empty(
+            partition, OffsetRanges((o, o + 1) for o in found).missing(start, after)
+        )
+        return self.positions.empty[partition].covers(start, end)
 
     async def _commit(
         self,

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from streams.context import ServiceContext
-from streams.exactly_once import Positions
+from streams.exactly_once import PartitionTransactions
 from streams.settings import Settings
 
 
@@ -25,10 +25,15 @@ class Consumer:
 
 
 def context(committed: dict[int, int | None]) -> tuple[ServiceContext, Consumer]:
-    positions = Positions()
-    positions.assign(set(committed), committed)
+    transactions = PartitionTransactions(
+        source_topic="requests",
+        group_id="g",
+        app_id="a",
+        new_producer=lambda _: None,  # type: ignore[arg-type,return-value]
+        probe=None,  # no fetch to prove a hole empty: every hole is read again
+    )
+    transactions.positions.assign(set(committed), committed)
     consumer = Consumer()
-    transactions = SimpleNamespace(positions=positions, source_topic="requests", epoch=0)
     app = SimpleNamespace(transactions=transactions, consumer=consumer)
     ctx = ServiceContext(Settings.from_env({}), app, None, {}, None, None, None, None, None)
     return ctx, consumer
@@ -60,9 +65,16 @@ async def test_a_gap_before_the_batch_seeks_back_and_claims_nothing() -> None:
     assert [(tp.topic, tp.partition, offset) for tp, offset in consumer.seeks] == [
         ("requests", 0, 10)
     ]
-    # Read again and the same gap is still there: it is real (transaction markers) and accepted.
-    assert offsets(await ctx.claim(0, events(14, 15), epoch=0)) == [14, 15]
+    # Copies buffered before the seek show the same gap: nothing claimed, no second seek.
+    assert await ctx.claim(0, events(14, 15), epoch=0) == []
     assert len(consumer.seeks) == 1
+
+
+async def test_a_record_missing_inside_the_batch_answers_the_run_before_it_and_seeks() -> None:
+    ctx, consumer = context({1: 363})
+    kept = await ctx.claim(1, events(363, *range(365, 376)), epoch=0)
+    assert offsets(kept) == [363]
+    assert [(tp.partition, offset) for tp, offset in consumer.seeks] == [(1, 364)]
 
 
 async def test_nothing_is_claimed_for_a_partition_no_longer_owned_or_from_an_old_epoch() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.exactly_once import PartitionTransactions, Positions
+from streams.exactly_once import RESEEK_AFTER_S, Claim, PartitionTransactions, Positions
 
 
 def assigned(partitions: set[int], committed: dict[int, int | None]) -> Positions:
@@ -46,33 +46,150 @@ def test_a_fenced_partition_is_dropped_until_the_next_assignment() -> None:
 
 def test_records_below_the_committed_offset_are_stale_copies() -> None:
     positions = assigned({0, 1}, {0: 100, 1: None})
-    assert positions.unpublished(0, [98, 99, 100, 101]) == [100, 101]
-    assert positions.unpublished(1, [0, 1]) == [0, 1]  # nothing committed yet: all of them
+    assert positions.claim(0, [98, 99, 100, 101]).offsets == [100, 101]
+    assert positions.claim(1, [0, 1]).offsets == [0, 1]  # nothing committed yet: all of them
     positions.next[0] = 102  # a transaction committed through offset 101
-    assert positions.unpublished(0, [100, 101, 102]) == [102]
+    assert positions.claim(0, [100, 101, 102]) == Claim([102])
 
 
-def test_a_gap_is_read_again_once_then_accepted_when_it_is_real() -> None:
+def test_a_hole_at_the_head_answers_nothing_and_names_the_missing_offsets() -> None:
     positions = assigned({0}, {0: 100})
-    assert positions.gap_before(0, 105) == 100  # first sight: seek back and read again
-    assert positions.gap_before(0, 105) is None  # same gap after the re-read: markers, accept
+    assert positions.claim(0, [105, 106]) == Claim([], (100, 105))
 
 
-def test_a_different_gap_after_the_re_read_is_read_again_too() -> None:
-    positions = assigned({0}, {0: 100})
-    assert positions.gap_before(0, 105) == 100
-    assert positions.gap_before(0, 103) == 100
+def test_a_hole_inside_a_batch_answers_only_the_run_before_it() -> None:
+    # The fault run's loss: 363 and 365-375 arrived in one batch, 364 did not.
+    positions = assigned({1}, {1: 363})
+    assert positions.claim(1, [363, *range(365, 376)]) == Claim([363], (364, 365))
+    # Duplicated copies and disorder change nothing.
+    assert positions.claim(1, [366, 363, 365, 363]) == Claim([363], (364, 365))
+
+
+def test_only_the_first_hole_counts_and_the_run_stops_there() -> None:
+    positions = assigned({0}, {0: 10})
+    assert positions.claim(0, [10, 11, 13, 14, 16]) == Claim([10, 11], (12, 13))
+
+
+def test_holes_proven_empty_are_passed_over_and_others_still_stop_the_run() -> None:
+    positions = assigned({0}, {0: 10})
+    positions.prove_empty(0, [(12, 13)])  # a transaction marker
+    assert positions.claim(0, [10, 11, 13, 14, 16]) == Claim([10, 11, 13, 14], (15, 16))
+    positions.prove_empty(0, [(15, 16)])
+    assert positions.claim(0, [10, 11, 13, 14, 16]) == Claim([10, 11, 13, 14, 16])
+    # A head hole proven empty too (the markers right after the committed offset).
+    positions.next[0] = 17
+    positions.prove_empty(0, [(17, 19)])
+    assert positions.claim(0, [19, 20]) == Claim([19, 20])
+
+
+def test_a_partly_proven_hole_is_still_a_hole() -> None:
+    positions = assigned({0}, {0: 10})
+    positions.prove_empty(0, [(10, 12)])
+    assert positions.claim(0, [13]) == Claim([], (10, 13))
+
+
+def test_a_partition_is_sent_back_to_a_hole_once_while_its_records_are_read_again() -> None:
+    positions = assigned({0}, {0: 10})
+    assert positions.seek_due(0, 12, now=100.0)
+    assert not positions.seek_due(0, 12, now=101.0)  # stale copies still show the hole
+    assert positions.seek_due(0, 13, now=101.0)  # another hole
+    assert positions.seek_due(0, 13, now=101.0 + RESEEK_AFTER_S)  # the re-read lost it again
+    positions.revoke()
+    positions.assign({0}, {0: 10})
+    assert positions.seek_due(0, 13, now=102.0)  # a new assignment starts afresh
+
+
+class Probe:
+    """Stands in for the read_committed fetch: ``records`` are the partition's record offsets."""
+
+    def __init__(self, records: list[int] | None) -> None:
+        self.records = records
+        self.fetches: list[int] = []
+
+    async def first_fetch(
+        self, topic: str, partition: int, start: int, timeout_s: float
+    ) -> tuple[list[int], int]:
+        self.fetches.append(start)
+        if self.records is None:
+            raise TimeoutError("Kafka away")
+        found = [o for o in self.records if o >= start][:4]
+        return found, (found[-1] + 1 if found else start)
+
+    async def stop(self) -> None:
+        pass
+
+
+def guarded(probe: Probe, committed: int) -> tuple[PartitionTransactions, list[int]]:
+    transactions = PartitionTransactions(
+        source_topic="requests",
+        group_id="g",
+        app_id="a",
+        new_producer=lambda _: None,  # type: ignore[arg-type,return-value]
+        probe=probe,  # type: ignore[arg-type]
+    )
+    transactions.positions.assign({0}, {0: committed})
+    return transactions, []
+
+
+async def test_a_record_lost_inside_a_batch_sends_the_partition_back_to_it() -> None:
+    probe = Probe([10, 11, 12, 13, 14])
+    transactions, seeks = guarded(probe, 10)
+
+    async def seek(offset: int) -> None:
+        seeks.append(offset)
+
+    assert await transactions.claim(0, [10, 11, 13, 14], seek) == [10, 11]
+    assert seeks == [12] and probe.fetches == [12]
+    # Copies buffered before the seek show the same hole: no second seek, nothing answered.
+    transactions.positions.next[0] = 12
+    assert await transactions.claim(0, [13, 14], seek) == []
+    assert seeks == [12]
+    # The records read again arrive with the lost one.
+    assert await transactions.claim(0, [12, 13, 14], seek) == [12, 13, 14]
+
+
+async def test_markers_inside_a_batch_are_proven_empty_and_do_not_stall_it() -> None:
+    # Requests from a transactional producer: a commit marker after every three records.
+    probe = Probe([10, 11, 12, 14, 15, 16, 18, 19])
+    transactions, seeks = guarded(probe, 10)
+
+    async def seek(offset: int) -> None:
+        seeks.append(offset)
+
+    assert await transactions.claim(0, [10, 11, 12, 14, 15, 16, 18, 19], seek) == [
+        10,
+        11,
+        12,
+        14,
+        15,
+        16,
+        18,
+        19,
+    ]
+    assert seeks == []
+    # One fetch proved both markers: it returned 14-16 and 18, skipping 13 and 17.
+    assert probe.fetches == [13]
+
+
+async def test_a_hole_that_cannot_be_looked_at_is_read_again_never_passed_over() -> None:
+    transactions, seeks = guarded(Probe(None), 10)
+
+    async def seek(offset: int) -> None:
+        seeks.append(offset)
+
+    assert await transactions.claim(0, [10, 12], seek) == [10]
+    assert seeks == [11]
 
 
 @pytest.mark.parametrize("first", [90, 100])
-def test_no_gap_when_the_batch_starts_at_or_before_the_committed_offset(first: int) -> None:
+def test_no_hole_when_the_batch_starts_at_or_before_the_committed_offset(first: int) -> None:
     positions = assigned({0}, {0: 100})
-    assert positions.gap_before(0, first) is None
+    assert positions.claim(0, [first, 100, 101]) == Claim([100, 101])
 
 
-def test_no_gap_check_before_anything_was_committed() -> None:
+def test_nothing_committed_yet_starts_at_the_first_record_and_still_finds_inner_holes() -> None:
     positions = assigned({0}, {0: None})
-    assert positions.gap_before(0, 57) is None
+    assert positions.claim(0, [57, 58, 60]) == Claim([57, 58], (59, 60))
 
 
 def test_the_internals_we_rely_on_are_there() -> None:
