@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from agents.core.decide import Rejected, Work
 from schemas.events import MigrationRequest, Outcome, Rejection, decode_request
 from streams import topics
-from streams.codecs import Origin, dead_letter, failure_headers
+from streams.codecs import Origin, dead_letter, failure_headers, origin_headers
 from streams.exactly_once import Send
 
 if TYPE_CHECKING:
@@ -289,7 +289,7 @@ def _send(
         )
         return Send(topics.DEAD_LETTER, message.key, value, headers)
     assert outcome is not None and encoded is not None
-    headers = []
+    headers = origin_headers(origin)
     if outcome.error is not None:
         headers = failure_headers(
             origin, code=outcome.error.code.value, retryable=outcome.error.retryable

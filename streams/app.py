@@ -18,8 +18,9 @@ from aiokafka import AIOKafkaProducer
 from agents.migration_agent import register_agents
 from agents.stores import redis_mirror
 from streams import topics
+from streams.answer_audit import AnswerAuditor
 from streams.context import Resources, ServiceContext
-from streams.control import ControlWatcher
+from streams.control import ControlWatcher, worker_name
 from streams.exactly_once import (
     MigratorApp,
     PartitionTransactions,
@@ -136,6 +137,15 @@ def create_app(settings: Settings) -> ServiceContext:
         share=lambda: len(control.owned_partitions()) / settings.topic_partitions,
     )
     app.service(revalidator)  # type: ignore[arg-type]
+    auditor = AnswerAuditor(
+        settings,
+        resources,
+        owned=lambda: [tp.partition for tp in control.owned_partitions()],
+        name=worker_name,
+        every_s=settings.audit_every_s,
+    )
+    if settings.audit_every_s > 0:
+        app.service(auditor)  # type: ignore[arg-type]
     context = ServiceContext(
         settings=settings,
         app=app,
@@ -146,6 +156,7 @@ def create_app(settings: Settings) -> ServiceContext:
         resources=resources,
         control=control,
         revalidator=revalidator,
+        auditor=auditor,
     )
 
     context.agents = register_agents(context)

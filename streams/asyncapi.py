@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from schemas.events import SCHEMA_VERSION, DeadLetter, MigrationRequest, Outcome
 from streams import topics
-from streams.codecs import FAILURE_HEADERS, HEADER_PREFIX
+from streams.codecs import FAILURE_HEADERS, HEADER_PREFIX, ORIGIN_HEADERS
 
 _REF = "#/components/schemas/{model}"
 FILE_NAME = "asyncapi.json"
@@ -35,12 +35,13 @@ def _schemas() -> dict[str, Any]:
 
 
 def _headers(what: str) -> dict[str, Any]:
+    names = ORIGIN_HEADERS if what == "outcomes" else FAILURE_HEADERS
     return {
         "type": "object",
         "description": f"On {what}: UTF-8 text, one value per name.",
         "properties": {
             HEADER_PREFIX + name: {"type": "string", "description": text}
-            for name, text in FAILURE_HEADERS.items()
+            for name, text in names.items()
         },
     }
 
@@ -111,7 +112,9 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                     "MigrationRequest",
                     key="must equal user_id; another key is dead-lettered",
                 ),
-                "outcome": _message("outcome", "Outcome", "Outcome", key=outcome_key),
+                "outcome": _message(
+                    "outcome", "Outcome", "Outcome", key=outcome_key, headers="outcomes"
+                ),
                 "failedOutcome": _message(
                     "failedOutcome",
                     "Failed outcome",

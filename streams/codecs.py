@@ -31,27 +31,55 @@ def _b64(data: bytes | None) -> str | None:
     return base64.b64encode(data).decode("ascii") if data is not None else None
 
 
-# What each header says (without the prefix), for the AsyncAPI document.
-FAILURE_HEADERS = {
-    "error-code": "the error code (failed outcomes) or the dead-letter reason",
-    "retryable": "true or false",
+# What each header says (without the prefix), for the AsyncAPI document. Every answer (each
+# outcome and each dead letter) names the request record it answers: that is what lets the
+# answer audit pair answers with requests without parsing a value (an addition to contract §3,
+# which asks it of failures and dead letters only).
+ORIGIN_HEADERS = {
     "original-topic": "topic of the request record",
     "original-partition": "its partition (decimal)",
     "original-offset": "its offset (decimal)",
     "original-timestamp": "its timestamp in ms since the epoch (decimal; empty if none)",
 }
+FAILURE_HEADERS = {
+    "error-code": "the error code (failed outcomes) or the dead-letter reason",
+    "retryable": "true or false",
+    **ORIGIN_HEADERS,
+}
+ORIGIN_PARTITION = HEADER_PREFIX + "original-partition"
+ORIGIN_OFFSET = HEADER_PREFIX + "original-offset"
 
 
-def failure_headers(origin: Origin, *, code: str, retryable: bool) -> Headers:
+def origin_headers(origin: Origin) -> Headers:
     values = {
-        "error-code": code,
-        "retryable": "true" if retryable else "false",
         "original-topic": origin.topic,
         "original-partition": str(origin.partition),
         "original-offset": str(origin.offset),
         "original-timestamp": "" if origin.timestamp_ms is None else str(origin.timestamp_ms),
     }
     return [(HEADER_PREFIX + name, value.encode("utf-8")) for name, value in values.items()]
+
+
+def failure_headers(origin: Origin, *, code: str, retryable: bool) -> Headers:
+    values = {"error-code": code, "retryable": "true" if retryable else "false"}
+    return [
+        *((HEADER_PREFIX + name, value.encode("utf-8")) for name, value in values.items()),
+        *origin_headers(origin),
+    ]
+
+
+def answered_offset(headers: Sequence[tuple[str, bytes | None]] | None) -> tuple[int, int] | None:
+    """The request partition and offset an answer names in its headers (None if it names none:
+    an answer published before every answer carried them)."""
+    partition = offset = None
+    for name, value in headers or ():
+        if name == ORIGIN_OFFSET and value:
+            offset = int(value)
+        elif name == ORIGIN_PARTITION and value:
+            partition = int(value)
+    if partition is None or offset is None:
+        return None
+    return partition, offset
 
 
 def dead_letter(

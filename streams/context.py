@@ -21,6 +21,7 @@ from agents.core.retry import RetryPolicy
 from agents.jobs import mirror_repair
 from agents.stores.postgres import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
+from streams.answer_audit import AnswerAuditor
 from streams.connections import create_pool, create_redis
 from streams.control import ControlWatcher
 from streams.exactly_once import MigratorApp, PartitionTransactions, Send
@@ -100,6 +101,7 @@ class ServiceContext:
     resources: Resources
     control: ControlWatcher
     revalidator: Revalidator
+    auditor: AnswerAuditor
     agents: dict[str, Any] = field(default_factory=dict)
     # Request records in the batches this worker's lanes are applying now (the dashboard's
     # "in flight"): taken from the topic, not yet answered.

@@ -42,6 +42,7 @@ _ENV_NAMES: dict[str, str] = {
     "failure_budget": "MIGRATOR_FAILURE_BUDGET",
     "outage_pause_s": "MIGRATOR_OUTAGE_PAUSE_S",
     "revalidate_per_s": "MIGRATOR_REVALIDATE_PER_S",
+    "audit_every_s": "MIGRATOR_AUDIT_EVERY_S",
 }
 
 
@@ -79,6 +80,8 @@ class Settings(BaseModel):
     outage_pause_s: float = Field(default=30.0, ge=0, le=86_400)
     # Migrated users re-validated per second by the background sampler (0: off).
     revalidate_per_s: float = Field(default=2.0, ge=0, le=1_000)
+    # Seconds between two rounds of the answer audit (every request answered once; 0: off).
+    audit_every_s: float = Field(default=10.0, ge=0, le=3_600)
 
     @field_validator("failure_budget")
     @classmethod

@@ -123,6 +123,43 @@ class Control(BaseModel):
     failure_budget: str | None = Field(None, description="MIGRATOR_FAILURE_BUDGET, or null")
 
 
+class AuditFinding(BaseModel):
+    partition: int
+    offset: int = Field(description="the request record's offset")
+    kind: Literal["unanswered", "duplicated"]
+    extra_answers: int = Field(description="duplicated: answers beyond the first")
+    request_id: str | None
+    user_id: str | None
+    found_at: str
+    found_by: str = Field(description="host:pid of the worker, or the CLI")
+
+
+class AuditPartition(BaseModel):
+    partition: int
+    audited_to: int = Field(description="every request record below this offset was judged")
+    age_s: float = Field(description="seconds since the audit last moved this partition")
+
+
+class AuditWorker(BaseModel):
+    rounds: int
+    records: int = Field(description="request records this worker judged")
+    answers: int = Field(description="answer offsets this worker read")
+    errors: int
+    last_error: str | None
+    last_round_at: str | None
+
+
+class Audit(BaseModel):
+    """The answer audit: every request record below the committed offset has one answer."""
+
+    ok: bool = Field(description="no open finding")
+    every_s: float = Field(description="MIGRATOR_AUDIT_EVERY_S (0: the audit is off)")
+    open: dict[str, int] = Field(description="open findings by kind")
+    findings: list[AuditFinding]
+    partitions: list[AuditPartition]
+    worker: AuditWorker = Field(description="the answering worker's own rounds")
+
+
 class Revalidation(BaseModel):
     """The background re-validation, summed over the workers."""
 
@@ -197,7 +234,11 @@ class WorkerIdentity(BaseModel):
 
 
 class Health(BaseModel):
-    ok: bool
+    ok: bool = Field(description="every dependency answers (false: HTTP 503)")
+    status: Literal["ok", "degraded", "down"] = Field(
+        description="degraded: dependencies answer, but a check that no restart cures failed "
+        "(answers: request records without exactly one answer)"
+    )
     checks: dict[str, CheckResult]
     worker: WorkerIdentity
     control: Control | None = None

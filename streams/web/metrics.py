@@ -60,6 +60,10 @@ class WorkerMetrics:
     revalidation: Mapping[str, Any] = field(default_factory=dict)
     # The latest runs (cluster facts, same on every worker): run id → figures.
     runs: Sequence[Mapping[str, Any]] = ()
+    # The answer audit: open findings by kind and partition (cluster facts, every partition of
+    # the topic present, 0 when clean) and this worker's rounds.
+    audit_open: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+    audit_worker: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _escape(value: str) -> str:
@@ -118,6 +122,7 @@ def prometheus_text(metrics: WorkerMetrics) -> str:
     _control(lines, worker, metrics.control)
     _revalidation(lines, worker, metrics.revalidation)
     _runs(lines, metrics.runs)
+    _audit(lines, worker, metrics.audit_open, metrics.audit_worker)
     for metric, (kind, text) in PROCESS.items():
         if metric in metrics.process:
             _family(lines, metric, kind, text)
@@ -180,6 +185,40 @@ def _revalidation(lines: list[str], worker: str, found: Mapping[str, Any]) -> No
     for check, count in sorted(found.get("mismatches", {}).items()):
         labels = _labels(worker=worker, check=check)
         lines.append(f"migrator_revalidation_mismatches_total{labels} {int(count)}")
+
+
+_AUDIT_GAUGES = {
+    "unanswered": (
+        "migrator_unanswered_records",
+        "Request records below the committed offset with no answer (open findings of the "
+        "answer audit). Same on every worker: max().",
+    ),
+    "duplicated": (
+        "migrator_duplicated_answers",
+        "Request records answered more than once (open findings of the answer audit). "
+        "Same on every worker: max().",
+    ),
+}
+
+
+def _audit(
+    lines: list[str], worker: str, found: Mapping[str, Mapping[int, int]], own: Mapping[str, Any]
+) -> None:
+    for kind, (metric, text) in _AUDIT_GAUGES.items():
+        if kind not in found:
+            continue
+        _family(lines, metric, "gauge", text)
+        for partition, count in sorted(found[kind].items()):
+            lines.append(f"{metric}{_labels(scope='cluster', partition=partition)} {int(count)}")
+    if not own:
+        return
+    for key, metric, text in (
+        ("rounds", "migrator_answer_audit_rounds_total", "Answer audit rounds of this worker."),
+        ("records", "migrator_answer_audit_records_total", "Request records it judged."),
+        ("errors", "migrator_answer_audit_errors_total", "Rounds skipped (a server away)."),
+    ):
+        _family(lines, metric, "counter", text)
+        lines.append(f"{metric}{_labels(worker=worker)} {int(own.get(key, 0))}")
 
 
 _RUN_FIGURES = {

@@ -34,6 +34,7 @@ _MODELS: list[type[BaseModel]] = [
     api.ThrottleBody,
     api.Control,
     api.Revalidation,
+    api.Audit,
     api.Run,
     api.Runs,
 ]
@@ -223,6 +224,11 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "revalidation",
                 "the background re-validation: mismatches by check, drift, latest user ids",
                 {"200": _json(api.Revalidation, "findings"), **_errors(503)},
+            ),
+            f"{PREFIX}/audit": _get(
+                "audit",
+                "the answer audit: request records without exactly one answer, per partition",
+                {"200": _json(api.Audit, "open findings and audit positions"), **_errors(503)},
             ),
             f"{PREFIX}/migrate": _admin("migrate", bulk=True),
             f"{PREFIX}/migrate/{{user_id}}": _admin("migrate", bulk=False),

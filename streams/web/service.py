@@ -19,15 +19,18 @@ from typing import TYPE_CHECKING, Any
 from faust.types import TP
 
 from agents.core import counters
+from agents.core.answer_audit import KINDS
 from agents.core.control import apply
 from agents.core.revalidation import combine
 from agents.core.runs import cohort
 from agents.jobs.validation import ValidationReport, validate_user
+from agents.stores import answer_audit as answer_store
 from agents.stores import postgres, redis_mirror
 from agents.stores.runs import record_run, run_failures, run_summaries
 from schemas.events import ErrorCode, is_retryable
 from streams import topics
 from streams.control import worker_name
+from streams.group_offsets import GroupOffsets
 from streams.requests_out import encode, new_requests
 from streams.web.inputs import RequestOptions
 from streams.web.metrics import WorkerMetrics
@@ -44,53 +47,26 @@ STATUS_EVERY_S = 2.0
 WORKER_GONE_S = 15.0
 # How old the runs' figures in progress and /metrics may be.
 RUNS_EVERY_S = 5.0
+# Checks whose failure degrades the worker without making it unhealthy (health stays 200): the
+# answer audit's findings are the cluster's, and no restart cures them.
+DEGRADING = frozenset({"answers"})
+# Open findings health names (GET audit lists up to 1,000).
+HEALTH_FINDINGS = 50
 
 
 def _now_s() -> int:
     return int(time.time())
 
 
-class _GroupOffsets:
-    """The app id's committed offsets, read with one admin client kept for the worker's life."""
-
-    def __init__(self, bootstrap_servers: list[str], group_id: str) -> None:
-        self._bootstrap = bootstrap_servers
-        self._group_id = group_id
-        self._admin: Any = None
-
-    async def committed(self) -> dict[int, int]:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        if self._admin is None:
-            admin = AIOKafkaAdminClient(
-                bootstrap_servers=self._bootstrap, request_timeout_ms=_CHECK_TIMEOUT_S * 1000
-            )
-            await asyncio.wait_for(admin.start(), timeout=_CHECK_TIMEOUT_S + 1)
-            self._admin = admin
-        try:
-            found = await asyncio.wait_for(
-                self._admin.list_consumer_group_offsets(self._group_id), timeout=_CHECK_TIMEOUT_S
-            )
-        except BaseException:
-            admin, self._admin = self._admin, None
-            await admin.close()
-            raise
-        return {
-            tp.partition: meta.offset
-            for tp, meta in found.items()
-            if tp.topic == topics.REQUESTED and meta.offset >= 0
-        }
-
-
 @dataclass
 class WebService:
     context: ServiceContext
-    _group_offsets: _GroupOffsets = field(init=False)
+    _group_offsets: GroupOffsets = field(init=False)
     _runs_cache: tuple[float, list[dict[str, Any]]] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         settings = self.context.settings
-        self._group_offsets = _GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id)
+        self._group_offsets = GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id)
 
     def _owned_partitions(self) -> list[int]:
         """The request partitions this worker owns now."""
@@ -195,7 +171,15 @@ class WebService:
             control=self.control(),
             revalidation=self.context.revalidator.tally.as_dict(),
             runs=await self.latest_runs(),
+            audit_open=await self._audit_counts(),
+            audit_worker=vars(self.context.auditor.tally),
         )
+
+    async def _audit_counts(self) -> dict[str, dict[int, int]]:
+        """Open findings by kind and partition, every partition of the topic present."""
+        found = await answer_store.open_counts(self._pool, self.context.settings.app_id)
+        every = range(self.context.settings.topic_partitions)
+        return {kind: {p: found.get(kind, {}).get(p, 0) for p in every} for kind in KINDS}
 
     async def report_status(self) -> None:
         """Write this worker's row of ``worker_status`` (partitions, lag, memory)."""
@@ -337,7 +321,74 @@ class WebService:
             # Not a failure: Redis is repaired from PostgreSQL by the worker itself.
             pending = await postgres.pending_mirror_count(self._pool)
             checks["redis_mirror"] = {"ok": True, "pending": pending}
-        return all(c["ok"] for c in checks.values()), checks
+            checks["answers"] = await self._answers_check()
+        return all(c["ok"] for name, c in checks.items() if name not in DEGRADING), checks
+
+    async def _answers_check(self) -> dict[str, Any]:
+        """The answer audit's open findings, by kind and partition (a few offsets each)."""
+        found = await answer_store.open_findings(
+            self._pool, self.context.settings.app_id, limit=HEALTH_FINDINGS
+        )
+        check: dict[str, Any] = {"ok": not found}
+        for kind in KINDS:
+            by_partition: dict[str, list[int]] = {}
+            for row in found:
+                if row["kind"] == kind:
+                    by_partition.setdefault(str(row["partition"]), []).append(
+                        int(row["request_offset"])
+                    )
+            if by_partition:
+                check[kind] = by_partition
+        if found:
+            check["error"] = (
+                "request records without exactly one answer: run `migrator audit`, then "
+                "`migrator replay --unanswered`"
+            )
+        return check
+
+    async def answer_audit(self) -> dict[str, Any]:
+        """``GET audit``: the open findings, each partition's audit position, this worker's
+        rounds."""
+        await self.context.ready_core()
+        app_id = self.context.settings.app_id
+        found = await answer_store.open_findings(self._pool, app_id)
+        now = datetime.now(UTC)
+        positions = await answer_store.positions(self._pool, app_id)
+        tally = self.context.auditor.tally
+        return {
+            "ok": not found,
+            "every_s": self.context.settings.audit_every_s,
+            "open": {kind: sum(1 for f in found if f["kind"] == kind) for kind in KINDS},
+            "findings": [
+                {
+                    "partition": int(f["partition"]),
+                    "offset": int(f["request_offset"]),
+                    "kind": f["kind"],
+                    "extra_answers": int(f["extra_answers"]),
+                    "request_id": f["request_id"],
+                    "user_id": f["user_id"],
+                    "found_at": f["found_at"].isoformat(),
+                    "found_by": f["found_by"],
+                }
+                for f in found
+            ],
+            "partitions": [
+                {
+                    "partition": int(p["partition"]),
+                    "audited_to": int(p["audited_to"]),
+                    "age_s": round((now - p["updated_at"]).total_seconds(), 1),
+                }
+                for p in positions
+            ],
+            "worker": {
+                "rounds": tally.rounds,
+                "records": tally.records,
+                "answers": tally.answers,
+                "errors": tally.errors,
+                "last_error": tally.last_error,
+                "last_round_at": tally.last_round_at.isoformat() if tally.last_round_at else None,
+            },
+        }
 
     async def validate(self, user_id: str) -> ValidationReport:
         await self.context.ready_core()

@@ -162,8 +162,10 @@ class Progress(ServiceView):
 class Health(ServiceView):
     async def get(self, request: Request) -> Response:
         ok, checks = await self.service.health()
+        degraded = ok and not all(check["ok"] for check in checks.values())
         answer = {
             "ok": ok,
+            "status": "degraded" if degraded else "ok" if ok else "down",
             "checks": checks,
             "worker": self.service.identity(),
             "control": self.service.control(),
@@ -313,6 +315,15 @@ class Revalidation(ServiceView):
         return self.json(api.answer(api.Revalidation, found))
 
 
+class Audit(ServiceView):
+    async def get(self, request: Request) -> Response:
+        try:
+            found = await self.service.answer_audit()
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        return self.json(api.answer(api.Audit, found))
+
+
 class OpenApi(ServiceView):
     async def get(self, request: Request) -> Response:
         return self.text(openapi_text(), content_type="application/json")
@@ -337,6 +348,7 @@ ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
     (f"{PREFIX}/control/resume", Resume),
     (f"{PREFIX}/control/throttle", Throttle),
     (f"{PREFIX}/revalidation", Revalidation),
+    (f"{PREFIX}/audit", Audit),
     ("/dashboard", Dashboard),
     ("/metrics", Metrics),
     ("/openapi.json", OpenApi),

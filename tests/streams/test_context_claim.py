@@ -35,7 +35,7 @@ def context(committed: dict[int, int | None]) -> tuple[ServiceContext, Consumer]
     transactions.positions.assign(set(committed), committed)
     consumer = Consumer()
     app = SimpleNamespace(transactions=transactions, consumer=consumer)
-    ctx = ServiceContext(Settings.from_env({}), app, None, {}, None, None, None, None, None)
+    ctx = ServiceContext(Settings.from_env({}), app, None, {}, None, None, None, None, None, None)
     return ctx, consumer
 
 
