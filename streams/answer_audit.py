@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -69,23 +69,19 @@ async def count_answers(
 
 async def judge_requests(
     reader: PartitionReader, ledger: PartitionLedger, start: int, end: int
-) -> tuple[list[FindingRow], list[tuple[int, int]], int]:
-    """Judge the request records of ``[start, end)``: the unanswered ones (with their request
-    id and user where the value says), the originals repaired, and how many records were read."""
-    findings: list[FindingRow] = []
-    repaired: list[tuple[int, int]] = []
-    read = 0
+) -> AsyncIterator[tuple[list[FindingRow], list[tuple[int, int]], int]]:
+    """Judge the request records of ``[start, end)``, a fetch at a time: per fetch, the
+    unanswered records (with the request id and user their value names), the originals whose
+    replay is answered, and how many records were read. The ledger ends audited to ``end``."""
     async for records in reader.read(topics.REQUESTED, ledger.partition, start, end):
-        read += len(records)
         by_offset = {record.offset: record for record in records}
         seen = [RequestSeen(record.offset, replay_of(record.headers)) for record in records]
-        unanswered, fixed = ledger.judge(seen, records[-1].offset + 1)
-        repaired.extend(fixed)
-        findings.extend(
+        unanswered, repaired = ledger.judge(seen, records[-1].offset + 1)
+        findings = [
             FindingRow(f, *_request_identity(by_offset[f.offset].value)) for f in unanswered
-        )
+        ]
+        yield findings, repaired, len(records)
     ledger.advance(end)
-    return findings, repaired, read
 
 
 def _request_identity(value: bytes | None) -> tuple[str | None, str | None]:
@@ -154,6 +150,7 @@ class AnswerAuditor(Service):
                 self.tally.errors += 1
                 self.tally.last_error = f"{type(exc).__name__}: {exc}"
                 log.info("answer audit: round skipped (%s)", self.tally.last_error)
+                await self._reader.stop()  # started afresh by the next round
 
     async def on_stop(self) -> None:
         await self._reader.stop()
@@ -187,17 +184,19 @@ class AnswerAuditor(Service):
         for topic in ANSWER_TOPICS:
             start = reads.get(topic, 0)
             end = (await self._reader.ends(topic, [partition]))[partition]
-            found, _ = await count_answers(self._reader, ledger, topic, start, end)
-            duplicates.extend(found)
+            twice, _ = await count_answers(self._reader, ledger, topic, start, end)
+            duplicates.extend(twice)
             self.tally.answers += max(0, end - start)
             reads[topic] = end
         unanswered: list[FindingRow] = []
         repaired: list[tuple[int, int]] = []
         if limit is not None and limit > ledger.audited_to:
-            unanswered, repaired, read = await judge_requests(
+            async for found, fixed, read in judge_requests(
                 self._reader, ledger, ledger.audited_to, limit
-            )
-            self.tally.records += read
+            ):
+                unanswered.extend(found)
+                repaired.extend(fixed)
+                self.tally.records += read
         findings = [*unanswered, *(FindingRow(f) for f in duplicates)]
         after = AuditPosition(ledger, reads)
         async with pool.acquire() as conn:

@@ -24,26 +24,35 @@ class PartitionReader:
     """A started consumer reading ``[start, end)`` of one partition at a time."""
 
     def __init__(self, bootstrap_servers: Sequence[str], *, request_timeout_s: float = 10) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=list(bootstrap_servers),
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-            group_id=None,
-            request_timeout_ms=int(request_timeout_s * 1000),
-            fetch_max_wait_ms=100,
-        )
-        self._started = False
+        self._bootstrap = list(bootstrap_servers)
+        self._request_timeout_ms = int(request_timeout_s * 1000)
+        self._client: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def _consumer(self) -> AIOKafkaConsumer:
+        assert self._client is not None, "PartitionReader.start() first"
+        return self._client
+
     async def start(self) -> None:
-        if not self._started:
-            await start_kafka_client(self._consumer)
-            self._started = True
+        """Start the consumer (made here, not before: one made and never started is a
+        warning at exit). A reader whose consumer failed is started afresh next time."""
+        if self._client is None:
+            client = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                isolation_level="read_committed",
+                enable_auto_commit=False,
+                group_id=None,
+                request_timeout_ms=self._request_timeout_ms,
+                fetch_max_wait_ms=100,
+            )
+            await start_kafka_client(client)
+            self._client = client
 
     async def stop(self) -> None:
-        if self._started:
-            self._started = False
-            await self._consumer.stop()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.stop()
 
     async def partitions(self, topic: str) -> list[int]:
         """The topic's partitions (none if it does not exist)."""
@@ -63,6 +72,16 @@ class PartitionReader:
         tps = [TopicPartition(topic, p) for p in partitions]
         found = await self._consumer.beginning_offsets(tps)
         return {tp.partition: offset for tp, offset in found.items()}
+
+    async def offsets_for_time(
+        self, topic: str, partitions: Sequence[int], timestamp_ms: int
+    ) -> dict[int, int | None]:
+        """Each partition's first offset whose record is at or after ``timestamp_ms`` (None:
+        no such record yet)."""
+        await self.start()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        found = await self._consumer.offsets_for_times(dict.fromkeys(tps, timestamp_ms))
+        return {tp.partition: None if meta is None else meta.offset for tp, meta in found.items()}
 
     async def first_fetch(
         self, topic: str, partition: int, start: int, timeout_s: float

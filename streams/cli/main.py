@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from streams.cli import (
+    audit,
     control,
     database,
     enqueue,
@@ -37,13 +38,28 @@ OPERATOR_PATH = """the operator's path:
   migrator rollback --file cohort-1.csv --execute    take it back
   migrator replay --execute                          replay what failed
   migrator validate USER_ID                          check one user end to end
+  migrator audit                                     every request answered exactly once?
+  migrator replay --unanswered --execute             publish again what was never answered
   migrator resync-redis --execute                    rebuild the Redis mirror
 
 every command plans first and changes nothing without --execute; `migrator COMMAND --help`
 """
 
 # In the order ``migrator --help`` lists them: run, prepare, move users, look.
-JOBS = (service, stack, database, enqueue, rollback, replay, validate, resync, stats, runs, control)
+JOBS = (
+    service,
+    stack,
+    database,
+    enqueue,
+    rollback,
+    replay,
+    validate,
+    resync,
+    stats,
+    runs,
+    control,
+    audit,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

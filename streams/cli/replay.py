@@ -21,6 +21,7 @@ from typing import Any
 from schemas.events import ErrorCode, MigrationRequest, Outcome, is_retryable
 from streams.cli.output import parse_time
 from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
+from streams.cli.replay_unanswered import add_option as add_unanswered_option
 from streams.cli.selection import add_id_options, read_ids
 from streams.settings import Settings
 
@@ -29,6 +30,7 @@ EXAMPLES = """examples:
   migrator replay --code database_unavailable --execute
   migrator replay --since 2026-11-24T08:00 --retryable-only
   migrator replay --ids u1,u2 --plan-out replay.jsonl
+  migrator replay --unanswered --execute            the records the answer audit found unanswered
 """
 
 
@@ -135,6 +137,10 @@ def _time(value: str) -> datetime:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if args.unanswered:
+        from streams.cli.replay_unanswered import replay_unanswered
+
+        return replay_unanswered(args)
     filtered = bool(args.ids or args.file or args.code or args.since or args.until)
     saved = saved_plan(args, "replay", selected=filtered)
     if saved is not None:
@@ -184,5 +190,6 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--retryable-only", action="store_true", help="only failures a retry may cure"
     )
+    add_unanswered_option(parser)
     add_plan_options(parser)
     parser.set_defaults(handler=_replay)
