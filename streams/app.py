@@ -24,7 +24,7 @@ from streams.control import ControlWatcher, worker_name
 from streams.exactly_once import (
     MigratorApp,
     PartitionTransactions,
-    bound_fetch_wait,
+    configure_worker_consumer,
     exclude_from_faust_commits,
 )
 from streams.partition_reader import PartitionReader
@@ -98,7 +98,7 @@ def create_app(settings: Settings) -> ServiceContext:
     requests = declare(topics.REQUESTED)
     outcome_topics = {kind: declare(name) for kind, name in topics.OUTCOME_TOPICS.items()}
     dead_letters = declare(topics.DEAD_LETTER)
-    bound_fetch_wait()
+    configure_worker_consumer()
     transactions = None
     if settings.processing_guarantee == "exactly_once":
         transactions = PartitionTransactions(

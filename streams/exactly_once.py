@@ -40,8 +40,12 @@ where a name is gone, and ``pyproject.toml`` caps both below their next minor ve
    mid-send) or the producer must be replaced. Proven by the fault test and
    ``tests/streams/test_exactly_once.py::test_a_transaction_is_aborted_once``.
 5. ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer`` is
-   wrapped to set the aiokafka consumer's ``_fetch_max_wait_ms`` (``bound_fetch_wait``).
-   Corrects: Faust hard-codes 1,500 ms, and aiokafka keeps one fetch in flight per broker. A
+   wrapped to set the aiokafka consumer's ``_fetch_max_wait_ms`` and ``_isolation_level``
+   (``configure_worker_consumer``). Corrects, first: Faust reads ``read_uncommitted`` unless
+   its own exactly-once is on, so requests published in an upstream transaction that was then
+   aborted were migrated and answered (found by ``tests/e2e/test_holes.py``, which publishes
+   requests in transactions, one aborted). Second: Faust hard-codes 1,500 ms, and aiokafka
+   keeps one fetch in flight per broker. A
    fetch sent while the busy request partitions still hold undelivered records asks only for
    idle partitions (Faust's leader topic); the broker parks it for the whole wait, and nothing
    is fetched for the busy ones meanwhile. Under a steady load the worker locked into that
@@ -170,8 +174,10 @@ class Positions:
         expected = ordered[0] if start is None else start
         run: list[int] = []
         for offset in ordered:
-            if offset != expected and not (empty is not None and empty.covers(expected, offset)):
-                return Claim(run, (expected, offset))
+            if offset != expected:
+                unproven = empty.missing(expected, offset) if empty else [(expected, offset)]
+                if unproven:
+                    return Claim(run, (unproven[0][0], offset))
             run.append(offset)
             expected = offset + 1
         return Claim(run)
@@ -303,12 +309,17 @@ class PartitionTransactions:
         again from it (``seek``), and only the run before it is answered now.
         """
         positions = self.positions
+        present: set[int] = set()
+        looked: set[int] = set()
         while True:
             claim = positions.claim(partition, offsets)
             if claim.hole is None:
                 return claim.offsets
             start, end = claim.hole
-            if await self._proven_empty(partition, start, end):
+            if start not in present and start not in looked:
+                # What the look proves empty extends the run; what it finds is a lost record.
+                looked.add(start)
+                present.update(await self._look(partition, start))
                 continue
             if positions.seek_due(partition, start, asyncio.get_running_loop().time()):
                 log.warning(
@@ -320,28 +331,23 @@ class PartitionTransactions:
                 await seek(start)
             return claim.offsets
 
-    async def _proven_empty(self, partition: int, start: int, end: int) -> bool:
-        """Fetch from ``start``: the offsets the fetch skipped are recorded as empty; true when
-        that covers ``[start, end)``."""
+    async def _look(self, partition: int, start: int) -> list[int]:
+        """Fetch from ``start``: the offsets the fetch skipped are recorded as empty; the
+        offsets of the records it returned are returned (none when it could not look)."""
         if self._probe is None:
-            return False
+            return []
         try:
             found, after = await self._probe.first_fetch(
                 self.source_topic, partition, start, HOLE_PROBE_S
             )
         except (KafkaError, OSError, TimeoutError) as exc:
-            log.info(
-                "partition %d: could not look at offsets %d..%d (%r)",
-                partition,
-                start,
-                end - 1,
-                exc,
-            )
-            return False
+            log.info("partition %d: could not look at offset %d (%r)", partition, start, exc)
+            await self._probe.stop()  # started afresh by the next look
+            return []
         self.positions.prove_empty(
             partition, OffsetRanges((o, o + 1) for o in found).missing(start, after)
         )
-        return self.positions.empty[partition].covers(start, end)
+        return found
 
     async def _commit(
         self,
@@ -517,8 +523,9 @@ _patched: list[bool] = []
 FETCH_MAX_WAIT_MS = 100
 
 
-def bound_fetch_wait(ms: int = FETCH_MAX_WAIT_MS) -> None:
-    """Make every worker consumer Faust creates wait at most ``ms`` per fetch (register, 5)."""
+def configure_worker_consumer(ms: int = FETCH_MAX_WAIT_MS) -> None:
+    """Make every worker consumer Faust creates wait at most ``ms`` per fetch, and read only
+    committed records (register, 5)."""
     if _fetch_wait:
         _fetch_wait[0] = ms
         return
@@ -528,6 +535,7 @@ def bound_fetch_wait(ms: int = FETCH_MAX_WAIT_MS) -> None:
     def _create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> Any:
         consumer = create(self, transport)
         consumer._fetch_max_wait_ms = _fetch_wait[0]  # noqa: SLF001 - read when it starts
+        consumer._isolation_level = "read_committed"  # noqa: SLF001 - read when it starts
         return consumer
 
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]  # noqa: SLF001

@@ -104,6 +104,8 @@ class Worker:
     port: int = field(default_factory=free_port)
     token: str | None = ADMIN_TOKEN
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The worker's command line (a test may run a worker with a fault built in).
+    command: list[str] = field(default_factory=lambda: [*MIGRATOR, "worker", "-l", "info"])
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -127,7 +129,7 @@ class Worker:
         self.log_path = self.stack.directory / f"worker-{self.app_id}-{self.port}.log"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*MIGRATOR, "worker", "-l", "info"],
+                self.command,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -82,10 +82,13 @@ def test_holes_proven_empty_are_passed_over_and_others_still_stop_the_run() -> N
     assert positions.claim(0, [19, 20]) == Claim([19, 20])
 
 
-def test_a_partly_proven_hole_is_still_a_hole() -> None:
+def test_a_partly_proven_hole_is_still_a_hole_from_its_first_unproven_offset() -> None:
     positions = assigned({0}, {0: 10})
     positions.prove_empty(0, [(10, 12)])
-    assert positions.claim(0, [13]) == Claim([], (10, 13))
+    assert positions.claim(0, [13]) == Claim([], (12, 13))
+    # A marker, then a lost record: the partition is read again from the record, not the marker.
+    positions.prove_empty(0, [(14, 15)])
+    assert positions.claim(0, [12, 13, 16]) == Claim([12, 13], (15, 16))
 
 
 def test_a_partition_is_sent_back_to_a_hole_once_while_its_records_are_read_again() -> None:
@@ -233,8 +236,9 @@ def test_the_internals_we_rely_on_are_there() -> None:
 
 
 async def test_fetches_wait_at_most_the_bound() -> None:
-    """Faust's worker consumer waits 1,500 ms per fetch; ours is bounded (register, 5). The
-    consumer is built, not started: aiokafka reads the wait when it starts its fetcher."""
+    """Faust's worker consumer waits 1,500 ms per fetch and reads uncommitted records; ours is
+    bounded and reads committed ones (register, 5). The consumer is built, not started:
+    aiokafka reads both when it starts its fetcher."""
     import inspect
 
     from aiokafka import AIOKafkaConsumer
@@ -247,7 +251,10 @@ async def test_fetches_wait_at_most_the_bound() -> None:
     consumer = migrator.app.consumer._thread._create_worker_consumer(migrator.app.transport)
     assert isinstance(consumer, AIOKafkaConsumer)
     assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
-    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+    assert consumer._isolation_level == "read_committed"  # requests of aborted transactions
+    source = inspect.getsource(AIOKafkaConsumer.start)
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in source
+    assert "isolation_level=self._isolation_level" in source
     await consumer.stop()
 
 
@@ -277,3 +284,14 @@ async def test_a_transaction_is_aborted_once() -> None:
     await transactions._abort(producer)
     await transactions._abort(producer)  # already aborted
     assert Producer.aborts == 1
+
+
+async def test_a_marker_then_a_lost_record_reads_again_from_the_record() -> None:
+    probe = Probe([10, 11, 12, 14, 15])  # 13: a transaction marker; 14 lost in the stream
+    transactions, seeks = guarded(probe, 10)
+
+    async def seek(offset: int) -> None:
+        seeks.append(offset)
+
+    assert await transactions.claim(0, [10, 11, 12, 15], seek) == [10, 11, 12]
+    assert seeks == [14] and probe.fetches == [13]
