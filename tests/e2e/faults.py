@@ -69,6 +69,9 @@ _FAULT_COST_S = {
 }
 # Server faults first: a worker fault that leaves workers crash-looping would otherwise hide
 # what the later server faults do to the outcomes.
+# The workers' answer audit runs this often in a fault run, so its verdict comes quickly.
+AUDIT_EVERY_S = 3.0
+
 CI_FAULTS = (
     "redis_kill",
     "postgres_kill",
@@ -780,6 +783,7 @@ class _Run:
         app_id = f"faults-{uuid.uuid4().hex[:6]}"
         env = {
             "MIGRATOR_BATCH_SIZE": str(config.batch_size),
+            "MIGRATOR_AUDIT_EVERY_S": str(AUDIT_EVERY_S),
             # The run plants failures on purpose (about 4 % of its outcomes, in bursts of
             # rollbacks of users not migrated): a failure budget would pause it for an operator
             # that never comes. Run control has its own tests (test_run_control.py).
@@ -792,6 +796,9 @@ class _Run:
         self.supervisor = Supervisor(self.slots, self.clock, self.log)
         self.tail = Tail(stack)
         self.flood: Flood | None = None
+        # The schedule's own randomness, from the run's seed: the faults' order, which worker,
+        # when after the backlog drained, how soon a killed worker comes back.
+        self.rng = random.Random(config.seed * 7919 + 1)
 
     def clock(self) -> float:
         return time.monotonic() - self.t0
@@ -834,9 +841,13 @@ class _Run:
             await asyncio.wait_for(self.tail.started.wait(), timeout=60)
             tasks.append(asyncio.ensure_future(self.flood.run()))
             await asyncio.sleep(config.warmup_s)
-            for number, fault in enumerate(config.faults):
+            faults = list(config.faults)
+            self.rng.shuffle(faults)
+            self.log(f"seed {config.seed}: faults in this order: {', '.join(faults)}")
+            for number, fault in enumerate(faults):
                 self.supervisor.current = f"{fault} #{number + 1}"
                 await self._settle()
+                await asyncio.sleep(self.rng.uniform(0, 3))
                 self._check_tasks(tasks)
                 recovery = await self._inject(fault, number)
                 self.report.recoveries.append(recovery)
@@ -951,7 +962,7 @@ class _Run:
             await asyncio.sleep(0.25)
             candidates = [slot for slot in self.slots if slot.ready() and not slot.restarting]
         candidates = candidates or [slot for slot in self.slots if slot.alive()] or self.slots
-        return candidates[number % len(candidates)]
+        return candidates[self.rng.randrange(len(candidates))]
 
     async def _inject(self, fault: str, number: int) -> Recovery:
         slot = await self._pick_worker(number) if fault in WORKER_FAULTS else None
@@ -995,7 +1006,7 @@ class _Run:
                 try:
                     await asyncio.to_thread(slot.worker.kill, signal.SIGKILL)
                     self.report.kills += 1
-                    await asyncio.sleep(1)
+                    await asyncio.sleep(self.rng.uniform(0.2, 2.0))
                     await asyncio.to_thread(slot.start)
                 finally:
                     slot.held = False
@@ -1085,6 +1096,7 @@ class _Run:
         )
         if stats_before is not None:
             problems.append(Problem("c.redis_pending", stats_before))
+        await self._check_audit(problems)
         self.report.problems = problems
         assert self.flood is not None
         self.report.totals = {
@@ -1102,6 +1114,32 @@ class _Run:
             "dead_letters": len(observed.dead_letters),
             "sessions": len(observed.sessions),
         }
+
+    async def _check_audit(self, problems: Problems) -> None:
+        """(e) The service sees its own promise: once its audit has judged everything, its
+        findings are exactly the records the run found unanswered or answered twice."""
+        missing = {p.message for p in problems if p.check == "a.missing"}
+        twice = {p.message for p in problems if p.check == "a.duplicate"}
+        await asyncio.sleep(3 * AUDIT_EVERY_S + 2)  # two rounds, the second past every commit
+        body: Any = None
+        for slot in self.slots:
+            status, body = await asyncio.to_thread(
+                slot.worker.get, "/api/v1/onboarding/migration/audit"
+            )
+            if status == 200:
+                break
+        else:
+            problems.add("e.audit", f"no worker answered GET audit: {body}")
+            return
+        found = Counter(f["kind"] for f in body["findings"])
+        self.report.totals["audit_findings"] = dict(found)
+        # The run counts duplicates per request id, the audit per record: compare presence.
+        if found["unanswered"] != len(missing) or bool(found["duplicated"]) != bool(twice):
+            problems.add(
+                "e.audit",
+                f"the answer audit found {dict(found)} ({body['findings'][:5]}), the run "
+                f"{len(missing)} unanswered record(s) and {len(twice)} request(s) answered twice",
+            )
 
     async def _wait_mirror_healed(self, timeout_s: float = 120) -> str | None:
         """Wait until every worker says no Redis mirror write is pending (a missing field is 0)."""

@@ -112,3 +112,29 @@ def test_the_latency_sum_adds_up_across_batches() -> None:
         total = counters.merge(total, delta, now_s=0)
     assert total["latency_sum_ms"] == 20.0
     assert json.dumps(counters.summary(total, now_s=0), allow_nan=False)
+
+
+def test_every_answer_names_its_request_record() -> None:
+    from streams.codecs import answered_offset, origin_headers
+
+    headers = origin_headers(ORIGIN)
+    assert answered_offset(headers) == (ORIGIN.partition, ORIGIN.offset)
+    failed = failure_headers(ORIGIN, code="user_not_found", retryable=False)
+    assert answered_offset(failed) == (ORIGIN.partition, ORIGIN.offset)
+    assert answered_offset([]) is None and answered_offset(None) is None
+
+
+def test_the_audit_gauges_are_cluster_facts_per_partition() -> None:
+    from streams.web.metrics import WorkerMetrics, prometheus_text
+
+    text = prometheus_text(
+        WorkerMetrics(
+            worker="h:1",
+            partitions={},
+            audit_open={"unanswered": {0: 0, 1: 2}, "duplicated": {0: 0, 1: 0}},
+            audit_worker={"rounds": 3, "records": 40, "errors": 1},
+        )
+    )
+    assert 'migrator_unanswered_records{scope="cluster",partition="1"} 2' in text
+    assert 'migrator_duplicated_answers{scope="cluster",partition="0"} 0' in text
+    assert 'migrator_answer_audit_records_total{worker="h:1"} 40' in text
