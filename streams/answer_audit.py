@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from agents.core.answer_audit import (
     RequestSeen,
     replay_of,
 )
+from agents.core.offset_ranges import OffsetRanges
 from agents.stores import answer_audit as store
 from agents.stores.answer_audit import AuditPosition, FindingRow
 from streams import topics
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUDIT_EVERY_S = 10.0
+# When a partition's audit begins, the answers of this many seconds before are read too.
+START_MARGIN_S = 300
 ANSWER_TOPICS = (*topics.OUTCOME_TOPICS.values(), topics.DEAD_LETTER)
 # Findings reported by name in one WARNING line (the rest are counted).
 _NAMED = 10
@@ -179,7 +183,12 @@ class AnswerAuditor(Service):
             await self._start(partition)
             return []
         reads = dict(before.answers_read)
-        ledger = PartitionLedger(partition, before.ledger.audited_to, before.ledger.answered)
+        ledger = PartitionLedger(
+            partition,
+            before.ledger.audited_to,
+            OffsetRanges(before.ledger.answered.ranges()),
+            floor=before.ledger.floor,
+        )
         duplicates: list[Finding] = []
         for topic in ANSWER_TOPICS:
             start = reads.get(topic, 0)
@@ -217,24 +226,30 @@ class AnswerAuditor(Service):
         return findings
 
     async def _start(self, partition: int) -> None:
-        """The partition's first position: the answer topics' ends read first, then the
-        committed offset. An answer to a record at or past that offset commits after it was
-        read, so after the ends were: it is at or past them, and read by the next rounds."""
-        reads = {
-            topic: (await self._reader.ends(topic, [partition]))[partition]
-            for topic in ANSWER_TOPICS
-        }
-        committed = await self._group.committed()
-        start = committed.get(partition)
-        if start is None:
+        """The partition's first position: judged from the group's committed offset on, with the
+        answers of the last ``START_MARGIN_S`` read (an answer to a record at or past that
+        offset may have been committed just before or after it was read: it is among them).
+        Answers to records below it are not judged. Without a committed offset, from the
+        beginning of both."""
+        committed = (await self._group.committed()).get(partition)
+        if committed is None:
             start = (await self._reader.beginnings(topics.REQUESTED, [partition]))[partition]
-            if any(reads.values()):
-                # Answers exist but the group committed nothing: audit from the beginning is
-                # all that is safe, with every answer read.
-                reads = dict.fromkeys(ANSWER_TOPICS, 0)
-        await store.start_position(
-            self.resources.pool, self.settings.app_id, partition, start, reads
-        )
+            reads = {
+                topic: (await self._reader.beginnings(topic, [partition]))[partition]
+                for topic in ANSWER_TOPICS
+            }
+        else:
+            start = committed
+            since_ms = int((time.time() - START_MARGIN_S) * 1000)
+            reads = {}
+            for topic in ANSWER_TOPICS:
+                found = await self._reader.offsets_for_time(topic, [partition], since_ms)
+                end = (await self._reader.ends(topic, [partition]))[partition]
+                reads[topic] = (
+                    end if found.get(partition) is None else min(found[partition] or 0, end)
+                )
+        pool, app_id = self.resources.pool, self.settings.app_id
+        await store.start_position(pool, app_id, partition, start, reads)
 
     def _warn(self, found: Sequence[FindingRow]) -> None:
         named = ", ".join(

@@ -49,15 +49,20 @@ class PartitionLedger:
     """One request partition's audit position.
 
     ``audited_to``: every request record below it has been judged. ``answered``: the offsets at
-    or above it that answers were seen for (answers run ahead of the audited limit).
+    or above it that answers were seen for (answers run ahead of the audited limit). ``floor``:
+    where the audit began; answers to records below it are not judged (their first answers
+    were never counted, so a second one could not be told from a first).
     """
 
     partition: int
     audited_to: int
     answered: OffsetRanges = field(default_factory=OffsetRanges)
+    floor: int = 0
 
     def answer(self, offset: int) -> Finding | None:
         """Count one answer naming ``offset``; a duplicate is a finding."""
+        if offset < self.floor:
+            return None
         if offset < self.audited_to or offset in self.answered:
             return Finding(DUPLICATED, self.partition, offset)
         self.answered.add(offset)

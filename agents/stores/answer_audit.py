@@ -40,14 +40,19 @@ class FindingRow:
 
 async def load_position(conn: Conn, app_id: str, partition: int) -> AuditPosition | None:
     row = await conn.fetchrow(
-        "SELECT audited_to, answers_read, answered FROM answer_audit"
+        "SELECT floor, audited_to, answers_read, answered FROM answer_audit"
         " WHERE app_id = $1 AND partition = $2",
         app_id,
         partition,
     )
     if row is None:
         return None
-    ledger = PartitionLedger(partition, int(row["audited_to"]), ranges_from_json(row["answered"]))
+    ledger = PartitionLedger(
+        partition,
+        int(row["audited_to"]),
+        ranges_from_json(row["answered"]),
+        floor=int(row["floor"]),
+    )
     reads = {str(k): int(v) for k, v in dict(row["answers_read"]).items()}
     return AuditPosition(ledger, reads)
 
@@ -57,8 +62,8 @@ async def start_position(
 ) -> None:
     """The partition's first audit position (kept if another worker wrote one first)."""
     await conn.execute(
-        "INSERT INTO answer_audit (app_id, partition, audited_to, answers_read, answered,"
-        " updated_at) VALUES ($1, $2, $3, $4, '[]'::jsonb, now())"
+        "INSERT INTO answer_audit (app_id, partition, floor, audited_to, answers_read, answered,"
+        " updated_at) VALUES ($1, $2, $3, $3, $4, '[]'::jsonb, now())"
         " ON CONFLICT (app_id, partition) DO NOTHING",
         app_id,
         partition,

@@ -5,6 +5,7 @@
 CREATE TABLE IF NOT EXISTS answer_audit (
     app_id        text NOT NULL,
     partition     integer NOT NULL,
+    floor         bigint NOT NULL,      -- where the audit began: answers to records below are not judged
     audited_to    bigint NOT NULL,      -- every request record below this offset was judged
     answers_read  jsonb NOT NULL,       -- {"answer topic": next offset of its partition to read}
     answered      jsonb NOT NULL,       -- [[start, end), ...]: offsets >= audited_to seen answered

@@ -80,3 +80,11 @@ def test_answered_ranges_are_stored_as_json_pairs() -> None:
     assert ranges_to_json(ranges) == [[1, 4], [9, 10]]
     assert ranges_from_json(ranges_to_json(ranges)) == ranges
     assert ranges_from_json(None) == OffsetRanges()
+
+
+def test_answers_to_records_below_where_the_audit_began_are_not_judged() -> None:
+    # The audit began at 50: an answer to 48 read now may be its first or its second.
+    ledger = PartitionLedger(0, audited_to=50, floor=50)
+    assert ledger.answer(48) is None and 48 not in ledger.answered
+    assert ledger.answer(50) is None
+    assert ledger.answer(50) == Finding(DUPLICATED, 0, 50)

@@ -1096,7 +1096,7 @@ class _Run:
         )
         if stats_before is not None:
             problems.append(Problem("c.redis_pending", stats_before))
-        await self._check_audit(problems)
+        audit_found = await self._check_audit(problems)
         self.report.problems = problems
         assert self.flood is not None
         self.report.totals = {
@@ -1113,9 +1113,10 @@ class _Run:
             },
             "dead_letters": len(observed.dead_letters),
             "sessions": len(observed.sessions),
+            "audit_findings": audit_found,
         }
 
-    async def _check_audit(self, problems: Problems) -> None:
+    async def _check_audit(self, problems: Problems) -> dict[str, int]:
         """(e) The service sees its own promise: once its audit has judged everything, its
         findings are exactly the records the run found unanswered or answered twice."""
         missing = {p.message for p in problems if p.check == "a.missing"}
@@ -1130,9 +1131,8 @@ class _Run:
                 break
         else:
             problems.add("e.audit", f"no worker answered GET audit: {body}")
-            return
+            return {}
         found = Counter(f["kind"] for f in body["findings"])
-        self.report.totals["audit_findings"] = dict(found)
         # The run counts duplicates per request id, the audit per record: compare presence.
         if found["unanswered"] != len(missing) or bool(found["duplicated"]) != bool(twice):
             problems.add(
@@ -1140,6 +1140,7 @@ class _Run:
                 f"the answer audit found {dict(found)} ({body['findings'][:5]}), the run "
                 f"{len(missing)} unanswered record(s) and {len(twice)} request(s) answered twice",
             )
+        return dict(found)
 
     async def _wait_mirror_healed(self, timeout_s: float = 120) -> str | None:
         """Wait until every worker says no Redis mirror write is pending (a missing field is 0)."""

@@ -91,6 +91,14 @@ async def _init_db(settings: Settings) -> None:
         await conn.close()
 
 
+def chromium() -> str:
+    """Debian's chromium, for the dashboard tests in a real browser."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail("chromium not found: `scripts/test` installs it (scripts/install-test-tools)")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -24,11 +24,13 @@ from harness import (
     ROOT,
     Stack,
     Worker,
+    chromium,
     produce_requests,
     request_value,
     seed,
     wait_for_outcomes,
 )
+from playwright.async_api import async_playwright
 
 from streams import topics
 from streams.cli.kafka_io import read_records
@@ -69,6 +71,31 @@ def wait_for_audit(worker: Worker, done: Any, timeout_s: float) -> tuple[float, 
             return time.monotonic() - began, body
         assert time.monotonic() - began < timeout_s, f"not within {timeout_s} s: {body}"
         time.sleep(1)
+
+
+async def dashboard_shows(worker: Worker, found: list[tuple[int, int]]) -> None:
+    """The dashboard, in a real headless browser, names every unanswered record."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{worker.url}/dashboard")
+        await page.wait_for_function(
+            "document.getElementById('audit-summary').textContent.includes('unanswered')",
+            timeout=20_000,
+        )
+        summary = await page.text_content("#audit-summary") or ""
+        rows = await page.text_content("#audit") or ""
+        health = await page.text_content("#health") or ""
+        await browser.close()
+    assert f"{len(found)} unanswered" in summary and "replay --unanswered" in summary, summary
+    for partition, offset in found:
+        assert f"partition {partition}, offset {offset}" in rows, rows
+    assert "answers: request records without exactly one answer" in health, health
+    assert not errors, errors
 
 
 @pytest.mark.timeout(600)
@@ -127,6 +154,7 @@ async def test_a_hole_made_behind_the_services_back_is_found_reported_and_repair
             line = f'migrator_unanswered_records{{scope="cluster",partition="{partition}"}} 1'
             assert line in metrics
         assert "answer audit:" in worker.log_tail(400) and "WARNING" in worker.log_tail(400)
+        await dashboard_shows(worker, found)
 
         # The offline verifier agrees, and says so with exit 1.
         audited = migrator(stack, "audit", "--json")

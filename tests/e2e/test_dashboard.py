@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from harness import ADMIN_TOKEN, Stack, Worker, seed
+from harness import ADMIN_TOKEN, Stack, Worker, chromium, seed
 from playwright.async_api import ConsoleMessage, Page, async_playwright
 
 FLOOD_USERS = 20_000
@@ -25,13 +24,6 @@ def worker(stack: Stack) -> Iterator[Worker]:
     running = Worker(stack, app_id=f"e2e-dash-{uuid.uuid4().hex[:6]}").start()
     yield running
     running.stop()
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("chromium not found: `scripts/test` installs it (scripts/install-test-tools)")
-    return path
 
 
 async def number(page: Page, selector: str) -> int:
@@ -117,6 +109,13 @@ async def test_the_dashboard_keeps_updating_during_a_flood_without_script_errors
             "document.querySelector('#failures td') && "
             "!document.querySelector('#failures td').textContent.includes('none')",
             timeout=15_000,
+        )
+        # The answer audit has judged the flood: every request answered once.
+        await page.wait_for_function(
+            "document.getElementById('audit-summary').textContent.includes('audited through "
+            "offsets 0:') && document.getElementById('audit-summary').textContent.includes("
+            "'No request without exactly one answer')",
+            timeout=60_000,
         )
         await browser.close()
     assert not errors, errors
