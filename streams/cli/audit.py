@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from streams.cli.errors import CliError
-from streams.cli.output import parse_time
+from streams.cli.output import time_argument
 from streams.partition_reader import PartitionReader
 from streams.settings import Settings
 
@@ -402,15 +402,6 @@ async def _acknowledge(settings: Settings, who: str) -> int:
     return 0
 
 
-def _time(value: str) -> datetime:
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO time (e.g. 2026-11-24T08:00 or 2026-11-24T08:00Z)"
-        ) from None
-
-
 def _partition(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"{value!r} is not a partition number")
@@ -426,7 +417,10 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--since", type=_time, metavar="TIME", help="only request records published since TIME"
+        "--since",
+        type=time_argument,
+        metavar="TIME",
+        help="only request records published since TIME",
     )
     parser.add_argument(
         "--partition",

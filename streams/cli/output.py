@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -14,6 +15,16 @@ def parse_time(value: str) -> datetime:
     """An ISO time; one without a zone is UTC."""
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def time_argument(value: str) -> datetime:
+    """``parse_time`` for argparse: a bad time is a usage error naming the expected form."""
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO time (e.g. 2026-11-24T08:00 or 2026-11-24T08:00Z)"
+        ) from None
 
 
 class Progress:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.events import ErrorCode, MigrationRequest, Outcome, is_retryable
-from streams.cli.output import parse_time
+from streams.cli.output import time_argument
 from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
 from streams.cli.replay_unanswered import add_option as add_unanswered_option
 from streams.cli.selection import add_id_options, read_ids
@@ -127,15 +127,6 @@ def _later(a: Outcome, b: Outcome) -> bool:
     return (a.processed_at, a.attempt) > (b.processed_at, b.attempt)
 
 
-def _time(value: str) -> datetime:
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO time (e.g. 2026-11-24T08:00 or 2026-11-24T08:00Z)"
-        ) from None
-
-
 def _replay(args: argparse.Namespace) -> int:
     if args.unanswered:
         from streams.cli.replay_unanswered import replay_unanswered
@@ -175,10 +166,13 @@ def register(commands: Any) -> None:
     )
     add_id_options(parser, what="only these users")
     parser.add_argument(
-        "--since", type=_time, metavar="TIME", help="only failures processed at or after TIME"
+        "--since",
+        type=time_argument,
+        metavar="TIME",
+        help="only failures processed at or after TIME",
     )
     parser.add_argument(
-        "--until", type=_time, metavar="TIME", help="only failures processed before TIME"
+        "--until", type=time_argument, metavar="TIME", help="only failures processed before TIME"
     )
     parser.add_argument(
         "--code",
