@@ -18,8 +18,15 @@ committed for a partition after its revocation began. Records dropped that way a
 from the committed offset by the partition's next owner (maybe this worker), and PostgreSQL
 answers them with the answers it already recorded (``processed_records``).
 
+No hole is committed past (``Positions.claim``, ``PartitionTransactions.claim``): a batch
+answers only the run of offsets from the partition's next offset that has no hole. A missing
+offset, at the head of a batch or inside it, is either real (a transaction marker of an upstream
+transactional producer, an aborted or compacted record: a read_committed fetch of our own
+skips it) or a record lost inside the stream (Faust drops a record it was handing on when a
+rebalance suspends its flow, while later ones arrive): the partition is then read again from it.
+
 Register of internals (checked against faust-streaming 0.15.3 and aiokafka 0.14.0; the canary
-``tests/unit/test_exactly_once.py::test_the_internals_we_rely_on_are_there`` fails on a version
+``tests/streams/test_exactly_once.py::test_the_internals_we_rely_on_are_there`` fails on a version
 where a name is gone, and ``pyproject.toml`` caps both below their next minor version):
 
 1. ``faust.App._on_partitions_revoked`` / ``_on_partitions_assigned`` are overridden
