@@ -22,8 +22,11 @@ No hole is committed past (``Positions.claim``, ``PartitionTransactions.claim``)
 answers only the run of offsets from the partition's next offset that has no hole. A missing
 offset, at the head of a batch or inside it, is either real (a transaction marker of an upstream
 transactional producer, an aborted or compacted record: a read_committed fetch of our own
-skips it) or a record lost inside the stream (Faust drops a record it was handing on when a
-rebalance suspends its flow, while later ones arrive): the partition is then read again from it.
+skips it) or a record lost inside the stream: the partition is then read again from it. Faust
+loses one when a rebalance suspends its flow while it is handing the record on (faust-streaming
+0.15.3 ``Consumer._drain_messages``: ``wait_first(callback(message), suspend_flow.wait())``
+cancels the hand-over, then ``set_read_offset`` marks the record read anyway), and the records
+fetched after it arrive as usual.
 
 Register of internals (checked against faust-streaming 0.15.3 and aiokafka 0.14.0; the canary
 ``tests/streams/test_exactly_once.py::test_the_internals_we_rely_on_are_there`` fails on a version
