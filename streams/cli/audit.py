@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class AuditReport:
     disagreeing: Kind = field(default_factory=Kind)
     disagreeing_by_check: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    peak_rss_mib: float = 0.0
 
     @property
     def clean(self) -> bool:
@@ -122,6 +124,7 @@ class AuditReport:
             },
             "seconds": round(self.seconds, 2),
             "seconds_per_million_records": self.seconds_per_million,
+            "peak_rss_mib": self.peak_rss_mib,
         }
 
     def lines(self) -> list[str]:
@@ -135,7 +138,8 @@ class AuditReport:
             f"audit of {topics.REQUESTED}: partitions and offsets judged {spans or '(none)'}",
             f"  read {self.requests:,} request records and {self.answers:,} answers in "
             f"{self.seconds:.1f} s"
-            + (f" ({per_million:g} s per million records)" if per_million is not None else ""),
+            + (f" ({per_million:g} s per million records" if per_million is not None else " (")
+            + f", peak memory {self.peak_rss_mib:g} MiB)",
         ]
         for name, kind in (
             ("unanswered", self.unanswered),
@@ -279,6 +283,7 @@ async def run_audit(
         await reader.stop()
         await group.close()
     report.seconds = time.monotonic() - began
+    report.peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return report
 
 
