@@ -45,8 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUDIT_EVERY_S = 10.0
-# When a partition's audit begins, the answers of this many seconds before are read too.
-START_MARGIN_S = 300
+# When a partition's audit begins, the answers of this many seconds before are read too: a
+# batch's answers are sent within seconds of its transaction's commit (a failed commit aborts,
+# and the retry sends them anew).
+START_MARGIN_S = 60
 ANSWER_TOPICS = (*topics.OUTCOME_TOPICS.values(), topics.DEAD_LETTER)
 # Findings reported by name in one WARNING line (the rest are counted).
 _NAMED = 10

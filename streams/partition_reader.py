@@ -45,6 +45,8 @@ class PartitionReader:
                 group_id=None,
                 request_timeout_ms=self._request_timeout_ms,
                 fetch_max_wait_ms=100,
+                # Offsets retention deleted: read on from the oldest kept, never jump to the end.
+                auto_offset_reset="earliest",
             )
             await start_kafka_client(client)
             self._client = client
