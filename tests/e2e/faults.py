@@ -5,7 +5,10 @@ One function, ``run_faults``, serves both the CI test (tests/e2e/test_faults.py)
 requests (duplicates, dry runs, rollbacks, poison records) in the background, injects each fault
 of a list while the flood runs, measures how long the service takes to recover from each, and,
 once everything is answered, checks what the contract promises against what the topics, the
-databases and every worker's ``stats`` actually hold.
+databases and every worker's ``stats`` actually hold, and that the workers' own answer audit
+found exactly the records the run found unanswered (the service must see its promise broken).
+``RunConfig.seed`` drives the flood and the schedule: the faults' order, the worker hit, a wait
+of 0-3 s after the backlog drained, the 0.2-2 s before a killed worker is restarted.
 
 The checks never trust the service's own code: requests are identified by what is on the request
 topic, per-user expectations come from a small model of the contract (migrated or not), broken
