@@ -7,7 +7,9 @@ each of them within a minute (health degraded with the partition and offset, ``G
 ``/metrics``, a WARNING line); ``migrator audit`` must report them too (exit 1);
 ``migrator replay --unanswered --execute`` must publish exactly them again, after which the
 findings close and the audit is clean. Then an answer is published twice behind the service's
-back: a duplicated finding, closed by ``migrator audit --acknowledge``.
+back: a duplicated finding, closed by ``migrator audit --acknowledge``. Last, a migrated user's
+session is deleted behind its back: ``migrator audit`` reports the answers PostgreSQL no longer
+backs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from playwright.async_api import async_playwright
 from streams import topics
 from streams.cli.kafka_io import read_records
 from streams.codecs import answered_offset
+from streams.connections import connect
 
 pytestmark = [pytest.mark.e2e]
 
@@ -213,5 +216,18 @@ async def test_a_hole_made_behind_the_services_back_is_found_reported_and_repair
         assert acknowledged.returncode == 0 and "acknowledged 1" in acknowledged.stdout
         status, health = worker.get(f"{API}/health")
         assert health["status"] == "ok", health
+
+        # An answer PostgreSQL no longer backs: a migrated user's session deleted behind the back.
+        victim = after[found[0]]["user_id"]
+        conn = await connect(stack.settings)
+        try:
+            await conn.execute("DELETE FROM onboarding_sessions WHERE user_id = $1", victim)
+        finally:
+            await conn.close()
+        audited = migrator(stack, "audit", "--json")
+        assert audited.returncode == 1, audited.stdout + audited.stderr
+        disagreeing = json.loads(audited.stdout)["disagreeing_with_postgres"]
+        assert set(disagreeing["by_check"]) == {"migrated_without_session"}, disagreeing
+        assert {s["user_id"] for s in disagreeing["samples"]} == {victim}
     finally:
         worker.stop()
