@@ -40,11 +40,14 @@ def run_seed() -> int:
 
 @pytest.mark.timeout(1200)
 async def test_every_fault_during_a_flood_keeps_outcomes_state_and_counters_exact(
-    stack: Stack,
+    stack: Stack, request: pytest.FixtureRequest
 ) -> None:
     seed = run_seed()
     again = f"again: MIGRATOR_FAULT_SEED={seed} scripts/test -m faults"
-    print(f"fault run seed {seed} ({again})")
+    # On the terminal even when the run passes (CI's log says which schedule it tried).
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\nfault run seed {seed} ({again})", flush=True)
     config = RunConfig(users=3000, faults=CI_FAULTS, workers=2, seed=seed)
     report = await run_faults(config, stack)
     print(report.render())
