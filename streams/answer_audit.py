@@ -142,14 +142,14 @@ class AnswerAuditor(Service):
         self._group = GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id)
         # The group's committed offsets seen in the previous round: this round's limits.
         self._limits: dict[int, int] = {}
+        self._positioned: set[int] = set()  # partitions known to have an audit position
 
     @Service.task
     async def _audit(self) -> None:
+        # The first round as soon as the pools exist: a partition never audited before starts
+        # where the group stands now, so what this worker answers from its start is audited.
         await self.resources.ready.wait()
         while not self.should_stop:
-            await self.sleep(self.every_s)
-            if self.should_stop:
-                break
             try:
                 await self.audit_round()
             except Exception as exc:  # noqa: BLE001 - a server away: the next round goes on
@@ -157,6 +157,7 @@ class AnswerAuditor(Service):
                 self.tally.last_error = f"{type(exc).__name__}: {exc}"
                 log.info("answer audit: round skipped (%s)", self.tally.last_error)
                 await self._reader.stop()  # started afresh by the next round
+            await self.sleep(self.every_s)
 
     async def on_stop(self) -> None:
         await self._reader.stop()
@@ -166,6 +167,14 @@ class AnswerAuditor(Service):
         """One round over the owned partitions; the new findings."""
         committed = await self._group.committed()
         limits, self._limits = self._limits, dict(committed)
+        # Every partition gets its position at the first round, owned or not, so that a new
+        # deployment's audit starts before its first answers are committed.
+        for partition in range(self.settings.topic_partitions):
+            if partition not in self._positioned:
+                pool, app_id = self.resources.pool, self.settings.app_id
+                if await store.load_position(pool, app_id, partition) is None:
+                    await self._start(partition)
+                self._positioned.add(partition)
         found: list[FindingRow] = []
         for partition in sorted(self.owned()):
             limit = limits.get(partition)
