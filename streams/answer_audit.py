@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,22 +55,35 @@ _NAMED = 10
 
 
 async def count_answers(
-    reader: PartitionReader, ledger: PartitionLedger, topic: str, start: int, end: int
-) -> tuple[list[Finding], int]:
-    """Count the answers of ``topic``'s partition ``ledger.partition`` in ``[start, end)``;
-    the duplicates found, and how many answers named no request (published without headers)."""
+    reader: PartitionReader,
+    ledger: PartitionLedger,
+    topic: str,
+    start: int,
+    end: int,
+    *,
+    each: Callable[[int, Any], Awaitable[None]] | None = None,
+) -> tuple[list[Finding], int, int]:
+    """Count the answers of ``topic``'s partition ``ledger.partition`` in ``[start, end)``:
+    the duplicates found, how many answers named no request (published without headers), and
+    how many records were read. ``each(offset, record)`` is called for every answer naming a
+    request at or above the ledger's floor."""
     duplicates: list[Finding] = []
-    unnamed = 0
+    unnamed = read = 0
     async for records in reader.read(topic, ledger.partition, start, end):
+        read += len(records)
         for record in records:
             origin = answered_offset(record.headers)
             if origin is None or origin[0] != ledger.partition:
                 unnamed += 1
                 continue
+            if origin[1] < ledger.floor:
+                continue
             found = ledger.answer(origin[1])
             if found is not None:
                 duplicates.append(found)
-    return duplicates, unnamed
+            if each is not None:
+                await each(origin[1], record)
+    return duplicates, unnamed, read
 
 
 async def judge_requests(
@@ -204,7 +217,7 @@ class AnswerAuditor(Service):
         for topic in ANSWER_TOPICS:
             start = reads.get(topic, 0)
             end = (await self._reader.ends(topic, [partition]))[partition]
-            twice, _ = await count_answers(self._reader, ledger, topic, start, end)
+            twice, _, _ = await count_answers(self._reader, ledger, topic, start, end)
             duplicates.extend(twice)
             self.tally.answers += max(0, end - start)
             reads[topic] = end
@@ -252,13 +265,10 @@ class AnswerAuditor(Service):
         else:
             start = committed
             since_ms = int((time.time() - START_MARGIN_S) * 1000)
-            reads = {}
-            for topic in ANSWER_TOPICS:
-                found = await self._reader.offsets_for_time(topic, [partition], since_ms)
-                end = (await self._reader.ends(topic, [partition]))[partition]
-                reads[topic] = (
-                    end if found.get(partition) is None else min(found[partition] or 0, end)
-                )
+            reads = {
+                topic: (await self._reader.offsets_since(topic, [partition], since_ms))[partition]
+                for topic in ANSWER_TOPICS
+            }
         pool, app_id = self.resources.pool, self.settings.app_id
         await store.start_position(pool, app_id, partition, start, reads)
 

@@ -75,15 +75,21 @@ class PartitionReader:
         found = await self._consumer.beginning_offsets(tps)
         return {tp.partition: offset for tp, offset in found.items()}
 
-    async def offsets_for_time(
+    async def offsets_since(
         self, topic: str, partitions: Sequence[int], timestamp_ms: int
-    ) -> dict[int, int | None]:
-        """Each partition's first offset whose record is at or after ``timestamp_ms`` (None:
-        no such record yet)."""
+    ) -> dict[int, int]:
+        """Each partition's first offset whose record is at or after ``timestamp_ms``; its end
+        when there is none yet."""
         await self.start()
         tps = [TopicPartition(topic, p) for p in partitions]
         found = await self._consumer.offsets_for_times(dict.fromkeys(tps, timestamp_ms))
-        return {tp.partition: None if meta is None else meta.offset for tp, meta in found.items()}
+        ends = await self.ends(topic, partitions)
+        return {
+            tp.partition: ends[tp.partition]
+            if meta is None
+            else min(meta.offset, ends[tp.partition])
+            for tp, meta in found.items()
+        }
 
     async def first_fetch(
         self, topic: str, partition: int, start: int, timeout_s: float

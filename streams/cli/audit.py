@@ -28,15 +28,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streams.cli.errors import CliError
 from streams.cli.output import time_argument
-from streams.partition_reader import PartitionReader
 from streams.settings import Settings
-
-if TYPE_CHECKING:
-    from streams.partition_reader import PartitionReader
 
 EXAMPLES = """examples:
   migrator audit                              every partition, the whole topic
@@ -191,8 +187,7 @@ async def run_audit(
     from agents.stores import answer_audit as store
     from agents.stores.answer_audit import FindingRow
     from streams import topics
-    from streams.answer_audit import ANSWER_TOPICS, judge_requests
-    from streams.codecs import answered_offset
+    from streams.answer_audit import ANSWER_TOPICS, count_answers, judge_requests
     from streams.connections import connect
     from streams.group_offsets import GroupOffsets
     from streams.partition_reader import PartitionReader
@@ -212,40 +207,42 @@ async def run_audit(
             raise CliError(f"{topics.REQUESTED} has no partition {unknown[0]} (0-{max(every)})")
         committed = await group.committed()
         request_ends = await reader.ends(topics.REQUESTED, chosen)
-        starts = await _starts(reader, topics.REQUESTED, chosen, since)
-        answer_starts = {
-            topic: await _starts(
-                reader,
-                topic,
-                chosen,
-                None if since is None else since.timestamp() - ANSWER_SLACK_S,
-            )
-            for topic in ANSWER_TOPICS
-        }
+        if since is None:
+            starts = await reader.beginnings(topics.REQUESTED, chosen)
+            answer_starts = {t: await reader.beginnings(t, chosen) for t in ANSWER_TOPICS}
+        else:
+            since_ms = int(since.timestamp() * 1000)
+            starts = await reader.offsets_since(topics.REQUESTED, chosen, since_ms)
+            answer_starts = {
+                t: await reader.offsets_since(t, chosen, since_ms - ANSWER_SLACK_S * 1000)
+                for t in ANSWER_TOPICS
+            }
         checker = _PostgresCheck(conn, report)
         for partition in chosen:
             start = starts[partition]
             limit = max(start, min(committed.get(partition, 0), request_ends[partition]))
             report.partitions[partition] = {"from": start, "to": limit}
             report.pending += max(0, request_ends[partition] - limit)
-            ledger = PartitionLedger(partition, start)
+            # Answers to records before the range are not judged (the ledger's floor).
+            ledger = PartitionLedger(partition, start, floor=start)
+
+            async def check(offset: int, answer: Any, *, p: int = partition) -> None:
+                await checker.add(p, offset, answer.value)
+
             for topic in ANSWER_TOPICS:
                 end = (await reader.ends(topic, [partition]))[partition]
-                async for records in reader.read(
-                    topic, partition, answer_starts[topic][partition], end
-                ):
-                    report.answers += len(records)
-                    for answer in records:
-                        origin = answered_offset(answer.headers)
-                        if origin is None or origin[0] != partition:
-                            report.unnamed_answers += 1
-                            continue
-                        if origin[1] < start:
-                            continue
-                        if ledger.answer(origin[1]) is not None:
-                            report.duplicated.add({"partition": partition, "offset": origin[1]})
-                        if topic != topics.DEAD_LETTER:
-                            await checker.add(partition, origin[1], answer.value)
+                twice, unnamed, read = await count_answers(
+                    reader,
+                    ledger,
+                    topic,
+                    answer_starts[topic][partition],
+                    end,
+                    each=None if topic == topics.DEAD_LETTER else check,
+                )
+                report.answers += read
+                report.unnamed_answers += unnamed
+                for finding in twice:
+                    report.duplicated.add({"partition": partition, "offset": finding.offset})
             unanswered = OffsetRanges()
             repaired = OffsetRanges()
             samples: list[FindingRow] = []
@@ -285,19 +282,6 @@ async def run_audit(
     report.seconds = time.monotonic() - began
     report.peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return report
-
-
-async def _starts(
-    reader: PartitionReader, topic: str, partitions: list[int], since: datetime | float | None
-) -> dict[int, int]:
-    """Each partition's first offset at or after ``since`` (its beginning without one)."""
-    beginnings = await reader.beginnings(topic, partitions)
-    if since is None:
-        return beginnings
-    seconds = since.timestamp() if isinstance(since, datetime) else since
-    ends = await reader.ends(topic, partitions)
-    found = await reader.offsets_for_time(topic, partitions, int(seconds * 1000))
-    return {p: ends[p] if (o := found.get(p)) is None else o for p in partitions}
 
 
 class _PostgresCheck:
