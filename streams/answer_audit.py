@@ -35,7 +35,6 @@ from agents.stores import answer_audit as store
 from agents.stores.answer_audit import AuditPosition, FindingRow
 from streams import topics
 from streams.codecs import answered_offset
-from streams.group_offsets import GroupOffsets
 from streams.partition_reader import PartitionReader
 from streams.settings import Settings
 
@@ -152,7 +151,6 @@ class AnswerAuditor(Service):
         self.every_s = every_s
         self.tally = AuditTally()
         self._reader = PartitionReader(settings.kafka_bootstrap_servers)
-        self._group = GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id)
         # The group's committed offsets seen in the previous round: this round's limits.
         self._limits: dict[int, int] = {}
         self._positioned: set[int] = set()  # partitions known to have an audit position
@@ -174,11 +172,10 @@ class AnswerAuditor(Service):
 
     async def on_stop(self) -> None:
         await self._reader.stop()
-        await self._group.close()
 
     async def audit_round(self) -> list[FindingRow]:
         """One round over the owned partitions; the new findings."""
-        committed = await self._group.committed()
+        committed = await self.resources.group_offsets.committed()
         limits, self._limits = self._limits, dict(committed)
         # Every partition gets its position at the first round, owned or not, so that a new
         # deployment's audit starts before its first answers are committed.
@@ -255,7 +252,7 @@ class AnswerAuditor(Service):
         offset may have been committed just before or after it was read: it is among them).
         Answers to records below it are not judged. Without a committed offset, from the
         beginning of both."""
-        committed = (await self._group.committed()).get(partition)
+        committed = (await self.resources.group_offsets.committed()).get(partition)
         if committed is None:
             start = (await self._reader.beginnings(topics.REQUESTED, [partition]))[partition]
             reads = {

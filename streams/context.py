@@ -25,6 +25,7 @@ from streams.answer_audit import AnswerAuditor
 from streams.connections import create_pool, create_redis
 from streams.control import ControlWatcher
 from streams.exactly_once import MigratorApp, PartitionTransactions, Send
+from streams.group_offsets import GroupOffsets
 from streams.revalidation import Revalidator
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
@@ -44,6 +45,8 @@ class Resources(Service):
         self.redis: Any = None
         self.core: MigrationCore | None = None
         self.transactions: PartitionTransactions | None = None  # stopped with the pools
+        # The group's committed offsets, for the views and the answer audit (one admin client).
+        self.group_offsets = GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id)
         self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
@@ -80,6 +83,7 @@ class Resources(Service):
             self.core.redis_down = not healed.redis_up
 
     async def on_stop(self) -> None:
+        await self.group_offsets.close()
         if self.transactions is not None:
             await self.transactions.stop()
         if self.redis is not None:

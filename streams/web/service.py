@@ -30,7 +30,6 @@ from agents.stores.runs import record_run, run_failures, run_summaries
 from schemas.events import ErrorCode, is_retryable
 from streams import topics
 from streams.control import worker_name
-from streams.group_offsets import GroupOffsets
 from streams.requests_out import encode, new_requests
 from streams.web.inputs import RequestOptions
 from streams.web.metrics import WorkerMetrics
@@ -61,12 +60,7 @@ def _now_s() -> int:
 @dataclass
 class WebService:
     context: ServiceContext
-    _group_offsets: GroupOffsets = field(init=False)
     _runs_cache: tuple[float, list[dict[str, Any]]] | None = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        settings = self.context.settings
-        self._group_offsets = GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id)
 
     def _owned_partitions(self) -> list[int]:
         """The request partitions this worker owns now."""
@@ -84,7 +78,7 @@ class WebService:
         ends = await asyncio.wait_for(
             self.context.app.consumer.highwaters(*partitions), timeout=_CHECK_TIMEOUT_S
         )
-        committed = await self._group_offsets.committed()
+        committed = await self.context.resources.group_offsets.committed()
         return {
             tp.partition: max(0, int(end) - committed.get(tp.partition, 0))
             for tp, end in ends.items()
