@@ -1,8 +1,5 @@
-"""The answer audit in PostgreSQL: each request partition's audit position, and the findings.
-
-Plain SQL with asyncpg, kept here rather than in ``sql/queries`` because each statement is used
-once and reads best next to the code that binds it.
-"""
+"""The answer audit in PostgreSQL: each request partition's audit position, and the findings
+(statements in ``sql/queries/audit_*.sql``)."""
 
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sql
 from agents.core.answer_audit import (
     DUPLICATED,
     KINDS,
@@ -40,8 +38,7 @@ class FindingRow:
 
 async def load_position(conn: Conn, app_id: str, partition: int) -> AuditPosition | None:
     row = await conn.fetchrow(
-        "SELECT floor, audited_to, answers_read, answered FROM answer_audit"
-        " WHERE app_id = $1 AND partition = $2",
+        sql.query("audit_load_position"),
         app_id,
         partition,
     )
@@ -62,9 +59,7 @@ async def start_position(
 ) -> None:
     """The partition's first audit position (kept if another worker wrote one first)."""
     await conn.execute(
-        "INSERT INTO answer_audit (app_id, partition, floor, audited_to, answers_read, answered,"
-        " updated_at) VALUES ($1, $2, $3, $3, $4, '[]'::jsonb, now())"
-        " ON CONFLICT (app_id, partition) DO NOTHING",
+        sql.query("audit_start_position"),
         app_id,
         partition,
         audited_to,
@@ -87,9 +82,7 @@ async def save_round(
     since ``before`` was read (another worker audited the partition meanwhile)."""
     async with conn.transaction():
         moved = await conn.execute(
-            "UPDATE answer_audit SET audited_to = $3, answers_read = $4, answered = $5,"
-            " updated_at = $6 WHERE app_id = $1 AND partition = $2 AND audited_to = $7"
-            " AND answers_read = $8",
+            sql.query("audit_save_round"),
             app_id,
             after.ledger.partition,
             after.ledger.audited_to,
@@ -113,12 +106,7 @@ async def record_findings(
     if not findings:
         return
     await conn.executemany(
-        "INSERT INTO answer_findings (app_id, partition, request_offset, kind, extra_answers,"
-        " request_id, user_id, found_at, found_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        " ON CONFLICT (app_id, partition, request_offset, kind) DO UPDATE"
-        " SET extra_answers = answer_findings.extra_answers + EXCLUDED.extra_answers,"
-        " closed_at = NULL, closed_by = NULL"
-        " WHERE EXCLUDED.kind = 'duplicated'",
+        sql.query("audit_record_findings"),
         [
             (
                 app_id,
@@ -143,9 +131,7 @@ async def close_repaired(
     if not repaired:
         return
     await conn.executemany(
-        "UPDATE answer_findings SET closed_at = $4, closed_by = 'replay answered'"
-        " WHERE app_id = $1 AND partition = $2 AND request_offset = $3"
-        " AND kind = 'unanswered' AND closed_at IS NULL",
+        sql.query("audit_close_repaired"),
         [(app_id, partition, offset, now) for partition, offset in repaired],
     )
 
@@ -153,8 +139,7 @@ async def close_repaired(
 async def acknowledge_duplicates(conn: Conn, app_id: str, *, by: str, now: datetime) -> int:
     """Close the open duplicated findings (an operator has looked at them)."""
     done = await conn.execute(
-        "UPDATE answer_findings SET closed_at = $2, closed_by = $3"
-        " WHERE app_id = $1 AND kind = 'duplicated' AND closed_at IS NULL",
+        sql.query("audit_acknowledge_duplicates"),
         app_id,
         now,
         f"acknowledged by {by}",
@@ -165,9 +150,7 @@ async def acknowledge_duplicates(conn: Conn, app_id: str, *, by: str, now: datet
 async def open_findings(conn: Conn, app_id: str, *, limit: int = 1000) -> list[dict[str, Any]]:
     """The open findings, oldest offsets first."""
     rows = await conn.fetch(
-        "SELECT partition, request_offset, kind, extra_answers, request_id, user_id, found_at,"
-        " found_by FROM answer_findings WHERE app_id = $1 AND closed_at IS NULL"
-        " ORDER BY partition, request_offset, kind LIMIT $2",
+        sql.query("audit_open_findings"),
         app_id,
         limit,
     )
@@ -177,8 +160,7 @@ async def open_findings(conn: Conn, app_id: str, *, limit: int = 1000) -> list[d
 async def unanswered(conn: Conn, app_id: str) -> list[tuple[int, int]]:
     """``(partition, offset)`` of every open unanswered finding."""
     rows = await conn.fetch(
-        "SELECT partition, request_offset FROM answer_findings"
-        " WHERE app_id = $1 AND kind = $2 AND closed_at IS NULL ORDER BY partition, request_offset",
+        sql.query("audit_unanswered"),
         app_id,
         UNANSWERED,
     )
@@ -188,8 +170,7 @@ async def unanswered(conn: Conn, app_id: str) -> list[tuple[int, int]]:
 async def positions(conn: Conn, app_id: str) -> list[dict[str, Any]]:
     """Each partition's audited limit and when it last moved."""
     rows = await conn.fetch(
-        "SELECT partition, audited_to, updated_at FROM answer_audit WHERE app_id = $1"
-        " ORDER BY partition",
+        sql.query("audit_positions"),
         app_id,
     )
     return [dict(row) for row in rows]
@@ -198,8 +179,7 @@ async def positions(conn: Conn, app_id: str) -> list[dict[str, Any]]:
 async def open_counts(conn: Conn, app_id: str) -> dict[str, dict[int, int]]:
     """Open findings counted by kind, then partition."""
     rows = await conn.fetch(
-        "SELECT kind, partition, count(*) AS n FROM answer_findings"
-        " WHERE app_id = $1 AND closed_at IS NULL GROUP BY kind, partition",
+        sql.query("audit_open_counts"),
         app_id,
     )
     counts: dict[str, dict[int, int]] = {kind: {} for kind in KINDS}
