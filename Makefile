@@ -1,5 +1,5 @@
 .DEFAULT_GOAL := help
-.PHONY: help install check test test-fast demo demo-stop bench stack-up stack-down clean
+.PHONY: help install check test test-fast demo demo-stop bench soak stack-up stack-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'

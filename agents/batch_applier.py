@@ -1,8 +1,8 @@
-"""Applying a batch of requests: one PostgreSQL transaction that also writes the Redis mirror.
+"""Applying a batch of requests: the failure policy around one try of it.
 
-The flow per batch is: answered before? (replay) → load (locked, set-based) → decide (pure) →
-write (COPY / set-based) → remember each record's answer and advance the counters → mirror to
-Redis while the rows are still locked → commit.
+A try (``batch_transaction``) is one PostgreSQL transaction that also writes the Redis mirror;
+this module decides what a failed try leads to, from the stores' own errors
+(``agents.stores.errors``): redo, retry, wait, halve, or answer ``failed``.
 
 What an outcome says is what PostgreSQL committed, whatever happens next:
 - Redis down does not fail a request. The users whose mirror could not be written are recorded
@@ -21,49 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-from uuid import UUID
 
-import asyncpg
-from pydantic_core import to_json
-from redis.exceptions import RedisError
-
-from agents.core import counters
-from agents.core.decide import (
-    AlreadyMigrated,
-    Decision,
-    Duplicate,
-    Failed,
-    Migrate,
-    Rejected,
-    Replayed,
-    RollBack,
-    Work,
-    decide,
-    waves,
-)
-from agents.core.documents import document_from_plan, document_from_row
-from agents.core.manifest import MANIFEST_VERSION
-from agents.core.outcomes import build_outcome, failed_outcome
+from agents.batch_transaction import Applied, BatchAttempt, Unavailable
+from agents.core.decide import Rejected, Work
+from agents.core.outcomes import failed_outcome
 from agents.core.retry import RetryPolicy
-from agents.stores import postgres, redis_mirror
-from agents.stores.protocol import BatchStore, BatchTransaction, SessionMirror
-from agents.stores.rows import (
-    AuditRow,
-    LedgerRow,
-    ManifestRow,
-    ProcessedRow,
-    SessionRow,
-    StepsRow,
-)
+from agents.stores.errors import AnsweredElsewhere, describe
+from agents.stores.protocol import BatchStore, SessionMirror
 from schemas.events import ErrorCode, Outcome
-from schemas.legacy import LegacyRow
-from schemas.rows import JsonText
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +38,6 @@ log = logging.getLogger(__name__)
 _CONFLICT_REDOS = 3
 # How long to wait between two looks at a PostgreSQL that does not answer.
 _OUTAGE_POLL_S = (0.2, 2.0)
-
-
-class Unavailable(Exception):
-    """PostgreSQL failed in a way that may pass: the batch can be tried again."""
-
-    def __init__(self, code: ErrorCode, detail: str) -> None:
-        super().__init__(f"{code.value}: {detail}")
-        self.code = code
-        self.detail = detail
 
 
 def utcnow() -> datetime:
@@ -90,75 +48,12 @@ def _never() -> bool:
     return False
 
 
-class _Texts:
-    """Each outcome of a batch encoded to JSON once, for every row that stores it and for the
-    record that publishes it."""
+class BatchApplier:
+    """The failure policy around one try of a batch (``batch_transaction.BatchAttempt``):
+    redo, retry, wait out an outage, halve to isolate a refused record, give up.
 
-    def __init__(self) -> None:
-        self._by_outcome: dict[int, tuple[Outcome, JsonText]] = {}
-
-    def __or__(self, other: _Texts) -> _Texts:
-        merged = _Texts()
-        merged._by_outcome = {**self._by_outcome, **other._by_outcome}
-        return merged
-
-    def of(self, outcome: Outcome) -> JsonText:
-        known = self._by_outcome.get(id(outcome))
-        if known is None:
-            known = self._by_outcome[id(outcome)] = (outcome, JsonText(to_json(outcome)))
-        return known[1]
-
-
-@dataclass
-class Applied:
-    """A batch's answers, in order, and the counter totals of its partitions after it."""
-
-    outcomes: list[Outcome]
-    totals: dict[int, counters.Counters] = field(default_factory=dict)
-    mirror_pending: int = 0
-    texts: _Texts = field(default_factory=_Texts)
-
-    def __add__(self, other: Applied) -> Applied:
-        return Applied(
-            self.outcomes + other.outcomes,
-            {**self.totals, **other.totals},
-            self.mirror_pending + other.mirror_pending,
-            self.texts | other.texts,
-        )
-
-    def encoded(self, outcome: Outcome) -> bytes:
-        """The outcome's JSON, as stored in PostgreSQL for this batch (encoded once)."""
-        return self.texts.of(outcome)
-
-
-@dataclass
-class _Mirror:
-    """What Redis must look like for the batch's users once PostgreSQL has committed."""
-
-    documents: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    stale_sessions: set[str] = field(default_factory=set)
-    to_repair: set[str] = field(default_factory=set)
-
-    def note(self, work: Work, decision: Decision, outcome: Outcome) -> None:
-        if work.request.dry_run:
-            return
-        user = work.request.user_id
-        if isinstance(decision, Migrate):
-            self.documents[user] = document_from_plan(decision.plan)
-        elif isinstance(decision, RollBack):
-            self.stale_sessions.add(str(decision.session.session_id))
-            self.documents[user] = None
-        elif isinstance(decision, AlreadyMigrated | Replayed | Duplicate):
-            if outcome.outcome == "rolled_back" and outcome.session_id is not None:
-                self.stale_sessions.add(str(outcome.session_id))
-            if user not in self.documents:
-                self.to_repair.add(user)
-
-
-class MigrationCore:
-    """Owns nothing: the stores belong to the caller (a Faust service, a CLI, a unit test).
-
-    ``app_id`` names the consumer group whose answers and counters the core keeps: each app id
+    Owns nothing: the stores belong to the caller (a Faust service, a CLI, a unit test).
+    ``app_id`` names the consumer group whose answers and counters it keeps: each app id
     reads the request topic on its own, so it remembers and counts its own answers.
     """
 
@@ -172,15 +67,31 @@ class MigrationCore:
         app_id: str = "",
     ) -> None:
         self._store = store
-        self._mirror = mirror
         self._retry = retry or RetryPolicy()
         self._clock = clock
-        self._app_id = app_id
+        self._attempt = BatchAttempt(store, mirror, clock=clock, app_id=app_id)
         # Set while a batch waits for PostgreSQL to come back; ``health`` shows it.
         self.waiting_for: str | None = None
-        # Redis refused a write: batches record their users as pending without trying Redis
-        # (no 5 s timeout per batch) until the repair loop finds Redis answering again.
-        self.redis_down = False
+
+    @property
+    def redis_down(self) -> bool:
+        """Redis refused a write: batches record their users as pending without trying Redis
+        (no 5 s timeout per batch) until the repair loop finds Redis answering again."""
+        return self._attempt.redis_down
+
+    @redis_down.setter
+    def redis_down(self, down: bool) -> None:
+        self._attempt.redis_down = down
+
+    async def apply_once(
+        self,
+        batch: Sequence[Work],
+        *,
+        rejected: Sequence[Rejected] = (),
+        forced: Callable[[Work], Outcome] | None = None,
+    ) -> Applied:
+        """A single try, without the failure policy (``BatchAttempt.apply_once``)."""
+        return await self._attempt.apply_once(batch, rejected=rejected, forced=forced)
 
     async def apply(
         self,
@@ -197,7 +108,7 @@ class MigrationCore:
         while True:
             try:
                 return await self.apply_once(batch, rejected=rejected)
-            except asyncpg.UniqueViolationError:
+            except AnsweredElsewhere:
                 # Another worker answered some of these records meanwhile (a zombie and the
                 # partition's new owner, for a moment): the redo replays its answers.
                 conflicts += 1
@@ -219,7 +130,7 @@ class MigrationCore:
                 if not await self._postgres_answers():
                     # PostgreSQL went away under the batch, and the client said so in its own
                     # words (a connection cut mid-protocol): an outage, not a bad request.
-                    outage = Unavailable(ErrorCode.DATABASE_UNAVAILABLE, _describe(exc))
+                    outage = Unavailable(ErrorCode.DATABASE_UNAVAILABLE, describe(exc))
                     if not await self._wait_for_postgres(outage, abandoned):
                         return None
                     continue
@@ -237,321 +148,6 @@ class MigrationCore:
             return None
         second = await self.apply(batch[middle:], abandoned=abandoned)
         return None if second is None else first + second
-
-    async def apply_once(
-        self,
-        batch: Sequence[Work],
-        *,
-        rejected: Sequence[Rejected] = (),
-        forced: Callable[[Work], Outcome] | None = None,
-    ) -> Applied:
-        """A single try; raises ``Unavailable`` if PostgreSQL is down: the batch is redone.
-
-        ``forced`` answers every new request without deciding or writing anything but the
-        answer itself (used to record failures).
-        """
-        now = self._clock()
-        mirror = _Mirror()
-        texts = _Texts()
-        try:
-            async with self._store.transaction() as tx:
-                known = await self._answered_before(tx, batch, rejected)
-                results: dict[int, Outcome] = {}
-                fresh: list[Work] = []
-                for position, work in enumerate(batch):
-                    if position in known.works:
-                        results[position] = known.works[position]
-                    else:
-                        fresh.append(work)
-                new_rejections = [
-                    r for r in rejected if (r.partition, r.offset) not in known.rejected
-                ]
-                index = {id(work): position for position, work in enumerate(batch)}
-                if forced is not None:
-                    outcomes = [forced(work) for work in fresh]
-                    await tx.insert_audit(
-                        [
-                            _audit_row(w, "Failed", o, texts.of(o), now)
-                            for w, o in zip(fresh, outcomes, strict=True)
-                        ]
-                    )
-                    for work, outcome in zip(fresh, outcomes, strict=True):
-                        results[index[id(work)]] = outcome
-                else:
-                    for wave in waves(fresh):
-                        wave_started = time.perf_counter()
-                        outcomes = await self._apply_wave(
-                            tx, wave, now, wave_started, mirror, texts
-                        )
-                        for work, outcome in zip(wave, outcomes, strict=True):
-                            results[index[id(work)]] = outcome
-                answered = [(work, results[index[id(work)]]) for work in fresh]
-                await self._remember(tx, answered, new_rejections, now, texts)
-                totals = await self._count(tx, answered, new_rejections, now)
-                pending = await self._write_mirror(tx, mirror, now)
-        except postgres.UNAVAILABLE as exc:
-            raise Unavailable(ErrorCode.DATABASE_UNAVAILABLE, _describe(exc)) from exc
-        return Applied([results[p] for p in range(len(batch))], totals, pending, texts)
-
-    async def _answered_before(
-        self, tx: BatchTransaction, batch: Sequence[Work], rejected: Sequence[Rejected]
-    ) -> _Known:
-        positions = [
-            (w.partition, w.offset)
-            for w in batch
-            if w.partition is not None and w.offset is not None
-        ] + [(r.partition, r.offset) for r in rejected]
-        found = await tx.processed_records(self._app_id, positions)
-        known = _Known()
-        other_records: list[tuple[int, int]] = []
-        for position, work in enumerate(batch):
-            if work.partition is None or work.offset is None:
-                continue
-            hit = found.get((work.partition, work.offset))
-            if hit is None:
-                continue
-            digest, outcome = hit
-            if digest == work.digest and outcome is not None:
-                known.works[position] = Outcome.model_validate(outcome)
-            else:
-                other_records.append((work.partition, work.offset))
-        for rejection in rejected:
-            hit = found.get((rejection.partition, rejection.offset))
-            if hit is None:
-                continue
-            if hit[0] == rejection.digest and hit[1] is None:
-                known.rejected.add((rejection.partition, rejection.offset))
-            else:
-                other_records.append((rejection.partition, rejection.offset))
-        if other_records:
-            log.warning(
-                "positions %s hold other records than before: answered afresh", other_records[:5]
-            )
-            await tx.forget_processed_records(self._app_id, other_records)
-        return known
-
-    async def _remember(
-        self,
-        tx: BatchTransaction,
-        answered: Sequence[tuple[Work, Outcome]],
-        rejected: Sequence[Rejected],
-        now: datetime,
-        texts: _Texts,
-    ) -> None:
-        app_id = self._app_id
-        rows = [
-            ProcessedRow(
-                app_id=app_id,
-                source_partition=work.partition,
-                source_offset=work.offset,
-                record_digest=work.digest,
-                outcome=texts.of(outcome),
-                processed_at=now,
-            )
-            for work, outcome in answered
-            if work.partition is not None and work.offset is not None
-        ]
-        rows += [ProcessedRow(app_id, r.partition, r.offset, r.digest, None, now) for r in rejected]
-        await tx.insert_processed_records(rows)
-
-    async def _count(
-        self,
-        tx: BatchTransaction,
-        answered: Sequence[tuple[Work, Outcome]],
-        rejected: Sequence[Rejected],
-        now: datetime,
-    ) -> dict[int, counters.Counters]:
-        """Advance the counters of the batch's partitions by what was answered for the first
-        time, in the same transaction: a counter never holds an answer PostgreSQL does not."""
-        by_partition: dict[int, list[Outcome]] = defaultdict(list)
-        latencies: dict[int, list[float | None]] = defaultdict(list)
-        dead: dict[int, int] = defaultdict(int)
-        now_ms = time.time() * 1000
-        for work, outcome in answered:
-            if work.partition is None:
-                continue
-            by_partition[work.partition].append(outcome)
-            latencies[work.partition].append(
-                None if work.timestamp_ms is None else max(0.0, now_ms - work.timestamp_ms)
-            )
-        for rejection in rejected:
-            dead[rejection.partition] += 1
-        partitions = sorted(set(by_partition) | set(dead))
-        if not partitions:
-            return {}
-        stored = await tx.lock_counters(self._app_id, partitions)
-        now_s = int(now_ms // 1000)
-        totals = {
-            p: counters.merge(
-                stored.get(p) or counters.empty(),
-                counters.batch_delta(
-                    by_partition[p], latencies[p], dead_lettered=dead[p], now_s=now_s
-                ),
-                now_s=now_s,
-            )
-            for p in partitions
-        }
-        await tx.save_counters(self._app_id, totals, now)
-        return totals
-
-    async def _write_mirror(self, tx: BatchTransaction, mirror: _Mirror, now: datetime) -> int:
-        """Write Redis while the users' rows are locked; if Redis fails, mark them pending.
-
-        Writing before the commit, under the batch's row locks, orders every Redis write of a
-        user like its PostgreSQL changes (a repair takes the same locks). Should the commit
-        then fail, the records are redone and write the same documents again.
-        """
-        repair_rows = await tx.session_documents(sorted(mirror.to_repair))
-        documents = dict(mirror.documents)
-        repaired = {row["user_id"]: document_from_row(row) for row in repair_rows}
-        for user in mirror.to_repair:
-            documents.setdefault(user, repaired.get(user))
-        if not documents:
-            return 0
-        if not self.redis_down:
-            live = [doc for doc in documents.values() if doc is not None]
-            keep = {doc["session_id"] for doc in live}
-            try:
-                await self._mirror.write_sessions(
-                    live,
-                    stale_sessions=sorted(mirror.stale_sessions - keep),
-                    users_without_session=sorted(u for u, doc in documents.items() if doc is None),
-                )
-                return 0
-            except (*redis_mirror.UNAVAILABLE, RedisError) as exc:
-                # Whatever Redis says (down, loading, read-only, out of memory), PostgreSQL
-                # holds the truth: the mirror is owed, the request is not failed.
-                log.warning(
-                    "Redis refused the mirror of %d users (%s): marked pending",
-                    len(documents),
-                    _describe(exc),
-                )
-                self.redis_down = True
-        await tx.mark_mirror_pending(sorted(documents), now)
-        return len(documents)
-
-    async def _apply_wave(
-        self,
-        tx: BatchTransaction,
-        wave: Sequence[Work],
-        now: datetime,
-        started: float,
-        mirror: _Mirror,
-        texts: _Texts,
-    ) -> list[Outcome]:
-        users = sorted({work.request.user_id for work in wave})
-        legacy = await tx.lock_legacy_rows(users)
-        sessions = await tx.lock_sessions(users)
-        ledger = await tx.ledger_entries([w.request.request_id for w in wave])
-        decisions = [
-            decide(
-                work,
-                legacy=legacy.get(work.request.user_id),
-                session=sessions.get(work.request.user_id),
-                ledger=ledger.get(work.request.request_id),
-                now=now,
-            )
-            for work in wave
-        ]
-        restored = await self._write_effects(tx, wave, decisions, now)
-        # A request's share of its wave: the wave's statements are set-based, so the time spent
-        # on one request is not separable; its share is the honest per-request figure.
-        elapsed_ms = (time.perf_counter() - started) * 1000 / len(wave)
-        outcomes = [
-            build_outcome(
-                work,
-                decision,
-                now=now,
-                duration_ms=elapsed_ms,
-                restored=restored.get(work.request.user_id),
-            )
-            for work, decision in zip(wave, decisions, strict=True)
-        ]
-        ledger_rows: list[LedgerRow] = []
-        audit_rows: list[AuditRow] = []
-        for work, decision, outcome in zip(wave, decisions, outcomes, strict=True):
-            mirror.note(work, decision, outcome)
-            document = texts.of(outcome)
-            if not work.request.dry_run and isinstance(
-                decision, Migrate | AlreadyMigrated | RollBack
-            ):
-                ledger_rows.append(
-                    LedgerRow(
-                        request_id=work.request.request_id,
-                        user_id=work.request.user_id,
-                        action=work.request.action,
-                        outcome=document,
-                        source_partition=work.partition,
-                        source_offset=work.offset,
-                        processed_at=now,
-                    )
-                )
-            audit_rows.append(_audit_row(work, type(decision).__name__, outcome, document, now))
-        await tx.insert_ledger(ledger_rows)
-        await tx.insert_audit(audit_rows)
-        return outcomes
-
-    async def _write_effects(
-        self,
-        tx: BatchTransaction,
-        wave: Sequence[Work],
-        decisions: Sequence[Decision],
-        now: datetime,
-    ) -> dict[str, LegacyRow]:
-        """Write the wave's effects set-based; return legacy rows as restored by rollbacks."""
-        sessions: list[SessionRow] = []
-        steps: list[StepsRow] = []
-        manifests: list[ManifestRow] = []
-        migrated_users: list[str] = []
-        rolled_back: list[UUID] = []
-        snapshots: list[dict[str, Any]] = []
-        restored: dict[str, LegacyRow] = {}
-        for work, decision in zip(wave, decisions, strict=True):
-            if isinstance(decision, Migrate) and not work.request.dry_run:
-                plan = decision.plan
-                migrated_users.append(plan.user_id)
-                sessions.append(
-                    SessionRow(
-                        session_id=plan.session_id,
-                        user_id=plan.user_id,
-                        workspace_id=plan.workspace_id,
-                        status=plan.status,
-                        current_step=plan.current_step,
-                        completion_percentage=plan.completion_percentage,
-                        steps_completed=plan.steps_completed,
-                        legacy_snapshot=plan.legacy_snapshot,
-                        legacy_sha256=plan.legacy_sha256,
-                        request_id=work.request.request_id,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                steps.append(StepsRow(plan.session_id, plan.step_codes, plan.completed_at))
-                if plan.manifest is not None:
-                    assert plan.manifest_checksum is not None and plan.token_estimate is not None
-                    manifests.append(
-                        ManifestRow(
-                            session_id=plan.session_id,
-                            user_id=plan.user_id,
-                            version=MANIFEST_VERSION,
-                            manifest=plan.manifest,
-                            checksum=plan.manifest_checksum,
-                            token_estimate=plan.token_estimate,
-                            created_at=now,
-                        )
-                    )
-            elif isinstance(decision, RollBack):
-                if work.request.dry_run:
-                    snapshot = decision.session.legacy_snapshot
-                    restored[work.request.user_id] = LegacyRow.from_snapshot(snapshot)
-                else:
-                    rolled_back.append(decision.session.session_id)
-                    snapshots.append(decision.session.legacy_snapshot)
-        await tx.insert_sessions(sessions, steps, manifests)
-        await tx.mark_legacy_migrated(migrated_users, now)
-        await tx.delete_sessions(rolled_back)
-        restored.update(await tx.restore_legacy_rows(snapshots))
-        return restored
 
     async def _give_up(
         self,
@@ -623,36 +219,4 @@ class MigrationCore:
             self.waiting_for = None
 
 
-@dataclass
-class _Known:
-    """What the batch's positions were answered with before."""
-
-    works: dict[int, Outcome] = field(default_factory=dict)  # batch index → first outcome
-    rejected: set[tuple[int, int]] = field(default_factory=set)
-
-
-def _audit_row(
-    work: Work, decision: str, outcome: Outcome, document: JsonText, now: datetime
-) -> AuditRow:
-    # {"decision": …, "source": {"partition": …, "offset": …}, "outcome": <the outcome>}
-    head = to_json(
-        {"decision": decision, "source": {"partition": work.partition, "offset": work.offset}}
-    )
-    detail = JsonText(head[:-1] + b',"outcome":' + document + b"}")
-    return AuditRow(
-        request_id=work.request.request_id,
-        user_id=work.request.user_id,
-        action=work.request.action,
-        outcome=outcome.outcome,
-        error_code=outcome.error.code.value if outcome.error else None,
-        detail=detail,
-        created_at=now,
-        run_id=work.request.run_id,
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-__all__ = ["Applied", "Failed", "MigrationCore", "Rejected", "Unavailable", "Work", "utcnow"]
+__all__ = ["Applied", "BatchApplier", "Unavailable"]

@@ -16,11 +16,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
+from schemas.identifiers import RUN_ID_PATTERN, USER_ID_PATTERN, USER_ID_RULE
+
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 1024 * 1024
-USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
-# A run names a staged rollout (``migrator enqueue --run NAME``): short, safe in a URL and a label.
-RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
 Action = Literal["migrate", "rollback"]
 OutcomeKind = Literal["migrated", "failed", "rolled_back"]
@@ -214,6 +213,6 @@ def describe(error: ValidationError) -> str:
         field = ".".join(str(p) for p in item["loc"]) or "value"
         message = item["msg"]
         if item["type"] == "string_pattern_mismatch" and field == "user_id":
-            message = "must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"
+            message = f"must be {USER_ID_RULE}"
         parts.append(f"{field}: {message}")
     return "; ".join(parts)

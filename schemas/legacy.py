@@ -12,6 +12,9 @@ from schemas.canonical import sha256_hex
 
 
 class LegacyStatus(StrEnum):
+    """The values the legacy system writes to ``status`` (``LegacyRow.status`` stays a plain
+    string, see there); compare with these, so "migrated" reads as the legacy row's."""
+
     NOT_STARTED = "not_started"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"

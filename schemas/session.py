@@ -13,18 +13,15 @@ class StepStatus(StrEnum):
     PENDING = "pending"
 
 
-class SessionStatus(StrEnum):
-    COMPLETED = "completed"
-    IN_PROGRESS = "in_progress"
-    NOT_STARTED = "not_started"
-
-
 @dataclass(frozen=True, slots=True)
 class SessionStep:
     """One of a session's 24 steps.
 
-    A plain dataclass, not a pydantic model: the planner builds 24 per user from the trusted
-    step catalog on the hot path, where validating each one would cost more than the migration.
+    The readable form of a planned session's steps (``MigrationPlan.steps``), for tests and
+    readers. The hot path never builds them: a plan carries one status per step
+    (``step_statuses``), PostgreSQL expands the step rows from one letter per step
+    (``sql/queries/insert_steps.sql``) and the Redis document is built from the statuses
+    (``agents/core/documents.py``).
     """
 
     step_number: int

@@ -1,4 +1,4 @@
-"""Benchmark of the migration core alone: 1,000-user batches over freshly seeded legacy users.
+"""Benchmark of the batch applier alone: 1,000-user batches over freshly seeded legacy users.
 
 Prints users/s and rows/s (sessions + steps + manifests + audit + ledger rows written). Runs
 against the servers named by DATABASE_URL and REDIS_URL, in a scratch database it drops after.
@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 
-from agents.batch_applier import MigrationCore
+from agents.batch_applier import BatchApplier
 from agents.core.decide import Work
 from agents.jobs.schema import apply_schema
 from agents.jobs.seed import SeedOptions, generate, write_rows
@@ -40,7 +40,7 @@ async def main(users: int, batch: int) -> None:
         started = time.perf_counter()
         await write_rows(pool, generate(SeedOptions(users=users, prefix="bench-", seed=3)))
         print(f"seeded {users} legacy users in {time.perf_counter() - started:.1f}s")
-        core = MigrationCore(PostgresStore(pool), RedisMirror(redis))
+        core = BatchApplier(PostgresStore(pool), RedisMirror(redis))
         ids = [f"bench-{n:07d}" for n in range(users)]
         offset = 0
         started = time.perf_counter()

@@ -36,7 +36,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -50,6 +49,8 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.stack.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_DIR = ROOT / ".stack" / "bench"
@@ -129,12 +130,6 @@ def percentile(values: Sequence[float], p: float) -> float:
     if not ordered:
         return math.nan
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def request_value(user_id: str) -> bytes:
@@ -726,7 +721,7 @@ async def baseline(ctx: Context, users: int) -> dict[str, Any]:
     No Kafka and no worker: it shows what batching buys, on the same servers, not what the
     service does. Its own app id keeps its answers and counters apart from the worker's.
     """
-    from agents.batch_applier import MigrationCore
+    from agents.batch_applier import BatchApplier
     from agents.core.decide import Work
     from agents.stores.postgres import PostgresStore
     from agents.stores.redis_mirror import RedisMirror
@@ -737,7 +732,7 @@ async def baseline(ctx: Context, users: int) -> dict[str, Any]:
     ids = await seed(ctx.env, users, "base-")
     watched = {"postgres": ctx.servers["postgres"], "redis": ctx.servers["redis"]}
     async with opened(Settings.from_env(ctx.env)) as (pool, redis):
-        core = MigrationCore(PostgresStore(pool), RedisMirror(redis), app_id=BASELINE_APP_ID)
+        core = BatchApplier(PostgresStore(pool), RedisMirror(redis), app_id=BASELINE_APP_ID)
         migrated = 0
         cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
         client_before = self_cpu_seconds()
@@ -756,7 +751,7 @@ async def baseline(ctx: Context, users: int) -> dict[str, Any]:
         client_cpu = self_cpu_seconds() - client_before
         per_1k["bench process (core)"] = round(client_cpu * 1000 / users, 3)
     return {
-        "what": "MigrationCore.apply, 1 user per PostgreSQL transaction, sequential, no Kafka",
+        "what": "BatchApplier.apply, 1 user per PostgreSQL transaction, sequential, no Kafka",
         "users": users,
         "migrated": migrated,
         "seconds": round(elapsed, 3),

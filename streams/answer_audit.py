@@ -39,7 +39,7 @@ from streams.partition_reader import PartitionReader
 from streams.settings import Settings
 
 if TYPE_CHECKING:
-    from streams.context import Resources
+    from streams.resources import Resources
 
 log = logging.getLogger(__name__)
 

@@ -10,25 +10,22 @@ reaches the dead-letter topic with its original bytes instead of crashing the st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaProducer
 
-from agents.migration_agent import register_agents
-from agents.stores import redis_mirror
 from streams import topics
 from streams.answer_audit import AnswerAuditor
-from streams.context import Resources, ServiceContext
-from streams.control import ControlWatcher, worker_name
-from streams.exactly_once import (
-    MigratorApp,
-    PartitionTransactions,
-    configure_worker_consumer,
-    exclude_from_faust_commits,
-)
-from streams.partition_reader import PartitionReader
-from streams.revalidation import Revalidator
+from streams.context import ServiceContext
+from streams.control_topic import worker_name
+from streams.control_watcher import ControlWatcher
+from streams.faust_internals import MigratorApp, configure_worker_consumer
+from streams.heartbeat import StatusReporter
+from streams.migrate_agent import register_agents
+from streams.publishers import BatchPublisher, new_publisher
+from streams.resources import Resources
+from streams.revalidation_sampler import Revalidator
 from streams.settings import Settings
 from streams.web.views import register_views
 
@@ -40,20 +37,18 @@ from streams.web.views import register_views
 FETCH_BYTES_PER_PARTITION = 1024 * 1024
 
 
-def new_transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        transactional_id=transactional_id,
-        enable_idempotence=True,
-        acks="all",
-        max_request_size=topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
-        request_timeout_ms=15_000,
-    )
+PublisherFactory = Callable[[Settings, faust.App], BatchPublisher]
 
 
-def create_app(settings: Settings) -> ServiceContext:
-    app = MigratorApp(
+def create_app(
+    settings: Settings, *, publisher: PublisherFactory = new_publisher
+) -> ServiceContext:
+    """Build the worker: the app, its topic and table, the publisher of the delivery guarantee
+    (chosen once, here: ``publisher``), the services it runs, the agent and the views."""
+    configure_worker_consumer()
+    app: MigratorApp[BatchPublisher] = MigratorApp(
         settings.app_id,
+        rebalance=lambda app: publisher(settings, app),
         broker=settings.kafka_broker_url,
         # Exactly-once is the service's own (streams/exactly_once.py); Faust's would put the
         # stats table's recovery and every rebalance in the way (see the README, "Failures").
@@ -84,34 +79,15 @@ def create_app(settings: Settings) -> ServiceContext:
         logging_config=None,
     )
 
-    def declare(name: str) -> Any:
-        return app.topic(
-            name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.topic_partitions,
-            replicas=settings.topic_replication_factor,
-        )
-
-    requests = declare(topics.REQUESTED)
-    outcome_topics = {kind: declare(name) for kind, name in topics.OUTCOME_TOPICS.items()}
-    dead_letters = declare(topics.DEAD_LETTER)
-    configure_worker_consumer()
-    transactions = None
-    if settings.processing_guarantee == "exactly_once":
-        transactions = PartitionTransactions(
-            source_topic=topics.REQUESTED,
-            group_id=settings.app_id,
-            app_id=settings.app_id,
-            new_producer=lambda transactional_id: new_transactional_producer(
-                settings, transactional_id
-            ),
-            probe=PartitionReader(settings.kafka_bootstrap_servers),
-        )
-        exclude_from_faust_commits(topics.REQUESTED)
-        app.transactions = transactions
+    requests = app.topic(
+        topics.REQUESTED,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+        replicas=settings.topic_replication_factor,
+    )
     # The latest counter totals of the request partitions this worker answers, as committed by
     # their batches' PostgreSQL transactions (``partition_counters`` holds the truth). Entries are
     # set directly, never through the changelog: recovery has nothing to check, nothing to lose.
@@ -123,20 +99,14 @@ def create_app(settings: Settings) -> ServiceContext:
             key_type=str, value_type=None, key_serializer="raw", value_serializer="json"
         ),
     )
-    resources = Resources(settings)
-    resources.transactions = transactions
-    app.service(resources)  # type: ignore[arg-type]  # Faust starts instances as well as classes
-    control = ControlWatcher(settings, app)
-    control.core = lambda: resources.core
-    control.redis_answers = lambda: redis_mirror.ping(resources.redis)
+    resources = Resources(settings, app.rebalance)
+    control = ControlWatcher(settings, app, resources)
     app.assignment_listeners.append(control.on_assigned)
-    app.service(control)  # type: ignore[arg-type]
     revalidator = Revalidator(
         settings,
         resources,
         share=lambda: len(control.owned_partitions()) / settings.topic_partitions,
     )
-    app.service(revalidator)  # type: ignore[arg-type]
     auditor = AnswerAuditor(
         settings,
         resources,
@@ -144,22 +114,24 @@ def create_app(settings: Settings) -> ServiceContext:
         name=worker_name,
         every_s=settings.audit_every_s,
     )
-    if settings.audit_every_s > 0:
-        app.service(auditor)  # type: ignore[arg-type]
     context = ServiceContext(
         settings=settings,
         app=app,
         requests=requests,
-        outcome_topics=outcome_topics,
-        dead_letters=dead_letters,
         stats=stats,
         resources=resources,
+        publisher=app.rebalance,
         control=control,
         revalidator=revalidator,
         auditor=auditor,
     )
-
-    context.agents = register_agents(context)
+    # Every service the worker runs, in one place (Faust starts instances as well as classes).
+    services: list[Any] = [resources, control, revalidator, StatusReporter(context)]
+    if settings.audit_every_s > 0:
+        services.append(auditor)
+    for service in services:
+        app.service(service)
+    context.agents.update(register_agents(context))
     register_views(context)
     return context
 

@@ -1,4 +1,5 @@
-"""Bytes at the edge: dead letters and Kafka headers. Pure functions, no Faust, no I/O.
+"""Bytes at the edge: a consumed record as a plain value, the Kafka records a batch publishes,
+dead letters and Kafka headers. Pure functions over plain values: no Faust, no I/O.
 
 Header names share the ``migrator-`` prefix and carry UTF-8 text, one value per name, so tools can
 filter failures and dead letters without parsing JSON (contract §3).
@@ -7,10 +8,20 @@ filter failures and dead letters without parsing JSON (contract §3).
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from schemas.events import SCHEMA_VERSION, DeadLetter, DeadLetterOriginal, DeadLetterReason
+from schemas.events import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    DeadLetterOriginal,
+    DeadLetterReason,
+    Outcome,
+    Rejection,
+)
+from streams import topics
 
 HEADER_PREFIX = "migrator-"
 
@@ -25,6 +36,81 @@ class Origin:
     partition: int
     offset: int
     timestamp_ms: int | None
+
+
+@dataclass(frozen=True)
+class Send:
+    """One Kafka record to publish: topic, key, value, headers (the partition is the batch's)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """A request record as consumed: where it came from and its bytes."""
+
+    origin: Origin
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]
+
+    @classmethod
+    def of(cls, message: Any) -> Consumed:
+        """From a Faust message (``timestamp`` in seconds, maybe absent)."""
+        timestamp = getattr(message, "timestamp", None)
+        origin = Origin(
+            message.topic,
+            message.partition,
+            message.offset,
+            int(timestamp * 1000) if timestamp else None,
+        )
+        return cls(origin, message.key, message.value, list(message.headers or []))
+
+    def digest(self) -> bytes:
+        """What tells this record from another one at the same position: its key and value."""
+        hasher = hashlib.blake2b(digest_size=16)
+        key = self.key
+        hasher.update(b"-" if key is None else b"+" + len(key).to_bytes(4, "big") + key)
+        hasher.update(self.value or b"")
+        return hasher.digest()
+
+
+# An answer of a request record: its dead letter's reason, or its outcome and that outcome's
+# JSON as stored in PostgreSQL (published byte for byte).
+Answer = Rejection | tuple[Outcome, bytes]
+
+
+def batch_records(answers: Sequence[tuple[Consumed, Answer]]) -> list[Send]:
+    """The Kafka records of a batch's answers, in the records' order: each outcome on its
+    topic keyed by the user id, each rejection as a dead letter with the original bytes; every
+    one names the request record it answers in its headers."""
+    return [_record(record, answer) for record, answer in answers]
+
+
+def _record(record: Consumed, answer: Answer) -> Send:
+    origin = record.origin
+    if isinstance(answer, Rejection):
+        value, headers = dead_letter(
+            origin,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            reason=answer.reason,
+            message=answer.message,
+        )
+        return Send(topics.DEAD_LETTER, record.key, value, headers)
+    outcome, json = answer
+    headers = origin_headers(origin)
+    if outcome.error is not None:
+        headers = failure_headers(
+            origin, code=outcome.error.code.value, retryable=outcome.error.retryable
+        )
+    return Send(
+        topics.OUTCOME_TOPICS[outcome.outcome], outcome.user_id.encode("utf-8"), json, headers
+    )
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 if TYPE_CHECKING:
-    from agents.core.control import FailureBudget
+    from agents.core.control_state import FailureBudget
 
 ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
 
@@ -86,14 +86,14 @@ class Settings(BaseModel):
     @field_validator("failure_budget")
     @classmethod
     def _budget(cls, value: str) -> str:
-        from agents.core.control import parse_budget
+        from agents.core.control_state import parse_budget
 
         parse_budget(value)
         return value
 
     @property
     def budget(self) -> FailureBudget | None:
-        from agents.core.control import parse_budget
+        from agents.core.control_state import parse_budget
 
         return parse_budget(self.failure_budget)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from agents.core.catalog import STEPS, STEPS_TOTAL
 from agents.core.manifest import manifest_checksum
+from schemas.legacy import LegacyStatus
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def check_session(
             "twenty_four_steps", numbers == list(range(1, STEPS_TOTAL + 1)), f"{len(steps)} steps"
         )
     )
-    checks.extend(_consistency(postgres_doc))
+    checks.extend(session_consistency(postgres_doc))
     completed = postgres_doc["status"] == "completed"
     checks.append(
         Check(
@@ -72,7 +73,11 @@ def check_session(
         Check("manifest_checksum_recomputes", not bad, f"mismatched versions: {bad}" if bad else "")
     )
     checks.append(
-        Check("legacy_row_marked_migrated", legacy_status == "migrated", f"status={legacy_status}")
+        Check(
+            "legacy_row_marked_migrated",
+            legacy_status == LegacyStatus.MIGRATED,
+            f"status={legacy_status}",
+        )
     )
     checks.append(
         Check(
@@ -84,7 +89,15 @@ def check_session(
     return checks
 
 
-def _consistency(doc: Mapping[str, Any]) -> list[Check]:
+def session_consistency(doc: Mapping[str, Any]) -> list[Check]:
+    """A session document's figures (percentage, steps completed, status, current step, the
+    required flags) against its own steps.
+
+    This derives the session-status rule a second time, on purpose: the planner decides it
+    (``planner._shape``), and this is the independent check that a stored session obeys it,
+    so it must not call the planner's code. Change the rule in both places;
+    ``tests/core/test_planner_properties.py`` fails when they disagree.
+    """
     steps = doc["steps"]
     required = {step.number for step in STEPS if step.required}
     done = [s for s in steps if s["status"] == "completed"]
@@ -168,7 +181,7 @@ def _legacy_row_alone(
         Check("legacy_row_present", legacy_status is not None, f"status={legacy_status}"),
         Check(
             "legacy_row_not_marked_migrated",
-            legacy_status is not None and legacy_status != "migrated",
+            legacy_status is not None and legacy_status != LegacyStatus.MIGRATED,
             f"status={legacy_status}",
         ),
         Check("no_session_in_postgres", True, session_detail),

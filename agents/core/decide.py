@@ -14,7 +14,7 @@ from typing import Any
 from agents.core.planner import MigrationPlan, PlanError, plan_migration, session_id_for
 from agents.core.state import LedgerEntry, StoredSession
 from schemas.events import ErrorCode, MigrationRequest
-from schemas.legacy import LegacyRow
+from schemas.legacy import LegacyRow, LegacyStatus
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def decide(
         return AlreadyMigrated(session)
     if legacy is None:
         return Failed(ErrorCode.USER_NOT_FOUND, f"no legacy onboarding row for {request.user_id}")
-    if legacy.status == "migrated":
+    if legacy.status == LegacyStatus.MIGRATED:
         return Failed(
             ErrorCode.INVALID_LEGACY_DATA,
             f"legacy row of {request.user_id} says 'migrated' but no session exists",

@@ -21,11 +21,11 @@ from agents.core.manifest import (
 )
 from schemas.canonical import sha256_hex
 from schemas.events import ErrorCode, SessionStatusName
-from schemas.legacy import LegacyRow
+from schemas.legacy import LegacyRow, LegacyStatus
 from schemas.session import SessionStep, StepStatus
 
 _SESSION_NAMESPACE = uuid.UUID("0b7f3c1e-58a4-4f0e-9d63-6c1f2a9e4b21")
-_PLANNABLE = frozenset({"not_started", "in_progress", "completed"})
+_PLANNABLE = frozenset({LegacyStatus.NOT_STARTED, LegacyStatus.IN_PROGRESS, LegacyStatus.COMPLETED})
 # A step's status in one letter: a session's 24 statuses travel to PostgreSQL as one short text
 # (``sql/queries/insert_steps.sql`` spells them out again).
 STEP_CODES = {StepStatus.COMPLETED: "c", StepStatus.SKIPPED: "s", StepStatus.PENDING: "p"}
@@ -143,7 +143,7 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
         check_answers(row)
     except InvalidAnswers as exc:
         raise PlanError(ErrorCode.INVALID_LEGACY_DATA, str(exc)) from None
-    shape = _shape(frozenset(row.completed_steps), row.status == "completed")
+    shape = _shape(frozenset(row.completed_steps), row.status == LegacyStatus.COMPLETED)
     session_status = shape.session_status
     completed = shape.completed
     manifest = checksum = tokens = None

@@ -16,11 +16,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
-import redis.asyncio as aioredis
-
 from agents.jobs.resync import prune_redis, repair_pending, resync_redis
 from agents.stores import postgres, redis_mirror
+from agents.stores.postgres import Pool
+from agents.stores.redis_mirror import Client
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class Healed:
     repaired: int = 0
 
 
-async def heal(pool: asyncpg.Pool, client: aioredis.Redis) -> Healed:
+async def heal(pool: Pool, client: Client) -> Healed:
     """One look at Redis: rebuild it if it lost data, then rewrite pending users."""
     try:
         info = await client.info("server")
@@ -51,7 +50,7 @@ async def heal(pool: asyncpg.Pool, client: aioredis.Redis) -> Healed:
     return Healed(redis_up=True, rebuilt=rebuilt, repaired=repaired)
 
 
-async def _rebuild_if_lost(pool: asyncpg.Pool, client: aioredis.Redis, run_id: str) -> int:
+async def _rebuild_if_lost(pool: Pool, client: Client, run_id: str) -> int:
     marker = await client.get(MARKER_KEY)
     if marker is not None and redis_mirror.text(marker) == run_id:
         return 0
@@ -64,7 +63,7 @@ async def _rebuild_if_lost(pool: asyncpg.Pool, client: aioredis.Redis, run_id: s
             await postgres.advisory_unlock(conn, _LOCK_KEY)
 
 
-async def _rebuild(pool: asyncpg.Pool, client: aioredis.Redis, run_id: str) -> int:
+async def _rebuild(pool: Pool, client: Client, run_id: str) -> int:
     """Rebuild until no flush happened meanwhile (the marker set at the start survived)."""
     while True:
         started = time.monotonic()

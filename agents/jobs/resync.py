@@ -12,25 +12,24 @@ import json
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
-import asyncpg
-import redis.asyncio as aioredis
-
 from agents.core.documents import document_from_row
 from agents.stores import postgres, redis_mirror
+from agents.stores.postgres import Pool
+from agents.stores.redis_mirror import Client
 
 
-async def rewrite_users(conn: postgres.Conn, client: aioredis.Redis, users: Sequence[str]) -> int:
+async def rewrite_users(conn: postgres.Conn, client: Client, users: Sequence[str]) -> int:
     """Make Redis equal PostgreSQL for ``users`` (their rows locked by the caller)."""
     if not users:
         return 0
     rows = await postgres.session_documents(conn, users)
     documents = [document_from_row(row) for row in rows]
     current = {doc["user_id"]: str(doc["session_id"]) for doc in documents}
-    pointers = await client.mget([redis_mirror.user_key(user) for user in users])
+    pointers = await redis_mirror.user_pointers(client, users)
     stale = [
-        redis_mirror.text(pointer)
+        pointer
         for user, pointer in zip(users, pointers, strict=True)
-        if pointer is not None and redis_mirror.text(pointer) != current.get(user)
+        if pointer is not None and pointer != current.get(user)
     ]
     await redis_mirror.write_sessions(
         client,
@@ -41,9 +40,7 @@ async def rewrite_users(conn: postgres.Conn, client: aioredis.Redis, users: Sequ
     return len(documents)
 
 
-async def repair_pending(
-    pool: asyncpg.Pool, client: aioredis.Redis, *, page_size: int = 1000
-) -> int:
+async def repair_pending(pool: Pool, client: Client, *, page_size: int = 1000) -> int:
     """Rewrite the users whose mirror a batch could not write; return how many were repaired."""
     repaired = 0
     while True:
@@ -58,8 +55,8 @@ async def repair_pending(
 
 
 async def resync_redis(
-    pool: asyncpg.Pool,
-    client: aioredis.Redis,
+    pool: Pool,
+    client: Client,
     *,
     page_size: int = 1000,
     progress: Callable[[int], None] | None = None,
@@ -79,20 +76,20 @@ async def resync_redis(
             progress(written)
 
 
-async def resync_users(pool: asyncpg.Pool, client: aioredis.Redis, users: Sequence[str]) -> int:
+async def resync_users(pool: Pool, client: Client, users: Sequence[str]) -> int:
     """Make Redis equal PostgreSQL for the given users only; return the sessions written."""
     async with pool.acquire() as conn, conn.transaction():
         await postgres.lock_legacy_users(conn, sorted(users))
         return await rewrite_users(conn, client, sorted(users))
 
 
-async def _stale_user_keys(conn: postgres.Conn | asyncpg.Pool, users: Sequence[str]) -> list[str]:
+async def _stale_user_keys(conn: postgres.Conn | Pool, users: Sequence[str]) -> list[str]:
     """User pointers of ``users`` with no session behind them in PostgreSQL."""
     alive = await postgres.users_with_sessions(conn, users)
     return [redis_mirror.user_key(user) for user in users if user not in alive]
 
 
-async def _stale_session_keys(conn: postgres.Conn | asyncpg.Pool, ids: Sequence[str]) -> list[str]:
+async def _stale_session_keys(conn: postgres.Conn | Pool, ids: Sequence[str]) -> list[str]:
     """Session documents of ``ids`` (raw key suffixes) PostgreSQL holds no session for."""
     parsed = {raw: _uuid(raw) for raw in ids}
     alive = await postgres.existing_session_ids(
@@ -105,7 +102,7 @@ async def _stale_session_keys(conn: postgres.Conn | asyncpg.Pool, ids: Sequence[
     ]
 
 
-async def stale_keys(pool: asyncpg.Pool, client: aioredis.Redis) -> list[str]:
+async def stale_keys(pool: Pool, client: Client) -> list[str]:
     """The mirror keys PostgreSQL does not back now (read only: what ``prune_redis`` would
     delete, give or take what batches change meanwhile)."""
     stale: list[str] = []
@@ -116,7 +113,7 @@ async def stale_keys(pool: asyncpg.Pool, client: aioredis.Redis) -> list[str]:
     return stale
 
 
-async def prune_redis(pool: asyncpg.Pool, client: aioredis.Redis) -> int:
+async def prune_redis(pool: Pool, client: Client) -> int:
     """Delete mirror keys PostgreSQL does not back; return how many were deleted."""
     removed = 0
     async for users in redis_mirror.scan_ids(client, redis_mirror.USER_KEY):
@@ -125,8 +122,7 @@ async def prune_redis(pool: asyncpg.Pool, client: aioredis.Redis) -> int:
             stale = await _stale_user_keys(conn, users)
             removed += await redis_mirror.delete_keys(client, stale)
     async for ids in redis_mirror.scan_ids(client, redis_mirror.SESSION_KEY):
-        keys = [redis_mirror.session_key(raw) for raw in ids]
-        owners = [_owner(raw) for raw in await client.mget(keys)]
+        owners = [_owner(raw) for raw in await redis_mirror.raw_sessions(client, ids)]
         async with pool.acquire() as conn, conn.transaction():
             await postgres.lock_legacy_users(conn, sorted({o for o in owners if o is not None}))
             stale = await _stale_session_keys(conn, ids)

@@ -11,20 +11,10 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncpg
-
 import sql
+from agents.stores import postgres
 
 _LOCK_KEY = 0x6D69677261746F72  # "migrator"
-
-_BOOKKEEPING = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     integer PRIMARY KEY,
-    name        text NOT NULL,
-    sha256      text NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-)
-"""
 
 
 class SchemaDrift(RuntimeError):
@@ -38,16 +28,16 @@ class SchemaReport:
 
 
 async def apply_schema(
-    conn: asyncpg.Connection, files: Sequence[tuple[int, str, str]] | None = None
+    conn: postgres.Connection, files: Sequence[tuple[int, str, str]] | None = None
 ) -> SchemaReport:
     """Apply what is not applied yet of ``files`` (``(version, name, text)``; by default the
     shipped ``sql/ddl``); refuse with ``SchemaDrift`` if an applied file's text changed."""
     applied: list[str] = []
     already: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    await postgres.advisory_lock(conn, _LOCK_KEY)
     try:
-        await conn.execute(_BOOKKEEPING)
-        rows = await conn.fetch("SELECT version, name, sha256 FROM schema_migrations")
+        await conn.execute(sql.query("schema_migrations_table"))
+        rows = await conn.fetch(sql.query("schema_migrations"))
         recorded = {row["version"]: (row["name"], row["sha256"]) for row in rows}
         for version, name, text in sql.ddl_files() if files is None else files:
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -60,13 +50,8 @@ async def apply_schema(
                 continue
             async with conn.transaction():
                 await conn.execute(text)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, sha256) VALUES ($1, $2, $3)",
-                    version,
-                    name,
-                    digest,
-                )
+                await conn.execute(sql.query("record_schema_migration"), version, name, digest)
             applied.append(name)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        await postgres.advisory_unlock(conn, _LOCK_KEY)
     return SchemaReport(applied=applied, already=already)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from agents.core.catalog import STEPS
 from agents.stores import postgres
 
@@ -169,7 +167,7 @@ def _break(rng: random.Random, row: dict[str, Any]) -> None:
 
 
 async def write_rows(
-    pool: asyncpg.Pool,
+    pool: postgres.Pool,
     rows: Iterator[tuple[Any, ...]],
     *,
     chunk: int = 20_000,

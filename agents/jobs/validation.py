@@ -11,9 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import asyncpg
-import redis.asyncio as aioredis
-
 from agents.core.checks import (
     Check,
     check_legacy_unchanged,
@@ -23,6 +20,8 @@ from agents.core.checks import (
 )
 from agents.core.documents import document_from_row
 from agents.stores import postgres, redis_mirror
+from agents.stores.postgres import Pool
+from agents.stores.redis_mirror import Client
 from schemas.legacy import LegacyRow
 
 State = Literal["migrated", "rolled_back", "never_migrated"]
@@ -56,9 +55,7 @@ class ValidationReport:
         }
 
 
-async def validate_user(
-    pool: asyncpg.Pool, client: aioredis.Redis, user_id: str
-) -> ValidationReport:
+async def validate_user(pool: Pool, client: Client, user_id: str) -> ValidationReport:
     rows = await postgres.validation_rows(pool, user_id)
     pointer, redis_doc = await redis_mirror.read_session(client, user_id)
     legacy_status = rows.legacy.status if rows.legacy is not None else None
@@ -67,13 +64,14 @@ async def validate_user(
         return ValidationReport(user_id, "migrated", _migrated_checks(rows, pointer, redis_doc))
     if effect is not None:  # the latest effect is a rollback
         event = effect["event"]
-        session_key = redis_mirror.session_key(str(event.get("session_id")))
         checks = check_rolled_back(
             legacy_status=legacy_status,
             legacy_sha256_now=rows.legacy.snapshot_sha256() if rows.legacy else None,
             rollback=event,
             redis_pointer=pointer,
-            redis_session_present=bool(await client.exists(session_key)),
+            redis_session_present=await redis_mirror.session_exists(
+                client, str(event.get("session_id"))
+            ),
         )
         return ValidationReport(user_id, "rolled_back", checks)
     if rows.legacy is None:

@@ -2,23 +2,29 @@
 
 A batch's statements are the methods of ``PostgresTransaction`` (what ``protocol.BatchStore``
 asks for); the jobs and views use the functions below it. Everything is set-based: one statement
-(or one COPY) per kind of row for the whole batch, never a round trip per user.
+(or one COPY) per kind of row for the whole batch, never a round trip per user. Every statement's
+text is a file of ``sql/queries``.
+
+``PostgresStore`` (its transactions and ping) raises the stores' own errors
+(``agents.stores.errors``), translated from asyncpg's by ``translate_errors``: the batch applier
+and the fakes never name asyncpg.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 from uuid import UUID
 
 import asyncpg
 
 import sql
 from agents.core.catalog import STEPS
-from agents.core.state import LedgerEntry, StoredSession
-from agents.stores.rows import (
+from agents.core.rows import (
     AuditRow,
     LedgerRow,
     ManifestRow,
@@ -26,11 +32,23 @@ from agents.stores.rows import (
     SessionRow,
     StepsRow,
 )
+from agents.core.state import LedgerEntry, StoredSession
+from agents.stores.errors import (
+    AnsweredElsewhere,
+    StatementRefused,
+    StoreError,
+    StoreUnavailable,
+    describe,
+)
 from schemas.legacy import LegacyRow
 from schemas.rows import Row
 
 # A connection, whether acquired from a pool (a proxy) or opened alone.
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+# The pool and a lone connection, named here so that callers need not import asyncpg for a hint.
+Pool: TypeAlias = asyncpg.Pool
+Connection: TypeAlias = asyncpg.Connection
+Record: TypeAlias = asyncpg.Record
 
 # Errors that mean "PostgreSQL is not there right now / try again", not "the data is wrong".
 UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -48,6 +66,27 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.QueryCanceledError,
 )
+
+# Whatever a call of this module can raise when PostgreSQL says no (away, or a statement refused),
+# translated or not: the views answer 503 for these without knowing the client library.
+FAILED: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError, StoreError)
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Raise asyncpg's exceptions (and the socket's) as the stores' own, with the original as
+    ``__cause__``; anything else (a bug above the store) passes unchanged."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except UNAVAILABLE as exc:
+        raise StoreUnavailable(describe(exc)) from exc
+    except asyncpg.UniqueViolationError as exc:
+        raise AnsweredElsewhere(describe(exc)) from exc
+    except asyncpg.PostgresError as exc:
+        raise StatementRefused(describe(exc)) from exc
+
 
 _CATALOG = (
     [step.number for step in STEPS],
@@ -76,11 +115,15 @@ class PostgresStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield PostgresTransaction(conn)
+        """Raises ``StoreUnavailable``, ``AnsweredElsewhere`` or ``StatementRefused`` for what
+        asyncpg raises, in a statement, at BEGIN or at COMMIT."""
+        with translate_errors():
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield PostgresTransaction(conn)
 
     async def ping(self) -> None:
-        await ping(self.pool)
+        with translate_errors():
+            await ping(self.pool)
 
 
 class PostgresTransaction:
@@ -213,16 +256,19 @@ async def session_users_page(conn: Conn | asyncpg.Pool, after: str, limit: int) 
     return [r["user_id"] for r in await conn.fetch(sql.query("session_users_page"), after, limit)]
 
 
-async def unmigrated_user_ids(pool: asyncpg.Pool, *, page_size: int = 10_000) -> list[str]:
-    """Every legacy user not yet migrated, in user_id order, read page by page (keyset)."""
-    found: list[str] = []
+async def unmigrated_user_ids(
+    pool: Conn | asyncpg.Pool, *, page_size: int = 10_000
+) -> AsyncIterator[list[str]]:
+    """Every legacy user not yet migrated, in user_id order, one page at a time (keyset: each
+    page starts after the last id of the one before, through the partial index)."""
     after = ""
     while True:
         rows = await pool.fetch(sql.query("unmigrated_users_page"), after, page_size)
         if not rows:
-            return found
-        found += [row["user_id"] for row in rows]
-        after = found[-1]
+            return
+        page = [row["user_id"] for row in rows]
+        yield page
+        after = page[-1]
 
 
 async def existing_session_ids(pool: Conn | asyncpg.Pool, session_ids: Sequence[UUID]) -> set[UUID]:
@@ -260,7 +306,7 @@ async def lock_legacy_users(conn: Conn, user_ids: Sequence[str]) -> None:
 
 async def ping(conn: Conn | asyncpg.Pool) -> None:
     """Raises unless PostgreSQL answers a trivial query."""
-    await conn.fetchval("SELECT 1")
+    await conn.fetchval(sql.query("ping"))
 
 
 class ProgressCounts(NamedTuple):
@@ -311,11 +357,16 @@ async def validation_rows(pool: asyncpg.Pool, user_id: str) -> ValidationRows:
 
 async def try_advisory_lock(conn: Conn, key: int) -> bool:
     """Take the session-level advisory lock ``key`` if free (one worker runs a job at a time)."""
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    return bool(await conn.fetchval(sql.query("try_advisory_lock"), key))
+
+
+async def advisory_lock(conn: Conn, key: int) -> None:
+    """Wait for the session-level advisory lock ``key``."""
+    await conn.execute(sql.query("advisory_lock"), key)
 
 
 async def advisory_unlock(conn: Conn, key: int) -> None:
-    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    await conn.execute(sql.query("advisory_unlock"), key)
 
 
 async def insert_new_legacy_rows(
@@ -325,16 +376,10 @@ async def insert_new_legacy_rows(
 
     Rows go through a temporary table by COPY, then one INSERT … ON CONFLICT DO NOTHING: the
     fastest way to write many rows and skip those present."""
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS seed_legacy "
-        "(LIKE legacy_onboarding_status INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-    )
+    await conn.execute(sql.query("seed_legacy_table"))
     async with conn.transaction():
         await conn.copy_records_to_table("seed_legacy", records=rows, columns=list(columns))
-        status = await conn.execute(
-            "INSERT INTO legacy_onboarding_status SELECT * FROM seed_legacy "
-            "ON CONFLICT (user_id) DO NOTHING"
-        )
+        status = await conn.execute(sql.query("insert_seeded_legacy_rows"))
     return int(status.rsplit(" ", 1)[1])
 
 
@@ -348,16 +393,18 @@ async def unmigrated_selection(
 ) -> tuple[list[str], int]:
     """Every legacy user not yet migrated, in user_id order, and how many rolled-back users were
     held out of it (none when ``include_rolled_back``)."""
-    users = await unmigrated_user_ids(pool)
-    if include_rolled_back:
-        return users, 0
-    held = await rolled_back_user_ids(pool)
-    kept = [user for user in users if user not in held]
-    return kept, len(users) - len(kept)
+    held = set() if include_rolled_back else await rolled_back_user_ids(pool)
+    kept: list[str] = []
+    held_out = 0
+    async for page in unmigrated_user_ids(pool):
+        users = [user for user in page if user not in held]
+        kept += users
+        held_out += len(page) - len(users)
+    return kept, held_out
 
 
 async def session_count(conn: Conn | asyncpg.Pool) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM onboarding_sessions"))
+    return int(await conn.fetchval(sql.query("session_count")))
 
 
 async def save_worker_status(
@@ -395,3 +442,27 @@ async def worker_statuses(
 
 async def failure_samples(conn: Conn | asyncpg.Pool, *, sample: int) -> list[asyncpg.Record]:
     return list(await conn.fetch(sql.query("failure_samples"), sample))
+
+
+# Re-validation picks (the background sampler), read-only: both go through an index (the audit
+# log's primary key, the sessions' primary key), so a pick costs the same on ten thousand users
+# as on ten million.
+
+# "Recently migrated": among the audit log's latest rows.
+RECENT_ROWS = 5_000
+
+
+async def recent_migrated_users(conn: Conn | asyncpg.Pool, count: int) -> list[str]:
+    """Up to ``count`` users migrated recently, starting at a random recent answer."""
+    latest = await conn.fetchval(sql.query("latest_audit_id"))
+    if latest is None:
+        return []
+    start = max(0, int(latest) - random.randrange(RECENT_ROWS))
+    rows = await conn.fetch(sql.query("recent_migrated_users"), start, count)
+    return [row["user_id"] for row in rows]
+
+
+async def any_migrated_user(conn: Conn | asyncpg.Pool) -> str | None:
+    """The user of a session picked uniformly (the first at or after a random session id)."""
+    user = await conn.fetchval(sql.query("any_session_user"), uuid.uuid4())
+    return None if user is None else str(user)

@@ -1,14 +1,15 @@
 """What the batch applier needs of its stores, as two small protocols.
 
 ``postgres.PostgresStore`` and ``redis_mirror.RedisMirror`` are the real ones; unit tests hand
-the applier an in-memory pair (``tests/unit/fake_stores.py``) that can refuse a statement or be
-down, so retry, halving and mirror repair are checked in milliseconds. The integration tests run
-the same applier on the real servers.
+the applier an in-memory pair (``tests/support/fake_stores.py``) that can refuse a statement or be
+down, so retry, halving and mirror repair are checked in milliseconds. The same scenarios run on
+the real servers too.
 
-A failure is signalled the way the real client signals it: ``postgres.UNAVAILABLE`` errors for
-"PostgreSQL is not there", ``asyncpg.UniqueViolationError`` for a record answered concurrently,
-any other exception for a statement PostgreSQL refuses; ``redis_mirror.UNAVAILABLE`` or a
-``RedisError`` for Redis.
+A failure is signalled with the stores' own errors (``agents.stores.errors``), never the client
+library's: ``StoreUnavailable`` for "PostgreSQL is not there" (or failed in a way that passes),
+``AnsweredElsewhere`` for a record answered concurrently, ``StatementRefused`` for a statement
+PostgreSQL refuses, ``MirrorUnavailable`` for anything Redis refuses. An implementation
+translates its client's exceptions once, at this boundary; other exceptions are bugs.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from agents.core.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow, StepsRow
 from agents.core.state import LedgerEntry, StoredSession
-from agents.stores.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow, StepsRow
 from schemas.legacy import LegacyRow
 from schemas.rows import Row
 

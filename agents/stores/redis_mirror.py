@@ -2,25 +2,34 @@
 
 PostgreSQL is the source of truth. Every write here is idempotent (SET a whole document, DEL keys)
 so that repeating it after a failure, or rebuilding from PostgreSQL, always converges.
+
+``RedisMirror`` (what the batch applier writes through) raises ``errors.MirrorUnavailable`` for
+whatever Redis refuses, so that nothing above it names the client's exceptions.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import redis.asyncio as aioredis
 from pydantic_core import to_json
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agents.stores.errors import MirrorUnavailable, describe
 
 SESSION_KEY = "onboarding:session:{session_id}"
 USER_KEY = "onboarding:user:{user_id}"
 
 # Errors that mean "Redis is not there right now", as opposed to a bug in how we call it.
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# The client, named here so that callers need not import redis for a hint.
+Client: TypeAlias = aioredis.Redis
 
 
 def text(value: bytes | str) -> str:
@@ -90,6 +99,27 @@ async def scan_ids(
         yield found
 
 
+async def user_pointers(client: aioredis.Redis, user_ids: Sequence[str]) -> list[str | None]:
+    """The session id each user's pointer holds (None where there is none), in order."""
+    if not user_ids:
+        return []
+    raw = await client.mget([user_key(user) for user in user_ids])
+    return [None if value is None else text(value) for value in raw]
+
+
+async def raw_sessions(
+    client: aioredis.Redis, session_ids: Sequence[str]
+) -> list[bytes | str | None]:
+    """The stored session documents (undecoded; None where absent), in order."""
+    if not session_ids:
+        return []
+    return list(await client.mget([session_key(raw) for raw in session_ids]))
+
+
+async def session_exists(client: aioredis.Redis, session_id: UUID | str) -> bool:
+    return bool(await client.exists(session_key(session_id)))
+
+
 async def delete_keys(client: aioredis.Redis, keys: Sequence[str]) -> int:
     return int(await client.delete(*keys)) if keys else 0
 
@@ -115,9 +145,13 @@ class RedisMirror:
         stale_sessions: Sequence[str],
         users_without_session: Sequence[str],
     ) -> None:
-        await write_sessions(
-            self.client,
-            documents,
-            stale_sessions=stale_sessions,
-            users_without_session=users_without_session,
-        )
+        """Raises ``MirrorUnavailable`` for anything Redis refuses."""
+        try:
+            await write_sessions(
+                self.client,
+                documents,
+                stale_sessions=stale_sessions,
+                users_without_session=users_without_session,
+            )
+        except (*UNAVAILABLE, RedisError) as exc:
+            raise MirrorUnavailable(describe(exc)) from exc

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 import sql
-from agents.core.runs import AnswerCount, RunSummary, rate_window_start, summarize
+from agents.core.cohorts import AnswerCount, RunSummary, rate_window_start, summarize
 from agents.stores.postgres import Conn
 
 
@@ -71,11 +71,7 @@ async def run_summaries(
 
 async def run_known(conn: Conn | asyncpg.Pool, run_id: str) -> bool:
     """Whether the run was recorded (without computing its figures)."""
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM migration_runs WHERE run_id = $1)", run_id
-        )
-    )
+    return bool(await conn.fetchval(sql.query("run_known"), run_id))
 
 
 async def run_failures(conn: Conn | asyncpg.Pool, run_id: str) -> list[dict[str, Any]] | None:

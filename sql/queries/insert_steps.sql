@@ -1,7 +1,7 @@
 -- The 24 step rows of each new session, spelt out here from one row per session: its id, its
 -- steps' statuses as one letter each ('c' completed, 's' skipped, 'p' pending, in step order)
 -- and the time its completed steps were completed. The catalog ($4-$6: number, key, required)
--- comes from agents/catalog.py. Sending 1 row per session instead of 24 takes most of the
+-- comes from agents/core/catalog.py. Sending 1 row per session instead of 24 takes most of the
 -- per-user work of writing steps off the worker.
 INSERT INTO onboarding_steps (session_id, step_number, step_key, status, required, completed_at)
 SELECT s.session_id,

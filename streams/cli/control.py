@@ -16,7 +16,7 @@ import socket
 import time
 from typing import Any
 
-from agents.core import control
+from agents.core import control_state
 from streams.cli.errors import CliError
 from streams.settings import Settings
 
@@ -30,7 +30,7 @@ EXAMPLES = """examples:
 
 
 def _write(key: str, value: dict[str, Any]) -> int:
-    from streams.control import publish_control, read_control
+    from streams.control_topic import publish_control, read_control
 
     settings = Settings.from_env()
     asyncio.run(publish_control(settings, key, value))
@@ -39,7 +39,7 @@ def _write(key: str, value: dict[str, Any]) -> int:
     return 0
 
 
-def _line(state: control.ControlState) -> str:
+def _line(state: control_state.ControlState) -> str:
     if state.paused:
         kind = "auto-paused" if state.auto else "paused"
         line = f"{kind} since {state.at} by {state.by}: {state.reason or '(no reason given)'}"
@@ -51,7 +51,7 @@ def _line(state: control.ControlState) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from streams.control import read_control
+    from streams.control_topic import read_control
 
     state = asyncio.run(read_control(Settings.from_env()))
     print(json.dumps(state.as_dict(), indent=2) if args.json else _line(state))
@@ -59,16 +59,16 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _pause(args: argparse.Namespace) -> int:
-    from streams.control import pause_value
+    from streams.control_topic import pause_value
 
-    _write(control.PAUSE, pause_value(paused=True, reason=args.reason, by=args.by))
+    _write(control_state.PAUSE, pause_value(paused=True, reason=args.reason, by=args.by))
     return _confirm(paused=True, within_s=args.wait)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from streams.control import pause_value
+    from streams.control_topic import pause_value
 
-    _write(control.PAUSE, pause_value(paused=False, reason=args.reason, by=args.by))
+    _write(control_state.PAUSE, pause_value(paused=False, reason=args.reason, by=args.by))
     return _confirm(paused=False, within_s=args.wait)
 
 
@@ -104,10 +104,10 @@ def _confirm(*, paused: bool, within_s: float | None) -> int:
 
 
 def _throttle(args: argparse.Namespace) -> int:
-    from streams.control import throttle_value
+    from streams.control_topic import throttle_value
 
     return _write(
-        control.THROTTLE, throttle_value(rate=None if args.off else args.rate, by=args.by)
+        control_state.THROTTLE, throttle_value(rate=None if args.off else args.rate, by=args.by)
     )
 
 

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from agents.core.runs import cohort
+from agents.core.cohorts import cohort
 from streams.cli.errors import CliError
 from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
 from streams.cli.requests import add_request_options, add_run_option, request_plan

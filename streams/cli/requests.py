@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 from datetime import UTC, datetime
 
-from schemas.events import RUN_ID_PATTERN
+from schemas.identifiers import RUN_ID, RUN_ID_RULE
 from streams.cli.plans import Plan, planned_request_id
 from streams.requests_out import new_requests
 
@@ -33,10 +32,8 @@ def add_run_option(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def run_name(value: str) -> str:
-    if not re.fullmatch(RUN_ID_PATTERN, value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a run name (1 to 64 characters of A-Z a-z 0-9 . _ : -)"
-        )
+    if not RUN_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a run name ({RUN_ID_RULE})")
     return value
 
 

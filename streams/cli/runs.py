@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from agents.core.runs import RunSummary, write_report
+from agents.core.cohorts import RunSummary, write_report
 from streams.cli.errors import CliError
 from streams.cli.requests import run_name
 from streams.settings import Settings

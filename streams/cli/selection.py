@@ -11,11 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from schemas.identifiers import USER_ID, USER_ID_RULE
 from streams.cli.errors import CliError
-from streams.web.inputs import USER_ID
 
 _HEADERS = frozenset({"user_id", "userid", "user", "id"})
-_RULE = "1 to 128 characters of A-Z a-z 0-9 . _ : @ -"
 
 
 def add_id_options(parser: argparse.ArgumentParser, *, what: str = "users") -> None:
@@ -55,7 +54,7 @@ def read_id_file(path: str) -> list[str]:
 
 def check_id(user_id: str, where: str) -> str:
     if not USER_ID.fullmatch(user_id):
-        raise CliError(f"{where}: {user_id!r} is not a user id ({_RULE})")
+        raise CliError(f"{where}: {user_id!r} is not a user id ({USER_ID_RULE})")
     return user_id
 
 

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+from schemas.identifiers import RUN_ID_PATTERN, USER_ID_PATTERN
+
 UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["user-0000042"])]
 
 
@@ -25,7 +26,6 @@ class OptionsBody(BaseModel):
     requested_by: Annotated[str, Field(min_length=1, max_length=128)] = "http-api"
 
 
-RUN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 RunId = Annotated[str, Field(pattern=RUN_ID_PATTERN, examples=["canary"])]
 
 

@@ -7,26 +7,17 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from schemas.events import describe
-from streams.web.api import (
-    RUN_ID_PATTERN,
-    USER_ID_PATTERN,
-    BulkBody,
-    OptionsBody,
-    PauseBody,
-    ThrottleBody,
-)
+from schemas.identifiers import RUN_ID, RUN_ID_RULE, USER_ID, USER_ID_RULE
+from streams.web.api import BulkBody, OptionsBody, PauseBody, ThrottleBody
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_USER_IDS = 10_000
-USER_ID = re.compile(USER_ID_PATTERN)
-RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 class InputError(ValueError):
@@ -67,7 +58,7 @@ class BulkRequest:
 
 def check_user_id(user_id: str) -> str:
     if not USER_ID.fullmatch(user_id):
-        raise InputError(400, "user_id must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -")
+        raise InputError(400, f"user_id must be {USER_ID_RULE}")
     return user_id
 
 
@@ -115,7 +106,7 @@ def parse_throttle(raw: bytes) -> ThrottleBody:
 
 def check_run_id(run_id: str) -> str:
     if not RUN_ID.fullmatch(run_id):
-        raise InputError(400, "run id must be 1 to 64 characters of A-Z a-z 0-9 . _ : -")
+        raise InputError(400, f"run id must be {RUN_ID_RULE}")
     return run_id
 
 

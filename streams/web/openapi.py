@@ -7,11 +7,13 @@ a test fails when the shipped file drifts from the models. Pure: no I/O.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from schemas.identifiers import RUN_ID_PATTERN, USER_ID_PATTERN
 from streams.web import api
 
 PREFIX = "/api/v1/onboarding/migration"
@@ -61,68 +63,223 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(api.ErrorAnswer, texts[code]) for code in codes}
 
 
-_USER = {
-    "name": "user_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": api.USER_ID_PATTERN},
-}
+def _text(media_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
 
 
-def _admin(action: str, bulk: bool) -> dict[str, Any]:
-    body = api.BulkBody if bulk else api.OptionsBody
+def _path(name: str, pattern: str) -> dict[str, Any]:
     return {
-        "post": {
-            "summary": f"publish {action} requests" + ("" if bulk else " for one user"),
-            "operationId": f"{action}{'Many' if bulk else 'One'}",
-            "security": [{"bearer": []}],
-            **({} if bulk else {"parameters": [_USER]}),
-            "requestBody": {
-                "required": bulk,
-                "content": {"application/json": {"schema": _ref(body)}},
-            },
-            "responses": {
-                "202": _json(api.Accepted, "published; the request ids"),
-                **_errors(400, 401, 403, 413),
-            },
-        }
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": pattern},
     }
 
 
-_RUN = {
-    "name": "run_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": api.RUN_ID_PATTERN},
-}
-
-
-def _control(verb: str, body: type[BaseModel], summary: str) -> dict[str, Any]:
+def _choice(name: str, *values: str) -> dict[str, Any]:
     return {
-        "post": {
-            "summary": summary,
-            "operationId": f"control{verb.capitalize()}",
-            "security": [{"bearer": []}],
-            "requestBody": {
-                "required": verb == "throttle",
-                "content": {"application/json": {"schema": _ref(body)}},
-            },
-            "responses": {
-                "202": _json(api.Control, "written to the control topic; the state it makes"),
-                **_errors(400, 401, 403, 413, 503),
-            },
-        }
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": list(values)},
     }
 
 
-def _get(operation: str, summary: str, responses: dict[str, Any], **extra: Any) -> Any:
-    return {"get": {"operationId": operation, "summary": summary, "responses": responses, **extra}}
+_USER = _path("user_id", USER_ID_PATTERN)
+_RUN = _path("run_id", RUN_ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """One row of the table: a GET, or (with ``body``) a POST of the admin API, which takes a
+    bearer token and a JSON body of that model."""
+
+    path: str
+    operation_id: str
+    summary: str
+    responses: dict[str, Any]
+    parameters: tuple[dict[str, Any], ...] = ()
+    body: type[BaseModel] | None = None
+    body_required: bool = False
+
+    def path_item(self) -> dict[str, Any]:
+        parameters = {"parameters": list(self.parameters)} if self.parameters else {}
+        if self.body is None:
+            return {
+                "get": {
+                    "operationId": self.operation_id,
+                    "summary": self.summary,
+                    "responses": self.responses,
+                    **parameters,
+                }
+            }
+        return {
+            "post": {
+                "summary": self.summary,
+                "operationId": self.operation_id,
+                "security": [{"bearer": []}],
+                **parameters,
+                "requestBody": {
+                    "required": self.body_required,
+                    "content": {"application/json": {"schema": _ref(self.body)}},
+                },
+                "responses": self.responses,
+            }
+        }
+
+
+def _publish(action: str, *, bulk: bool) -> _Operation:
+    """``POST migrate|rollback`` (``bulk``: many users, by body) or ``…/{user_id}``."""
+    return _Operation(
+        f"{PREFIX}/{action}" + ("" if bulk else "/{user_id}"),
+        f"{action}{'Many' if bulk else 'One'}",
+        f"publish {action} requests" + ("" if bulk else " for one user"),
+        {"202": _json(api.Accepted, "published; the request ids"), **_errors(400, 401, 403, 413)},
+        parameters=() if bulk else (_USER,),
+        body=api.BulkBody if bulk else api.OptionsBody,
+        body_required=bulk,
+    )
+
+
+def _control(verb: str, body: type[BaseModel], summary: str) -> _Operation:
+    """``POST control/pause|resume|throttle``: written to the control topic."""
+    return _Operation(
+        f"{PREFIX}/control/{verb}",
+        f"control{verb.capitalize()}",
+        summary,
+        {
+            "202": _json(api.Control, "written to the control topic; the state it makes"),
+            **_errors(400, 401, 403, 413, 503),
+        },
+        body=body,
+        body_required=verb == "throttle",
+    )
+
+
+# Every route of ``views.ROUTES``, in the order the document lists them.
+_OPERATIONS: tuple[_Operation, ...] = (
+    _Operation(
+        f"{PREFIX}/stats",
+        "stats",
+        "the cluster's counters (the same from every worker); ?scope=local: this "
+        "worker's partitions",
+        {
+            "200": _json({"oneOf": [_ref(api.Stats), _ref(api.LocalStats)]}, "counters"),
+            **_errors(503),
+        },
+        parameters=(_choice("scope", "local"),),
+    ),
+    _Operation(
+        f"{PREFIX}/progress",
+        "progress",
+        "how much of the legacy population is done, the rate, the ETA and the backlog",
+        {"200": _json(api.Progress, "progress"), **_errors(503)},
+    ),
+    _Operation(
+        f"{PREFIX}/health",
+        "health",
+        "PostgreSQL, Redis, Kafka and processing; 503 when one is down",
+        {"200": _json(api.Health, "healthy"), "503": _json(api.Health, "not healthy")},
+    ),
+    _Operation(
+        f"{PREFIX}/validate/{{user_id}}",
+        "validate",
+        "one user's state (migrated, rolled back, never migrated) and its checks",
+        {"200": _json(api.Validation, "the report"), **_errors(400, 404)},
+        parameters=(_USER,),
+    ),
+    _Operation(
+        f"{PREFIX}/workers",
+        "workers",
+        "every worker that reported lately: owned partitions, their lag, memory",
+        {"200": _json(api.Workers, "workers"), **_errors(503)},
+    ),
+    _Operation(
+        f"{PREFIX}/failures",
+        "failures",
+        "failed users by error code: retryable or not, a sample of user ids",
+        {"200": _json(api.Failures, "failures"), **_errors(503)},
+    ),
+    _Operation(
+        f"{PREFIX}/runs",
+        "runs",
+        "the latest runs (staged rollouts) with their figures",
+        {"200": _json(api.Runs, "runs"), **_errors(503)},
+    ),
+    _Operation(
+        f"{PREFIX}/runs/{{run_id}}",
+        "run",
+        "one run: requested, done, failed by code, rolled back, rate, ETA",
+        {"200": _json(api.Run, "the run"), **_errors(400, 404, 503)},
+        parameters=(_RUN,),
+    ),
+    _Operation(
+        f"{PREFIX}/runs/{{run_id}}/report",
+        "runReport",
+        "the run's failed users with their codes, as CSV (default) or JSON",
+        {
+            "200": {
+                "description": "the report",
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "array"}},
+                },
+            },
+            **_errors(400, 404, 503),
+        },
+        parameters=(_RUN, _choice("format", "csv", "json")),
+    ),
+    _Operation(
+        f"{PREFIX}/control",
+        "control",
+        "paused or running (why, by whom), the throttle, this worker's share",
+        {"200": _json(api.Control, "the control state")},
+    ),
+    _control("pause", api.PauseBody, "pause every worker (the batch in hand finishes)"),
+    _control("resume", api.PauseBody, "every worker takes requests again"),
+    _control("throttle", api.ThrottleBody, "cap the cluster's users/s, or lift the cap"),
+    _Operation(
+        f"{PREFIX}/revalidation",
+        "revalidation",
+        "the background re-validation: mismatches by check, drift, latest user ids",
+        {"200": _json(api.Revalidation, "findings"), **_errors(503)},
+    ),
+    _Operation(
+        f"{PREFIX}/audit",
+        "audit",
+        "the answer audit: request records without exactly one answer, per partition",
+        {"200": _json(api.Audit, "open findings and audit positions"), **_errors(503)},
+    ),
+    _publish("migrate", bulk=True),
+    _publish("migrate", bulk=False),
+    _publish("rollback", bulk=True),
+    _publish("rollback", bulk=False),
+    _Operation(
+        "/dashboard",
+        "dashboard",
+        "the live dashboard (self-contained HTML)",
+        {"200": _text("text/html", "page")},
+    ),
+    _Operation(
+        "/metrics",
+        "metrics",
+        "Prometheus text format 0.0.4 (see the README for the metric names)",
+        {
+            "200": _text("text/plain", "metrics"),
+            "503": _text("text/plain", "PostgreSQL did not answer"),
+        },
+    ),
+    _Operation(
+        "/openapi.json",
+        "openapi",
+        "this document",
+        {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+    ),
+)
 
 
 def openapi_document(version: str) -> dict[str, Any]:
     _, top = models_json_schema([(m, "serialization") for m in _MODELS], ref_template=_REF)
-    stats_answer = {"oneOf": [_ref(api.Stats), _ref(api.LocalStats)]}
-    text = {"text/plain": {"schema": {"type": "string"}}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -131,133 +288,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "description": "Live counters, progress, health and validation of the migration, and "
             "the admin endpoints that publish requests. See docs/contract.md §9.",
         },
-        "paths": {
-            f"{PREFIX}/stats": _get(
-                "stats",
-                "the cluster's counters (the same from every worker); ?scope=local: this "
-                "worker's partitions",
-                {"200": _json(stats_answer, "counters"), **_errors(503)},
-                parameters=[
-                    {
-                        "name": "scope",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "enum": ["local"]},
-                    }
-                ],
-            ),
-            f"{PREFIX}/progress": _get(
-                "progress",
-                "how much of the legacy population is done, the rate, the ETA and the backlog",
-                {"200": _json(api.Progress, "progress"), **_errors(503)},
-            ),
-            f"{PREFIX}/health": _get(
-                "health",
-                "PostgreSQL, Redis, Kafka and processing; 503 when one is down",
-                {"200": _json(api.Health, "healthy"), "503": _json(api.Health, "not healthy")},
-            ),
-            f"{PREFIX}/validate/{{user_id}}": _get(
-                "validate",
-                "one user's state (migrated, rolled back, never migrated) and its checks",
-                {"200": _json(api.Validation, "the report"), **_errors(400, 404)},
-                parameters=[_USER],
-            ),
-            f"{PREFIX}/workers": _get(
-                "workers",
-                "every worker that reported lately: owned partitions, their lag, memory",
-                {"200": _json(api.Workers, "workers"), **_errors(503)},
-            ),
-            f"{PREFIX}/failures": _get(
-                "failures",
-                "failed users by error code: retryable or not, a sample of user ids",
-                {"200": _json(api.Failures, "failures"), **_errors(503)},
-            ),
-            f"{PREFIX}/runs": _get(
-                "runs",
-                "the latest runs (staged rollouts) with their figures",
-                {"200": _json(api.Runs, "runs"), **_errors(503)},
-            ),
-            f"{PREFIX}/runs/{{run_id}}": _get(
-                "run",
-                "one run: requested, done, failed by code, rolled back, rate, ETA",
-                {"200": _json(api.Run, "the run"), **_errors(400, 404, 503)},
-                parameters=[_RUN],
-            ),
-            f"{PREFIX}/runs/{{run_id}}/report": _get(
-                "runReport",
-                "the run's failed users with their codes, as CSV (default) or JSON",
-                {
-                    "200": {
-                        "description": "the report",
-                        "content": {
-                            "text/csv": {"schema": {"type": "string"}},
-                            "application/json": {"schema": {"type": "array"}},
-                        },
-                    },
-                    **_errors(400, 404, 503),
-                },
-                parameters=[
-                    _RUN,
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "enum": ["csv", "json"]},
-                    },
-                ],
-            ),
-            f"{PREFIX}/control": _get(
-                "control",
-                "paused or running (why, by whom), the throttle, this worker's share",
-                {"200": _json(api.Control, "the control state")},
-            ),
-            f"{PREFIX}/control/pause": _control(
-                "pause", api.PauseBody, "pause every worker (the batch in hand finishes)"
-            ),
-            f"{PREFIX}/control/resume": _control(
-                "resume", api.PauseBody, "every worker takes requests again"
-            ),
-            f"{PREFIX}/control/throttle": _control(
-                "throttle", api.ThrottleBody, "cap the cluster's users/s, or lift the cap"
-            ),
-            f"{PREFIX}/revalidation": _get(
-                "revalidation",
-                "the background re-validation: mismatches by check, drift, latest user ids",
-                {"200": _json(api.Revalidation, "findings"), **_errors(503)},
-            ),
-            f"{PREFIX}/audit": _get(
-                "audit",
-                "the answer audit: request records without exactly one answer, per partition",
-                {"200": _json(api.Audit, "open findings and audit positions"), **_errors(503)},
-            ),
-            f"{PREFIX}/migrate": _admin("migrate", bulk=True),
-            f"{PREFIX}/migrate/{{user_id}}": _admin("migrate", bulk=False),
-            f"{PREFIX}/rollback": _admin("rollback", bulk=True),
-            f"{PREFIX}/rollback/{{user_id}}": _admin("rollback", bulk=False),
-            "/dashboard": _get(
-                "dashboard",
-                "the live dashboard (self-contained HTML)",
-                {
-                    "200": {
-                        "description": "page",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    }
-                },
-            ),
-            "/metrics": _get(
-                "metrics",
-                "Prometheus text format 0.0.4 (see the README for the metric names)",
-                {
-                    "200": {"description": "metrics", "content": text},
-                    "503": {"description": "PostgreSQL did not answer", "content": text},
-                },
-            ),
-            "/openapi.json": _get(
-                "openapi",
-                "this document",
-                {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
-            ),
-        },
+        "paths": {operation.path: operation.path_item() for operation in _OPERATIONS},
         "components": {
             "schemas": top["$defs"],
             "securitySchemes": {

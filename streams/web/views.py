@@ -1,7 +1,8 @@
 """HTTP on the Faust web server (contract §9): stats, progress, health, validate, admin, dashboard.
 
-Views are module-level classes over a typed ``WebService``; ``register_views`` binds each to one
-worker's service (a subclass per app, so two apps in one process never share a route).
+Views are module-level classes over one worker's ``Readouts`` (the read model) and ``Admin``
+(the writes); ``register_views`` binds each view to them (a subclass per app, so two apps in one
+process never share a route).
 
 ``stats`` is the same on every worker: the counters live in PostgreSQL, advanced in each batch's
 own transaction, and every worker reads all partitions' totals from there. ``?scope=local`` gives
@@ -16,15 +17,15 @@ from importlib import resources
 from typing import TYPE_CHECKING, ClassVar, cast
 
 import aiohttp.web
-import asyncpg
 from faust.web import Request, Response, View
 
-from agents.core import control
-from agents.core.runs import write_report
+from agents.core import control_state
+from agents.core.cohorts import write_report
 from agents.jobs.validation import UnknownUser
 from agents.stores import postgres
-from streams.control import pause_value, throttle_value
+from streams.control_topic import pause_value, throttle_value
 from streams.web import api
+from streams.web.admin import Admin
 from streams.web.inputs import (
     MAX_BODY_BYTES,
     InputError,
@@ -38,7 +39,7 @@ from streams.web.inputs import (
 )
 from streams.web.metrics import prometheus_text
 from streams.web.openapi import openapi_text
-from streams.web.service import STATUS_EVERY_S, WebService
+from streams.web.readouts import Readouts
 
 if TYPE_CHECKING:
     from streams.context import ServiceContext
@@ -46,13 +47,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/onboarding/migration"
-_POSTGRES_ERRORS: tuple[type[BaseException], ...] = (*postgres.UNAVAILABLE, asyncpg.PostgresError)
+_POSTGRES_ERRORS = postgres.FAILED
 
 
 class ServiceView(View):
-    """A view of one worker: ``service`` is set on the subclass ``register_views`` makes."""
+    """A view of one worker: ``readouts`` and ``admin`` are set on the subclass
+    ``register_views`` makes."""
 
-    service: ClassVar[WebService]
+    readouts: ClassVar[Readouts]
+    admin: ClassVar[Admin]
 
     def refuse(self, error: InputError) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="migrator"'} if error.status == 401 else None
@@ -65,7 +68,7 @@ class ServiceView(View):
         """The body of a mutating endpoint, once its bearer token is right (401/403/413 as
         ``InputError``)."""
         authorize(
-            self.service.context.settings.admin_token_value, request.headers.get("Authorization")
+            self.admin.context.settings.admin_token_value, request.headers.get("Authorization")
         )
         http = cast(aiohttp.web.Request, request)
         if (http.content_length or 0) > MAX_BODY_BYTES:
@@ -73,13 +76,13 @@ class ServiceView(View):
         return await http.content.read(MAX_BODY_BYTES + 1)
 
 
-class Admin(ServiceView):
+class PublishView(ServiceView):
     """Base of the mutating endpoints: bearer token first, then the body."""
 
     action: ClassVar[str] = "migrate"
 
     async def handle(self, request: Request, user_id: str | None) -> Response:
-        service = self.service
+        admin = self.admin
         try:
             raw = await self.admin_body(request)
             held_out: int | None = None
@@ -93,7 +96,7 @@ class Admin(ServiceView):
                     user_ids = bulk.user_ids
                     selection = {"kind": "ids", "given": len(user_ids)}
                 else:
-                    user_ids, held_out = await service.all_unmigrated(
+                    user_ids, held_out = await admin.all_unmigrated(
                         include_rolled_back=bulk.include_rolled_back, percent=bulk.percent
                     )
                     selection = {"kind": "everyone"}
@@ -101,7 +104,7 @@ class Admin(ServiceView):
                         selection = {"kind": "percent", "percent": bulk.percent}
         except InputError as error:
             return self.refuse(error)
-        ids = await service.publish_requests(user_ids, self.action, options, selection)
+        ids = await admin.publish_requests(user_ids, self.action, options, selection)
         answer: dict[str, object] = {
             "action": self.action,
             "dry_run": options.dry_run,
@@ -114,24 +117,24 @@ class Admin(ServiceView):
         return self.json(api.answer(api.Accepted, answer), status=202)
 
 
-class MigrateMany(Admin):
+class MigrateMany(PublishView):
     async def post(self, request: Request) -> Response:
         return await self.handle(request, None)
 
 
-class MigrateOne(Admin):
+class MigrateOne(PublishView):
     async def post(self, request: Request, user_id: str) -> Response:
         return await self.handle(request, user_id)
 
 
-class RollbackMany(Admin):
+class RollbackMany(PublishView):
     action = "rollback"
 
     async def post(self, request: Request) -> Response:
         return await self.handle(request, None)
 
 
-class RollbackOne(Admin):
+class RollbackOne(PublishView):
     action = "rollback"
 
     async def post(self, request: Request, user_id: str) -> Response:
@@ -142,10 +145,10 @@ class Stats(ServiceView):
     async def get(self, request: Request) -> Response:
         if request.query.get("scope") == "local":
             return self.json(
-                api.answer(api.LocalStats, {"totals": await self.service.local_totals()})
+                api.answer(api.LocalStats, {"totals": await self.readouts.local_totals()})
             )
         try:
-            _, summary = await self.service.stats()
+            _, summary = await self.readouts.stats()
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
         return self.json(api.answer(api.Stats, summary))
@@ -154,21 +157,21 @@ class Stats(ServiceView):
 class Progress(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
-            return self.json(api.answer(api.Progress, await self.service.progress()))
+            return self.json(api.answer(api.Progress, await self.readouts.progress()))
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
 
 
 class Health(ServiceView):
     async def get(self, request: Request) -> Response:
-        ok, checks = await self.service.health()
+        ok, checks = await self.readouts.health()
         degraded = ok and not all(check["ok"] for check in checks.values())
         answer = {
             "ok": ok,
             "status": "degraded" if degraded else "ok" if ok else "down",
             "checks": checks,
-            "worker": self.service.identity(),
-            "control": self.service.control(),
+            "worker": self.readouts.identity(),
+            "control": self.readouts.control(),
         }
         return self.json(api.answer(api.Health, answer), status=200 if ok else 503)
 
@@ -180,7 +183,7 @@ class Validate(ServiceView):
         except InputError as error:
             return self.refuse(error)
         try:
-            report = await self.service.validate(user_id)
+            report = await self.readouts.validate(user_id)
         except UnknownUser as exc:
             return self.refuse(InputError(404, str(exc)))
         return self.json(api.answer(api.Validation, report.as_dict()))
@@ -195,7 +198,7 @@ class Dashboard(ServiceView):
 class Metrics(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
-            metrics = await self.service.worker_metrics()
+            metrics = await self.readouts.worker_metrics()
         except _POSTGRES_ERRORS as exc:
             # A failed scrape is what Prometheus expects when the numbers are not there.
             return self.text(f"PostgreSQL did not answer: {exc}\n", status=503)
@@ -205,7 +208,7 @@ class Metrics(ServiceView):
 class Workers(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
-            workers = await self.service.workers()
+            workers = await self.readouts.workers()
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
         return self.json(api.answer(api.Workers, {"workers": workers}))
@@ -214,7 +217,7 @@ class Workers(ServiceView):
 class Failures(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
-            failures = await self.service.failures()
+            failures = await self.readouts.failures()
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
         return self.json(api.answer(api.Failures, {"failures": failures}))
@@ -223,7 +226,7 @@ class Failures(ServiceView):
 class Runs(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
-            runs = await self.service.runs()
+            runs = await self.readouts.runs()
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
         return self.json(api.answer(api.Runs, {"runs": runs}))
@@ -233,7 +236,7 @@ class OneRun(ServiceView):
     async def get(self, request: Request, run_id: str) -> Response:
         try:
             check_run_id(run_id)
-            found = await self.service.runs(run_ids=[run_id], limit=1)
+            found = await self.readouts.runs(run_ids=[run_id], limit=1)
             if not found:
                 raise InputError(404, f"no run named {run_id!r}")
         except InputError as error:
@@ -252,7 +255,7 @@ class RunReport(ServiceView):
             check_run_id(run_id)
             if fmt not in ("csv", "json"):
                 raise InputError(400, "format must be csv or json")
-            rows = await self.service.run_report(run_id)
+            rows = await self.readouts.run_report(run_id)
             if rows is None:
                 raise InputError(404, f"no run named {run_id!r}")
         except InputError as error:
@@ -267,19 +270,19 @@ class RunReport(ServiceView):
 
 class Control(ServiceView):
     async def get(self, request: Request) -> Response:
-        return self.json(api.answer(api.Control, self.service.control()))
+        return self.json(api.answer(api.Control, self.readouts.control()))
 
 
 class ControlChange(ServiceView):
     """``POST control/pause|resume|throttle``: bearer token, body, one control record."""
 
-    key: ClassVar[str] = control.PAUSE
+    key: ClassVar[str] = control_state.PAUSE
     paused: ClassVar[bool] = True  # with key pause: pause or resume
 
     async def post(self, request: Request) -> Response:
         try:
             raw = await self.admin_body(request)
-            if self.key == control.THROTTLE:
+            if self.key == control_state.THROTTLE:
                 throttle = parse_throttle(raw)
                 value = throttle_value(rate=throttle.rate, by=throttle.by)
             else:
@@ -288,7 +291,7 @@ class ControlChange(ServiceView):
         except InputError as error:
             return self.refuse(error)
         try:
-            state = await self.service.write_control(self.key, value)
+            state = await self.admin.write_control(self.key, value)
         except Exception as exc:  # noqa: BLE001 - Kafka did not take it: say so, change nothing
             return self.json({"error": f"Kafka did not take the control record: {exc}"}, status=503)
         return self.json(api.answer(api.Control, state), status=202)
@@ -303,13 +306,13 @@ class Resume(ControlChange):
 
 
 class Throttle(ControlChange):
-    key = control.THROTTLE
+    key = control_state.THROTTLE
 
 
 class Revalidation(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
-            found = await self.service.revalidation()
+            found = await self.readouts.revalidation()
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
         return self.json(api.answer(api.Revalidation, found))
@@ -318,7 +321,7 @@ class Revalidation(ServiceView):
 class Audit(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
-            found = await self.service.answer_audit()
+            found = await self.readouts.answer_audit()
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
         return self.json(api.answer(api.Audit, found))
@@ -356,17 +359,9 @@ ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
 
 
 def register_views(context: ServiceContext) -> None:
-    """Serve every route of ``ROUTES`` on the context's app, bound to its service."""
-    service = WebService(context)
+    """Serve every route of ``ROUTES`` on the context's app, bound to its read model and admin."""
+    readouts = Readouts(context)
+    admin = Admin(context, readouts)
     for path, view in ROUTES:
-        bound = type(view.__name__, (view,), {"service": service})
+        bound = type(view.__name__, (view,), {"readouts": readouts, "admin": admin})
         context.app.page(path)(bound)
-
-    async def report_status() -> None:
-        """Every worker says which partitions it owns and their lag (``GET workers``)."""
-        try:
-            await service.report_status()
-        except Exception as exc:  # noqa: BLE001 - PostgreSQL away: the next report will do
-            log.debug("worker status not written: %s", exc)
-
-    context.app.timer(interval=STATUS_EVERY_S)(report_status)

@@ -1,7 +1,9 @@
-"""The batch applier's failure paths, on in-memory stores: retry, halving, waiting, mirror repair.
+"""The batch applier on in-memory stores: the shared scenarios, and the failure paths only the
+fakes can drive exactly (a deadlock on a given statement, one refused row, an outage that ends
+on cue): retry, halving, waiting, redoing. Milliseconds each.
 
-The same paths run against real servers in ``tests/integration/test_migration_core.py`` and
-under injected faults in ``tests/e2e``; here each is driven exactly and takes milliseconds.
+The shared scenarios (``support.applier_scenarios``) run on the real servers too, in
+``tests/integration/test_batch_applier_on_servers.py``; injected faults in ``tests/e2e``.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ from collections.abc import Mapping
 from itertools import count
 from typing import Any
 
-import asyncpg
 import pytest
+from support.applier_scenarios import SharedScenarios, answers
 from support.factories import NOW, row
 from support.fake_stores import FakePostgres, FakeRedis
 
 from agents import batch_applier
-from agents.batch_applier import MigrationCore
+from agents.batch_applier import BatchApplier
 from agents.core.decide import Work
 from agents.core.retry import RetryPolicy
+from agents.stores.errors import AnsweredElsewhere, StatementRefused, StoreUnavailable
 from schemas.events import MigrationRequest
 
 _offsets = count()
+FAST_RETRY = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.001)
 
 
 def work(user_id: str, action: str = "migrate", *, dry_run: bool = False) -> Work:
@@ -32,6 +36,71 @@ def work(user_id: str, action: str = "migrate", *, dry_run: bool = False) -> Wor
     )
     offset = next(_offsets)
     return Work(request, 0, offset, None, f"digest-{offset}".encode())
+
+
+@pytest.fixture(autouse=True)
+def fast_outage_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch_applier, "_OUTAGE_POLL_S", (0.001, 0.005))
+
+
+class FakeServers:
+    """``support.applier_scenarios.Servers`` on the fakes."""
+
+    def __init__(self) -> None:
+        self.postgres = FakePostgres()
+        self.redis = FakeRedis()
+        self._apps = count()
+        self._app_ids: dict[int, str] = {}
+
+    def applier(self, *, redis_dead: bool = False) -> BatchApplier:
+        mirror = self.redis
+        if redis_dead:
+            mirror = FakeRedis()
+            mirror.up = False
+        app_id = f"app-{next(self._apps)}"
+        applier = BatchApplier(
+            self.postgres, mirror, retry=FAST_RETRY, clock=lambda: NOW, app_id=app_id
+        )
+        self._app_ids[id(applier)] = app_id
+        return applier
+
+    async def add_legacy(self, user: str, **columns: Any) -> Any:
+        self.postgres.tables.legacy[user] = row(
+            **{"user_id": user, "completed_steps": ["account", "profile"], **columns}
+        )
+        return await self.legacy(user)
+
+    async def legacy(self, user: str) -> Any:
+        found = self.postgres.tables.legacy.get(user)
+        return None if found is None else found.model_dump()
+
+    async def sessions(self, user: str) -> int:
+        return int(user in self.postgres.tables.sessions)
+
+    async def audit(self, user: str) -> list[tuple[str, str]]:
+        return [(a.action, a.outcome) for a in self.postgres.tables.audit if a.user_id == user]
+
+    async def pointer(self, user: str) -> str | None:
+        return self.redis.users.get(user)
+
+    async def session_mirrored(self, session_id: uuid.UUID | None) -> bool:
+        return str(session_id) in self.redis.sessions
+
+    async def drop_mirror(self, user: str) -> None:
+        session_id = self.redis.users.pop(user, None)
+        self.redis.sessions.pop(str(session_id), None)
+
+    async def mirror_pending(self, user: str) -> bool:
+        return user in self.postgres.tables.mirror_pending
+
+    async def stored_counters(self, applier: BatchApplier) -> dict[str, Any]:
+        return self.postgres.tables.counters[(self._app_ids[id(applier)], 0)]
+
+
+class TestOnFakes(SharedScenarios):
+    @pytest.fixture
+    def servers(self) -> FakeServers:
+        return FakeServers()
 
 
 @pytest.fixture
@@ -48,18 +117,8 @@ def redis() -> FakeRedis:
 
 
 @pytest.fixture
-def core(
-    postgres: FakePostgres, redis: FakeRedis, monkeypatch: pytest.MonkeyPatch
-) -> MigrationCore:
-    monkeypatch.setattr(batch_applier, "_OUTAGE_POLL_S", (0.001, 0.005))
-    retry = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.001)
-    return MigrationCore(postgres, redis, retry=retry, clock=lambda: NOW, app_id="test")
-
-
-def answers(applied: Any) -> list[tuple[str, str, str | None]]:
-    return [
-        (o.user_id, o.outcome, o.error.code.value if o.error else None) for o in applied.outcomes
-    ]
+def core(postgres: FakePostgres, redis: FakeRedis) -> BatchApplier:
+    return BatchApplier(postgres, redis, retry=FAST_RETRY, clock=lambda: NOW, app_id="test")
 
 
 def when(
@@ -81,31 +140,26 @@ def when(
     return refusal
 
 
-async def test_a_batch_commits_once_and_mirrors_every_user(
-    core: MigrationCore, postgres: FakePostgres, redis: FakeRedis
-) -> None:
+async def test_a_batch_commits_once(core: BatchApplier, postgres: FakePostgres) -> None:
     applied = await core.apply([work("u1"), work("u2")])
     assert answers(applied) == [("u1", "migrated", None), ("u2", "migrated", None)]
     assert postgres.commits == 1 and postgres.rollbacks == 0
-    assert set(postgres.tables.sessions) == {"u1", "u2"}
-    assert set(redis.users) == {"u1", "u2"}
     assert len(postgres.tables.processed) == 2 and len(postgres.tables.audit) == 2
-    assert applied.totals[0]["migrated"] == 2
 
 
 async def test_a_deadlock_is_retried_and_the_batch_then_commits(
-    core: MigrationCore, postgres: FakePostgres
+    core: BatchApplier, postgres: FakePostgres
 ) -> None:
-    postgres.refuse(when("lock_legacy_rows", asyncpg.DeadlockDetectedError("deadlock"), times=2))
+    postgres.refuse(when("lock_legacy_rows", StoreUnavailable("deadlock"), times=2))
     applied = await core.apply([work("u1")])
     assert answers(applied) == [("u1", "migrated", None)]
     assert postgres.rollbacks == 2 and postgres.commits == 1
 
 
 async def test_a_spent_retry_budget_answers_database_unavailable_and_records_it(
-    core: MigrationCore, postgres: FakePostgres
+    core: BatchApplier, postgres: FakePostgres
 ) -> None:
-    postgres.refuse(when("lock_legacy_rows", asyncpg.DeadlockDetectedError("deadlock")))
+    postgres.refuse(when("lock_legacy_rows", StoreUnavailable("deadlock")))
     applied = await core.apply([work("u1"), work("u2")])
     assert answers(applied) == [
         ("u1", "failed", "database_unavailable"),
@@ -119,9 +173,9 @@ async def test_a_spent_retry_budget_answers_database_unavailable_and_records_it(
 
 
 async def test_a_statement_refused_for_one_user_fails_only_that_user_by_halving(
-    core: MigrationCore, postgres: FakePostgres
+    core: BatchApplier, postgres: FakePostgres
 ) -> None:
-    postgres.refuse(when("insert_sessions", asyncpg.DataError("invalid byte"), user="'bad'"))
+    postgres.refuse(when("insert_sessions", StatementRefused("invalid byte"), user="'bad'"))
     batch = [work("u1"), work("u2"), work("bad"), work("u3"), work("u4")]
     applied = await core.apply(batch)
     assert answers(applied) == [
@@ -138,7 +192,7 @@ async def test_a_statement_refused_for_one_user_fails_only_that_user_by_halving(
 
 
 async def test_postgres_down_waits_without_failing_and_resumes(
-    core: MigrationCore, postgres: FakePostgres
+    core: BatchApplier, postgres: FakePostgres
 ) -> None:
     postgres.up = False
     task = asyncio.ensure_future(core.apply([work("u1")]))
@@ -155,7 +209,7 @@ async def test_postgres_down_waits_without_failing_and_resumes(
 
 
 async def test_a_batch_abandoned_while_postgres_is_down_writes_nothing(
-    core: MigrationCore, postgres: FakePostgres
+    core: BatchApplier, postgres: FakePostgres
 ) -> None:
     postgres.up = False
     abandoned = asyncio.Event()
@@ -166,59 +220,18 @@ async def test_a_batch_abandoned_while_postgres_is_down_writes_nothing(
     assert postgres.commits == 0 and postgres.tables.processed == {}
 
 
-async def test_redis_down_answers_migrated_and_marks_the_users_pending(
-    core: MigrationCore, postgres: FakePostgres, redis: FakeRedis
-) -> None:
-    redis.up = False
-    applied = await core.apply([work("u1"), work("u2")])
-    assert answers(applied) == [("u1", "migrated", None), ("u2", "migrated", None)]
-    assert applied.mirror_pending == 2
-    assert postgres.tables.mirror_pending == {"u1", "u2"}
-    assert core.redis_down
-    # Until the repair loop sees Redis answer, batches do not wait on Redis again.
-    redis.up = True
-    await core.apply([work("u3")])
-    assert redis.writes == 0 and postgres.tables.mirror_pending == {"u1", "u2", "u3"}
-
-
-async def test_a_request_seen_again_rewrites_its_users_mirror_from_postgres(
-    core: MigrationCore, redis: FakeRedis
-) -> None:
-    first = work("u1")
-    await core.apply([first])
-    written = dict(redis.sessions)
-    redis.sessions.clear()
-    redis.users.clear()
-    # The same request republished (another record): answered as before, mirror repaired.
-    again = await core.apply([Work(first.request, 0, next(_offsets), None, b"republished")])
-    assert answers(again) == [("u1", "migrated", None)]
-    assert redis.sessions == written  # the document read back equals the one planned
-
-
 async def test_a_record_answered_concurrently_elsewhere_is_redone_and_replayed(
-    core: MigrationCore, postgres: FakePostgres
+    core: BatchApplier, postgres: FakePostgres
 ) -> None:
-    conflict = asyncpg.UniqueViolationError("duplicate key value")
+    conflict = AnsweredElsewhere("UniqueViolationError: duplicate key")
     postgres.refuse(when("insert_processed_records", conflict, times=1))
     applied = await core.apply([work("u1")])
     assert answers(applied) == [("u1", "migrated", None)]
     assert postgres.rollbacks == 1 and postgres.commits == 1
 
 
-async def test_a_rollback_restores_the_exact_legacy_row(
-    core: MigrationCore, postgres: FakePostgres, redis: FakeRedis
-) -> None:
-    before = postgres.tables.legacy["u1"]
-    await core.apply([work("u1")])
-    assert postgres.tables.legacy["u1"].status == "migrated"
-    applied = await core.apply([work("u1", "rollback")])
-    assert answers(applied) == [("u1", "rolled_back", None)]
-    assert postgres.tables.legacy["u1"] == before
-    assert "u1" not in postgres.tables.sessions and "u1" not in redis.users
-
-
 async def test_an_error_while_postgres_goes_away_waits_instead_of_failing_the_request(
-    core: MigrationCore, postgres: FakePostgres
+    core: BatchApplier, postgres: FakePostgres
 ) -> None:
     """The client reports a server killed mid-statement in its own words (here a plain
     RuntimeError): with PostgreSQL not answering, that is an outage, not a refused request."""

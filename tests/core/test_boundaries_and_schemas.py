@@ -66,7 +66,7 @@ def test_nothing_in_the_core_imports_streams_stores_or_jobs() -> None:
         "agents.stores",
         "agents.jobs",
         "agents.batch_applier",
-        "agents.migration_agent",
+        "agents.batch_transaction",
     )
     offenders = {
         f"{path.relative_to(ROOT)}: {name}"
@@ -75,6 +75,54 @@ def test_nothing_in_the_core_imports_streams_stores_or_jobs() -> None:
         if name.startswith(forbidden)
     }
     assert not offenders, offenders
+
+
+def test_nothing_in_agents_imports_streams() -> None:
+    """Arrows point down: the Faust wiring calls the migration, never the other way."""
+    offenders = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in (ROOT / "agents").rglob("*.py")
+        for name in _imported(path)
+        if name == "streams" or name.startswith("streams.")
+    }
+    assert not offenders, offenders
+
+
+CLIENT_LIBRARIES = ("asyncpg", "redis")
+# Who may import a client library, and why. Everyone else goes through ``agents.stores`` and
+# catches the stores' own errors (``agents.stores.errors``).
+CLIENT_IMPORTERS = {
+    "agents/stores/": "the adapters: they talk to the servers and translate the clients' errors",
+    "streams/connections.py": "creates the pool and the client",
+    "streams/stack/": "starts and probes the local stack's servers",
+    "streams/cli/errors.py": "turns any client error into a one-line CLI message",
+}
+
+
+def _client_imports(path: Path) -> set[str]:
+    return {name for name in _imported(path) if name.split(".", 1)[0] in CLIENT_LIBRARIES}
+
+
+def test_only_the_stores_and_the_wiring_import_asyncpg_or_redis() -> None:
+    offenders = sorted(
+        f"{relative}: {sorted(names)}"
+        for folder in ("agents", "streams", "schemas")
+        for path in (ROOT / folder).rglob("*.py")
+        if (names := _client_imports(path))
+        and not (relative := path.relative_to(ROOT).as_posix()).startswith(tuple(CLIENT_IMPORTERS))
+    )
+    assert not offenders, offenders
+
+
+def test_the_batch_applier_and_its_transaction_import_no_client_library() -> None:
+    modules = ["agents.batch_applier", "agents.batch_transaction", "agents.core.effects"]
+    code = (
+        f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
+        f"print(sorted(m for m in {CLIENT_LIBRARIES!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"a client library is imported: {result.stdout}"
 
 
 def test_exported_json_schemas_match_the_models() -> None:

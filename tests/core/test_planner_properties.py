@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from support.factories import NOW, SESSION
 
 from agents.core.catalog import LEGACY_STEPS, STEPS
+from agents.core.checks import session_consistency
+from agents.core.documents import document_from_plan
 from agents.core.manifest import manifest_checksum
 from agents.core.planner import plan_migration
 from schemas.legacy import LegacyRow
@@ -40,22 +42,29 @@ rows = st.builds(
 @settings(max_examples=150, deadline=None)
 @given(rows)
 def test_plan_invariants(legacy: LegacyRow) -> None:
+    """What the status rule does not cover (``test_every_planned_session_passes_validate…``
+    does): 24 steps in order with the catalog's flags, a manifest exactly for a completed
+    session whose checksum recomputes, and the same plan for the same row."""
     result = plan_migration(legacy, session_id=SESSION, now=NOW)
     assert [s.step_number for s in result.steps] == list(range(1, 25))
-    completed = [s for s in result.steps if s.status.value == "completed"]
     assert 0 <= result.completion_percentage <= 100
-    assert result.steps_completed == len(completed)
-    assert result.completion_percentage == round(100 * len(completed) / 24, 2)
-    required_done = all(s.status.value == "completed" for s in result.steps if s.required)
-    expected = "completed" if required_done else "in_progress" if completed else "not_started"
-    assert result.status == expected
-    pending = [s.step_number for s in result.steps if s.status.value == "pending"]
-    assert result.current_step == (min(pending) if pending else None)
     assert (result.manifest is not None) == (result.status == "completed")
     if result.manifest is not None:
         assert result.manifest_checksum == manifest_checksum(result.manifest)
     assert [s.required for s in result.steps] == [s.required for s in STEPS]
     assert plan_migration(legacy, session_id=SESSION, now=NOW) == result
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows)
+def test_every_planned_session_passes_validates_consistency_checks(legacy: LegacyRow) -> None:
+    """The planner decides status, current step and percentage (``planner._shape``);
+    ``migrator validate`` re-derives them independently (``checks.session_consistency``). Every
+    session the planner makes, as it is stored, must pass that check: change the rule in one
+    place only and this fails."""
+    document = document_from_plan(plan_migration(legacy, session_id=SESSION, now=NOW))
+    failed = [check for check in session_consistency(document) if not check.ok]
+    assert not failed, failed
 
 
 @settings(max_examples=100, deadline=None)

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.core import control
+from agents.core import control_state
 from agents.core.checks import check_legacy_unchanged
-from agents.core.control import (
+from agents.core.cohorts import AnswerCount, bucket, cohort, in_percent, summarize, write_report
+from agents.core.control_state import (
     ControlState,
     FailureBudget,
     FailureWindows,
@@ -20,8 +21,7 @@ from agents.core.control import (
     parse_budget,
     share,
 )
-from agents.core.revalidation import DRIFT_CHECK, Tally, combine
-from agents.core.runs import AnswerCount, bucket, cohort, in_percent, summarize, write_report
+from agents.core.revalidation_tally import DRIFT_CHECK, Tally, combine
 
 USERS = [f"user-{n:07d}" for n in range(20_000)]
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -102,16 +102,16 @@ def test_a_report_is_csv_with_a_header_or_json() -> None:
 
 def test_the_control_state_is_the_latest_record_per_key() -> None:
     state = ControlState()
-    state = control.apply(state, "pause", {"paused": True, "reason": "why", "by": "ops"})
+    state = control_state.apply(state, "pause", {"paused": True, "reason": "why", "by": "ops"})
     assert state.paused and state.reason == "why" and not state.auto
-    state = control.apply(state, "throttle", {"rate": 200, "by": "ops"})
+    state = control_state.apply(state, "throttle", {"rate": 200, "by": "ops"})
     assert state.paused and state.rate == 200
-    state = control.apply(state, "pause", {"paused": False, "by": "ops"})
+    state = control_state.apply(state, "pause", {"paused": False, "by": "ops"})
     assert not state.paused and state.rate == 200
-    assert control.apply(state, "throttle", {"rate": None}).rate is None
-    assert control.apply(state, "throttle", {"rate": "fast"}).rate is None
-    assert control.apply(state, "throttle", None).rate is None  # a tombstone clears it
-    assert control.apply(state, "something-new", {"x": 1}) == state  # a later version's key
+    assert control_state.apply(state, "throttle", {"rate": None}).rate is None
+    assert control_state.apply(state, "throttle", {"rate": "fast"}).rate is None
+    assert control_state.apply(state, "throttle", None).rate is None  # a tombstone clears it
+    assert control_state.apply(state, "something-new", {"x": 1}) == state  # a later version's key
 
 
 def test_the_failure_budget_is_parsed_or_refused() -> None:

@@ -109,7 +109,7 @@ def test_kafka_cluster_ids_never_look_like_an_option() -> None:
 
 
 def test_batches_linger_only_on_a_steady_trickle() -> None:
-    from agents.migration_agent import TRICKLE_LINGER_S, linger_s
+    from streams.lanes import TRICKLE_LINGER_S, linger_s
 
     assert linger_s(0.0, previous_size=1, idle_s=5.0, most=500) == 0.0  # alone: at once
     assert linger_s(0.0, previous_size=400, idle_s=0.0, most=500) == 0.0  # backlog

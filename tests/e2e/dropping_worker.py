@@ -14,13 +14,13 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agents import migration_agent
+from streams import lanes
 from streams.cli.main import main
 
 _modulo, _, _rest = os.environ["E2E_DROP_OFFSET_MOD"].partition(":")
 MODULO, REST = int(_modulo), int(_rest)
 _dropped: set[tuple[int, int]] = set()
-_read = migration_agent._Lanes._read
+_read = lanes.Lanes._read
 
 
 async def _dropping_read(self: Any, events: Any) -> None:
@@ -38,7 +38,7 @@ async def _dropping_read(self: Any, events: Any) -> None:
     await _read(self, survivors())
 
 
-migration_agent._Lanes._read = _dropping_read  # type: ignore[method-assign]
+lanes.Lanes._read = _dropping_read  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main(["worker", "-l", "info"]))

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from streams import topics
 from streams.cli.kafka_io import read_records
 from streams.connections import connect
 from streams.settings import Settings
+from streams.stack.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATOR = [sys.executable, "-m", "streams.cli"]
@@ -97,12 +97,6 @@ def chromium() -> str:
     if path is None:
         pytest.fail("chromium not found: `scripts/test` installs it (scripts/install-test-tools)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

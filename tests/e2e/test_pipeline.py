@@ -175,14 +175,20 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
     assert len(done) == 1 and done[0].value["attempt"] == 2
 
 
-async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
-    users = await seed(stack, 3, prefix="http-")
+# The HTTP API on the module's worker, one concern per test. Each test seeds its own users and
+# waits for the answers it caused, so none depends on another having run.
+
+
+def test_health_answers_ok(worker: Worker) -> None:
     status, health = worker.get(f"{API}/health")
     assert status == 200 and health["ok"] is True
 
-    status, body = worker.request("POST", f"{API}/migrate", body={"user_ids": users})
+
+def test_admin_posts_refuse_a_missing_or_wrong_token_and_bad_bodies(worker: Worker) -> None:
+    ids = {"user_ids": ["http-refused-0"]}
+    status, body = worker.request("POST", f"{API}/migrate", body=ids)
     assert status == 401 and body["_headers"]["WWW-Authenticate"].startswith("Bearer")
-    status, _ = worker.request("POST", f"{API}/migrate", body={"user_ids": users}, token="nope")
+    status, _ = worker.request("POST", f"{API}/migrate", body=ids, token="nope")
     assert status == 401
     status, body = worker.request("POST", f"{API}/migrate", raw=b"{", token=ADMIN_TOKEN)
     assert status == 400 and "JSON" in body["error"]
@@ -195,27 +201,47 @@ async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
     )
     assert status == 413
 
+
+async def _migrate_over_http(stack: Stack, worker: Worker, users: list[str]) -> None:
     status, body = worker.request(
         "POST", f"{API}/migrate", body={"user_ids": users}, token=ADMIN_TOKEN
     )
-    assert status == 202 and body["count"] == 3
+    assert status == 202 and body["count"] == len(users)
     await wait_for_outcomes(stack, body["request_ids"])
-    status, body = worker.request("POST", f"{API}/rollback/{users[0]}", token=ADMIN_TOKEN)
+
+
+async def _roll_back_over_http(stack: Stack, worker: Worker, user: str) -> None:
+    status, body = worker.request("POST", f"{API}/rollback/{user}", token=ADMIN_TOKEN)
     assert status == 202
     [rollback_id] = body["request_ids"]
     assert only((await wait_for_outcomes(stack, [rollback_id]))[rollback_id]).topic == (
         topics.ROLLED_BACK
     )
 
+
+async def test_migrate_and_rollback_over_http_then_validate_each_state(
+    stack: Stack, worker: Worker
+) -> None:
+    users = await seed(stack, 3, prefix="http-")
+    await _migrate_over_http(stack, worker, users)
+    await _roll_back_over_http(stack, worker, users[0])
     status, report = worker.get(f"{API}/validate/{users[1]}")
     assert status == 200 and report["ok"] is True and report["state"] == "migrated"
     status, report = worker.get(f"{API}/validate/{users[0]}")
     assert status == 200 and report["ok"] is True and report["state"] == "rolled_back"
+
+
+def test_validate_refuses_a_bad_id_and_answers_404_for_an_unknown_user(worker: Worker) -> None:
     status, _ = worker.get(f"{API}/validate/not%20valid")
     assert status == 400
-    status, body = worker.get(f"{API}/validate/nobody-{users[0]}")
+    status, body = worker.get(f"{API}/validate/nobody-{uuid.uuid4().hex}")
     assert status == 404 and "unknown user" in body["error"]
 
+
+async def test_migrate_all_holds_out_rolled_back_users(stack: Stack, worker: Worker) -> None:
+    [user] = await seed(stack, 1, prefix="http-all-")
+    await _migrate_over_http(stack, worker, [user])
+    await _roll_back_over_http(stack, worker, user)
     async with opened(stack.settings) as (pool, _):
         unmigrated = await pool.fetchval(
             "SELECT count(*) FROM legacy_onboarding_status WHERE status <> 'migrated'"
@@ -223,19 +249,27 @@ async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
     status, body = worker.request(
         "POST", f"{API}/migrate", body={"all": True, "dry_run": True}, token=ADMIN_TOKEN
     )
-    # users[0] was rolled back above: held out of "all" unless include_rolled_back.
+    # The user rolled back above is held out of "all" unless include_rolled_back.
     assert status == 202 and body["held_out_rolled_back"] >= 1 and body["dry_run"] is True
     assert body["count"] + body["held_out_rolled_back"] == unmigrated
     await wait_for_outcomes(stack, body["request_ids"])
 
+
+async def test_stats_and_progress_add_up(stack: Stack, worker: Worker) -> None:
+    await _migrate_over_http(stack, worker, await seed(stack, 2, prefix="http-stats-"))
     stats = worker.stats()
     assert stats["requested"] == (
         stats["migrated"] + stats["rolled_back"] + stats["failed"] + stats["dry_run"]
     )
     status, progress = worker.get(f"{API}/progress")
-    assert status == 200 and progress["legacy_total"] >= 3
+    assert status == 200 and progress["legacy_total"] >= 2
     done = progress["migrated"] + progress["failed_for_good"] + progress["remaining"]
     assert done == progress["legacy_total"]
+
+
+async def test_metrics_agree_with_stats_and_pass_promtool(stack: Stack, worker: Worker) -> None:
+    await _migrate_over_http(stack, worker, await seed(stack, 2, prefix="http-metrics-"))
+    stats = worker.stats()
     status, metrics = worker.get("/metrics")
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(metrics)}
@@ -254,6 +288,9 @@ async def test_http_endpoints(stack: Stack, worker: Worker) -> None:
         [promtool, "check", "metrics"], input=metrics, capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_dashboard_is_one_self_contained_page(worker: Worker) -> None:
     status, page = worker.get("/dashboard")
     assert status == 200 and "<html" in page and "http" not in page.split("<script>")[0].lower()
 

@@ -36,7 +36,7 @@ from harness import (
     seed,
 )
 
-from agents.core.runs import cohort
+from agents.core.cohorts import cohort
 from agents.stores.redis_mirror import user_key
 from streams import topics
 from streams.connections import opened

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from agents.batch_applier import MigrationCore
+from agents.batch_applier import BatchApplier
 from agents.core.decide import Work
 from agents.stores.postgres import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
@@ -68,7 +68,7 @@ async def test_everyone_holds_out_a_rolled_back_cohort_unless_asked(
 ) -> None:
     users = [f"hold-{unique}-{n}" for n in range(3)]
     await seed_users(pool, users)
-    core = MigrationCore(PostgresStore(pool), RedisMirror(redis_client), app_id=f"cli-{unique}")
+    core = BatchApplier(PostgresStore(pool), RedisMirror(redis_client), app_id=f"cli-{unique}")
     back = users[1]
     requests = [
         MigrationRequest(request_id=uuid.uuid4(), user_id=back, action=a)

@@ -55,7 +55,27 @@ def test_worker_gets_the_contract_configuration() -> None:
     for name in ("KAFKA_BROKER_URL", "DATABASE_URL", "REDIS_URL", "MIGRATOR_APP_ID"):
         assert env[name], name
     assert env["KAFKA_BROKER_URL"].startswith("kafka://")
-    assert (ROOT / "Dockerfile").read_text().count("constraints.txt") >= 2
+
+
+def _dockerfile_instructions() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments left out."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_the_image_installs_the_pinned_versions() -> None:
+    instructions = _dockerfile_instructions()
+    installs = [i for i in instructions if i.startswith("RUN") and "pip install" in i]
+    assert installs, "the Dockerfile installs nothing with pip"
+    for install in installs:
+        for command in install.split("&&"):
+            if "pip install" in command:
+                assert "-c constraints.txt" in command, f"unpinned: {command.strip()}"
+    copied_first = instructions.index(installs[0])
+    assert any(
+        i.startswith("COPY") and "constraints.txt" in i.split() for i in instructions[:copied_first]
+    ), "constraints.txt is not copied into the image before the first pip install"
 
 
 def test_the_production_image_leaves_the_local_stack_out() -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from streams.exactly_once import RESEEK_AFTER_S, Claim, PartitionTransactions, Positions
+from streams.exactly_once import PartitionTransactions
+from streams.partition_positions import RESEEK_AFTER_S, Claim, Positions
 
 
 def assigned(partitions: set[int], committed: dict[int, int | None]) -> Positions:
@@ -196,7 +197,7 @@ def test_nothing_committed_yet_starts_at_the_first_record_and_still_finds_inner_
 
 
 def test_the_internals_we_rely_on_are_there() -> None:
-    """A canary: streams/exactly_once.py's register names these; a Faust or aiokafka release
+    """A canary: streams/faust_internals.py's register names these; a Faust or aiokafka release
     that renames or drops one must fail here, with the name, not in production."""
     import inspect
 
@@ -208,7 +209,7 @@ def test_the_internals_we_rely_on_are_there() -> None:
     checked = {"faust": "0.15.", "aiokafka": "0.14."}
     for module, prefix in ((faust, checked["faust"]), (aiokafka, checked["aiokafka"])):
         assert module.__version__.startswith(prefix), (
-            f"{module.__name__} {module.__version__}: streams/exactly_once.py was checked "
+            f"{module.__name__} {module.__version__}: streams/faust_internals.py was checked "
             f"against {prefix}x only; re-check its register, then this test"
         )
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -244,7 +245,7 @@ async def test_fetches_wait_at_most_the_bound() -> None:
     from aiokafka import AIOKafkaConsumer
 
     from streams.app import create_app
-    from streams.exactly_once import FETCH_MAX_WAIT_MS
+    from streams.faust_internals import FETCH_MAX_WAIT_MS
     from streams.settings import Settings
 
     migrator = create_app(Settings.from_env({"MIGRATOR_APP_ID": "fetch-wait-test"}))

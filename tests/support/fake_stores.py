@@ -2,9 +2,11 @@
 
 They keep the rows the real stores keep and behave as the servers do where the applier relies
 on it: a transaction's writes vanish if it raises, a second answer for one record position is a
-unique violation, a store that is down refuses with the client's "unavailable" errors. Faults
-are injected per statement (``refuse``), so retry, halving and mirror repair can be driven
-exactly. The real-server integration tests check the same applier against PostgreSQL and Redis.
+unique violation, a store that is down refuses. They raise the stores' own errors
+(``agents.stores.errors``), as the real adapters do after translating their client's, and import
+no client library. Faults are injected per statement (``refuse``), so retry, halving and mirror
+repair can be driven exactly. The shared scenarios of ``tests/agents/test_batch_applier.py`` run
+on these and on the real servers alike.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from agents.core.catalog import STEPS
+from agents.core.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow, StepsRow
 from agents.core.state import LedgerEntry, StoredSession
-from agents.stores.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow, StepsRow
+from agents.stores.errors import (
+    AnsweredElsewhere,
+    MirrorUnavailable,
+    StatementRefused,
+    StoreUnavailable,
+)
 from schemas.legacy import LegacyRow
 
 _STATUS = {"c": "completed", "s": "skipped", "p": "pending"}
@@ -86,7 +91,9 @@ class FakePostgres:
 
     def _answer_or_raise(self) -> None:
         if not self.up:
-            raise ConnectionRefusedError(111, "Connect call failed (fake PostgreSQL is down)")
+            raise StoreUnavailable(
+                "ConnectionRefusedError: Connect call failed (fake PostgreSQL is down)"
+            )
 
 
 class FakeTransaction:
@@ -123,7 +130,7 @@ class FakeTransaction:
         for row in rows:
             key = (row.app_id, row.source_partition, row.source_offset)
             if key in self._t.processed:
-                raise asyncpg.UniqueViolationError(f"duplicate processed record {key}")
+                raise AnsweredElsewhere(f"duplicate processed record {key}")
             self._t.processed[key] = row
 
     async def lock_legacy_rows(self, user_ids: Sequence[str]) -> dict[str, LegacyRow]:
@@ -180,12 +187,12 @@ class FakeTransaction:
         self._server.run("insert_sessions", sessions=sessions, steps=steps, manifests=manifests)
         for session in sessions:
             if session.user_id in self._t.sessions:
-                raise asyncpg.UniqueViolationError(f"user {session.user_id} has a session")
+                raise AnsweredElsewhere(f"user {session.user_id} has a session")
             self._t.sessions[session.user_id] = session
         known = {s.session_id for s in self._t.sessions.values()}
         for row in steps:
             if row.session_id not in known:
-                raise asyncpg.ForeignKeyViolationError(f"no session {row.session_id}")
+                raise StatementRefused(f"no session {row.session_id}")
             self._t.steps[row.session_id] = row
         for manifest in manifests:
             self._t.manifests.setdefault(manifest.session_id, []).append(manifest)
@@ -222,7 +229,7 @@ class FakeTransaction:
         self._server.run("insert_ledger", rows=rows)
         for row in rows:
             if row.request_id in self._t.ledger:
-                raise asyncpg.UniqueViolationError(f"request {row.request_id} in the ledger")
+                raise AnsweredElsewhere(f"request {row.request_id} in the ledger")
             self._t.ledger[row.request_id] = row
 
     async def insert_audit(self, rows: Sequence[AuditRow]) -> None:
@@ -289,7 +296,7 @@ class FakeRedis:
         users_without_session: Sequence[str],
     ) -> None:
         if not self.up:
-            raise RedisConnectionError("Error 111 connecting (fake Redis is down)")
+            raise MirrorUnavailable("ConnectionError: Error 111 connecting (fake Redis is down)")
         self.writes += 1
         for session_id in stale_sessions:
             self.sessions.pop(str(session_id), None)

@@ -1,7 +1,8 @@
-"""What the HTTP views answer, computed from one worker's service context.
+"""The read model of the HTTP side: what the views answer, computed from one worker's context.
 
 The views only parse, call one method here and render; the sums are pure (``totals``), the SQL
-is in the store, so this class holds just the I/O that joins them.
+is in the store, so this class holds just the I/O that joins them. Writes (publishing requests,
+run control) are ``streams.web.admin``'s; the worker's own status row is the heartbeat's.
 """
 
 from __future__ import annotations
@@ -13,25 +14,27 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
 
 from agents.core import counters
 from agents.core.answer_audit import KINDS
-from agents.core.control import apply
-from agents.core.revalidation import combine
-from agents.core.runs import cohort
+from agents.core.revalidation_tally import combine
 from agents.jobs.validation import ValidationReport, validate_user
 from agents.stores import answer_audit as answer_store
 from agents.stores import postgres, redis_mirror
-from agents.stores.runs import record_run, run_failures, run_summaries
+from agents.stores.runs import run_failures, run_summaries
 from schemas.events import ErrorCode, is_retryable
 from streams import topics
-from streams.control import worker_name
-from streams.requests_out import encode, new_requests
-from streams.web.inputs import RequestOptions
+from streams.control_topic import worker_name
+from streams.faust_internals import stats_of
+from streams.heartbeat import (
+    WORKER_GONE_S,
+    owned_lag,
+    owned_partitions,
+    process_metrics,
+)
 from streams.web.metrics import WorkerMetrics
 from streams.web.totals import owned_totals, progress_answer
 
@@ -41,9 +44,6 @@ if TYPE_CHECKING:
 # Failure codes a retry cannot cure: such users count as done for progress and its ETA.
 FOR_GOOD_CODES = [code.value for code in ErrorCode if not is_retryable(code)]
 _CHECK_TIMEOUT_S = 3
-# A worker whose last report is older than this is gone (it reports every STATUS_EVERY_S).
-STATUS_EVERY_S = 2.0
-WORKER_GONE_S = 15.0
 # How old the runs' figures in progress and /metrics may be.
 RUNS_EVERY_S = 5.0
 # Checks whose failure degrades the worker without making it unhealthy (health stays 200): the
@@ -58,13 +58,9 @@ def _now_s() -> int:
 
 
 @dataclass
-class WebService:
+class Readouts:
     context: ServiceContext
     _runs_cache: tuple[float, list[dict[str, Any]]] | None = field(default=None, init=False)
-
-    def _owned_partitions(self) -> list[int]:
-        """The request partitions this worker owns now."""
-        return sorted(tp.partition for tp in self.context.control.owned_partitions())
 
     def worker_name(self) -> str:
         """``host:pid``: how metrics and ``worker_status`` name this worker."""
@@ -84,19 +80,6 @@ class WebService:
             for tp, end in ends.items()
         }
 
-    async def owned_lag(self) -> dict[int, int]:
-        """Per request partition this worker owns: records fetched-or-waiting not yet answered
-        (the highwater it last saw minus the next offset it will commit). No Kafka round trip."""
-        consumer = self.context.app.consumer
-        transactions = self.context.transactions
-        lag = {}
-        for partition in self._owned_partitions():
-            start = transactions.positions.next.get(partition) if transactions else None
-            highwater = consumer.highwater(TP(topics.REQUESTED, partition))
-            if highwater is not None and start is not None:
-                lag[partition] = max(0, int(highwater) - int(start))
-        return lag
-
     @property
     def _pool(self) -> Any:
         return self.context.resources.pool
@@ -104,11 +87,11 @@ class WebService:
     async def local_totals(self) -> counters.Counters:
         assignment = self.context.app.consumer.assignment()
         return owned_totals(
-            assignment, self.context.stats.data, topic=topics.REQUESTED, now_s=_now_s()
+            assignment, stats_of(self.context.stats), topic=topics.REQUESTED, now_s=_now_s()
         )
 
     async def cluster_totals(self) -> counters.Counters:
-        await self.context.ready_core()
+        await self.context.resources.applier()
         stored = await postgres.counters(self._pool, self.context.settings.app_id)
         return counters.combine(stored.values(), now_s=_now_s())
 
@@ -122,7 +105,7 @@ class WebService:
         return totals, summary
 
     async def progress(self) -> dict[str, Any]:
-        await self.context.ready_core()
+        await self.context.resources.applier()
         counts = await postgres.progress_counts(self._pool, FOR_GOOD_CODES)
         summary = counters.summary(await self.cluster_totals(), now_s=_now_s())
         answer = progress_answer(counts, summary)
@@ -137,8 +120,8 @@ class WebService:
 
     async def worker_metrics(self) -> WorkerMetrics:
         """What this worker exports on /metrics: its own partitions, the cluster's gauges."""
-        await self.context.ready_core()
-        owned = self._owned_partitions()
+        await self.context.resources.applier()
+        owned = owned_partitions(self.context)
         stored = await postgres.counters(self._pool, self.context.settings.app_id)
         counts = await postgres.progress_counts(self._pool, FOR_GOOD_CODES)
         try:
@@ -157,7 +140,7 @@ class WebService:
         return WorkerMetrics(
             worker=self.worker_name(),
             partitions={p: stored.get(p, {}) for p in owned},
-            lag=await self.owned_lag(),
+            lag=owned_lag(self.context),
             backlog=backlog,
             cluster=cluster,
             dependencies={name: checks[name]["ok"] for name in ("postgres", "redis", "kafka")},
@@ -175,28 +158,9 @@ class WebService:
         every = range(self.context.settings.topic_partitions)
         return {kind: {p: found.get(kind, {}).get(p, 0) for p in every} for kind in KINDS}
 
-    async def report_status(self) -> None:
-        """Write this worker's row of ``worker_status`` (partitions, lag, memory)."""
-        if not self.context.resources.ready.is_set():
-            return
-        process = process_metrics()
-        started = process.get("process_start_time_seconds", time.time())
-        await postgres.save_worker_status(
-            self._pool,
-            app_id=self.context.settings.app_id,
-            worker=self.worker_name(),
-            partitions=self._owned_partitions(),
-            lag=await self.owned_lag(),
-            in_flight=self.context.in_flight,
-            rss_bytes=int(process.get("process_resident_memory_bytes", 0)) or None,
-            started_at=datetime.fromtimestamp(started, UTC),
-            paused=self.context.control.current.paused,
-            revalidation=self.context.revalidator.tally.as_dict(),
-        )
-
     async def workers(self) -> list[dict[str, Any]]:
         """Every worker that reported lately, with its partitions and lag."""
-        await self.context.ready_core()
+        await self.context.resources.applier()
         me = self.worker_name()
         rows = await postgres.worker_statuses(
             self._pool, self.context.settings.app_id, within_s=WORKER_GONE_S
@@ -229,14 +193,9 @@ class WebService:
             "failure_budget": budget.describe() if budget is not None else None,
         }
 
-    async def write_control(self, key: str, value: dict[str, Any]) -> dict[str, Any]:
-        """Write a control record; answers once Kafka has it (every worker reads it)."""
-        await self.context.control.write(key, value)
-        return {**self.control(), **apply(self.context.control.current, key, value).as_dict()}
-
     async def revalidation(self) -> dict[str, Any]:
         """Every live worker's sampler findings, summed."""
-        await self.context.ready_core()
+        await self.context.resources.applier()
         rows = await postgres.worker_statuses(
             self._pool, self.context.settings.app_id, within_s=WORKER_GONE_S
         )
@@ -250,7 +209,7 @@ class WebService:
     async def runs(
         self, *, limit: int = 50, run_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
-        await self.context.ready_core()
+        await self.context.resources.applier()
         found = await run_summaries(self._pool, now=datetime.now(UTC), run_ids=run_ids, limit=limit)
         return [run.as_dict() for run in found]
 
@@ -264,12 +223,12 @@ class WebService:
         return self._runs_cache[1]
 
     async def run_report(self, run_id: str) -> list[dict[str, Any]] | None:
-        await self.context.ready_core()
+        await self.context.resources.applier()
         return await run_failures(self._pool, run_id)
 
     async def failures(self, *, sample: int = 5) -> list[dict[str, Any]]:
         """Per error code: users, whether a retry may cure it, the latest few user ids."""
-        await self.context.ready_core()
+        await self.context.resources.applier()
         rows = await postgres.failure_samples(self._pool, sample=sample)
         return [
             {
@@ -297,8 +256,8 @@ class WebService:
             "redis": await _check(lambda: redis_mirror.ping(_started(resources.redis))),
             "kafka": await _kafka_health(self.context.settings.kafka_bootstrap_servers),
         }
-        core = resources.core
-        waiting = core.waiting_for if core is not None else "not started"
+        applier = resources.batch_applier
+        waiting = applier.waiting_for if applier is not None else "not started"
         checks["processing"] = (
             {"ok": True} if waiting is None else {"ok": False, "error": f"waiting for {waiting}"}
         )
@@ -343,7 +302,7 @@ class WebService:
     async def answer_audit(self) -> dict[str, Any]:
         """``GET audit``: the open findings, each partition's audit position, this worker's
         rounds."""
-        await self.context.ready_core()
+        await self.context.resources.applier()
         app_id = self.context.settings.app_id
         found = await answer_store.open_findings(self._pool, app_id)
         now = datetime.now(UTC)
@@ -385,81 +344,8 @@ class WebService:
         }
 
     async def validate(self, user_id: str) -> ValidationReport:
-        await self.context.ready_core()
+        await self.context.resources.applier()
         return await validate_user(self._pool, self.context.resources.redis, user_id)
-
-    async def all_unmigrated(
-        self, *, include_rolled_back: bool, percent: float | None = None
-    ) -> tuple[list[str], int]:
-        """Everyone not yet migrated (or the ``percent`` cohort of them), and how many
-        rolled-back users were held out."""
-        await self.context.ready_core()
-        users, held = await postgres.unmigrated_selection(
-            self._pool, include_rolled_back=include_rolled_back
-        )
-        return (users if percent is None else cohort(users, percent)), held
-
-    async def publish_requests(
-        self,
-        user_ids: Sequence[str],
-        action: str,
-        options: RequestOptions,
-        selection: dict[str, Any] | None = None,
-    ) -> list[str]:
-        """Publish one request per user with the worker's producer; their request ids. A run
-        learns how many requests it is given before they are published."""
-        producer = self.context.app.producer
-        await producer.maybe_start()
-        now = datetime.now(UTC)
-        requests = new_requests(
-            user_ids,
-            action=action,
-            dry_run=options.dry_run,
-            requested_by=options.requested_by,
-            reason=options.reason,
-            now=now,
-            run_id=options.run_id,
-        )
-        if options.run_id is not None and requests:
-            await self.context.ready_core()
-            await record_run(
-                self._pool,
-                options.run_id,
-                action=action,
-                count=len(requests),
-                created_by=options.requested_by,
-                selection={**(selection or {}), "count": len(requests), "via": "http-api"},
-                now=now,
-            )
-        request_ids = []
-        futures = []
-        for request in requests:
-            key, value = encode(request)
-            futures.append(await producer.send(topics.REQUESTED, key, value, None, None, None))
-            request_ids.append(str(request.request_id))
-        for future in futures:
-            await future
-        return request_ids
-
-
-def process_metrics() -> dict[str, float]:
-    """The process's memory, CPU time, start time and open files, from /proc (Linux)."""
-    try:
-        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime")
-        )
-        return {
-            "process_resident_memory_bytes": float(stat[21]) * os.sysconf("SC_PAGE_SIZE"),
-            "process_cpu_seconds_total": (float(stat[11]) + float(stat[12])) / ticks,
-            "process_start_time_seconds": boot + float(stat[19]) / ticks,
-            "process_open_fds": float(len(os.listdir("/proc/self/fd"))),
-        }
-    except (OSError, IndexError, ValueError, StopIteration):
-        return {}
 
 
 def _started(resource: Any) -> Any:

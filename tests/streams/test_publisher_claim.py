@@ -1,5 +1,5 @@
-"""``ServiceContext.claim``: which records of a batch this worker still answers, and the seek
-guard that reads a partition again when records before a batch never arrived.
+"""``TransactionalPublisher.claim``: which records of a batch this worker still answers, and the
+seek guard that reads a partition again when records before a batch never arrived.
 
 The transactions and the consumer are stood in by plain objects: ``claim`` only reads the
 positions and asks the consumer to seek (the real seek runs in the end-to-end fault test).
@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from streams.context import ServiceContext
 from streams.exactly_once import PartitionTransactions
-from streams.settings import Settings
+from streams.publishers import TransactionalPublisher
 
 
 @dataclass
@@ -24,7 +23,7 @@ class Consumer:
         self.seeks.append((tp, offset))
 
 
-def context(committed: dict[int, int | None]) -> tuple[ServiceContext, Consumer]:
+def context(committed: dict[int, int | None]) -> tuple[TransactionalPublisher, Consumer]:
     transactions = PartitionTransactions(
         source_topic="requests",
         group_id="g",
@@ -34,9 +33,8 @@ def context(committed: dict[int, int | None]) -> tuple[ServiceContext, Consumer]
     )
     transactions.positions.assign(set(committed), committed)
     consumer = Consumer()
-    app = SimpleNamespace(transactions=transactions, consumer=consumer)
-    ctx = ServiceContext(Settings.from_env({}), app, None, {}, None, None, None, None, None, None)
-    return ctx, consumer
+    app = SimpleNamespace(consumer=consumer)
+    return TransactionalPublisher(app, transactions), consumer  # type: ignore[arg-type]
 
 
 def events(*offsets: int) -> list[Any]:

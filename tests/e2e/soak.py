@@ -12,6 +12,10 @@ users, each fault kind once). It prints, per run, the recovery table, self-exits
 then one line per run and a total (lost, duplicated, untrue, self-exits, recovery), and writes
 them as JSON under .stack/soak/ (or ``--json PATH``) with the workers' logs beside it.
 
+Run by ``scripts/soak`` (``make soak``). It lives here, beside the fault machinery it drives
+(``faults.py``, ``harness.py``): a test tool, not part of the service. Run as a script, its own
+folder is on Python's path, so those modules import like they do in the tests.
+
 Exit status: 0 when every check passed and no worker exited by itself, 1 when the run found
 problems, 2 when the run itself could not go on. Errors are one line, never a traceback.
 """
@@ -31,11 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-
-from faults import (  # noqa: E402 - the fault machinery lives with the e2e tests
+from faults import (
     CI_FAULTS,
     FaultRunError,
     RunConfig,
@@ -44,7 +44,9 @@ from faults import (  # noqa: E402 - the fault machinery lives with the e2e test
     run_faults,
     soak_schedule,
 )
-from harness import Stack, start_stack, stop_stack  # noqa: E402
+from harness import Stack, start_stack, stop_stack
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Recovery is a measurement here: the bound only decides whether a fault counts as recovered.
 MAX_RECOVERY_S = 60.0

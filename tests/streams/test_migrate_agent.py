@@ -1,8 +1,8 @@
 """Agent routing with Faust's ``test_context``: which record goes to which topic, with what.
 
-The migration core is replaced by a small deterministic stand-in (the core has its own
-integration tests on real servers), and publishing is recorded instead of sent (the Kafka
-transactions are exercised by the end-to-end tests).
+The batch applier is replaced by a small deterministic stand-in (the applier has its own tests,
+on fakes and on real servers), and the publisher ``create_app`` is handed records instead of
+sending them (the Kafka transactions are exercised by the end-to-end tests).
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ from typing import Any
 
 import pytest
 
-from agents.batch_applier import Applied
+from agents.batch_transaction import Applied
 from agents.core.decide import Rejected, Work
 from agents.core.outcomes import failed_outcome
 from schemas.events import ErrorCode, Outcome
 from streams import topics
 from streams.app import create_app
+from streams.codecs import Send
 from streams.context import ServiceContext
-from streams.exactly_once import Send
+from streams.publishers import PlainPublisher
 from streams.settings import Settings
 
 
-class StandInCore:
+class StandInApplier:
     """Migrates everyone except users named ``missing-*``, who fail with user_not_found."""
 
     def __init__(self) -> None:
@@ -61,14 +62,17 @@ class StandInCore:
                     processed_at=now,
                 )
             )
-        return Applied(result, {0: {"requested": len(result)}})
+        return Applied.of(result, {0: {"requested": len(result)}})
 
 
-class Recorder:
-    def __init__(self) -> None:
+class Recorder(PlainPublisher):
+    """At-least-once, but what would be sent is kept instead."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
         self.sent: list[dict[str, Any]] = []
 
-    async def __call__(
+    async def publish(
         self, partition: int, epoch: int, sends: Sequence[Send], last_offset: int
     ) -> bool:
         self.sent += [
@@ -89,7 +93,7 @@ class Recorder:
 
 
 @pytest.fixture
-async def wired() -> AsyncIterator[tuple[ServiceContext, StandInCore, Recorder]]:
+async def wired() -> AsyncIterator[tuple[ServiceContext, StandInApplier, Recorder]]:
     settings = Settings.from_env(
         {
             "MIGRATOR_APP_ID": f"agent-test-{uuid.uuid4().hex[:6]}",
@@ -98,14 +102,13 @@ async def wired() -> AsyncIterator[tuple[ServiceContext, StandInCore, Recorder]]
             "MIGRATOR_PROCESSING_GUARANTEE": "at_least_once",
         }
     )
-    migrator = create_app(settings)
-    core = StandInCore()
-    recorder = Recorder()
-    migrator.resources.core = core
-    migrator.resources.ready.set()
-    migrator.control.ready.set()  # no control topic here: running, unthrottled
-    migrator.publish_batch = recorder
-    yield migrator, core, recorder
+    context = create_app(settings, publisher=lambda settings, app: Recorder(app))
+    applier = StandInApplier()
+    context.resources.batch_applier = applier  # type: ignore[assignment]
+    context.resources.ready.set()
+    context.control.ready.set()  # no control topic here: running, unthrottled
+    assert isinstance(context.publisher, Recorder)
+    yield context, applier, context.publisher
 
 
 def request(user_id: str, **fields: Any) -> bytes:
@@ -115,12 +118,13 @@ def request(user_id: str, **fields: Any) -> bytes:
 
 
 async def put_all(
-    migrator: ServiceContext, records: list[tuple[bytes | None, bytes]], partitions: int = 1
+    context: ServiceContext, records: list[tuple[bytes | None, bytes]], partitions: int = 1
 ) -> None:
     """Records go round-robin over ``partitions`` (offsets rise across all of them); returns
     once every record is answered (one outcome or dead letter each)."""
-    agent = migrator.agents["migrate"]
-    recorder: Recorder = migrator.publish_batch
+    agent = context.agents["migrate"]
+    recorder = context.publisher
+    assert isinstance(recorder, Recorder)
     async with agent.test_context() as context:
         for number, (key, value) in enumerate(records):
             await context.put(value, key=key, partition=number % partitions)
@@ -137,16 +141,20 @@ async def _answered(recorder: Recorder, expected: int, timeout_s: float = 10.0) 
 
 
 async def test_valid_requests_get_one_outcome_each_on_the_right_topic(wired: Any) -> None:
-    migrator, core, recorder = wired
+    context, applier, recorder = wired
     await put_all(
-        migrator,
+        context,
         [
             (b"u1", request("u1")),
             (b"u2", request("u2", action="rollback")),
             (b"missing-3", request("missing-3")),
         ],
     )
-    assert [w.request.user_id for batch in core.batches for w in batch] == ["u1", "u2", "missing-3"]
+    assert [w.request.user_id for batch in applier.batches for w in batch] == [
+        "u1",
+        "u2",
+        "missing-3",
+    ]
     assert [r["key"] for r in recorder.to(topics.MIGRATED)] == [b"u1"]
     assert [r["key"] for r in recorder.to(topics.ROLLED_BACK)] == [b"u2"]
     [failed] = recorder.to(topics.FAILED)
@@ -161,7 +169,7 @@ async def test_valid_requests_get_one_outcome_each_on_the_right_topic(wired: Any
 async def test_invalid_records_are_dead_lettered_with_their_bytes_and_the_rest_go_on(
     wired: Any,
 ) -> None:
-    migrator, core, recorder = wired
+    context, applier, recorder = wired
     poison = [
         (b"x", b"\xff\xfe not utf-8"),
         (b"x", b"{not json"),
@@ -171,7 +179,7 @@ async def test_invalid_records_are_dead_lettered_with_their_bytes_and_the_rest_g
         (None, request("x")),
         (b"x", b"{" + b" " * (1024 * 1024) + b"}"),
     ]
-    await put_all(migrator, [*poison, (b"ok", request("ok"))])
+    await put_all(context, [*poison, (b"ok", request("ok"))])
     letters = recorder.to(topics.DEAD_LETTER)
     reasons = [json.loads(r["value"])["reason"] for r in letters]
     assert reasons == [
@@ -192,21 +200,21 @@ async def test_invalid_records_are_dead_lettered_with_their_bytes_and_the_rest_g
 
 
 async def test_each_partition_publishes_once_per_batch_with_its_last_offset(wired: Any) -> None:
-    migrator, core, recorder = wired
-    await put_all(migrator, [(b"a", request("a")), (b"b", b"nope"), (b"c", request("c"))])
-    assert len(core.rejected) == 1  # handed to the core to be recorded and counted once
+    context, applier, recorder = wired
+    await put_all(context, [(b"a", request("a")), (b"b", b"nope"), (b"c", request("c"))])
+    assert len(applier.rejected) == 1  # handed to the applier to be recorded and counted once
     partitions = {r["partition"] for r in recorder.sent}
     assert len(partitions) == 1  # everything follows its source partition
     assert {r["last_offset"] for r in recorder.sent} == {2}
-    assert migrator.stats.data["0"] == {"requested": 2}  # the totals the core committed
+    assert context.stats.data["0"] == {"requested": 2}  # the totals the applier committed
 
 
 async def test_each_partition_has_its_own_lane_in_order(wired: Any) -> None:
-    migrator, core, recorder = wired
+    context, applier, recorder = wired
     users = [f"user-{n}" for n in range(12)]
-    await put_all(migrator, [(u.encode(), request(u)) for u in users], partitions=3)
+    await put_all(context, [(u.encode(), request(u)) for u in users], partitions=3)
     by_partition: dict[int, list[str]] = {}
-    for batch in core.batches:
+    for batch in applier.batches:
         assert len({w.partition for w in batch}) == 1  # a batch is one partition's
         by_partition.setdefault(batch[0].partition or 0, []).extend(
             w.request.user_id for w in batch

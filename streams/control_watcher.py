@@ -15,11 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -27,18 +24,20 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 from mode import Service
 
-from agents.core import control
-from agents.core.control import ControlState, FailureWindows, Pacer
+from agents.core import control_state
+from agents.core.control_state import ControlState, FailureWindows, Pacer
+from agents.stores import redis_mirror
 from schemas.events import Outcome
 from streams import topics
-from streams.connections import DependencyUnavailable, start_kafka_client, unreachable
-from streams.exactly_once import pause_fetching
+from streams.connections import start_kafka_client
+from streams.control_topic import applied, pause_value, worker_name
+from streams.faust_internals import pause_fetching
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
 
 if TYPE_CHECKING:
-    from agents.batch_applier import MigrationCore
-    from streams.exactly_once import MigratorApp
+    from streams.faust_internals import MigratorApp
+    from streams.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -48,93 +47,19 @@ _OUTAGE_LOOK_S = 0.5
 _GATE_LOOK_S = 0.2
 
 
-def pause_value(*, paused: bool, reason: str | None, by: str, auto: bool = False) -> dict[str, Any]:
-    return {
-        "paused": paused,
-        "reason": reason,
-        "by": by,
-        "auto": auto,
-        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-    }
-
-
-def throttle_value(*, rate: float | None, by: str) -> dict[str, Any]:
-    return {"rate": rate, "by": by, "at": datetime.now(UTC).isoformat(timespec="milliseconds")}
-
-
-async def _started(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
-    """Start a client for one command; one that cannot reach Kafka is closed and refused in
-    one line."""
-    try:
-        await asyncio.wait_for(start_kafka_client(client), timeout=15)
-    except Exception as exc:
-        raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
-
-
-async def publish_control(settings: Settings, key: str, value: dict[str, Any]) -> None:
-    """Write one control record and wait until Kafka has it (acks=all)."""
-    await ensure_topics(settings)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
-    )
-    await _started(producer, settings)
-    try:
-        await producer.send_and_wait(
-            topics.control_topic(settings.app_id), json.dumps(value).encode(), key=key.encode()
-        )
-    finally:
-        await producer.stop()
-
-
-async def read_control(settings: Settings, *, timeout_s: float = 10.0) -> ControlState:
-    """The control state as the topic holds it now (for the CLI)."""
-    await ensure_topics(settings)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
-    )
-    await _started(consumer, settings)
-    try:
-        tp = TopicPartition(topics.control_topic(settings.app_id), 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        state = ControlState()
-        deadline = time.monotonic() + timeout_s
-        while await consumer.position(tp) < end and time.monotonic() < deadline:
-            batches = await consumer.getmany(tp, timeout_ms=_POLL_MS)
-            for record in batches.get(tp, []):
-                state = _applied(state, record.key, record.value)
-        return state
-    finally:
-        await consumer.stop()
-
-
-def _applied(state: ControlState, key: bytes | None, value: bytes | None) -> ControlState:
-    if key is None:
-        return state
-    try:
-        document = None if value is None else json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        log.warning("control record %r is not JSON: ignored", key)
-        return state
-    if document is not None and not isinstance(document, dict):
-        return state
-    return control.apply(state, key.decode("utf-8", "replace"), document)
-
-
 class ControlWatcher(Service):
     """A worker's view of the control topic, and the gate its lanes pass before each batch."""
 
-    def __init__(self, settings: Settings, app: MigratorApp, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, app: MigratorApp[Any], resources: Resources, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.app = app
+        self._resources = resources
         self.current = ControlState()
         self.ready = asyncio.Event()  # the topic was read to its end once
         self.auto_pauses = 0
-        self.core: Callable[[], MigrationCore | None] = lambda: None
-        # Whether Redis answers now (set by the app; None: not known yet).
-        self.redis_answers: Callable[[], Awaitable[bool]] | None = None
         budget = settings.budget
         self.windows = FailureWindows(budget) if budget is not None else None
         self._resumed = asyncio.Event()
@@ -177,14 +102,14 @@ class ControlWatcher(Service):
                 return True
 
     def batch_limit(self, size: int) -> int:
-        return control.batch_limit(size, self.worker_rate())
+        return control_state.batch_limit(size, self.worker_rate())
 
     def worker_rate(self) -> float | None:
         """This worker's share of the throttle: its part of the request partitions (asked of
         the consumer only under a throttle: the lanes ask before every batch)."""
         if self.current.rate is None:
             return None
-        return control.share(
+        return control_state.share(
             self.current.rate, len(self.owned_partitions()), self.settings.topic_partitions
         )
 
@@ -213,7 +138,7 @@ class ControlWatcher(Service):
         self._pausing = True
         self.auto_pauses += 1
         value = pause_value(paused=True, reason=reason, by=f"auto: {worker_name()}", auto=True)
-        self._set(control.apply(self.current, control.PAUSE, value))
+        self._set(control_state.apply(self.current, control_state.PAUSE, value))
         self.add_future(self._write_pause(value))
 
     async def _write_pause(self, value: dict[str, Any]) -> None:
@@ -221,7 +146,7 @@ class ControlWatcher(Service):
         try:
             while not self.should_stop:
                 try:
-                    await self.write(control.PAUSE, value)
+                    await self.write(control_state.PAUSE, value)
                     return
                 except (KafkaError, OSError, TimeoutError) as exc:
                     log.warning("the pause could not be written yet (%r): trying again", exc)
@@ -258,13 +183,13 @@ class ControlWatcher(Service):
         since: dict[str, float] = {}
         while not self.should_stop:
             await self.sleep(_OUTAGE_LOOK_S)
-            core = self.core()
-            if core is None:
+            applier = self._resources.batch_applier
+            if applier is None:
                 continue
             now = time.monotonic()
             away = {
-                "PostgreSQL": core.waiting_for is not None,
-                "Redis": core.redis_down and not await self._redis_answers(),
+                "PostgreSQL": applier.waiting_for is not None,
+                "Redis": applier.redis_down and not await self._redis_answers(),
             }
             for server, down in away.items():
                 if not down or self.current.paused:
@@ -278,10 +203,12 @@ class ControlWatcher(Service):
                     )
 
     async def _redis_answers(self) -> bool:
-        if self.redis_answers is None:
+        if self._resources.redis is None:
             return False
         try:
-            return await asyncio.wait_for(self.redis_answers(), timeout=_OUTAGE_LOOK_S)
+            return await asyncio.wait_for(
+                redis_mirror.ping(self._resources.redis), timeout=_OUTAGE_LOOK_S
+            )
         except Exception:  # noqa: BLE001 - any failure is "not answering"
             return False
 
@@ -307,7 +234,7 @@ class ControlWatcher(Service):
         while not self.should_stop:
             batches = await consumer.getmany(tp, timeout_ms=_POLL_MS)
             for record in batches.get(tp, []):
-                self._set(_applied(self.current, record.key, record.value))
+                self._set(applied(self.current, record.key, record.value))
             if not self.ready.is_set() and await consumer.position(tp) >= end:
                 log.info("control: %s", _described(self.current))
                 self.ready.set()
@@ -371,10 +298,6 @@ class ControlWatcher(Service):
                     await asyncio.wait_for(client.stop(), timeout=10)
                 except (KafkaError, OSError, TimeoutError) as exc:
                     log.info("control client stop: %r", exc)
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _described(state: ControlState) -> str:

@@ -1,17 +1,24 @@
-"""The migration core on the real PostgreSQL and Redis of the stack."""
+"""The batch applier on the real PostgreSQL and Redis of the stack.
+
+The shared scenarios (``support.applier_scenarios``) run here as on the fakes
+(``tests/agents/test_batch_applier.py``); below them, what only real servers show: a killed
+backend, two workers racing for one record, validate, resync and seeding on what was written.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from support.applier_scenarios import SharedScenarios
 
-from agents.batch_applier import MigrationCore, Unavailable
+from agents.batch_applier import BatchApplier, Unavailable
 from agents.core.decide import Work
 from agents.core.retry import RetryPolicy
 from agents.jobs.resync import prune_redis, repair_pending, resync_redis
@@ -71,9 +78,82 @@ async def legacy(pool: asyncpg.Pool, user_id: str) -> dict[str, Any]:
     return dict(record) if record else {}
 
 
+class RealServers:
+    """``support.applier_scenarios.Servers`` on the stack's PostgreSQL and Redis."""
+
+    def __init__(self, pool: asyncpg.Pool, client: aioredis.Redis, unique: str) -> None:
+        self.pool, self.client, self.unique = pool, client, unique
+        self._app_ids: dict[int, str] = {}
+        self._dead: list[aioredis.Redis] = []
+
+    def applier(self, *, redis_dead: bool = False) -> BatchApplier:
+        client = self.client
+        if redis_dead:
+            client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+            self._dead.append(client)
+        app_id = f"app-{self.unique}-{len(self._app_ids)}"
+        applier = BatchApplier(
+            PostgresStore(self.pool), RedisMirror(client), retry=FAST_RETRY, app_id=app_id
+        )
+        self._app_ids[id(applier)] = app_id
+        return applier
+
+    async def close(self) -> None:
+        for client in self._dead:
+            await client.aclose()
+
+    async def add_legacy(self, user: str, **columns: Any) -> Any:
+        return await insert_legacy(self.pool, user, **columns)
+
+    async def legacy(self, user: str) -> Any:
+        return await legacy(self.pool, user)
+
+    async def sessions(self, user: str) -> int:
+        query = "SELECT count(*) FROM onboarding_sessions WHERE user_id = $1"
+        return int(await self.pool.fetchval(query, user))
+
+    async def audit(self, user: str) -> list[tuple[str, str]]:
+        query = (
+            "SELECT action, outcome FROM onboarding_migration_log WHERE user_id = $1 ORDER BY id"
+        )
+        return [(r["action"], r["outcome"]) for r in await self.pool.fetch(query, user)]
+
+    async def pointer(self, user: str) -> str | None:
+        pointer, _ = await redis_mirror.read_session(self.client, user)
+        return pointer
+
+    async def session_mirrored(self, session_id: uuid.UUID | None) -> bool:
+        return bool(await self.client.exists(redis_mirror.session_key(str(session_id))))
+
+    async def drop_mirror(self, user: str) -> None:
+        pointer = await self.pointer(user)
+        await self.client.delete(redis_mirror.user_key(user))
+        if pointer is not None:
+            await self.client.delete(redis_mirror.session_key(pointer))
+
+    async def mirror_pending(self, user: str) -> bool:
+        query = "SELECT count(*) FROM redis_mirror_pending WHERE user_id = $1"
+        return bool(await self.pool.fetchval(query, user))
+
+    async def stored_counters(self, applier: BatchApplier) -> dict[str, Any]:
+        query = "SELECT totals FROM partition_counters WHERE app_id = $1 AND source_partition = 0"
+        totals: dict[str, Any] = await self.pool.fetchval(query, self._app_ids[id(applier)])
+        return totals
+
+
+class TestOnServers(SharedScenarios):
+    @pytest.fixture
+    async def servers(
+        self, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+    ) -> AsyncIterator[RealServers]:
+        servers = RealServers(pool, redis_client, unique)
+        yield servers
+        await servers.close()
+
+
 @pytest.fixture
-def core(pool: asyncpg.Pool, redis_client: aioredis.Redis) -> MigrationCore:
-    return MigrationCore(PostgresStore(pool), RedisMirror(redis_client), retry=FAST_RETRY)
+def core(pool: asyncpg.Pool, redis_client: aioredis.Redis) -> BatchApplier:
+    return BatchApplier(PostgresStore(pool), RedisMirror(redis_client), retry=FAST_RETRY)
 
 
 def uid(unique: str, name: str) -> str:
@@ -81,7 +161,7 @@ def uid(unique: str, name: str) -> str:
 
 
 async def test_migrate_validate_rollback_restores_the_exact_row(
-    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+    core: BatchApplier, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
 ) -> None:
     user = uid(unique, "roundtrip")
     original = await insert_legacy(pool, user, workspace_id=None, status="completed")
@@ -117,7 +197,7 @@ async def test_migrate_validate_rollback_restores_the_exact_row(
 
 
 async def test_validate_knows_never_migrated_rolled_back_drift_and_unknown_users(
-    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+    core: BatchApplier, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
 ) -> None:
     fresh, back = uid(unique, "v-fresh"), uid(unique, "v-back")
     await insert_legacy(pool, fresh)
@@ -148,102 +228,8 @@ async def test_steps_of_a_session_that_does_not_exist_are_refused(pool: asyncpg.
         )
 
 
-async def test_repeats_change_nothing_and_say_already_done(
-    core: MigrationCore, pool: asyncpg.Pool, unique: str
-) -> None:
-    user = uid(unique, "repeat")
-    await insert_legacy(pool, user)
-    first_work = work(user)
-    [first] = (await core.apply([first_work])).outcomes
-    [redelivered] = (await core.apply([first_work])).outcomes  # the same record again
-    duplicate_work = work(user, request_id=first_work.request.request_id)
-    [duplicate] = (await core.apply([duplicate_work])).outcomes
-    [again] = (await core.apply([work(user)])).outcomes  # a new request for a migrated user
-    assert redelivered == first
-    assert duplicate.already_done and duplicate.outcome == "migrated"
-    assert duplicate.session_id == first.session_id and duplicate.event_id != first.event_id
-    assert again.already_done and again.session_id == first.session_id
-    sessions = await pool.fetchval(
-        "SELECT count(*) FROM onboarding_sessions WHERE user_id = $1", user
-    )
-    assert sessions == 1
-
-
-async def test_one_bad_user_never_fails_the_others(
-    core: MigrationCore, pool: asyncpg.Pool, unique: str
-) -> None:
-    good = [uid(unique, f"good{i}") for i in range(3)]
-    for user in good:
-        await insert_legacy(pool, user)
-    await insert_legacy(pool, uid(unique, "badstep"), completed_steps=["account", "wizard"])
-    await insert_legacy(pool, uid(unique, "badtype"), answers={"goals": "grow"})
-    batch = [
-        work(good[0]),
-        work(uid(unique, "missing")),
-        work(uid(unique, "badstep")),
-        work(good[1]),
-        work(uid(unique, "notmigrated"), "rollback"),
-        work(uid(unique, "badtype")),
-        work(good[2]),
-    ]
-    outcomes = (await core.apply(batch)).outcomes
-    got = [(o.outcome, o.error.code.value if o.error else None) for o in outcomes]
-    assert got == [
-        ("migrated", None),
-        ("failed", "user_not_found"),
-        ("failed", "unknown_legacy_step"),
-        ("migrated", None),
-        ("failed", "not_migrated"),
-        ("failed", "invalid_legacy_data"),
-        ("migrated", None),
-    ]
-    failed = outcomes[1]
-    assert failed.error is not None and failed.error.retryable is False
-    assert failed.request is not None and failed.request["user_id"] == uid(unique, "missing")
-    assert (await legacy(pool, uid(unique, "badstep")))["status"] == "in_progress"
-
-
-async def test_dry_run_writes_only_the_audit_log(
-    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
-) -> None:
-    user = uid(unique, "dry")
-    before = await insert_legacy(pool, user, status="completed")
-    [outcome] = (await core.apply([work(user, dry_run=True)])).outcomes
-    assert outcome.dry_run and outcome.outcome == "migrated" and outcome.bcm is not None
-    assert await legacy(pool, user) == before
-    assert (
-        await pool.fetchval("SELECT count(*) FROM onboarding_sessions WHERE user_id=$1", user) == 0
-    )
-    assert await redis_client.exists(redis_mirror.user_key(user)) == 0
-    assert (
-        await pool.fetchval(
-            "SELECT count(*) FROM onboarding_migration_log WHERE user_id = $1", user
-        )
-        == 1
-    )
-    await core.apply([work(user)])
-    [dry_rollback] = (await core.apply([work(user, "rollback", dry_run=True)])).outcomes
-    assert dry_rollback.outcome == "rolled_back" and dry_rollback.matches_snapshot is True
-    assert (await legacy(pool, user))["status"] == "migrated"
-
-
-async def test_requests_of_one_user_apply_in_order_within_a_batch(
-    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
-) -> None:
-    user = uid(unique, "order")
-    await insert_legacy(pool, user)
-    outcomes = (await core.apply([work(user), work(user, "rollback"), work(user)])).outcomes
-    assert [o.outcome for o in outcomes] == ["migrated", "rolled_back", "migrated"]
-    assert outcomes[0].session_id != outcomes[2].session_id
-    report = await validate_user(pool, redis_client, user)
-    assert report.ok, report.as_dict()
-    pointer, _ = await redis_mirror.read_session(redis_client, user)
-    assert pointer == str(outcomes[2].session_id)
-    assert await redis_client.exists(redis_mirror.session_key(outcomes[0].session_id or "")) == 0
-
-
 async def test_connection_killed_mid_batch_leaves_nothing_and_the_retry_succeeds(
-    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+    core: BatchApplier, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
 ) -> None:
     users = [uid(unique, f"kill{i}") for i in range(4)]
     originals = [await insert_legacy(pool, user) for user in users]
@@ -304,7 +290,7 @@ async def test_redis_down_after_commit_answers_success_and_the_mirror_is_repaire
     user = uid(unique, "cache")
     await insert_legacy(pool, user)
     dead_redis = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    broken = MigrationCore(PostgresStore(pool), RedisMirror(dead_redis), retry=FAST_RETRY)
+    broken = BatchApplier(PostgresStore(pool), RedisMirror(dead_redis), retry=FAST_RETRY)
     applied = await broken.apply([work(user)])
     assert applied is not None
     [done] = applied.outcomes
@@ -321,65 +307,8 @@ async def test_redis_down_after_commit_answers_success_and_the_mirror_is_repaire
     await dead_redis.aclose()
 
 
-async def test_a_redone_batch_answers_exactly_as_the_first_time(
-    pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
-) -> None:
-    """Redoing a batch (crash, rebalance, fenced producer) must not decide anything again:
-    a dry run decided before the user's later rollback would now say ``not_migrated``, and a
-    [rollback, migrate] pair would now say ``rolled_back`` for a user left migrated."""
-    core = MigrationCore(
-        PostgresStore(pool), RedisMirror(redis_client), retry=FAST_RETRY, app_id=f"app-{unique}"
-    )
-    migrated, fresh = uid(unique, "redo-m"), uid(unique, "redo-f")
-    await insert_legacy(pool, migrated)
-    await insert_legacy(pool, fresh)
-    await core.apply([work(migrated)])
-    batch = [
-        work(migrated, "rollback", dry_run=True),
-        work(migrated, "rollback"),
-        work(fresh, "rollback"),
-        work(fresh),
-    ]
-    first = await core.apply(batch)
-    again = await core.apply(batch)
-    assert first is not None and again is not None
-    assert [(o.outcome, o.dry_run) for o in first.outcomes] == [
-        ("rolled_back", True),
-        ("rolled_back", False),
-        ("failed", False),
-        ("migrated", False),
-    ]
-    assert [o.model_dump() for o in again.outcomes] == [o.model_dump() for o in first.outcomes]
-    # Counted once: the redo answered from the record of the first answers.
-    assert again.totals == {} and first.totals[0]["requested"] == 5
-    stored = await pool.fetchval(
-        "SELECT totals FROM partition_counters WHERE app_id = $1", f"app-{unique}"
-    )
-    assert stored["requested"] == 5 and stored["dry_run"] == 1
-    assert await pool.fetchval("SELECT count(*) FROM onboarding_sessions WHERE user_id = $1", fresh)
-
-
-async def test_a_position_holding_another_record_is_answered_afresh(
-    core: MigrationCore, pool: asyncpg.Pool, unique: str
-) -> None:
-    user = uid(unique, "recreated")
-    await insert_legacy(pool, user)
-    first = work(user, "rollback")
-    [answer] = (await core.apply([first])).outcomes
-    assert answer.outcome == "failed"
-    other = Work(
-        MigrationRequest(request_id=uuid.uuid4(), user_id=user),
-        first.partition,
-        first.offset,
-        None,
-        b"another record",
-    )
-    [answer] = (await core.apply([other])).outcomes
-    assert answer.outcome == "migrated"
-
-
 async def test_resync_rebuilds_redis_from_postgres(
-    core: MigrationCore, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+    core: BatchApplier, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
 ) -> None:
     users = [uid(unique, f"resync{i}") for i in range(3)]
     for user in users:
@@ -409,7 +338,7 @@ async def test_resync_rebuilds_redis_from_postgres(
 
 
 async def test_seeding_is_idempotent_and_seeded_users_migrate(
-    core: MigrationCore, pool: asyncpg.Pool, unique: str
+    core: BatchApplier, pool: asyncpg.Pool, unique: str
 ) -> None:
     options = SeedOptions(users=300, prefix=f"seed-{unique}-", seed=7)
     assert await write_rows(pool, generate(options)) == 300
@@ -431,7 +360,7 @@ async def test_two_workers_answering_one_record_at_once_agree(
         await insert_legacy(pool, user)
     batch = [work(user) for user in users] + [work(users[0], "rollback", dry_run=True)]
     first, second = (
-        MigrationCore(
+        BatchApplier(
             PostgresStore(pool),
             RedisMirror(redis_client),
             retry=FAST_RETRY,
@@ -450,7 +379,7 @@ async def test_two_workers_answering_one_record_at_once_agree(
 
 
 async def test_a_nul_in_a_free_text_field_is_stored_not_refused(
-    core: MigrationCore, pool: asyncpg.Pool, unique: str
+    core: BatchApplier, pool: asyncpg.Pool, unique: str
 ) -> None:
     """PostgreSQL's jsonb refuses U+0000; the request's ``reason`` reaches it as U+FFFD."""
     user = uid(unique, "nul")

@@ -1,6 +1,6 @@
 """The rows a batch writes, one ``NamedTuple`` per table: the field names are the columns.
 
-The batch applier builds them with keyword arguments and the store copies them as they are
+``agents.core.effects`` builds them with keyword arguments and the store copies them as they are
 (``COPY … (columns)`` takes ``_fields``), so a new column is one edit here that mypy carries to
 every place that builds the row. Plain data: no I/O, nothing imported from a client library.
 """

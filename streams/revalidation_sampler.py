@@ -3,7 +3,7 @@
 Each worker validates ``MIGRATOR_REVALIDATE_PER_S`` × (its share of the request partitions)
 users per second, so the cluster's load is the configured rate whatever the number of workers,
 alternating a recently migrated user and any migrated user. Mismatches are counted by check
-(``agents.core.revalidation``), reported with the worker's status, and summed by ``stats``,
+(``agents.core.revalidation_tally``), reported with the worker's status, and summed by ``stats``,
 ``/metrics`` and the dashboard. It never repairs: ``migrator resync-redis --ids`` does, on an
 operator's word.
 """
@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from mode import Service
 
-from agents.core.revalidation import Tally
-from agents.jobs import revalidation
+from agents.core.revalidation_tally import Tally
 from agents.jobs.validation import UnknownUser, validate_user
+from agents.stores import postgres
 from streams.settings import Settings
 
 if TYPE_CHECKING:
-    from streams.context import Resources
+    from streams.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,10 @@ class Revalidator(Service):
         """Validate one migrated user (a recent one or any); the user, if one was found."""
         pool, client = self.resources.pool, self.resources.redis
         if recent:
-            users = await revalidation.recent_users(pool, 1)
+            users = await postgres.recent_migrated_users(pool, 1)
             user = users[0] if users else None
         else:
-            user = await revalidation.any_user(pool)
+            user = await postgres.any_migrated_user(pool)
         if user is None:
             return None
         try:

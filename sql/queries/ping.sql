@@ -1,0 +1,2 @@
+-- Whether PostgreSQL answers.
+SELECT 1

@@ -1,0 +1,2 @@
+-- How many sessions exist.
+SELECT count(*) FROM onboarding_sessions

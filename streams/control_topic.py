@@ -1,0 +1,108 @@
+"""The run-control topic (``<app id>-control``, compacted): its records, written by operators
+(CLI, HTTP) and by workers that pause themselves, and read from its beginning into a
+``ControlState`` (the pure reducer is ``agents.core.control_state``).
+
+The worker's side, which follows the topic and gates the lanes, is ``streams.control_watcher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents.core import control_state
+from agents.core.control_state import ControlState
+from streams import topics
+from streams.connections import DependencyUnavailable, start_kafka_client, unreachable
+from streams.settings import Settings
+from streams.topic_admin import ensure_topics
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 200
+
+
+def pause_value(*, paused: bool, reason: str | None, by: str, auto: bool = False) -> dict[str, Any]:
+    return {
+        "paused": paused,
+        "reason": reason,
+        "by": by,
+        "auto": auto,
+        "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+
+
+def throttle_value(*, rate: float | None, by: str) -> dict[str, Any]:
+    return {"rate": rate, "by": by, "at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+
+
+async def started(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
+    """Start a client for one command; one that cannot reach Kafka is closed and refused in
+    one line."""
+    try:
+        await asyncio.wait_for(start_kafka_client(client), timeout=15)
+    except Exception as exc:
+        raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
+
+
+async def publish_control(settings: Settings, key: str, value: dict[str, Any]) -> None:
+    """Write one control record and wait until Kafka has it (acks=all)."""
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await started(producer, settings)
+    try:
+        await producer.send_and_wait(
+            topics.control_topic(settings.app_id), json.dumps(value).encode(), key=key.encode()
+        )
+    finally:
+        await producer.stop()
+
+
+async def read_control(settings: Settings, *, timeout_s: float = 10.0) -> ControlState:
+    """The control state as the topic holds it now (for the CLI)."""
+    await ensure_topics(settings)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    await started(consumer, settings)
+    try:
+        tp = TopicPartition(topics.control_topic(settings.app_id), 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        state = ControlState()
+        deadline = time.monotonic() + timeout_s
+        while await consumer.position(tp) < end and time.monotonic() < deadline:
+            batches = await consumer.getmany(tp, timeout_ms=_POLL_MS)
+            for record in batches.get(tp, []):
+                state = applied(state, record.key, record.value)
+        return state
+    finally:
+        await consumer.stop()
+
+
+def applied(state: ControlState, key: bytes | None, value: bytes | None) -> ControlState:
+    if key is None:
+        return state
+    try:
+        document = None if value is None else json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        log.warning("control record %r is not JSON: ignored", key)
+        return state
+    if document is not None and not isinstance(document, dict):
+        return state
+    return control_state.apply(state, key.decode("utf-8", "replace"), document)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,94 @@
+"""The write side of the HTTP API: publishing requests (one, many, a cohort) and run control.
+
+Reads are ``streams.web.readouts``'; a write answers with what the read side says after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from agents.core.cohorts import cohort
+from agents.core.control_state import apply
+from agents.stores import postgres
+from agents.stores.runs import record_run
+from streams import topics
+from streams.requests_out import encode, new_requests
+from streams.web.inputs import RequestOptions
+from streams.web.readouts import Readouts
+
+if TYPE_CHECKING:
+    from streams.context import ServiceContext
+
+
+@dataclass
+class Admin:
+    context: ServiceContext
+    readouts: Readouts
+
+    @property
+    def _pool(self) -> Any:
+        return self.context.resources.pool
+
+    async def write_control(self, key: str, value: dict[str, Any]) -> dict[str, Any]:
+        """Write a control record; answers once Kafka has it (every worker reads it)."""
+        await self.context.control.write(key, value)
+        return {
+            **self.readouts.control(),
+            **apply(self.context.control.current, key, value).as_dict(),
+        }
+
+    async def all_unmigrated(
+        self, *, include_rolled_back: bool, percent: float | None = None
+    ) -> tuple[list[str], int]:
+        """Everyone not yet migrated (or the ``percent`` cohort of them), and how many
+        rolled-back users were held out."""
+        await self.context.resources.applier()
+        users, held = await postgres.unmigrated_selection(
+            self._pool, include_rolled_back=include_rolled_back
+        )
+        return (users if percent is None else cohort(users, percent)), held
+
+    async def publish_requests(
+        self,
+        user_ids: Sequence[str],
+        action: str,
+        options: RequestOptions,
+        selection: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Publish one request per user with the worker's producer; their request ids. A run
+        learns how many requests it is given before they are published."""
+        producer = self.context.app.producer
+        await producer.maybe_start()
+        now = datetime.now(UTC)
+        requests = new_requests(
+            user_ids,
+            action=action,
+            dry_run=options.dry_run,
+            requested_by=options.requested_by,
+            reason=options.reason,
+            now=now,
+            run_id=options.run_id,
+        )
+        if options.run_id is not None and requests:
+            await self.context.resources.applier()
+            await record_run(
+                self._pool,
+                options.run_id,
+                action=action,
+                count=len(requests),
+                created_by=options.requested_by,
+                selection={**(selection or {}), "count": len(requests), "via": "http-api"},
+                now=now,
+            )
+        request_ids = []
+        futures = []
+        for request in requests:
+            key, value = encode(request)
+            futures.append(await producer.send(topics.REQUESTED, key, value, None, None, None))
+            request_ids.append(str(request.request_id))
+        for future in futures:
+            await future
+        return request_ids
