@@ -1,6 +1,6 @@
 """``make bench``: the service measured end to end, the way its producers and consumers see it.
 
-Why end to end: the migration core alone (``--core``) says how fast PostgreSQL takes batches, but
+Why end to end: the batch applier alone (``--core``) says how fast PostgreSQL takes batches, but
 a user of the service waits for Kafka, the worker's batching, the per-partition Kafka
 transactions and a ``read_committed`` consumer as well. So every figure here is taken from
 outside the worker: requests are published to ``user-migration-requested`` like any upstream
@@ -17,7 +17,7 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   process (same app id), so that peak RSS is per size.
 - idle: single requests on an idle worker, publish → outcome visible, p50 and max.
 - half load: requests paced at half the flood rate, per-request latency p50 / p99 / max.
-- baseline (a reference line, not the service): the migration core applying one user per
+- baseline (a reference line, not the service): the batch applier applying one user per
   PostgreSQL transaction, no Kafka, on a tenth of the users (at most 5,000).
 
 Everything runs on this machine (servers, worker and this client share its CPUs), so the
@@ -876,7 +876,7 @@ def run(plan: Plan) -> dict[str, Any]:
 
 
 def run_core(plan: Plan) -> None:
-    """``--core``: the migration core alone (scripts/bench_core.py) on a fresh stack."""
+    """``--core``: the batch applier alone (scripts/bench_core.py) on a fresh stack."""
     directory = STACK_DIR
     try:
         env = fresh_stack(directory)
@@ -973,7 +973,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--core",
         action="store_true",
-        help="only the migration core (scripts/bench_core.py): batches, no Kafka, no worker",
+        help="only the batch applier (scripts/bench_core.py): batches, no Kafka, no worker",
     )
     args = parser.parse_args(argv)
     # `make bench` takes no arguments: the environment stands in for them (BENCH_QUICK=1 in CI).

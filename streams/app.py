@@ -37,6 +37,40 @@ from streams.web.views import register_views
 FETCH_BYTES_PER_PARTITION = 1024 * 1024
 
 
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """How Faust is set up for the worker (the app id aside)."""
+    return {
+        "broker": settings.kafka_broker_url,
+        # Exactly-once is the service's own (streams/exactly_once.py); Faust's would put the
+        # stats table's recovery and every rebalance in the way (see the README, "Failures").
+        "processing_guarantee": "at_least_once",
+        "store": "memory://",
+        "datadir": f"{settings.data_dir}/{settings.app_id}",
+        "web_port": settings.web_port,
+        "web_host": settings.web_host,
+        "web_bind": settings.web_host,
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication_factor,
+        "topic_allow_declare": True,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "table_standby_replicas": 0,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_commit_every": settings.batch_size,
+        "broker_commit_interval": 1.0,
+        "stream_buffer_maxsize": max(4096, settings.batch_size * 4),
+        "producer_max_request_size": topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
+        "consumer_max_fetch_size": FETCH_BYTES_PER_PARTITION,
+        "web_transport": "tcp://",
+        # A worker that died is noticed within 10 s, not Faust's default 60 s, so its
+        # partitions (and their open transactions) move to a live worker quickly.
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 3.0,
+        "autodiscover": False,
+        "logging_config": None,
+    }
+
+
 PublisherFactory = Callable[[Settings, faust.App], BatchPublisher]
 
 
@@ -49,34 +83,7 @@ def create_app(
     app: MigratorApp[BatchPublisher] = MigratorApp(
         settings.app_id,
         rebalance=lambda app: publisher(settings, app),
-        broker=settings.kafka_broker_url,
-        # Exactly-once is the service's own (streams/exactly_once.py); Faust's would put the
-        # stats table's recovery and every rebalance in the way (see the README, "Failures").
-        processing_guarantee="at_least_once",
-        store="memory://",
-        datadir=f"{settings.data_dir}/{settings.app_id}",
-        web_port=settings.web_port,
-        web_host=settings.web_host,
-        web_bind=settings.web_host,
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication_factor,
-        topic_allow_declare=True,
-        key_serializer="raw",
-        value_serializer="raw",
-        table_standby_replicas=0,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_every=settings.batch_size,
-        broker_commit_interval=1.0,
-        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
-        producer_max_request_size=topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
-        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
-        web_transport="tcp://",
-        # A worker that died is noticed within 10 s, not Faust's default 60 s, so its
-        # partitions (and their open transactions) move to a live worker quickly.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=3.0,
-        autodiscover=False,
-        logging_config=None,
+        **faust_options(settings),
     )
 
     requests = app.topic(

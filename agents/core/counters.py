@@ -1,6 +1,6 @@
 """Live counters (contract §9) as plain JSON-ready dicts: pure arithmetic, no Faust.
 
-The migration core turns the records a batch answers for the first time into a *delta* and adds
+The batch applier turns the records a batch answers for the first time into a *delta* and adds
 it to its partition's total in the batch's own PostgreSQL transaction, so a total holds exactly
 the answers PostgreSQL holds. ``combine`` adds partition totals up and ``summary`` shapes the
 public answer.

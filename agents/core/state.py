@@ -1,4 +1,4 @@
-"""What the migration core loads for a user before deciding: plain data, no I/O."""
+"""What a batch loads for a user before deciding: plain data, no I/O."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from schemas.events import SessionStatusName
 
 @dataclass(frozen=True)
 class StoredSession:
-    """A session as the migration core needs to see it: enough to report and to roll back."""
+    """A session as a batch needs to see it: enough to report and to roll back."""
 
     session_id: UUID
     user_id: str
