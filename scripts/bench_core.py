@@ -16,7 +16,7 @@ from agents.batch_applier import BatchApplier
 from agents.core.decide import Work
 from agents.jobs.schema import apply_schema
 from agents.jobs.seed import SeedOptions, generate, write_rows
-from agents.stores.postgres import PostgresStore
+from agents.stores.postgres_batch import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
 from schemas.events import MigrationRequest
 from streams.connections import connect, create_pool, create_redis

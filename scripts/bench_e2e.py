@@ -723,7 +723,7 @@ async def baseline(ctx: Context, users: int) -> dict[str, Any]:
     """
     from agents.batch_applier import BatchApplier
     from agents.core.decide import Work
-    from agents.stores.postgres import PostgresStore
+    from agents.stores.postgres_batch import PostgresStore
     from agents.stores.redis_mirror import RedisMirror
     from schemas.events import MigrationRequest
     from streams.connections import opened

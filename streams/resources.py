@@ -16,7 +16,7 @@ from mode import Service
 from agents.batch_applier import BatchApplier
 from agents.core.retry import RetryPolicy
 from agents.jobs import mirror_repair
-from agents.stores.postgres import PostgresStore
+from agents.stores.postgres_batch import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
 from streams.connections import create_pool, create_redis
 from streams.group_offsets import GroupOffsets

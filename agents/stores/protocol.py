@@ -1,6 +1,6 @@
 """What the batch applier needs of its stores, as two small protocols.
 
-``postgres.PostgresStore`` and ``redis_mirror.RedisMirror`` are the real ones; unit tests hand
+``postgres_batch.PostgresStore`` and ``redis_mirror.RedisMirror`` are the real ones; unit tests hand
 the applier an in-memory pair (``tests/support/fake_stores.py``) that can refuse a statement or be
 down, so retry, halving and mirror repair are checked in milliseconds. The same scenarios run on
 the real servers too.

@@ -25,7 +25,7 @@ from agents.jobs.resync import prune_redis, repair_pending, resync_redis
 from agents.jobs.seed import SeedOptions, generate, write_rows
 from agents.jobs.validation import UnknownUser, validate_user
 from agents.stores import redis_mirror
-from agents.stores.postgres import PostgresStore
+from agents.stores.postgres_batch import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
 from schemas.events import MigrationRequest
 

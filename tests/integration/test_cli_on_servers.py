@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from agents.batch_applier import BatchApplier
 from agents.core.decide import Work
-from agents.stores.postgres import PostgresStore
+from agents.stores.postgres_batch import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
 from schemas.events import MigrationRequest
 from streams import topics
