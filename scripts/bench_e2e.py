@@ -412,9 +412,11 @@ class OutcomeWatcher:
         return self
 
     async def _position(self) -> None:
-        # ``topics()`` does not refresh the consumer's own metadata; this (private) call does,
-        # as in streams.cli.kafka_io.read_records.
-        await self._consumer._client.force_metadata_update()  # noqa: SLF001
+        # ``topics()`` does not refresh the consumer's own metadata; this does (a private call:
+        # streams.faust_internals, register 8).
+        from streams.faust_internals import refresh_metadata
+
+        await refresh_metadata(self._consumer)
         assigned = [
             TopicPartition(topic, partition)
             for topic in OUTCOME_TOPICS

@@ -4,7 +4,7 @@ Nothing else in the service reaches behind Faust's or aiokafka's public names: w
 these calls it here, and the register below says why each is needed.
 
 Register of internals (checked against faust-streaming 0.15.3 and aiokafka 0.14.0; the canary
-``tests/streams/test_exactly_once.py::test_the_internals_we_rely_on_are_there`` fails on a version
+``tests/streams/test_faust_internals.py::test_the_internals_we_rely_on_are_there`` fails on a version
 where a name is gone, and ``pyproject.toml`` caps both below their next minor version):
 
 1. ``faust.App._on_partitions_revoked`` / ``_on_partitions_assigned`` are overridden
@@ -36,7 +36,7 @@ where a name is gone, and ``pyproject.toml`` caps both below their next minor ve
    is fetched for the busy ones meanwhile. Under a steady load the worker locked into that
    cycle: records ~1.6 s old in bursts, half-load p50 1.4-1.7 s instead of 0.2 s, in 2 of 3
    runs at 1,600 requests/s, none of 5 with the bound. Proven by
-   ``tests/streams/test_exactly_once.py::test_fetches_wait_at_most_the_bound`` and the half-load
+   ``tests/streams/test_faust_internals.py::test_fetches_wait_at_most_the_bound`` and the half-load
    figure of ``make bench``.
 6. aiokafka ``AIOKafkaConsumer.pause`` / ``resume`` on the consumer Faust's driver holds
    (``Consumer._thread._ensure_consumer()``), for run control's pause (``pause_fetching``).

@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.connections import start_kafka_client
+from streams.faust_internals import refresh_metadata
 
 # Records per fetch answer per partition: about 1 MiB of requests.
 _FETCH_RECORDS = 2000
@@ -59,7 +60,7 @@ class PartitionReader:
     async def partitions(self, topic: str) -> list[int]:
         """The topic's partitions (none if it does not exist)."""
         await self.start()
-        await self._consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+        await refresh_metadata(self._consumer)
         return sorted(self._consumer.partitions_for_topic(topic) or ())
 
     async def ends(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:

@@ -42,10 +42,10 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
 
-    migrator = create_app(settings)
+    context = create_app(settings)
     level = loglevel or settings.log_level
     worker = faust.Worker(
-        migrator.app, loglevel=level, logging_config=logging_config(level, settings.log_format)
+        context.app, loglevel=level, logging_config=logging_config(level, settings.log_format)
     )
     worker.execute_from_commandline()
     return 0

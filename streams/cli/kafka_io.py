@@ -13,6 +13,7 @@ from schemas.events import MigrationRequest
 from streams import topics
 from streams.cli.output import Progress
 from streams.connections import start_kafka_client
+from streams.faust_internals import refresh_metadata
 from streams.requests_out import encode
 from streams.settings import Settings
 
@@ -79,7 +80,7 @@ async def read_records(
     )
     await start_kafka_client(consumer)
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+        await refresh_metadata(consumer)
         assigned = [
             TopicPartition(name, partition)
             for name in topic_names
