@@ -30,7 +30,7 @@ from agents.core.effects import (
 from agents.core.outcomes import build_outcome
 from agents.stores.errors import MirrorUnavailable, StoreUnavailable
 from agents.stores.protocol import BatchStore, BatchTransaction, SessionMirror
-from schemas.events import ErrorCode, Outcome
+from schemas.events import ErrorCode, Outcome, parse_outcome
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class BatchAttempt:
                 continue
             digest, outcome = hit
             if digest == work.digest and outcome is not None:
-                known.works[position] = answer(Outcome.model_validate(outcome))
+                known.works[position] = answer(parse_outcome(outcome))
             else:
                 other_records.append((work.partition, work.offset))
         for rejection in rejected:

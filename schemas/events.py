@@ -11,10 +11,18 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+)
 
 from schemas.identifiers import RUN_ID_PATTERN, USER_ID_PATTERN, USER_ID_RULE
 
@@ -89,8 +97,9 @@ class BcmRef(BaseModel):
     token_estimate: int = Field(ge=0)
 
 
-class Outcome(BaseModel):
-    """An outcome event. ``request`` (the original request) is set on failed outcomes only."""
+class _OutcomeFields(BaseModel):
+    """Every field an outcome event carries on the wire, in their order: each kind below says
+    which are its own (the others stay null, so every outcome has the same keys)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -119,6 +128,51 @@ class Outcome(BaseModel):
     legacy_snapshot_sha256: str | None = None
     restored_legacy_sha256: str | None = None
     matches_snapshot: bool | None = None
+
+
+class MigratedOutcome(_OutcomeFields):
+    """A user migrated now, or before (``already_done``): the session, its status and its
+    manifest (``bcm``), and the SHA-256 of the legacy snapshot the session keeps."""
+
+    outcome: Literal["migrated"] = "migrated"
+    error: None = None
+    request: None = None
+
+
+class FailedOutcome(_OutcomeFields):
+    """A request that could not be applied: why (``error``: code, message, whether a retry
+    may cure it) and the original request, so that a replay can publish it again."""
+
+    outcome: Literal["failed"] = "failed"
+    error: OutcomeError
+    request: dict[str, Any]
+
+
+class RolledBackOutcome(_OutcomeFields):
+    """A session deleted and its legacy row restored: the session it was, the restored row's
+    SHA-256 and whether it matches the snapshot taken at migration."""
+
+    outcome: Literal["rolled_back"] = "rolled_back"
+    error: None = None
+    request: None = None
+
+
+# An outcome event: one of the three kinds, told apart by ``outcome`` (the same JSON as when it
+# was one wide model; the type now says what each kind carries).
+Outcome = Annotated[
+    MigratedOutcome | FailedOutcome | RolledBackOutcome, Field(discriminator="outcome")
+]
+OUTCOME: TypeAdapter[Outcome] = TypeAdapter(Outcome)
+
+
+def parse_outcome(data: Any) -> Outcome:
+    """An outcome from its JSON-ready form (a dict, as stored in PostgreSQL)."""
+    return OUTCOME.validate_python(data)
+
+
+def parse_outcome_json(data: bytes | str) -> Outcome:
+    """An outcome from its JSON text, as published."""
+    return OUTCOME.validate_json(data)
 
 
 class DeadLetterOriginal(BaseModel):

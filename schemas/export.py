@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import TypeAdapter
 
-from schemas.events import DeadLetter, MigrationRequest, Outcome
+from schemas.events import OUTCOME, DeadLetter, MigrationRequest
 
-_MODELS: dict[str, type[BaseModel]] = {
-    "request": MigrationRequest,
-    "outcome": Outcome,
-    "dead-letter": DeadLetter,
+_MODELS: dict[str, TypeAdapter[Any]] = {
+    "request": TypeAdapter(MigrationRequest),
+    "outcome": OUTCOME,
+    "dead-letter": TypeAdapter(DeadLetter),
 }
 
 
@@ -28,7 +29,7 @@ def json_schemas() -> dict[str, str]:
     """File name → file text, exactly as written."""
     return {
         f"{name}.schema.json": json.dumps(
-            model.model_json_schema(mode="serialization" if name != "request" else "validation"),
+            model.json_schema(mode="serialization" if name != "request" else "validation"),
             indent=2,
             sort_keys=True,
             ensure_ascii=False,

@@ -13,7 +13,14 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from schemas.events import SCHEMA_VERSION, DeadLetter, MigrationRequest, Outcome
+from schemas.events import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    FailedOutcome,
+    MigratedOutcome,
+    MigrationRequest,
+    RolledBackOutcome,
+)
 from streams import topics
 from streams.codecs import FAILURE_HEADERS, HEADER_PREFIX, ORIGIN_HEADERS
 
@@ -25,7 +32,9 @@ def _schemas() -> dict[str, Any]:
     _, top = models_json_schema(
         [
             (MigrationRequest, "validation"),
-            (Outcome, "serialization"),
+            (MigratedOutcome, "serialization"),
+            (FailedOutcome, "serialization"),
+            (RolledBackOutcome, "serialization"),
             (DeadLetter, "serialization"),
         ],
         ref_template=_REF,
@@ -63,9 +72,13 @@ def asyncapi_document(version: str) -> dict[str, Any]:
     outcome_key = "the user_id (UTF-8)"
     channels = {
         "requested": (topics.REQUESTED, "request", "Migration and rollback requests, in."),
-        "migrated": (topics.MIGRATED, "outcome", "Outcomes with outcome = migrated."),
+        "migrated": (topics.MIGRATED, "migratedOutcome", "Outcomes with outcome = migrated."),
         "failed": (topics.FAILED, "failedOutcome", "Outcomes with outcome = failed."),
-        "rolledBack": (topics.ROLLED_BACK, "outcome", "Outcomes with outcome = rolled_back."),
+        "rolledBack": (
+            topics.ROLLED_BACK,
+            "rolledBackOutcome",
+            "Outcomes with outcome = rolled_back.",
+        ),
         "deadLetter": (topics.DEAD_LETTER, "deadLetter", "Records that are not valid requests."),
     }
     return {
@@ -112,15 +125,26 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                     "MigrationRequest",
                     key="must equal user_id; another key is dead-lettered",
                 ),
-                "outcome": _message(
-                    "outcome", "Outcome", "Outcome", key=outcome_key, headers="outcomes"
+                "migratedOutcome": _message(
+                    "migratedOutcome",
+                    "Migrated outcome",
+                    "MigratedOutcome",
+                    key=outcome_key,
+                    headers="outcomes",
                 ),
                 "failedOutcome": _message(
                     "failedOutcome",
                     "Failed outcome",
-                    "Outcome",
+                    "FailedOutcome",
                     key=outcome_key,
                     headers="failed outcomes",
+                ),
+                "rolledBackOutcome": _message(
+                    "rolledBackOutcome",
+                    "Rolled-back outcome",
+                    "RolledBackOutcome",
+                    key=outcome_key,
+                    headers="outcomes",
                 ),
                 "deadLetter": _message(
                     "deadLetter",

@@ -4,8 +4,8 @@ Nothing else in the service reaches behind Faust's or aiokafka's public names: w
 these calls it here, and the register below says why each is needed.
 
 Register of internals (checked against faust-streaming 0.15.3 and aiokafka 0.14.0; the canary
-``tests/streams/test_faust_internals.py::test_the_internals_we_rely_on_are_there`` fails on a version
-where a name is gone, and ``pyproject.toml`` caps both below their next minor version):
+``tests/streams/test_faust_internals.py::test_the_internals_we_rely_on_are_there`` fails on a
+version where a name is gone, and ``pyproject.toml`` caps both below their next minor version):
 
 1. ``faust.App._on_partitions_revoked`` / ``_on_partitions_assigned`` are overridden
    (``MigratorApp``). Corrects: Faust tells the app about a revocation only after waiting for

@@ -22,7 +22,18 @@ from agents.core.decide import (
 )
 from agents.core.manifest import MANIFEST_VERSION
 from agents.core.state import StoredSession
-from schemas.events import SCHEMA_VERSION, BcmRef, ErrorCode, Outcome, OutcomeError, is_retryable
+from schemas.events import (
+    SCHEMA_VERSION,
+    BcmRef,
+    ErrorCode,
+    FailedOutcome,
+    MigratedOutcome,
+    Outcome,
+    OutcomeError,
+    RolledBackOutcome,
+    is_retryable,
+    parse_outcome,
+)
 from schemas.legacy import LegacyRow
 
 _EVENT_NAMESPACE = uuid.UUID("6f1d7a52-3c1e-4c57-9f0e-5b0d3f3f7a11")
@@ -44,10 +55,10 @@ def build_outcome(
 ) -> Outcome:
     """The one outcome event for ``work``. ``restored`` is the legacy row after a rollback."""
     if isinstance(decision, Replayed):
-        return Outcome.model_validate(decision.outcome)
+        return parse_outcome(decision.outcome)
     base = _base(work, now=now, duration_ms=duration_ms)
     if isinstance(decision, Duplicate):
-        stored = Outcome.model_validate(decision.outcome)
+        stored = parse_outcome(decision.outcome)
         return stored.model_copy(
             update={**base, "already_done": True, "dry_run": work.request.dry_run}
         )
@@ -60,9 +71,8 @@ def build_outcome(
                 checksum=plan.manifest_checksum,
                 token_estimate=plan.token_estimate,
             )
-        return Outcome(
+        return MigratedOutcome(
             **base,
-            outcome="migrated",
             already_done=False,
             session_id=plan.session_id,
             session_status=plan.status,
@@ -72,9 +82,8 @@ def build_outcome(
             legacy_snapshot_sha256=plan.legacy_sha256,
         )
     if isinstance(decision, AlreadyMigrated):
-        return Outcome(
+        return MigratedOutcome(
             **base,
-            outcome="migrated",
             already_done=True,
             **_session_fields(decision.session),
             legacy_snapshot_sha256=decision.session.legacy_sha256,
@@ -83,9 +92,8 @@ def build_outcome(
         if restored is None:
             raise ValueError("a rollback outcome needs the restored legacy row")
         restored_sha = restored.snapshot_sha256()
-        return Outcome(
+        return RolledBackOutcome(
             **base,
-            outcome="rolled_back",
             already_done=False,
             session_id=decision.session.session_id,
             restored_legacy_sha256=restored_sha,
@@ -96,10 +104,9 @@ def build_outcome(
 
 def failed_outcome(
     work: Work, code: ErrorCode, message: str, *, now: datetime, duration_ms: float
-) -> Outcome:
-    return Outcome(
+) -> FailedOutcome:
+    return FailedOutcome(
         **_base(work, now=now, duration_ms=duration_ms),
-        outcome="failed",
         already_done=False,
         error=OutcomeError(code=code, message=message, retryable=is_retryable(code)),
         request=work.request.model_dump(mode="json"),

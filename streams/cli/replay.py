@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas.events import ErrorCode, MigrationRequest, Outcome, is_retryable
+from schemas.events import ErrorCode, MigrationRequest, Outcome, is_retryable, parse_outcome_json
 from streams.cli.output import time_argument
 from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
 from streams.cli.replay_unanswered import add_option as add_unanswered_option
@@ -96,7 +96,7 @@ def plan_replay(values: Iterable[bytes], selection: ReplayFilter) -> ReplayPlan:
     plan = ReplayPlan()
     for value in values:
         try:
-            outcome = Outcome.model_validate_json(value)
+            outcome = parse_outcome_json(value)
         except ValueError:
             continue  # not ours to judge here: these topics hold only our own outcomes
         user = outcome.user_id

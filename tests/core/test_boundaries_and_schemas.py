@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import agents.core
-from schemas.events import DeadLetter, MigrationRequest, Outcome
+from schemas.events import DeadLetter, FailedOutcome, MigratedOutcome, MigrationRequest
 from schemas.export import drift
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -141,8 +141,8 @@ def _keys(value: object, prefix: str = "") -> set[str]:
 def test_golden_events_parse_and_keep_every_field() -> None:
     for name, model in (
         ("request", MigrationRequest),
-        ("outcome_migrated", Outcome),
-        ("outcome_failed", Outcome),
+        ("outcome_migrated", MigratedOutcome),
+        ("outcome_failed", FailedOutcome),
         ("dead_letter", DeadLetter),
     ):
         golden = json.loads((GOLDEN / f"{name}.json").read_text())

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.core import counters
-from schemas.events import Outcome, OutcomeError
+from schemas.events import Outcome, OutcomeError, parse_outcome
 
 
 def outcome(
@@ -22,16 +22,19 @@ def outcome(
     code: str | None = None,
 ) -> Outcome:
     error = OutcomeError(code=code, retryable=False, message="m") if code else None
-    return Outcome(
-        event_id=uuid.uuid4(),
-        request_id=uuid.uuid4(),
-        user_id="u",
-        action="migrate",
-        outcome=kind,
-        dry_run=dry_run,
-        already_done=already_done,
-        error=error,
-        processed_at=datetime.now(UTC),
+    return parse_outcome(
+        {
+            "event_id": uuid.uuid4(),
+            "request_id": uuid.uuid4(),
+            "user_id": "u",
+            "action": "migrate",
+            "outcome": kind,
+            "dry_run": dry_run,
+            "already_done": already_done,
+            "error": error,
+            "request": {"user_id": "u"} if kind == "failed" else None,
+            "processed_at": datetime.now(UTC),
+        }
     )
 
 

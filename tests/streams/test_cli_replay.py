@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from schemas.events import Outcome, OutcomeError
+from schemas.events import FailedOutcome, MigratedOutcome, OutcomeError
 from streams.cli.replay import ReplayFilter, plan_replay
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -31,12 +31,11 @@ def failed(
         "attempt": attempt,
     }
     return (
-        Outcome(
+        FailedOutcome(
             event_id=uuid.uuid4(),
             request_id=rid,
             user_id=user,
             action="migrate",
-            outcome="failed",
             dry_run=dry_run,
             error=OutcomeError(code=code, message="m", retryable=retryable),
             attempt=attempt,
@@ -49,12 +48,11 @@ def failed(
 
 
 def migrated(user: str, *, at: datetime = T0, dry_run: bool = False) -> bytes:
-    outcome = Outcome(
+    outcome = MigratedOutcome(
         event_id=uuid.uuid4(),
         request_id=uuid.uuid4(),
         user_id=user,
         action="migrate",
-        outcome="migrated",
         dry_run=dry_run,
         processed_at=at,
     )

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core import counters
-from schemas.events import DeadLetter, DeadLetterReason, Outcome
+from schemas.events import DeadLetter, DeadLetterReason, MigratedOutcome
 from streams.codecs import HEADER_PREFIX, Origin, dead_letter, failure_headers
 from streams.web.metrics import WorkerMetrics, prometheus_text
 
@@ -97,12 +97,11 @@ def test_metrics_parse_as_prometheus_text_and_sum_across_partitions() -> None:
 
 def test_the_latency_sum_adds_up_across_batches() -> None:
     outcomes = [
-        Outcome(
+        MigratedOutcome(
             event_id=uuid.uuid4(),
             request_id=uuid.uuid4(),
             user_id="u",
             action="migrate",
-            outcome="migrated",
             processed_at=datetime.now(UTC),
         )
     ]

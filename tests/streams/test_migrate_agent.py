@@ -20,7 +20,7 @@ import pytest
 from agents.batch_transaction import Applied
 from agents.core.decide import Rejected, Work
 from agents.core.outcomes import failed_outcome
-from schemas.events import ErrorCode, Outcome
+from schemas.events import ErrorCode, parse_outcome
 from streams import topics
 from streams.app import create_app
 from streams.codecs import Send
@@ -51,15 +51,17 @@ class StandInApplier:
                 )
                 continue
             result.append(
-                Outcome(
-                    event_id=uuid.uuid4(),
-                    request_id=request.request_id,
-                    user_id=request.user_id,
-                    action=request.action,
-                    outcome="rolled_back" if request.action == "rollback" else "migrated",
-                    dry_run=request.dry_run,
-                    attempt=request.attempt,
-                    processed_at=now,
+                parse_outcome(
+                    {
+                        "event_id": uuid.uuid4(),
+                        "request_id": request.request_id,
+                        "user_id": request.user_id,
+                        "action": request.action,
+                        "outcome": "rolled_back" if request.action == "rollback" else "migrated",
+                        "dry_run": request.dry_run,
+                        "attempt": request.attempt,
+                        "processed_at": now,
+                    }
                 )
             )
         return Applied.of(result, {0: {"requested": len(result)}})
