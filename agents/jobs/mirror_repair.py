@@ -23,7 +23,6 @@ from agents.stores.redis_mirror import Client
 
 log = logging.getLogger(__name__)
 
-MARKER_KEY = "onboarding:mirror:rebuilt-for"
 _LOCK_KEY = 0x6D6972726F72  # "mirror"
 
 
@@ -38,11 +37,9 @@ class Healed:
 
 async def heal(pool: Pool, client: Client) -> Healed:
     """One look at Redis: rebuild it if it lost data, then rewrite pending users."""
-    try:
-        info = await client.info("server")
-    except redis_mirror.UNAVAILABLE:
+    run_id = await redis_mirror.server_run_id(client)
+    if run_id is None:
         return Healed(redis_up=False)
-    run_id = str(info["run_id"])
     rebuilt = await _rebuild_if_lost(pool, client, run_id)
     repaired = await repair_pending(pool, client)
     if repaired:
@@ -51,8 +48,7 @@ async def heal(pool: Pool, client: Client) -> Healed:
 
 
 async def _rebuild_if_lost(pool: Pool, client: Client, run_id: str) -> int:
-    marker = await client.get(MARKER_KEY)
-    if marker is not None and redis_mirror.text(marker) == run_id:
+    if await redis_mirror.rebuilt_for(client) == run_id:
         return 0
     async with pool.acquire() as conn:
         if not await postgres.try_advisory_lock(conn, _LOCK_KEY):
@@ -68,11 +64,10 @@ async def _rebuild(pool: Pool, client: Client, run_id: str) -> int:
     while True:
         started = time.monotonic()
         token = f"rebuilding:{uuid.uuid4()}"
-        await client.set(MARKER_KEY, token)
+        await redis_mirror.swap_marker(client, token)
         written = await resync_redis(pool, client)
         removed = await prune_redis(pool, client)
-        previous = await client.set(MARKER_KEY, run_id, get=True)
-        if isinstance(previous, bytes | str) and redis_mirror.text(previous) == token:
+        if await redis_mirror.swap_marker(client, run_id) == token:
             log.info(
                 "Redis mirror rebuilt (Redis %s): %d sessions written, %d stale keys "
                 "removed in %.1f s",

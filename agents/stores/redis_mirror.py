@@ -124,6 +124,31 @@ async def delete_keys(client: aioredis.Redis, keys: Sequence[str]) -> int:
     return int(await client.delete(*keys)) if keys else 0
 
 
+# The ``run_id`` of the Redis whose mirror was last rebuilt whole (``mirror_repair``).
+MARKER_KEY = "onboarding:mirror:rebuilt-for"
+
+
+async def server_run_id(client: aioredis.Redis) -> str | None:
+    """The run id of the Redis server (new at every start); None when Redis does not answer."""
+    try:
+        info = await client.info("server")
+    except UNAVAILABLE:
+        return None
+    return str(info["run_id"])
+
+
+async def rebuilt_for(client: aioredis.Redis) -> str | None:
+    """What the rebuild marker holds (None: no marker, Redis lost it or never had it)."""
+    marker = await client.get(MARKER_KEY)
+    return None if marker is None else text(marker)
+
+
+async def swap_marker(client: aioredis.Redis, value: str) -> str | None:
+    """Set the rebuild marker; what it held before."""
+    previous = await client.set(MARKER_KEY, value, get=True)
+    return text(previous) if isinstance(previous, bytes | str) else None
+
+
 async def ping(client: aioredis.Redis) -> bool:
     return bool(await client.ping())
 

@@ -28,11 +28,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.cli.errors import CliError
 from streams.cli.output import time_argument
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.stores.answer_audit import FindingRow
+    from streams.partition_reader import PartitionReader
 
 EXAMPLES = """examples:
   migrator audit                              every partition, the whole topic
@@ -182,12 +186,8 @@ async def run_audit(
     record: bool,
     found_by: str,
 ) -> AuditReport:
-    from agents.core.answer_audit import UNANSWERED, Finding, PartitionLedger
-    from agents.core.offset_ranges import OffsetRanges
     from agents.stores import answer_audit as store
-    from agents.stores.answer_audit import FindingRow
     from streams import topics
-    from streams.answer_audit import ANSWER_TOPICS, count_answers, judge_requests
     from streams.connections import connect
     from streams.group_offsets import GroupOffsets
     from streams.partition_reader import PartitionReader
@@ -207,67 +207,17 @@ async def run_audit(
             raise CliError(f"{topics.REQUESTED} has no partition {unknown[0]} (0-{max(every)})")
         committed = await group.committed()
         request_ends = await reader.ends(topics.REQUESTED, chosen)
-        if since is None:
-            starts = await reader.beginnings(topics.REQUESTED, chosen)
-            answer_starts = {t: await reader.beginnings(t, chosen) for t in ANSWER_TOPICS}
-        else:
-            since_ms = int(since.timestamp() * 1000)
-            starts = await reader.offsets_since(topics.REQUESTED, chosen, since_ms)
-            answer_starts = {
-                t: await reader.offsets_since(t, chosen, since_ms - ANSWER_SLACK_S * 1000)
-                for t in ANSWER_TOPICS
-            }
+        starts, answer_starts = await _starts(reader, chosen, since)
         checker = _PostgresCheck(conn, report)
         for partition in chosen:
             start = starts[partition]
             limit = max(start, min(committed.get(partition, 0), request_ends[partition]))
             report.partitions[partition] = {"from": start, "to": limit}
             report.pending += max(0, request_ends[partition] - limit)
-            # Answers to records before the range are not judged (the ledger's floor).
-            ledger = PartitionLedger(partition, start, floor=start)
-
-            async def check(offset: int, answer: Any, *, p: int = partition) -> None:
-                await checker.add(p, offset, answer.value)
-
-            for topic in ANSWER_TOPICS:
-                end = (await reader.ends(topic, [partition]))[partition]
-                twice, unnamed, read = await count_answers(
-                    reader,
-                    ledger,
-                    topic,
-                    answer_starts[topic][partition],
-                    end,
-                    each=None if topic == topics.DEAD_LETTER else check,
-                )
-                report.answers += read
-                report.unnamed_answers += unnamed
-                for finding in twice:
-                    report.duplicated.add({"partition": partition, "offset": finding.offset})
-            unanswered = OffsetRanges()
-            repaired = OffsetRanges()
-            samples: list[FindingRow] = []
-            async for found, fixed, read in judge_requests(reader, ledger, start, limit):
-                report.requests += read
-                for row in found:
-                    unanswered.add(row.finding.offset)
-                    if len(samples) < SAMPLES:
-                        samples.append(row)
-                for p, o in fixed:
-                    if p == partition:
-                        repaired.add(o)
-            identity = {row.finding.offset: row for row in samples}
-            kept = [o for o in unanswered if o not in repaired]
-            report.repaired += len(unanswered) - len(kept)
-            rows = [identity.get(o) or FindingRow(Finding(UNANSWERED, partition, o)) for o in kept]
-            for row in rows:
-                report.unanswered.add(
-                    {
-                        "partition": partition,
-                        "offset": row.finding.offset,
-                        "request_id": row.request_id,
-                        "user_id": row.user_id,
-                    }
-                )
+            answers_from = {topic: at[partition] for topic, at in answer_starts.items()}
+            rows = await _audit_partition(
+                reader, checker, report, partition, (start, limit), answers_from
+            )
             if record and rows:
                 await store.record_findings(
                     conn, settings.app_id, rows, found_by=found_by, now=datetime.now(UTC)
@@ -282,6 +232,93 @@ async def run_audit(
     report.seconds = time.monotonic() - began
     report.peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return report
+
+
+async def _starts(
+    reader: PartitionReader, chosen: list[int], since: datetime | None
+) -> tuple[dict[int, int], dict[str, dict[int, int]]]:
+    """Where the requests are read from in each partition, and where each answer topic is:
+    the beginning, or ``since`` (answers from a little earlier: an answer may be stamped
+    before the request it answers reached the log)."""
+    from streams import topics
+    from streams.answer_audit import ANSWER_TOPICS
+
+    if since is None:
+        starts = await reader.beginnings(topics.REQUESTED, chosen)
+        answer_starts = {t: await reader.beginnings(t, chosen) for t in ANSWER_TOPICS}
+        return starts, answer_starts
+    since_ms = int(since.timestamp() * 1000)
+    starts = await reader.offsets_since(topics.REQUESTED, chosen, since_ms)
+    answer_starts = {
+        t: await reader.offsets_since(t, chosen, since_ms - ANSWER_SLACK_S * 1000)
+        for t in ANSWER_TOPICS
+    }
+    return starts, answer_starts
+
+
+async def _audit_partition(
+    reader: PartitionReader,
+    checker: _PostgresCheck,
+    report: AuditReport,
+    partition: int,
+    requests: tuple[int, int],
+    answers_from: dict[str, int],
+) -> list[FindingRow]:
+    """Pair one partition's requests ``[start, limit)`` with the answers on every answer topic;
+    count into ``report``; return the findings of unanswered records (to record)."""
+    from agents.core.answer_audit import UNANSWERED, Finding, PartitionLedger
+    from agents.core.offset_ranges import OffsetRanges
+    from agents.stores.answer_audit import FindingRow
+    from streams import topics
+    from streams.answer_audit import ANSWER_TOPICS, count_answers, judge_requests
+
+    start, limit = requests
+    # Answers to records before the range are not judged (the ledger's floor).
+    ledger = PartitionLedger(partition, start, floor=start)
+
+    async def check(offset: int, answer: Any) -> None:
+        await checker.add(partition, offset, answer.value)
+
+    for topic in ANSWER_TOPICS:
+        end = (await reader.ends(topic, [partition]))[partition]
+        twice, unnamed, read = await count_answers(
+            reader,
+            ledger,
+            topic,
+            answers_from[topic],
+            end,
+            each=None if topic == topics.DEAD_LETTER else check,
+        )
+        report.answers += read
+        report.unnamed_answers += unnamed
+        for finding in twice:
+            report.duplicated.add({"partition": partition, "offset": finding.offset})
+    unanswered = OffsetRanges()
+    repaired = OffsetRanges()
+    samples: list[FindingRow] = []
+    async for found, fixed, read in judge_requests(reader, ledger, start, limit):
+        report.requests += read
+        for row in found:
+            unanswered.add(row.finding.offset)
+            if len(samples) < SAMPLES:
+                samples.append(row)
+        for p, o in fixed:
+            if p == partition:
+                repaired.add(o)
+    identity = {row.finding.offset: row for row in samples}
+    kept = [o for o in unanswered if o not in repaired]
+    report.repaired += len(unanswered) - len(kept)
+    rows = [identity.get(o) or FindingRow(Finding(UNANSWERED, partition, o)) for o in kept]
+    for row in rows:
+        report.unanswered.add(
+            {
+                "partition": partition,
+                "offset": row.finding.offset,
+                "request_id": row.request_id,
+                "user_id": row.user_id,
+            }
+        )
+    return rows
 
 
 class _PostgresCheck:
