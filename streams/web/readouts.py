@@ -23,7 +23,7 @@ from agents.core.answer_audit import KINDS
 from agents.core.revalidation_tally import combine
 from agents.jobs.validation import ValidationReport, validate_user
 from agents.stores import answer_audit as answer_store
-from agents.stores import postgres, redis_mirror
+from agents.stores import postgres
 from agents.stores.runs import run_failures, run_summaries
 from schemas.events import ErrorCode, is_retryable
 from streams import topics
@@ -35,6 +35,7 @@ from streams.heartbeat import (
     owned_partitions,
     process_metrics,
 )
+from streams.web.health import CHECK_TIMEOUT_S, health_checks
 from streams.web.metrics import WorkerMetrics
 from streams.web.totals import owned_totals, progress_answer
 
@@ -43,14 +44,8 @@ if TYPE_CHECKING:
 
 # Failure codes a retry cannot cure: such users count as done for progress and its ETA.
 FOR_GOOD_CODES = [code.value for code in ErrorCode if not is_retryable(code)]
-_CHECK_TIMEOUT_S = 3
 # How old the runs' figures in progress and /metrics may be.
 RUNS_EVERY_S = 5.0
-# Checks whose failure degrades the worker without making it unhealthy (health stays 200): the
-# answer audit's findings are the cluster's, and no restart cures them.
-DEGRADING = frozenset({"answers"})
-# Open findings health names (GET audit lists up to 1,000).
-HEALTH_FINDINGS = 50
 
 
 def _now_s() -> int:
@@ -72,7 +67,7 @@ class Readouts:
         settings = self.context.settings
         partitions = [TP(topics.REQUESTED, p) for p in range(settings.topic_partitions)]
         ends = await asyncio.wait_for(
-            self.context.app.consumer.highwaters(*partitions), timeout=_CHECK_TIMEOUT_S
+            self.context.app.consumer.highwaters(*partitions), timeout=CHECK_TIMEOUT_S
         )
         committed = await self.context.resources.group_offsets.committed()
         return {
@@ -250,54 +245,7 @@ class Readouts:
         }
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
-        resources = self.context.resources
-        checks: dict[str, Any] = {
-            "postgres": await _check(lambda: postgres.ping(_started(resources.pool))),
-            "redis": await _check(lambda: redis_mirror.ping(_started(resources.redis))),
-            "kafka": await _kafka_health(self.context.settings.kafka_bootstrap_servers),
-        }
-        applier = resources.batch_applier
-        waiting = applier.waiting_for if applier is not None else "not started"
-        checks["processing"] = (
-            {"ok": True} if waiting is None else {"ok": False, "error": f"waiting for {waiting}"}
-        )
-        control = self.context.control.current
-        if control.paused:
-            # Not a failure either: the operator (or the failure budget) asked for it.
-            checks["control"] = {
-                "ok": True,
-                "paused": True,
-                "reason": control.reason,
-                "by": control.by,
-            }
-        if checks["postgres"]["ok"]:
-            # Not a failure: Redis is repaired from PostgreSQL by the worker itself.
-            pending = await postgres.pending_mirror_count(self._pool)
-            checks["redis_mirror"] = {"ok": True, "pending": pending}
-            checks["answers"] = await self._answers_check()
-        return all(c["ok"] for name, c in checks.items() if name not in DEGRADING), checks
-
-    async def _answers_check(self) -> dict[str, Any]:
-        """The answer audit's open findings, by kind and partition (a few offsets each)."""
-        found = await answer_store.open_findings(
-            self._pool, self.context.settings.app_id, limit=HEALTH_FINDINGS
-        )
-        check: dict[str, Any] = {"ok": not found}
-        for kind in KINDS:
-            by_partition: dict[str, list[int]] = {}
-            for row in found:
-                if row["kind"] == kind:
-                    by_partition.setdefault(str(row["partition"]), []).append(
-                        int(row["request_offset"])
-                    )
-            if by_partition:
-                check[kind] = by_partition
-        if found:
-            check["error"] = (
-                "request records without exactly one answer: run `migrator audit`, then "
-                "`migrator replay --unanswered`"
-            )
-        return check
+        return await health_checks(self.context)
 
     async def answer_audit(self) -> dict[str, Any]:
         """``GET audit``: the open findings, each partition's audit position, this worker's
@@ -346,36 +294,3 @@ class Readouts:
     async def validate(self, user_id: str) -> ValidationReport:
         await self.context.resources.applier()
         return await validate_user(self._pool, self.context.resources.redis, user_id)
-
-
-def _started(resource: Any) -> Any:
-    if resource is None:
-        raise RuntimeError("not started")
-    return resource
-
-
-async def _check(probe: Any) -> dict[str, Any]:
-    try:
-        await asyncio.wait_for(probe(), timeout=_CHECK_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - any failure is "down" for a health check
-        return {"ok": False, "error": str(exc) or type(exc).__name__}
-    return {"ok": True}
-
-
-async def _kafka_health(bootstrap_servers: list[str]) -> dict[str, Any]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    client = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=_CHECK_TIMEOUT_S * 1000
-    )
-    try:
-        await asyncio.wait_for(client.start(), timeout=_CHECK_TIMEOUT_S + 1)
-        cluster = await asyncio.wait_for(client.describe_cluster(), timeout=_CHECK_TIMEOUT_S + 1)
-        return {"ok": bool(cluster.get("brokers")), "brokers": len(cluster.get("brokers", []))}
-    except Exception as exc:  # noqa: BLE001 - any failure is "down" for a health check
-        return {"ok": False, "error": str(exc) or type(exc).__name__}
-    finally:
-        try:
-            await client.close()
-        except Exception:  # noqa: BLE001 - closing a client that never started
-            pass
