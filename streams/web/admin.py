@@ -1,6 +1,6 @@
 """The write side of the HTTP API: publishing requests (one, many, a cohort) and run control.
 
-Reads are ``streams.web.readouts``'; a write answers with what the read side says after it.
+Reads are in ``streams.web.readouts``; a write answers with what the read side says after it.
 """
 
 from __future__ import annotations
