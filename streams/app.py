@@ -27,7 +27,7 @@ from streams.publishers import BatchPublisher, new_publisher
 from streams.resources import Resources
 from streams.revalidation_sampler import Revalidator
 from streams.settings import Settings
-from streams.web.views import register_views
+from streams.web.views import json_errors, register_views
 
 # How much of each request partition one fetch brings (Kafka's own default). A record larger
 # than this still arrives (the broker returns at least one whole batch, whatever this says);
@@ -62,6 +62,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "producer_max_request_size": topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
         "consumer_max_fetch_size": FETCH_BYTES_PER_PARTITION,
         "web_transport": "tcp://",
+        # 404 and 405 answer JSON like every other error (the routes themselves: register_views).
+        "web_application_options": {"middlewares": [json_errors]},
         # A worker that died is noticed within 10 s, not Faust's default 60 s, so its
         # partitions (and their open transactions) move to a live worker quickly.
         "broker_session_timeout": 10.0,

@@ -170,6 +170,12 @@ class Pacer:
         return start - now
 
 
+# A throttle is a rate in users/s for the whole cluster, between these: below one user a second
+# it would be a pause in all but name (the banner saying "throttled" while nothing moves).
+MIN_RATE = 1.0
+MAX_RATE = 1_000_000.0
+
+
 def share(rate: float | None, owned: int, total: int) -> float | None:
     """This worker's part of the cluster's ceiling: its share of the request partitions."""
     if rate is None or total <= 0:

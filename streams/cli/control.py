@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from agents.core import control_state
+from agents.core.control_state import MAX_RATE, MIN_RATE
 from streams.cli.errors import CliError
 from streams.settings import Settings
 
@@ -116,8 +117,11 @@ def _rate(value: str) -> float:
         rate = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0 < rate <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{value} is not a rate in (0, 1000000] users/s")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise argparse.ArgumentTypeError(
+            f"{value} is not a rate in [{MIN_RATE:g}, {MAX_RATE:g}] users/s "
+            "(below 1 user/s, pause instead: migrator control pause)"
+        )
     return rate
 
 

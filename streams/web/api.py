@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from agents.core.control_state import MAX_RATE, MIN_RATE
 from schemas.identifiers import RUN_ID_PATTERN, USER_ID_PATTERN
 
 UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["user-0000042"])]
@@ -35,6 +36,17 @@ class BulkBody(OptionsBody):
     ``include_rolled_back``. ``run`` names a run (a staged rollout) the requests belong to;
     with ``all``, ``percent`` takes only that cohort (by a hash of the user id)."""
 
+    # The document says what the handler checks: ``user_ids`` (a list), or ``all`` (true).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["user_ids"], "properties": {"user_ids": {"type": "array"}}},
+                {"required": ["all"], "properties": {"all": {"const": True}}},
+            ]
+        },
+    )
+
     user_ids: Annotated[list[UserId], Field(min_length=1)] | None = None
     all: StrictBool = False
     include_rolled_back: StrictBool = False
@@ -59,7 +71,7 @@ class ThrottleBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rate: Annotated[float, Field(gt=0, le=1_000_000)] | None
+    rate: Annotated[float, Field(ge=MIN_RATE, le=MAX_RATE)] | None
     by: Annotated[str, Field(min_length=1, max_length=128)] = "http-api"
 
 

@@ -133,6 +133,8 @@ def _load(raw: bytes) -> dict[str, object]:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(400, f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(400, "body is not JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise InputError(400, "body must be a JSON object")
     return body

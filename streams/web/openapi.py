@@ -165,9 +165,9 @@ _OPERATIONS: tuple[_Operation, ...] = (
         "worker's partitions",
         {
             "200": _json({"oneOf": [_ref(api.Stats), _ref(api.LocalStats)]}, "counters"),
-            **_errors(503),
+            **_errors(400, 503),
         },
-        parameters=(_choice("scope", "local"),),
+        parameters=(_choice("scope", "cluster", "local"),),
     ),
     _Operation(
         f"{PREFIX}/progress",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import logging
 from importlib import resources
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import aiohttp.web
 from faust.web import Request, Response, View
@@ -48,6 +48,22 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/onboarding/migration"
 _POSTGRES_ERRORS = postgres.FAILED
+
+
+@aiohttp.web.middleware
+async def json_errors(request: aiohttp.web.Request, handler: Any) -> aiohttp.web.StreamResponse:
+    """A path no route serves (404) or a method a route does not take (405) answers
+    ``{"error": …}`` like every other error of the API, not aiohttp's plain text."""
+    try:
+        response: aiohttp.web.StreamResponse = await handler(request)
+    except (aiohttp.web.HTTPNotFound, aiohttp.web.HTTPMethodNotAllowed) as exc:
+        headers = {name: value for name, value in exc.headers.items() if name == "Allow"}
+        return aiohttp.web.json_response(
+            {"error": f"{exc.reason}: {request.method} {request.path}"},
+            status=exc.status,
+            headers=headers,
+        )
+    return response
 
 
 class ServiceView(View):
@@ -143,7 +159,10 @@ class RollbackOne(PublishView):
 
 class Stats(ServiceView):
     async def get(self, request: Request) -> Response:
-        if request.query.get("scope") == "local":
+        scope = request.query.get("scope", "cluster")
+        if scope not in ("cluster", "local"):
+            return self.refuse(InputError(400, f"scope must be cluster or local, not {scope!r}"))
+        if scope == "local":
             return self.json(
                 api.answer(api.LocalStats, {"totals": await self.readouts.local_totals()})
             )

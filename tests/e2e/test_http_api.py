@@ -7,8 +7,12 @@ Driven through schemathesis's Python API (its pytest plugin does not support pyt
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -63,3 +67,38 @@ async def test_every_answer_is_documented_and_never_a_server_error(
     # Not vacuous: many calls, answered both ways (accepted and refused input).
     assert len(statuses) >= 5 * len(operations)
     assert {200, 202} <= set(statuses) and 400 in statuses
+
+
+def _call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str, Any]:
+    """Status, content type and decoded JSON body (None if not JSON) of one HTTP call."""
+    request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            status, kind, raw = answer.status, answer.headers.get_content_type(), answer.read()
+    except urllib.error.HTTPError as error:
+        status, kind, raw = error.code, error.headers.get_content_type(), error.read()
+    try:
+        return status, kind, json.loads(raw)
+    except ValueError:
+        return status, kind, None
+
+
+def test_unknown_paths_and_methods_answer_json_errors(worker: Worker) -> None:
+    status, kind, body = _call(f"{worker.url}/api/v1/onboarding/migration/nope")
+    assert (status, kind) == (404, "application/json") and "error" in body, body
+    status, kind, body = _call(f"{worker.url}/api/v1/onboarding/migration/stats", "DELETE")
+    assert (status, kind) == (405, "application/json") and "error" in body, body
+
+
+def test_bad_input_that_once_slipped_through_is_refused_with_a_message(worker: Worker) -> None:
+    base = f"{worker.url}/api/v1/onboarding/migration"
+    deep = b"[" * 5000 + b"]" * 5000
+    status, _, body = _call(f"{base}/migrate", "POST", deep)
+    assert status == 400 and "nested too deeply" in body["error"], body
+    status, _, body = _call(f"{base}/control/throttle", "POST", b'{"rate": 5e-324}')
+    assert status == 400 and "rate" in body["error"], body
+    status, _, body = _call(f"{base}/stats?scope=everything")
+    assert status == 400 and "scope" in body["error"], body
+    status, _, _ = _call(f"{base}/stats?scope=cluster")
+    assert status == 200

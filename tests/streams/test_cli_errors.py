@@ -66,6 +66,7 @@ CASES: list[tuple[list[str], str]] = [
     (["control", "status"], "Kafka at kafka://127.0.0.1:9 is not reachable"),
     (["control", "pause", "--reason", "x"], "Kafka at kafka://127.0.0.1:9 is not reachable"),
     (["control", "throttle", "--rate", "-5"], "not a rate"),
+    (["control", "throttle", "--rate", "0.0000001"], "pause instead"),
     (["control", "throttle"], "one of the arguments --rate --off is required"),
     (["control"], "required"),
     (["stack", "status", "--dir", "/no/such/stack"], ""),

@@ -95,7 +95,14 @@ def test_control_bodies_are_checked() -> None:
     assert parse_pause(b'{"reason": "canary", "by": "ops"}').reason == "canary"
     assert parse_throttle(b'{"rate": 250}').rate == 250
     assert parse_throttle(b'{"rate": null}').rate is None
-    for body in (b"{}", b'{"rate": -1}', b'{"rate": "fast"}', b'{"rate": 5, "x": 1}'):
+    for body in (
+        b"{}",
+        b'{"rate": -1}',
+        b'{"rate": "fast"}',
+        b'{"rate": 5, "x": 1}',
+        b'{"rate": 1e-07}',  # a pause in all but name
+        b'{"rate": 5e-324}',
+    ):
         with pytest.raises(InputError) as refused:
             parse_throttle(body)
         assert refused.value.status == 400
@@ -103,3 +110,13 @@ def test_control_bodies_are_checked() -> None:
         parse_pause(b'{"paused": true}')
     with pytest.raises(InputError):
         check_run_id("no spaces")
+
+
+def test_a_body_nested_too_deeply_is_not_json_not_a_server_error() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    for parse in (parse_options, parse_pause, parse_throttle):
+        with pytest.raises(InputError) as refused:
+            parse(deep)  # type: ignore[operator]
+        assert refused.value.status == 400 and "nested too deeply" in refused.value.message
+    with pytest.raises(InputError, match="nested too deeply"):
+        parse_bulk(b'{"user_ids": ' + deep + b"}", allow_all=True)
