@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from agents.core.control_state import MAX_RATE, MIN_RATE
 from schemas.events import (
     SCHEMA_VERSION,
     DeadLetter,
@@ -22,7 +23,7 @@ from schemas.events import (
     RolledBackOutcome,
 )
 from streams import topics
-from streams.codecs import FAILURE_HEADERS, HEADER_PREFIX, ORIGIN_HEADERS
+from streams.codecs import FAILURE_HEADERS, HEADER_PREFIX, ORIGIN_HEADERS, REQUEST_HEADERS
 
 _REF = "#/components/schemas/{model}"
 FILE_NAME = "asyncapi.json"
@@ -43,8 +44,40 @@ def _schemas() -> dict[str, Any]:
     return definitions
 
 
+# The run-control topic's two record kinds (``streams.control_topic``): the key says which.
+_AT = {"type": "string", "format": "date-time", "description": "when it was written"}
+_BY = {"type": "string", "description": "who wrote it (an operator, or a worker that paused)"}
+_CONTROL_SCHEMAS = {
+    "ControlPause": {
+        "type": "object",
+        "description": "key pause: whether every worker is to stop taking requests",
+        "required": ["paused", "by", "at"],
+        "properties": {
+            "paused": {"type": "boolean"},
+            "reason": {"type": ["string", "null"]},
+            "by": _BY,
+            "auto": {"type": "boolean", "description": "written by a worker (failure budget)"},
+            "at": _AT,
+        },
+    },
+    "ControlThrottle": {
+        "type": "object",
+        "description": "key throttle: the cluster's ceiling in users/s (null: none)",
+        "required": ["rate", "by", "at"],
+        "properties": {
+            "rate": {"type": ["number", "null"], "minimum": MIN_RATE, "maximum": MAX_RATE},
+            "by": _BY,
+            "at": _AT,
+        },
+    },
+}
+
+
 def _headers(what: str) -> dict[str, Any]:
-    names = ORIGIN_HEADERS if what == "outcomes" else FAILURE_HEADERS
+    names = {
+        "outcomes": {**ORIGIN_HEADERS, **REQUEST_HEADERS},
+        "failed outcomes": {**FAILURE_HEADERS, **REQUEST_HEADERS},
+    }.get(what, FAILURE_HEADERS)
     return {
         "type": "object",
         "description": f"On {what}: UTF-8 text, one value per name.",
@@ -81,6 +114,19 @@ def asyncapi_document(version: str) -> dict[str, Any]:
         ),
         "deadLetter": (topics.DEAD_LETTER, "deadLetter", "Records that are not valid requests."),
     }
+    control = {
+        "address": "{appId}-control",
+        "description": (
+            "Run control, compacted, read from its beginning by every worker: the latest "
+            "record per key (pause, throttle) is the state. Written by migrator control, the "
+            "admin API and workers that pause themselves."
+        ),
+        "parameters": {"appId": {"description": "MIGRATOR_APP_ID"}},
+        "messages": {
+            "pause": {"$ref": "#/components/messages/controlPause"},
+            "throttle": {"$ref": "#/components/messages/controlThrottle"},
+        },
+    }
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -102,20 +148,39 @@ def asyncapi_document(version: str) -> dict[str, Any]:
             }
         },
         "channels": {
-            name: {
-                "address": address,
-                "description": text,
-                "messages": {message: {"$ref": f"#/components/messages/{message}"}},
-            }
-            for name, (address, message, text) in channels.items()
+            **{
+                name: {
+                    "address": address,
+                    "description": text,
+                    "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+                }
+                for name, (address, message, text) in channels.items()
+            },
+            "control": control,
         },
         "operations": {
-            ("receiveRequests" if name == "requested" else f"send{name[0].upper()}{name[1:]}"): {
-                "action": "receive" if name == "requested" else "send",
-                "channel": {"$ref": f"#/channels/{name}"},
-                "messages": [{"$ref": f"#/channels/{name}/messages/{message}"}],
-            }
-            for name, (_, message, _) in channels.items()
+            **{
+                (
+                    "receiveRequests" if name == "requested" else f"send{name[0].upper()}{name[1:]}"
+                ): {
+                    "action": "receive" if name == "requested" else "send",
+                    "channel": {"$ref": f"#/channels/{name}"},
+                    "messages": [{"$ref": f"#/channels/{name}/messages/{message}"}],
+                }
+                for name, (_, message, _) in channels.items()
+            },
+            **{
+                f"{action}Control": {
+                    "action": action,
+                    "channel": {"$ref": "#/channels/control"},
+                    "messages": [
+                        {"$ref": "#/channels/control/messages/pause"},
+                        {"$ref": "#/channels/control/messages/throttle"},
+                    ],
+                }
+                # Every worker follows it; a worker whose failure budget is spent writes a pause.
+                for action in ("receive", "send")
+            },
         },
         "components": {
             "messages": {
@@ -146,6 +211,12 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                     key=outcome_key,
                     headers="outcomes",
                 ),
+                "controlPause": _message(
+                    "controlPause", "Pause or resume", "ControlPause", key="pause"
+                ),
+                "controlThrottle": _message(
+                    "controlThrottle", "Throttle", "ControlThrottle", key="throttle"
+                ),
                 "deadLetter": _message(
                     "deadLetter",
                     "Dead letter",
@@ -154,7 +225,7 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                     headers="dead letters",
                 ),
             },
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_CONTROL_SCHEMAS},
         },
     }
 

@@ -108,6 +108,7 @@ def _record(record: Consumed, answer: Answer) -> Send:
         headers = failure_headers(
             origin, code=outcome.error.code.value, retryable=outcome.error.retryable
         )
+    headers += request_headers(outcome)
     return Send(
         topics.OUTCOME_TOPICS[outcome.outcome], outcome.user_id.encode("utf-8"), json, headers
     )
@@ -132,6 +133,12 @@ FAILURE_HEADERS = {
     "retryable": "true or false",
     **ORIGIN_HEADERS,
 }
+# On every outcome (all three topics): which request and which run it answers, so a consumer
+# can route or filter outcomes without parsing the value (an addition to contract §3).
+REQUEST_HEADERS = {
+    "request-id": "the request_id the outcome answers",
+    "run-id": "the run the request belongs to (empty if none)",
+}
 ORIGIN_PARTITION = HEADER_PREFIX + "original-partition"
 ORIGIN_OFFSET = HEADER_PREFIX + "original-offset"
 
@@ -143,6 +150,11 @@ def origin_headers(origin: Origin) -> Headers:
         "original-offset": str(origin.offset),
         "original-timestamp": "" if origin.timestamp_ms is None else str(origin.timestamp_ms),
     }
+    return [(HEADER_PREFIX + name, value.encode("utf-8")) for name, value in values.items()]
+
+
+def request_headers(outcome: Outcome) -> Headers:
+    values = {"request-id": str(outcome.request_id), "run-id": outcome.run_id or ""}
     return [(HEADER_PREFIX + name, value.encode("utf-8")) for name, value in values.items()]
 
 

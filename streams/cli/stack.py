@@ -21,6 +21,18 @@ def stack_errors() -> tuple[type[Exception], ...]:
     return (StackError, StackNotInstalled)
 
 
+# The names of ``streams.stack.kafka.TOOLS``, spelled here because the stack may be absent
+# (the production image leaves it out) while ``migrator --help`` must still work.
+KAFKA_TOOLS = (
+    "topics",
+    "consumer-groups",
+    "console-consumer",
+    "console-producer",
+    "get-offsets",
+    "transactions",
+)
+
+
 def _stack() -> Any:
     try:
         from streams import stack
@@ -94,12 +106,14 @@ def register(commands: Any) -> None:
         "  migrator stack kafka-cli topics --describe --topic user-migration-requested\n"
         "  migrator stack kafka-cli consumer-groups --describe --group onboarding-migrator\n"
         "  migrator stack kafka-cli console-consumer --topic user-migration-failed "
-        "--from-beginning --isolation-level read_committed --max-messages 5",
+        "--from-beginning --isolation-level read_committed --max-messages 5\n"
+        "  migrator stack kafka-cli console-producer --topic user-migration-requested "
+        "--property parse.key=true --property key.separator=' '   (lines: KEY JSON)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tools.add_argument(
         "tool",
-        choices=("topics", "consumer-groups", "console-consumer", "get-offsets", "transactions"),
+        choices=KAFKA_TOOLS,
         help="kafka-topics, kafka-consumer-groups, … without the kafka- prefix",
     )
     tools.add_argument("args", nargs=argparse.REMAINDER, help="the tool's own arguments")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.core.counters import COUNTERS, LATENCY_BOUNDS_MS, cumulative_counts
+from agents.core.revalidation_tally import DRIFT_CHECK
 
 _HELP = {
     "requested": "Accepted request records.",
@@ -182,7 +183,10 @@ def _revalidation(lines: list[str], worker: str, found: Mapping[str, Any]) -> No
         "Re-validated users failing a check, by check (drift: "
         "legacy_row_unchanged_since_migration).",
     )
-    for check, count in sorted(found.get("mismatches", {}).items()):
+    # The drift check has a series from the start (0 until a mismatch): a dashboard panel or
+    # an alert on it reads 0, not "no data", on a healthy cluster.
+    mismatches = {DRIFT_CHECK: 0, **found.get("mismatches", {})}
+    for check, count in sorted(mismatches.items()):
         labels = _labels(worker=worker, check=check)
         lines.append(f"migrator_revalidation_mismatches_total{labels} {int(count)}")
 

@@ -138,6 +138,8 @@ async def test_duplicate_request_ids_apply_once(stack: Stack, worker: Worker) ->
     reads = await reads_for(stack, topics.MIGRATED, value["request_id"], until=3)
     assert [r.value["already_done"] for r in reads] == [False, True, True]
     assert len({r.value["session_id"] for r in reads}) == 1
+    # A migrated outcome names its request in headers too, not only failures.
+    assert {r.headers["migrator-request-id"] for r in reads} == {value["request_id"].encode()}
 
 
 async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
@@ -159,6 +161,8 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
     assert failed.topic == topics.FAILED
     assert failed.headers["migrator-error-code"] == b"unknown_legacy_step"
     assert failed.headers["migrator-retryable"] == b"false"
+    assert failed.headers["migrator-request-id"] == value["request_id"].encode()
+    assert failed.headers["migrator-run-id"] == b""
 
     plan = _cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user)
     assert "replay: 1 user(s) whose latest request failed" in plan

@@ -169,3 +169,34 @@ async def test_kafkas_own_tools_run_against_the_stack(stack_settings: Settings) 
     )
     assert listed.returncode == 0, listed.stderr
     assert set(topics.PUBLIC_TOPICS) <= set(listed.stdout.split())
+    # Kafka's console producer, as an operator would use it to hand-feed a request.
+    scratch = f"scratch-{uuid.uuid4().hex[:8]}"
+
+    def kafka_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", "stack", "kafka-cli", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+
+    created = kafka_cli("topics", "--create", "--topic", scratch, "--partitions", "1")
+    assert created.returncode == 0, created.stderr
+    produced = kafka_cli(
+        "console-producer",
+        *["--topic", scratch, "--property", "parse.key=true", "--property", "key.separator= "],
+        stdin='u-1 {"user_id": "u-1"}\n',
+    )
+    assert produced.returncode == 0, produced.stderr
+    offsets = kafka_cli("get-offsets", "--topic", scratch)
+    assert offsets.stdout.split() == [f"{scratch}:0:1"], offsets.stdout + offsets.stderr
+
+
+def test_the_cli_names_every_kafka_tool_the_stack_runs() -> None:
+    from streams.cli.stack import KAFKA_TOOLS
+    from streams.stack.kafka import TOOLS
+
+    assert KAFKA_TOOLS == tuple(TOOLS)

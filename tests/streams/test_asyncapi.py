@@ -38,7 +38,12 @@ def test_every_reference_resolves_and_every_topic_is_a_channel() -> None:
         assert ref.startswith("#/"), ref
         _resolve(document, ref)
     addresses = {channel["address"] for channel in document["channels"].values()}
-    assert addresses == set(topics.PUBLIC_TOPICS)
+    # The public topics, and the run-control topic (named after the app id) operators write.
+    assert addresses == {*topics.PUBLIC_TOPICS, "{appId}-control"}
+    assert topics.control_topic("app") == "{appId}-control".format(appId="app")
+    for kind in ("migratedOutcome", "failedOutcome", "rolledBackOutcome"):
+        names = document["components"]["messages"][kind]["headers"]["properties"]
+        assert {"migrator-request-id", "migrator-run-id", "migrator-original-offset"} <= set(names)
     actions = {op["action"] for op in document["operations"].values()}
     assert actions == {"send", "receive"}
     failed = document["components"]["messages"]["failedOutcome"]

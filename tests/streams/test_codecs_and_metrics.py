@@ -137,3 +137,20 @@ def test_the_audit_gauges_are_cluster_facts_per_partition() -> None:
     assert 'migrator_unanswered_records{scope="cluster",partition="1"} 2' in text
     assert 'migrator_duplicated_answers{scope="cluster",partition="0"} 0' in text
     assert 'migrator_answer_audit_records_total{worker="h:1"} 40' in text
+
+
+def test_the_drift_counter_reads_zero_before_its_first_mismatch() -> None:
+    from dataclasses import replace
+
+    fresh = {"sampled": 4, "mismatches": {}}
+    text = prometheus_text(replace(_metrics(), revalidation=fresh))
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    [drift] = families["migrator_revalidation_mismatches"].samples
+    assert drift.labels["check"] == "legacy_row_unchanged_since_migration" and drift.value == 0
+    found = {"sampled": 9, "mismatches": {"status_consistent": 2}}
+    text = prometheus_text(replace(_metrics(), revalidation=found))
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    by_check = {
+        s.labels["check"]: s.value for s in families["migrator_revalidation_mismatches"].samples
+    }
+    assert by_check == {"legacy_row_unchanged_since_migration": 0, "status_consistent": 2}

@@ -60,6 +60,7 @@ class StandInApplier:
                         "outcome": "rolled_back" if request.action == "rollback" else "migrated",
                         "dry_run": request.dry_run,
                         "attempt": request.attempt,
+                        "run_id": request.run_id,
                         "processed_at": now,
                     }
                 )
@@ -166,6 +167,22 @@ async def test_valid_requests_get_one_outcome_each_on_the_right_topic(wired: Any
     assert failed["headers"]["migrator-original-topic"] == topics.REQUESTED.encode()
     body = json.loads(failed["value"])
     assert body["outcome"] == "failed" and body["request"]["user_id"] == "missing-3"
+
+
+async def test_every_outcome_names_its_request_and_run_in_headers(wired: Any) -> None:
+    context, _, recorder = wired
+    values = [
+        request("u1", run_id="wave-2"),
+        request("u2", action="rollback"),
+        request("missing-9", run_id="wave-2"),
+    ]
+    await put_all(context, [(b"u1", values[0]), (b"u2", values[1]), (b"missing-9", values[2])])
+    by_key = {record["key"]: record["headers"] for record in recorder.sent}
+    for key, value in zip((b"u1", b"u2", b"missing-9"), values, strict=True):
+        sent = json.loads(value)
+        assert by_key[key]["migrator-request-id"] == sent["request_id"].encode()
+        assert by_key[key]["migrator-run-id"] == sent.get("run_id", "").encode()
+        assert by_key[key]["migrator-original-offset"]  # and where the request was
 
 
 async def test_invalid_records_are_dead_lettered_with_their_bytes_and_the_rest_go_on(
