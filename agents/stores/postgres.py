@@ -238,19 +238,42 @@ async def rolled_back_user_ids(conn: Conn | asyncpg.Pool) -> set[str]:
     return {r["user_id"] for r in await conn.fetch(sql.query("rolled_back_users"))}
 
 
+async def failed_for_good_user_ids(conn: Conn | asyncpg.Pool, codes: Sequence[str]) -> set[str]:
+    """Users not migrated now whose migration failed with one of ``codes`` (not as a dry run)."""
+    return {r["user_id"] for r in await conn.fetch(sql.query("failed_for_good_users"), codes)}
+
+
+class Selection(NamedTuple):
+    """Everyone not yet migrated, in user_id order, but the cohorts held out, and how many
+    users each cohort held out."""
+
+    users: list[str]
+    held_rolled_back: int
+    held_failed: int
+
+
 async def unmigrated_selection(
-    pool: asyncpg.Pool, *, include_rolled_back: bool
-) -> tuple[list[str], int]:
-    """Every legacy user not yet migrated, in user_id order, and how many rolled-back users were
-    held out of it (none when ``include_rolled_back``)."""
-    held = set() if include_rolled_back else await rolled_back_user_ids(pool)
+    pool: asyncpg.Pool,
+    *,
+    include_rolled_back: bool,
+    include_failed: bool = False,
+    for_good_codes: Sequence[str] = (),
+) -> Selection:
+    """Every legacy user not yet migrated, but (unless included) users rolled back and not
+    migrated since, and users whose migration failed for good (``for_good_codes``)."""
+    rolled_back = set() if include_rolled_back else await rolled_back_user_ids(pool)
+    failed = set() if include_failed else await failed_for_good_user_ids(pool, for_good_codes)
     kept: list[str] = []
-    held_out = 0
+    held_rolled_back = held_failed = 0
     async for page in unmigrated_user_ids(pool):
-        users = [user for user in page if user not in held]
-        kept += users
-        held_out += len(page) - len(users)
-    return kept, held_out
+        for user in page:
+            if user in rolled_back:
+                held_rolled_back += 1
+            elif user in failed:
+                held_failed += 1
+            else:
+                kept.append(user)
+    return Selection(kept, held_rolled_back, held_failed)
 
 
 async def session_count(conn: Conn | asyncpg.Pool) -> int:

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from agents.core.cohorts import cohort
+from schemas.events import for_good_codes
 from streams.cli.errors import CliError
 from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
 from streams.cli.requests import add_request_options, add_run_option, request_plan
@@ -33,8 +34,9 @@ def _select(args: argparse.Namespace) -> Plan:
     if args.percent is not None and args.run is None:
         raise CliError("--percent starts a run: name it with --run NAME")
     if ids is not None:
-        if args.include_rolled_back:
-            raise CliError("--include-rolled-back applies to everyone, not to given ids")
+        if args.include_rolled_back or args.include_failed:
+            flag = "--include-rolled-back" if args.include_rolled_back else "--include-failed"
+            raise CliError(f"{flag} applies to everyone, not to given ids")
         if args.percent is not None:
             raise CliError("--percent samples everyone not yet migrated, not given ids")
         return request_plan(
@@ -48,18 +50,26 @@ def _select(args: argparse.Namespace) -> Plan:
     from agents.stores import postgres
     from streams.connections import opened
 
-    async def everyone() -> tuple[list[str], int]:
+    async def everyone() -> postgres.Selection:
         async with opened(Settings.from_env()) as (pool, _):
             return await postgres.unmigrated_selection(
-                pool, include_rolled_back=args.include_rolled_back
+                pool,
+                include_rolled_back=args.include_rolled_back,
+                include_failed=args.include_failed,
+                for_good_codes=for_good_codes(),
             )
 
-    users, held = asyncio.run(everyone())
+    users, held, failed = asyncio.run(everyone())
     summary = [f"selected: {len(users)} legacy users not yet migrated"]
     if held:
         summary.append(
             f"held out: {held} users rolled back and not migrated since "
             "(add --include-rolled-back to migrate them again)"
+        )
+    if failed:
+        summary.append(
+            f"held out: {failed} users whose migration failed for good (fix their data, then "
+            "`migrator replay`; add --include-failed to send them again as they are)"
         )
     selection: dict[str, object] = {"kind": "everyone", "not_migrated": len(users)}
     if args.percent is not None:
@@ -84,7 +94,14 @@ def _percent(value: str) -> float:
 
 
 def _enqueue(args: argparse.Namespace) -> int:
-    selected = bool(args.ids or args.file or args.include_rolled_back or args.percent or args.run)
+    selected = bool(
+        args.ids
+        or args.file
+        or args.include_rolled_back
+        or args.include_failed
+        or args.percent
+        or args.run
+    )
     plan = saved_plan(args, "enqueue", selected=selected) or _select(args)
     return carry_out(plan, args, rate_per_s=args.rate)
 
@@ -102,6 +119,12 @@ def register(commands: Any) -> None:
         "--include-rolled-back",
         action="store_true",
         help="with everyone: also users who were rolled back and not migrated since",
+    )
+    parser.add_argument(
+        "--include-failed",
+        action="store_true",
+        help="with everyone: also users whose migration failed for a reason only fixing their "
+        "data cures (sent unchanged, they fail again)",
     )
     parser.add_argument(
         "--percent",

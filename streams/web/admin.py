@@ -14,6 +14,7 @@ from agents.core.cohorts import cohort
 from agents.core.control_state import apply
 from agents.stores import postgres
 from agents.stores.runs import record_run
+from schemas.events import for_good_codes
 from streams import topics
 from streams.requests_out import encode, new_requests
 from streams.web.inputs import RequestOptions
@@ -41,15 +42,20 @@ class Admin:
         }
 
     async def all_unmigrated(
-        self, *, include_rolled_back: bool, percent: float | None = None
-    ) -> tuple[list[str], int]:
+        self, *, include_rolled_back: bool, include_failed: bool, percent: float | None = None
+    ) -> postgres.Selection:
         """Everyone not yet migrated (or the ``percent`` cohort of them), and how many
-        rolled-back users were held out."""
+        rolled-back and failed-for-good users were held out."""
         await self.context.resources.applier()
-        users, held = await postgres.unmigrated_selection(
-            self._pool, include_rolled_back=include_rolled_back
+        selection = await postgres.unmigrated_selection(
+            self._pool,
+            include_rolled_back=include_rolled_back,
+            include_failed=include_failed,
+            for_good_codes=for_good_codes(),
         )
-        return (users if percent is None else cohort(users, percent)), held
+        if percent is None:
+            return selection
+        return selection._replace(users=cohort(selection.users, percent))
 
     async def publish_requests(
         self,

@@ -33,7 +33,8 @@ RunId = Annotated[str, Field(pattern=RUN_ID_PATTERN, examples=["canary"])]
 class BulkBody(OptionsBody):
     """The body of ``POST migrate`` and ``POST rollback``: ``user_ids``, or (migrate only)
     ``all``: everyone not yet migrated, except users rolled back and not migrated since unless
-    ``include_rolled_back``. ``run`` names a run (a staged rollout) the requests belong to;
+    ``include_rolled_back``, and users whose migration failed for good unless
+    ``include_failed``. ``run`` names a run (a staged rollout) the requests belong to;
     with ``all``, ``percent`` takes only that cohort (by a hash of the user id)."""
 
     # The document says what the handler checks: ``user_ids`` (a list), or ``all`` (true).
@@ -50,6 +51,9 @@ class BulkBody(OptionsBody):
     user_ids: Annotated[list[UserId], Field(min_length=1)] | None = None
     all: StrictBool = False
     include_rolled_back: StrictBool = False
+    include_failed: StrictBool = Field(
+        False, description='with "all": also users whose migration failed for good'
+    )
     run: RunId | None = Field(None, description="the run the requests belong to")
     percent: Annotated[float, Field(gt=0, le=100)] | None = Field(
         None, description='with "all" and "run": only this percent cohort'
@@ -86,6 +90,11 @@ class Accepted(BaseModel):
     request_ids: list[str]
     held_out_rolled_back: int | None = Field(
         None, description='with "all": rolled-back users left out'
+    )
+    held_out_failed: int | None = Field(
+        None,
+        description='with "all": users whose migration failed for good left out (fix their '
+        "data, then replay; include_failed takes them)",
     )
     run_id: str | None = None
 

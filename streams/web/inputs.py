@@ -54,6 +54,7 @@ class BulkRequest:
     options: RequestOptions
     include_rolled_back: bool = False  # with everyone: also users rolled back before
     percent: float | None = None  # with everyone and a run: only this cohort
+    include_failed: bool = False  # with everyone: also users whose migration failed for good
 
 
 def check_user_id(user_id: str) -> str:
@@ -77,6 +78,8 @@ def parse_bulk(raw: bytes, *, allow_all: bool) -> BulkRequest:
     options = replace(_options(bulk), run_id=bulk.run)
     if bulk.include_rolled_back and not bulk.all:
         raise InputError(400, "include_rolled_back goes with all")
+    if bulk.include_failed and not bulk.all:
+        raise InputError(400, "include_failed goes with all")
     if bulk.percent is not None and not (bulk.all and bulk.run):
         raise InputError(400, "percent goes with all and run (a staged rollout's cohort)")
     if bulk.all:
@@ -84,7 +87,9 @@ def parse_bulk(raw: bytes, *, allow_all: bool) -> BulkRequest:
             raise InputError(400, "all is only accepted by POST migrate")
         if bulk.user_ids is not None:
             raise InputError(400, "give either user_ids or all, not both")
-        return BulkRequest(None, options, bulk.include_rolled_back, bulk.percent)
+        return BulkRequest(
+            None, options, bulk.include_rolled_back, bulk.percent, bulk.include_failed
+        )
     if bulk.user_ids is None:
         hint = ' (or {"all": true})' if allow_all else ""
         raise InputError(400, f"user_ids must be a non-empty list{hint}")

@@ -25,7 +25,7 @@ from agents.jobs.validation import ValidationReport, validate_user
 from agents.stores import answer_audit as answer_store
 from agents.stores import postgres
 from agents.stores.runs import run_failures, run_summaries
-from schemas.events import ErrorCode, is_retryable
+from schemas.events import ErrorCode, for_good_codes, is_retryable
 from streams import topics
 from streams.control_topic import worker_name
 from streams.faust_internals import stats_of
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from streams.context import ServiceContext
 
 # Failure codes a retry cannot cure: such users count as done for progress and its ETA.
-FOR_GOOD_CODES = [code.value for code in ErrorCode if not is_retryable(code)]
+FOR_GOOD_CODES = for_good_codes()
 # How old the runs' figures in progress and /metrics may be.
 RUNS_EVERY_S = 5.0
 

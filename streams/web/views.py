@@ -101,7 +101,7 @@ class PublishView(ServiceView):
         admin = self.admin
         try:
             raw = await self.admin_body(request)
-            held_out: int | None = None
+            held_out: dict[str, int] = {}
             selection: dict[str, object] = {}
             if user_id is not None:
                 user_ids, options = [check_user_id(user_id)], parse_options(raw)
@@ -112,9 +112,15 @@ class PublishView(ServiceView):
                     user_ids = bulk.user_ids
                     selection = {"kind": "ids", "given": len(user_ids)}
                 else:
-                    user_ids, held_out = await admin.all_unmigrated(
-                        include_rolled_back=bulk.include_rolled_back, percent=bulk.percent
+                    user_ids, held_rolled_back, held_failed = await admin.all_unmigrated(
+                        include_rolled_back=bulk.include_rolled_back,
+                        include_failed=bulk.include_failed,
+                        percent=bulk.percent,
                     )
+                    held_out = {
+                        "held_out_rolled_back": held_rolled_back,
+                        "held_out_failed": held_failed,
+                    }
                     selection = {"kind": "everyone"}
                     if bulk.percent is not None:
                         selection = {"kind": "percent", "percent": bulk.percent}
@@ -127,9 +133,8 @@ class PublishView(ServiceView):
             "count": len(ids),
             "request_ids": ids,
             "run_id": options.run_id,
+            **held_out,
         }
-        if held_out is not None:
-            answer["held_out_rolled_back"] = held_out
         return self.json(api.answer(api.Accepted, answer), status=202)
 
 

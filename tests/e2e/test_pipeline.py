@@ -242,10 +242,19 @@ def test_validate_refuses_a_bad_id_and_answers_404_for_an_unknown_user(worker: W
     assert status == 404 and "unknown user" in body["error"]
 
 
-async def test_migrate_all_holds_out_rolled_back_users(stack: Stack, worker: Worker) -> None:
-    [user] = await seed(stack, 1, prefix="http-all-")
+async def test_migrate_all_holds_out_rolled_back_and_failed_users(
+    stack: Stack, worker: Worker
+) -> None:
+    user, broken = await seed(stack, 2, prefix="http-all-")
     await _migrate_over_http(stack, worker, [user])
     await _roll_back_over_http(stack, worker, user)
+    async with opened(stack.settings) as (pool, _):
+        await pool.execute(
+            "UPDATE legacy_onboarding_status SET completed_steps = completed_steps || "
+            "'{legacy_wizard}' WHERE user_id = $1",
+            broken,
+        )
+    await _migrate_over_http(stack, worker, [broken])  # fails for good: unknown_legacy_step
     async with opened(stack.settings) as (pool, _):
         unmigrated = await pool.fetchval(
             "SELECT count(*) FROM legacy_onboarding_status WHERE status <> 'migrated'"
@@ -253,9 +262,20 @@ async def test_migrate_all_holds_out_rolled_back_users(stack: Stack, worker: Wor
     status, body = worker.request(
         "POST", f"{API}/migrate", body={"all": True, "dry_run": True}, token=ADMIN_TOKEN
     )
-    # The user rolled back above is held out of "all" unless include_rolled_back.
+    # The user rolled back above is held out of "all" unless include_rolled_back, the user whose
+    # migration failed for good unless include_failed.
     assert status == 202 and body["held_out_rolled_back"] >= 1 and body["dry_run"] is True
-    assert body["count"] + body["held_out_rolled_back"] == unmigrated
+    assert body["held_out_failed"] >= 1
+    held = body["held_out_rolled_back"] + body["held_out_failed"]
+    assert body["count"] + held == unmigrated
+    await wait_for_outcomes(stack, body["request_ids"])
+    status, body = worker.request(
+        "POST",
+        f"{API}/migrate",
+        body={"all": True, "dry_run": True, "include_failed": True},
+        token=ADMIN_TOKEN,
+    )
+    assert status == 202 and body["held_out_failed"] == 0
     await wait_for_outcomes(stack, body["request_ids"])
 
 

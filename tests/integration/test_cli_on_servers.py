@@ -92,6 +92,50 @@ async def test_everyone_holds_out_a_rolled_back_cohort_unless_asked(
     assert back in {r["user_id"] for r in plan_file(tmp_path / "a")[1]}
 
 
+async def test_everyone_holds_out_users_failed_for_good_unless_asked(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    """Users whose migration failed for a reason only fixing their data cures are not sent again
+    unchanged with everyone (they would fail again and trip the failure budget)."""
+    env = env_of(settings)
+    before = failed_held_out(migrator(env, "enqueue", "--plan-out", str(tmp_path / "0")).stdout)
+    users = [f"bad-{unique}-{n}" for n in range(3)]
+    await seed_users(pool, users)
+    broken = users[0]
+    await pool.execute(
+        "UPDATE legacy_onboarding_status SET completed_steps = completed_steps || "
+        "'{legacy_wizard}' WHERE user_id = $1",
+        broken,
+    )
+    core = BatchApplier(PostgresStore(pool), RedisMirror(redis_client), app_id=f"cli-{unique}")
+    request = MigrationRequest(request_id=uuid.uuid4(), user_id=broken)
+    [failed] = (await core.apply([Work(request, None, None)])).outcomes
+    assert failed.outcome == "failed" and failed.error is not None
+    assert failed.error.code == "unknown_legacy_step"
+
+    held = migrator(env, "enqueue", "--plan-out", str(tmp_path / "held.jsonl"))
+    assert held.returncode == 0, held.stderr
+    assert failed_held_out(held.stdout) == before + 1, held.stdout
+    assert "migrator replay" in held.stdout
+    planned = {r["user_id"] for r in plan_file(tmp_path / "held.jsonl")[1]}
+    assert broken not in planned and {users[1], users[2]} <= planned
+
+    every = migrator(env, "enqueue", "--include-failed", "--plan-out", str(tmp_path / "a"))
+    assert every.returncode == 0 and "failed for good" not in every.stdout
+    assert broken in {r["user_id"] for r in plan_file(tmp_path / "a")[1]}
+    refused = migrator(env, "enqueue", "--ids", broken, "--include-failed")
+    assert refused.returncode == 2 and "applies to everyone" in refused.stderr
+
+
+def failed_held_out(stdout: str) -> int:
+    found = re.search(r"held out: (\d+) users whose migration failed for good", stdout)
+    return int(found.group(1)) if found else 0
+
+
 def held_out(stdout: str) -> int:
     """How many rolled-back users ``enqueue`` says it held out (0 when it says nothing)."""
     found = re.search(r"held out: (\d+) users rolled back", stdout)
