@@ -146,7 +146,8 @@ def demo(users: int, port: int) -> None:
         check=False,
     )
     if watch.returncode != 0:
-        sys.exit(f"demo: the worker stopped answering; see {STACK / 'worker.log'}")
+        # The watch said why in one line (the cluster paused, or the worker gone).
+        sys.exit(f"demo: stopped before the end (the line above); the worker's log: {STACK}")
     elapsed = time.monotonic() - started
     done = int(get(f"{base}{API}/stats")["requested"]) - before
     rate = done / elapsed

@@ -2,7 +2,9 @@
 
 ``--watch`` prints one line per interval (done/total, %, rate, backlog, failures, ETA, elapsed)
 until interrupted; ``--until-done`` stops once every published request is answered (nothing
-waits in the request topic). A worker that stops answering ends the watch with one line and exit 2.
+waits in the request topic), or, after three polls, once the cluster is paused (nothing moves
+until a resume: one line naming the pause, exit 2). A worker that stops answering ends the watch
+with one line and exit 2.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from datetime import datetime
 from typing import Any
 
 from streams.cli.errors import CliError
-from streams.cli.status_line import finished, status_line
+from streams.cli.status_line import finished, stalled, status_line
 from streams.settings import Settings
 
 API = "/api/v1/onboarding/migration"
+# --until-done gives up on a paused cluster after this many polls in a row (not on a pause that
+# a resume lifts at once).
+_PAUSED_POLLS = 3
 EXAMPLES = """examples:
   migrator stats                                   the counters as JSON
   migrator stats --watch                           a status line every 2 s
@@ -48,6 +53,7 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(fetch(url, "stats"), indent=2))
         return 0
     started = time.monotonic()
+    paused_polls = 0
     while True:
         try:
             progress = fetch(url, "progress")
@@ -58,6 +64,10 @@ def _stats(args: argparse.Namespace) -> int:
         print(line, flush=True)
         if args.until_done and finished(progress):
             return 0
+        why = stalled(progress)
+        paused_polls = paused_polls + 1 if why else 0
+        if args.until_done and why and paused_polls >= _PAUSED_POLLS:
+            raise CliError(f"the watch stopped: {why}")
         time.sleep(args.interval)
 
 

@@ -48,3 +48,22 @@ def status_line(progress: Mapping[str, Any], *, elapsed_s: float, clock: str) ->
 def finished(progress: Mapping[str, Any]) -> bool:
     """Every published request answered: nothing waits in the request topic."""
     return progress.get("backlog") == 0
+
+
+def stalled(progress: Mapping[str, Any]) -> str | None:
+    """Why the backlog cannot drain by itself (the cluster is paused), or None.
+
+    A watch that waits for the end stops on it with this line, instead of printing the same
+    paused line forever: nothing moves until someone resumes.
+    """
+    control = progress.get("control") or {}
+    if finished(progress) or not control.get("paused"):
+        return None
+    kind = "auto-paused" if control.get("auto") else "paused"
+    backlog = progress.get("backlog")
+    waiting = "" if backlog is None else f" with {int(backlog):,} requests waiting"
+    return (
+        f"the cluster is {kind}{waiting} (by {control.get('by')}: "
+        f"{control.get('reason') or '-'}); nothing moves until `migrator control resume` "
+        "(see `migrator control status`)"
+    )

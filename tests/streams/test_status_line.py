@@ -52,3 +52,69 @@ def test_a_pause_or_a_throttle_ends_the_line() -> None:
     assert line.endswith("; AUTO-PAUSED by auto: w:1: budget spent")
     progress["control"] = {"paused": False, "throttle_per_s": 250.0}
     assert status_line(progress, elapsed_s=3, clock="12:00:00").endswith("; throttled to 250/s")
+
+
+def test_a_paused_cluster_with_a_backlog_is_stalled_and_says_why() -> None:
+    from streams.cli.status_line import stalled
+
+    paused = {
+        "backlog": 1377,
+        "control": {"paused": True, "auto": True, "by": "w:1", "reason": "budget"},
+    }
+    line = stalled(paused)
+    assert line is not None and "auto-paused with 1,377 requests waiting" in line
+    assert "budget" in line and "migrator control resume" in line
+    assert stalled({**paused, "backlog": 0}) is None  # done is done, paused or not
+    assert stalled({"backlog": 5, "control": {"paused": False}}) is None
+
+
+def test_the_watch_until_done_ends_in_one_line_on_a_paused_cluster() -> None:
+    """``make demo`` run twice printed the same AUTO-PAUSED line every second forever."""
+    import http.server
+    import json
+    import subprocess
+    import sys
+    import threading
+
+    progress = {
+        "legacy_total": 10,
+        "migrated": 4,
+        "remaining": 6,
+        "percent": 40.0,
+        "rate_per_s": 0.0,
+        "failed_for_good": 0,
+        "backlog": 6,
+        "eta_s": None,
+        "stats": {"failed": 26},
+        "control": {"paused": True, "auto": True, "by": "w:1", "reason": "failure budget"},
+    }
+
+    class Progress(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(progress).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Progress)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        watch = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "stats", "--watch", "--until-done"]
+            + ["--interval", "0.05", "--url", url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+    assert watch.returncode == 2
+    [line] = watch.stderr.strip().splitlines()
+    assert "auto-paused with 6 requests waiting" in line and "failure budget" in line
