@@ -96,10 +96,19 @@ def _confirm(*, paused: bool, within_s: float | None) -> int:
 
     workers, behind = asyncio.run(lagging())
     if behind:
-        raise CliError(
+        line = (
             f"{len(behind)} of {workers} worker(s) not {word} after {within_s:g} s: "
             + ", ".join(behind)
         )
+        if not paused:
+            # Most often a worker paused everyone again (a failure budget still spent, an
+            # outage): say who, when and why, as `control status` would.
+            from streams.control_topic import read_control
+
+            state = asyncio.run(read_control(settings))
+            if state.paused:
+                line = f"resumed, but {_line(state)}; {line}"
+        raise CliError(line)
     print(f"{workers} worker(s) {word}")
     return 0
 

@@ -142,6 +142,64 @@ def held_out(stdout: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+async def test_resume_wait_says_who_paused_everyone_again_and_why(
+    settings: Settings, pool: asyncpg.Pool, unique: str
+) -> None:
+    """``control resume --wait`` once said only "1 of 1 worker(s) not taking requests" when the
+    worker had auto-paused again 0.3 s after the resume."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from agents.stores import postgres
+    from streams.control_topic import pause_value, publish_control
+
+    app_id = f"cli-resume-{unique}"
+    env = env_of(settings, MIGRATOR_APP_ID=app_id)
+    scoped = settings.model_copy(update={"app_id": app_id})
+    worker = f"host:{unique}"
+    resume = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "control", "resume", "--by", "ops", "--wait", "6"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        # The worker, as it reports while its failure budget is spent: still paused ...
+        for report in range(8):
+            await postgres.save_worker_status(
+                pool,
+                app_id=app_id,
+                worker=worker,
+                partitions=[0],
+                lag={},
+                in_flight=0,
+                rss_bytes=None,
+                started_at=datetime.now(UTC),
+                paused=True,
+            )
+            await asyncio.sleep(0.5)
+            if report == 2:
+                # ... and it writes its pause again, after the operator's resume.
+                await publish_control(
+                    scoped,
+                    "pause",
+                    pause_value(
+                        paused=True,
+                        reason="failure budget 5%/500 spent: 26 of the last 26 failed",
+                        by=f"auto: {worker}",
+                        auto=True,
+                    ),
+                )
+        _, stderr = resume.communicate(timeout=120)
+    finally:
+        resume.kill()
+    assert resume.returncode == 2, stderr
+    [line] = stderr.strip().splitlines()
+    assert "resumed, but auto-paused since" in line and f"by auto: {worker}" in line, line
+    assert "failure budget 5%/500 spent" in line and "1 of 1 worker(s) not taking requests" in line
+
+
 async def test_a_plan_file_is_published_exactly(
     settings: Settings, unique: str, tmp_path: Path
 ) -> None:
