@@ -172,6 +172,7 @@ def stop() -> None:
             except ProcessLookupError:
                 break
             time.sleep(0.2)
+        print(f"stopped: worker (pid {pid})")
     (STACK / "worker.pid").unlink(missing_ok=True)
     subprocess.run([*MIGRATOR, "stack", "down", "--dir", str(STACK)], cwd=ROOT, check=False)
 

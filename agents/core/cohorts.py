@@ -170,4 +170,7 @@ def write_report(rows: list[dict[str, Any]], fmt: str, out: IO[str]) -> None:
         return
     writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    # Booleans as JSON spells them (true/false), not as Python prints them.
+    writer.writerows(
+        {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in row.items()} for row in rows
+    )

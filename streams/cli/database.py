@@ -62,6 +62,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _ratio(value: str) -> float:
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = -1.0
+    if not 0 <= ratio <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a share between 0 and 1 (0.02: 2 %)")
+    return ratio
+
+
 def register(commands: Any) -> None:
     db = commands.add_parser(
         "db",
@@ -98,7 +108,7 @@ def register(commands: Any) -> None:
     seed.add_argument("--seed", type=int, default=42, help="random seed (same seed, same rows)")
     seed.add_argument(
         "--with-problems",
-        type=float,
+        type=_ratio,
         nargs="?",
         const=0.02,
         default=0.0,

@@ -3,8 +3,7 @@
 Per user, not per request: a user who failed three times is replayed once, from the latest
 failure, and a user whose later request succeeded is not replayed at all. The plan counts the
 replays by error code and retryable flag, and warns when none of them can succeed unless the
-data was fixed. The plan (``ReplayFilter``, ``plan_replay``) is pure; the handler reads the
-outcome topics and publishes.
+data was fixed. Nothing is published without ``--execute``.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.events import ErrorCode, MigrationRequest, Outcome, is_retryable, parse_outcome_json
+from streams.cli.errors import CliError
 from streams.cli.output import time_argument
 from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
 from streams.cli.replay_unanswered import add_option as add_unanswered_option
@@ -132,6 +132,9 @@ def _replay(args: argparse.Namespace) -> int:
         from streams.cli.replay_unanswered import replay_unanswered
 
         return replay_unanswered(args)
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        since, until = args.since.isoformat(), args.until.isoformat()
+        raise CliError(f"--until {until} is not after --since {since}: nothing could match")
     filtered = bool(args.ids or args.file or args.code or args.since or args.until)
     saved = saved_plan(args, "replay", selected=filtered)
     if saved is not None:

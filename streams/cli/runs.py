@@ -80,7 +80,8 @@ def _report(args: argparse.Namespace) -> int:
     if rows is None:  # an unknown run is an error, not an empty report
         raise CliError(f"no run named {args.name!r}: see `migrator runs`")
     out: IO[str]
-    if args.out:
+    to_file = bool(args.out) and args.out != "-"
+    if to_file:
         try:
             out = Path(args.out).open("w", encoding="utf-8", newline="")
         except OSError as exc:
@@ -92,7 +93,7 @@ def _report(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
-    if args.out:
+    if to_file:
         print(f"{len(rows)} failed user(s) of run {args.name} written to {args.out}")
     return 0
 
@@ -167,5 +168,5 @@ def register(commands: Any) -> None:
     )
     report.add_argument("name", type=run_name, help="the run's name")
     report.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default)")
-    report.add_argument("--out", metavar="PATH", help="write to PATH (default: stdout)")
+    report.add_argument("--out", metavar="PATH", help="write to PATH (default, or -: stdout)")
     report.set_defaults(handler=_report)

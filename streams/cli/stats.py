@@ -25,6 +25,8 @@ API = "/api/v1/onboarding/migration"
 # --until-done gives up on a paused cluster after this many polls in a row (not on a pause that
 # a resume lifts at once).
 _PAUSED_POLLS = 3
+# The shortest interval between two polls (each asks the worker for progress: a few queries).
+MIN_INTERVAL_S = 0.5
 EXAMPLES = """examples:
   migrator stats                                   the counters as JSON
   migrator stats --watch                           a status line every 2 s
@@ -49,6 +51,8 @@ def fetch(url: str, path: str) -> dict[str, Any]:
 
 def _stats(args: argparse.Namespace) -> int:
     url = args.url or f"http://127.0.0.1:{Settings.from_env().web_port}"
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"--url {url}: a worker answers over http:// or https://")
     if not args.watch:
         print(json.dumps(fetch(url, "stats"), indent=2))
         return 0
@@ -71,6 +75,18 @@ def _stats(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
+def _interval(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds >= MIN_INTERVAL_S:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: the interval is at least {MIN_INTERVAL_S:g} s"
+        )
+    return seconds
+
+
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "stats",
@@ -84,7 +100,7 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--watch", action="store_true", help="a status line every interval")
     parser.add_argument(
-        "--interval", type=float, default=2.0, metavar="S", help="seconds between lines (2)"
+        "--interval", type=_interval, default=2.0, metavar="S", help="seconds between lines (2)"
     )
     parser.add_argument(
         "--until-done",

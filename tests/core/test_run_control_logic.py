@@ -95,6 +95,7 @@ def test_a_report_is_csv_with_a_header_or_json() -> None:
     write_report(rows, "csv", out)
     assert out.getvalue().splitlines()[0].startswith("user_id,action,error_code")
     assert '"goals, ""quoted"""' in out.getvalue()
+    assert ",false," in out.getvalue().splitlines()[1]  # as JSON spells it, not Python's False
     out = io.StringIO()
     write_report(rows, "json", out)
     assert json.loads(out.getvalue()) == rows

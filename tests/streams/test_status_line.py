@@ -107,7 +107,7 @@ def test_the_watch_until_done_ends_in_one_line_on_a_paused_cluster() -> None:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         watch = subprocess.run(
             [sys.executable, "-m", "streams.cli", "stats", "--watch", "--until-done"]
-            + ["--interval", "0.05", "--url", url],
+            + ["--interval", "0.5", "--url", url],
             capture_output=True,
             text=True,
             timeout=30,
