@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _POLL_MS = 200
-CONTROL_WRITE_TIMEOUT_MS = 8_000
 _OUTAGE_LOOK_S = 0.5
 # How often a lane held by a pause or a throttle looks at the control state again.
 _GATE_LOOK_S = 0.2
@@ -163,9 +162,6 @@ class ControlWatcher(Service):
                 bootstrap_servers=self.settings.kafka_bootstrap_servers,
                 acks="all",
                 enable_idempotence=True,
-                # A record Kafka has not taken within this fails and is dropped (aiokafka expires
-                # it), so an operator's write answers 503 in seconds and does not land later.
-                request_timeout_ms=CONTROL_WRITE_TIMEOUT_MS,
             )
             await start_kafka_client(producer)
             self._producer = producer
