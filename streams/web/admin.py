@@ -15,10 +15,10 @@ from agents.core.control_state import apply
 from agents.stores import postgres
 from agents.stores.runs import record_run
 from schemas.events import for_good_codes
+from streams import topics
 from streams.requests_out import encode, new_requests
 from streams.web.inputs import RequestOptions
 from streams.web.readouts import Readouts
-from streams.web.request_writer import RequestWriter
 
 if TYPE_CHECKING:
     from streams.context import ServiceContext
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 class Admin:
     context: ServiceContext
     readouts: Readouts
-    writer: RequestWriter
 
     @property
     def _pool(self) -> Any:
@@ -65,9 +64,10 @@ class Admin:
         options: RequestOptions,
         selection: dict[str, Any] | None = None,
     ) -> list[str]:
-        """Publish one request per user, all or none (``RequestWriter``); their request ids.
-        A run's count grows in a PostgreSQL transaction that commits after the Kafka one: a
-        call that publishes nothing adds nothing to its run."""
+        """Publish one request per user with the worker's producer; their request ids. A run
+        learns how many requests it is given before they are published."""
+        producer = self.context.app.producer
+        await producer.maybe_start()
         now = datetime.now(UTC)
         requests = new_requests(
             user_ids,
@@ -78,30 +78,23 @@ class Admin:
             now=now,
             run_id=options.run_id,
         )
-        records = [encode(request) for request in requests]
-        if not records:
-            return []
-        run_id = options.run_id
-        if run_id is None:
-            await self.writer.write(records, before_commit=_nothing)
-        else:
+        if options.run_id is not None and requests:
             await self.context.resources.applier()
-            async with self._pool.acquire() as conn, conn.transaction():
-
-                async def count_in_run() -> None:
-                    await record_run(
-                        conn,
-                        run_id,
-                        action=action,
-                        count=len(requests),
-                        created_by=options.requested_by,
-                        selection={**(selection or {}), "count": len(requests), "via": "http-api"},
-                        now=now,
-                    )
-
-                await self.writer.write(records, before_commit=count_in_run)
-        return [str(request.request_id) for request in requests]
-
-
-async def _nothing() -> None:
-    return None
+            await record_run(
+                self._pool,
+                options.run_id,
+                action=action,
+                count=len(requests),
+                created_by=options.requested_by,
+                selection={**(selection or {}), "count": len(requests), "via": "http-api"},
+                now=now,
+            )
+        request_ids = []
+        futures = []
+        for request in requests:
+            key, value = encode(request)
+            futures.append(await producer.send(topics.REQUESTED, key, value, None, None, None))
+            request_ids.append(str(request.request_id))
+        for future in futures:
+            await future
+        return request_ids

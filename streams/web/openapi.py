@@ -134,10 +134,7 @@ def _publish(action: str, *, bulk: bool) -> _Operation:
         f"{PREFIX}/{action}" + ("" if bulk else "/{user_id}"),
         f"{action}{'Many' if bulk else 'One'}",
         f"publish {action} requests" + ("" if bulk else " for one user"),
-        {
-            "202": _json(api.Accepted, "published; the request ids"),
-            **_errors(400, 401, 403, 413, 503),
-        },
+        {"202": _json(api.Accepted, "published; the request ids"), **_errors(400, 401, 403, 413)},
         parameters=() if bulk else (_USER,),
         body=api.BulkBody if bulk else api.OptionsBody,
         body_required=bulk,

@@ -40,7 +40,6 @@ from streams.web.inputs import (
 from streams.web.metrics import prometheus_text
 from streams.web.openapi import openapi_text
 from streams.web.readouts import Readouts
-from streams.web.request_writer import KafkaUnavailable, RequestWriter
 
 if TYPE_CHECKING:
     from streams.context import ServiceContext
@@ -127,12 +126,7 @@ class PublishView(ServiceView):
                         selection = {"kind": "percent", "percent": bulk.percent}
         except InputError as error:
             return self.refuse(error)
-        try:
-            ids = await admin.publish_requests(user_ids, self.action, options, selection)
-        except KafkaUnavailable as exc:
-            return self.json({"error": str(exc)}, status=503)
-        except _POSTGRES_ERRORS as exc:
-            return self.unavailable(exc)
+        ids = await admin.publish_requests(user_ids, self.action, options, selection)
         answer: dict[str, object] = {
             "action": self.action,
             "dry_run": options.dry_run,
@@ -391,9 +385,7 @@ ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
 def register_views(context: ServiceContext) -> None:
     """Serve every route of ``ROUTES`` on the context's app, bound to its read model and admin."""
     readouts = Readouts(context)
-    writer = RequestWriter(context.settings)
-    context.app.service(writer)  # type: ignore[arg-type]  # Faust starts instances as well
-    admin = Admin(context, readouts, writer)
+    admin = Admin(context, readouts)
     for path, view in ROUTES:
         bound = type(view.__name__, (view,), {"readouts": readouts, "admin": admin})
         context.app.page(path)(bound)
