@@ -154,6 +154,9 @@ def carry_out(
     from streams.cli.kafka_io import publish
 
     settings = Settings.from_env()
+    paused = _paused(settings)
+    if paused:
+        out(f"warning: {paused}")
     if plan.run_id is not None:
         asyncio.run(_record_run(settings, plan))
         out(
@@ -165,6 +168,24 @@ def carry_out(
     )
     out(f"published {sent} request(s) to {topics.REQUESTED}")
     return 0
+
+
+def _paused(settings: Settings) -> str | None:
+    """What a paused cluster means for requests about to be published (None: not paused, or
+    the control topic could not be read now: the publish says so itself if Kafka is away)."""
+    from streams.control_topic import read_control
+
+    try:
+        state = asyncio.run(read_control(settings, timeout_s=5))
+    except Exception:  # noqa: BLE001 - a warning only: never in the way of the publish
+        return None
+    if not state.paused:
+        return None
+    kind = "auto-paused" if state.auto else "paused"
+    return (
+        f"the cluster is {kind} since {state.at} by {state.by}: {state.reason or '-'}; these "
+        "requests wait until `migrator control resume`"
+    )
 
 
 async def _record_run(settings: Settings, plan: Plan) -> None:

@@ -88,7 +88,7 @@ async def test_everyone_holds_out_a_rolled_back_cohort_unless_asked(
     assert {users[0], users[2]} <= {r["user_id"] for r in planned}
 
     every = migrator(env, "enqueue", "--include-rolled-back", "--plan-out", str(tmp_path / "a"))
-    assert every.returncode == 0 and "held out" not in every.stdout
+    assert every.returncode == 0 and "rolled back" not in every.stdout
     assert back in {r["user_id"] for r in plan_file(tmp_path / "a")[1]}
 
 
@@ -198,6 +198,19 @@ async def test_resume_wait_says_who_paused_everyone_again_and_why(
     [line] = stderr.strip().splitlines()
     assert "resumed, but auto-paused since" in line and f"by auto: {worker}" in line, line
     assert "failure budget 5%/500 spent" in line and "1 of 1 worker(s) not taking requests" in line
+
+
+async def test_enqueue_warns_when_the_cluster_is_paused(settings: Settings, unique: str) -> None:
+    from streams.control_topic import pause_value, publish_control
+
+    app_id = f"cli-paused-{unique}"
+    scoped = settings.model_copy(update={"app_id": app_id})
+    await publish_control(scoped, "pause", pause_value(paused=True, reason="looking", by="ops"))
+    env = env_of(settings, MIGRATOR_APP_ID=app_id)
+    done = migrator(env, "enqueue", "--ids", f"paused-{unique}", "--execute")
+    assert done.returncode == 0, done.stderr
+    assert "warning: the cluster is paused since" in done.stdout and "looking" in done.stdout
+    assert "migrator control resume" in done.stdout and "published 1 request(s)" in done.stdout
 
 
 async def test_a_plan_file_is_published_exactly(
