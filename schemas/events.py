@@ -48,14 +48,14 @@ class ErrorCode(StrEnum):
 _RETRYABLE = frozenset({ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.CACHE_UNAVAILABLE})
 
 
-def for_good_codes() -> list[str]:
-    """The error codes a retry does not cure (only fixing the user's data does)."""
-    return [code.value for code in ErrorCode if not is_retryable(code)]
-
-
 def is_retryable(code: ErrorCode) -> bool:
     """Retryable failures may succeed unchanged later; the others need the data fixed first."""
     return code in _RETRYABLE
+
+
+# The codes a retry does not cure (only fixing the user's data does): a user who failed with one
+# and is not migrated is "failed for good" (progress counts them done, "everyone" holds them out).
+FOR_GOOD_CODES = tuple(code.value for code in ErrorCode if not is_retryable(code))
 
 
 class DeadLetterReason(StrEnum):

@@ -103,12 +103,12 @@ def _record(record: Consumed, answer: Answer) -> Send:
         )
         return Send(topics.DEAD_LETTER, record.key, value, headers)
     outcome, json = answer
-    headers = origin_headers(origin)
-    if outcome.error is not None:
-        headers = failure_headers(
-            origin, code=outcome.error.code.value, retryable=outcome.error.retryable
-        )
-    headers += request_headers(outcome)
+    error = outcome.error
+    headers = (
+        origin_headers(origin)
+        if error is None
+        else failure_headers(origin, code=error.code.value, retryable=error.retryable)
+    ) + request_headers(outcome)
     return Send(
         topics.OUTCOME_TOPICS[outcome.outcome], outcome.user_id.encode("utf-8"), json, headers
     )

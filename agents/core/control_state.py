@@ -32,6 +32,17 @@ class ControlState:
     rate_by: str | None = None
     rate_at: str | None = None
 
+    def summary(self) -> str:
+        """One line for a person: paused or running, by whom, since when, why; the throttle."""
+        if self.paused:
+            kind = "auto-paused" if self.auto else "paused"
+            line = f"{kind} since {self.at} by {self.by}: {self.reason or '(no reason given)'}"
+        else:
+            line = "running" + (f" (resumed {self.at} by {self.by})" if self.by else "")
+        if self.rate is not None:
+            line += f"; throttled to {self.rate:g} users/s (by {self.rate_by})"
+        return line
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "paused": self.paused,

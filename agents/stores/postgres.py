@@ -27,6 +27,7 @@ from agents.stores.errors import (
     StoreUnavailable,
     describe,
 )
+from schemas.events import FOR_GOOD_CODES
 from schemas.legacy import LegacyRow
 from schemas.rows import Row
 
@@ -170,12 +171,10 @@ class ProgressCounts(NamedTuple):
         return max(0, self.legacy_total - self.migrated - self.failed_for_good)
 
 
-async def progress_counts(
-    conn: Conn | asyncpg.Pool, for_good_codes: Sequence[str]
-) -> ProgressCounts:
+async def progress_counts(conn: Conn | asyncpg.Pool) -> ProgressCounts:
     """How many legacy users there are, how many are migrated, and how many failed with a code
-    only fixing the data cures (``for_good_codes``) and are not migrated."""
-    row = await conn.fetchrow(sql.query("progress"), list(for_good_codes))
+    only fixing the data cures (``FOR_GOOD_CODES``) and are not migrated."""
+    row = await conn.fetchrow(sql.query("progress"), list(FOR_GOOD_CODES))
     assert row is not None  # an aggregate always answers one row
     return ProgressCounts(
         int(row["legacy_total"]), int(row["migrated"]), int(row["failed_for_good"])
@@ -238,9 +237,10 @@ async def rolled_back_user_ids(conn: Conn | asyncpg.Pool) -> set[str]:
     return {r["user_id"] for r in await conn.fetch(sql.query("rolled_back_users"))}
 
 
-async def failed_for_good_user_ids(conn: Conn | asyncpg.Pool, codes: Sequence[str]) -> set[str]:
-    """Users not migrated now whose migration failed with one of ``codes`` (not as a dry run)."""
-    return {r["user_id"] for r in await conn.fetch(sql.query("failed_for_good_users"), codes)}
+async def failed_for_good_user_ids(conn: Conn | asyncpg.Pool) -> set[str]:
+    """The users ``progress_counts`` counts as failed for good (not as a dry run)."""
+    rows = await conn.fetch(sql.query("failed_for_good_users"), list(FOR_GOOD_CODES))
+    return {r["user_id"] for r in rows}
 
 
 class Selection(NamedTuple):
@@ -257,12 +257,11 @@ async def unmigrated_selection(
     *,
     include_rolled_back: bool,
     include_failed: bool = False,
-    for_good_codes: Sequence[str] = (),
 ) -> Selection:
     """Every legacy user not yet migrated, but (unless included) users rolled back and not
-    migrated since, and users whose migration failed for good (``for_good_codes``)."""
+    migrated since, and users whose migration failed for good."""
     rolled_back = set() if include_rolled_back else await rolled_back_user_ids(pool)
-    failed = set() if include_failed else await failed_for_good_user_ids(pool, for_good_codes)
+    failed = set() if include_failed else await failed_for_good_user_ids(pool)
     kept: list[str] = []
     held_rolled_back = held_failed = 0
     async for page in unmigrated_user_ids(pool):

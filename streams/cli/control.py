@@ -36,26 +36,15 @@ def _write(key: str, value: dict[str, Any]) -> int:
     settings = Settings.from_env()
     asyncio.run(publish_control(settings, key, value))
     state = asyncio.run(read_control(settings))
-    print(_line(state))
+    print(state.summary())
     return 0
-
-
-def _line(state: control_state.ControlState) -> str:
-    if state.paused:
-        kind = "auto-paused" if state.auto else "paused"
-        line = f"{kind} since {state.at} by {state.by}: {state.reason or '(no reason given)'}"
-    else:
-        line = "running" + (f" (resumed {state.at} by {state.by})" if state.by else "")
-    if state.rate is not None:
-        line += f"; throttled to {state.rate:g} users/s (by {state.rate_by})"
-    return line
 
 
 def _status(args: argparse.Namespace) -> int:
     from streams.control_topic import read_control
 
     state = asyncio.run(read_control(Settings.from_env()))
-    print(json.dumps(state.as_dict(), indent=2) if args.json else _line(state))
+    print(json.dumps(state.as_dict(), indent=2) if args.json else state.summary())
     return 0
 
 
@@ -107,7 +96,7 @@ def _confirm(*, paused: bool, within_s: float | None) -> int:
 
             state = asyncio.run(read_control(settings))
             if state.paused:
-                line = f"resumed, but {_line(state)}; {line}"
+                line = f"resumed, but {state.summary()}; {line}"
         raise CliError(line)
     print(f"{workers} worker(s) {word}")
     return 0

@@ -11,7 +11,6 @@ import asyncio
 from typing import Any
 
 from agents.core.cohorts import cohort
-from schemas.events import for_good_codes
 from streams.cli.errors import CliError
 from streams.cli.plans import Plan, add_plan_options, carry_out, saved_plan
 from streams.cli.requests import add_request_options, add_run_option, request_plan
@@ -56,7 +55,6 @@ def _select(args: argparse.Namespace) -> Plan:
                 pool,
                 include_rolled_back=args.include_rolled_back,
                 include_failed=args.include_failed,
-                for_good_codes=for_good_codes(),
             )
 
     users, held, failed = asyncio.run(everyone())

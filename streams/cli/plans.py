@@ -181,11 +181,7 @@ def _paused(settings: Settings) -> str | None:
         return None
     if not state.paused:
         return None
-    kind = "auto-paused" if state.auto else "paused"
-    return (
-        f"the cluster is {kind} since {state.at} by {state.by}: {state.reason or '-'}; these "
-        "requests wait until `migrator control resume`"
-    )
+    return f"the cluster is {state.summary()}; these requests wait until `migrator control resume`"
 
 
 async def _record_run(settings: Settings, plan: Plan) -> None:

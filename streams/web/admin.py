@@ -14,7 +14,6 @@ from agents.core.cohorts import cohort
 from agents.core.control_state import apply
 from agents.stores import postgres
 from agents.stores.runs import record_run
-from schemas.events import for_good_codes
 from streams import topics
 from streams.requests_out import encode, new_requests
 from streams.web.inputs import RequestOptions
@@ -51,7 +50,6 @@ class Admin:
             self._pool,
             include_rolled_back=include_rolled_back,
             include_failed=include_failed,
-            for_good_codes=for_good_codes(),
         )
         if percent is None:
             return selection

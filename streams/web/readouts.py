@@ -25,7 +25,7 @@ from agents.jobs.validation import ValidationReport, validate_user
 from agents.stores import answer_audit as answer_store
 from agents.stores import postgres
 from agents.stores.runs import run_failures, run_summaries
-from schemas.events import ErrorCode, for_good_codes, is_retryable
+from schemas.events import ErrorCode, is_retryable
 from streams import topics
 from streams.control_topic import worker_name
 from streams.faust_internals import stats_of
@@ -42,8 +42,6 @@ from streams.web.totals import owned_totals, progress_answer
 if TYPE_CHECKING:
     from streams.context import ServiceContext
 
-# Failure codes a retry cannot cure: such users count as done for progress and its ETA.
-FOR_GOOD_CODES = for_good_codes()
 # How old the runs' figures in progress and /metrics may be.
 RUNS_EVERY_S = 5.0
 
@@ -101,7 +99,7 @@ class Readouts:
 
     async def progress(self) -> dict[str, Any]:
         await self.context.resources.applier()
-        counts = await postgres.progress_counts(self._pool, FOR_GOOD_CODES)
+        counts = await postgres.progress_counts(self._pool)
         summary = counters.summary(await self.cluster_totals(), now_s=_now_s())
         answer = progress_answer(counts, summary)
         answer["control"] = self.control()
@@ -118,7 +116,7 @@ class Readouts:
         await self.context.resources.applier()
         owned = owned_partitions(self.context)
         stored = await postgres.counters(self._pool, self.context.settings.app_id)
-        counts = await postgres.progress_counts(self._pool, FOR_GOOD_CODES)
+        counts = await postgres.progress_counts(self._pool)
         try:
             backlog = {p: n for p, n in (await self.backlog()).items() if p in owned}
         except Exception:  # noqa: BLE001 - Kafka away: the other figures still answer

@@ -146,12 +146,7 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
     stack: Stack, worker: Worker
 ) -> None:
     [user] = await seed(stack, 1, prefix="replay-")
-    async with opened(stack.settings) as (pool, _):
-        await pool.execute(
-            "UPDATE legacy_onboarding_status SET completed_steps = completed_steps || "
-            "'{legacy_wizard}' WHERE user_id = $1",
-            user,
-        )
+    await _break_legacy_data(stack, user)
     value = request_value(user)
     failed = only(
         (await wait_for_outcomes(stack, await produce_requests(stack, [value])))[
@@ -206,6 +201,17 @@ def test_admin_posts_refuse_a_missing_or_wrong_token_and_bad_bodies(worker: Work
     assert status == 413
 
 
+async def _break_legacy_data(stack: Stack, user: str) -> None:
+    """Give the user's legacy row a step the catalog does not know: its migration fails for good
+    (unknown_legacy_step) until the data is fixed."""
+    async with opened(stack.settings) as (pool, _):
+        await pool.execute(
+            "UPDATE legacy_onboarding_status SET completed_steps = completed_steps || "
+            "'{legacy_wizard}' WHERE user_id = $1",
+            user,
+        )
+
+
 async def _migrate_over_http(stack: Stack, worker: Worker, users: list[str]) -> None:
     status, body = worker.request(
         "POST", f"{API}/migrate", body={"user_ids": users}, token=ADMIN_TOKEN
@@ -248,12 +254,7 @@ async def test_migrate_all_holds_out_rolled_back_and_failed_users(
     user, broken = await seed(stack, 2, prefix="http-all-")
     await _migrate_over_http(stack, worker, [user])
     await _roll_back_over_http(stack, worker, user)
-    async with opened(stack.settings) as (pool, _):
-        await pool.execute(
-            "UPDATE legacy_onboarding_status SET completed_steps = completed_steps || "
-            "'{legacy_wizard}' WHERE user_id = $1",
-            broken,
-        )
+    await _break_legacy_data(stack, broken)
     await _migrate_over_http(stack, worker, [broken])  # fails for good: unknown_legacy_step
     async with opened(stack.settings) as (pool, _):
         unmigrated = await pool.fetchval(

@@ -102,7 +102,7 @@ async def test_everyone_holds_out_users_failed_for_good_unless_asked(
     """Users whose migration failed for a reason only fixing their data cures are not sent again
     unchanged with everyone (they would fail again and trip the failure budget)."""
     env = env_of(settings)
-    before = failed_held_out(migrator(env, "enqueue", "--plan-out", str(tmp_path / "0")).stdout)
+    before = held_out(migrator(env, "enqueue", "--plan-out", str(tmp_path / "0")).stdout, FAILED)
     users = [f"bad-{unique}-{n}" for n in range(3)]
     await seed_users(pool, users)
     broken = users[0]
@@ -119,7 +119,7 @@ async def test_everyone_holds_out_users_failed_for_good_unless_asked(
 
     held = migrator(env, "enqueue", "--plan-out", str(tmp_path / "held.jsonl"))
     assert held.returncode == 0, held.stderr
-    assert failed_held_out(held.stdout) == before + 1, held.stdout
+    assert held_out(held.stdout, FAILED) == before + 1, held.stdout
     assert "migrator replay" in held.stdout
     planned = {r["user_id"] for r in plan_file(tmp_path / "held.jsonl")[1]}
     assert broken not in planned and {users[1], users[2]} <= planned
@@ -131,15 +131,13 @@ async def test_everyone_holds_out_users_failed_for_good_unless_asked(
     assert refused.returncode == 2 and "applies to everyone" in refused.stderr
 
 
-def failed_held_out(stdout: str) -> int:
-    found = re.search(r"held out: (\d+) users whose migration failed for good", stdout)
+def held_out(stdout: str, who: str = "rolled back") -> int:
+    """How many users ``enqueue`` says it held out as ``who`` (0 when it says nothing)."""
+    found = re.search(rf"held out: (\d+) users {who}", stdout)
     return int(found.group(1)) if found else 0
 
 
-def held_out(stdout: str) -> int:
-    """How many rolled-back users ``enqueue`` says it held out (0 when it says nothing)."""
-    found = re.search(r"held out: (\d+) users rolled back", stdout)
-    return int(found.group(1)) if found else 0
+FAILED = "whose migration failed for good"
 
 
 async def test_resume_wait_says_who_paused_everyone_again_and_why(
