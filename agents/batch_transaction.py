@@ -24,6 +24,7 @@ from agents.core.effects import (
     answer,
     answer_rows,
     audit_row,
+    fails_for_good,
     plan_effects,
     processed_rows,
 )
@@ -46,11 +47,17 @@ class Unavailable(Exception):
 
 @dataclass
 class Applied:
-    """A batch's answers in work order, and the counter totals of its partitions after it."""
+    """A batch's answers in work order, and the counter totals of its partitions after it.
+
+    ``repeats``: the positions (in work order) of failures the service had already reported for
+    the same user and reason (a user failing for good, sent again unchanged). They are answered
+    like any failure; the failure budget leaves them out, as they say nothing new of a rollout.
+    """
 
     answers: list[Answer]
     totals: dict[int, counters.Counters] = field(default_factory=dict)
     mirror_pending: int = 0
+    repeats: frozenset[int] = frozenset()
 
     @classmethod
     def of(cls, outcomes: Sequence[Outcome], totals: dict[int, counters.Counters]) -> Applied:
@@ -61,11 +68,18 @@ class Applied:
     def outcomes(self) -> list[Outcome]:
         return [a.outcome for a in self.answers]
 
+    @property
+    def new_outcomes(self) -> list[Outcome]:
+        """The outcomes the failure budget judges: all but the repeated failures."""
+        return [a.outcome for p, a in enumerate(self.answers) if p not in self.repeats]
+
     def __add__(self, other: Applied) -> Applied:
+        shift = len(self.answers)
         return Applied(
             self.answers + other.answers,
             {**self.totals, **other.totals},
             self.mirror_pending + other.mirror_pending,
+            self.repeats | {shift + p for p in other.repeats},
         )
 
 
@@ -117,6 +131,7 @@ class BatchAttempt:
             async with self._store.transaction() as tx:
                 known = await self._answered_before(tx, batch, rejected)
                 results: dict[int, Answer] = dict(known.works)
+                repeats: set[int] = set()
                 fresh = [(p, work) for p, work in enumerate(batch) if p not in known.works]
                 new_rejections = [
                     r for r in rejected if (r.partition, r.offset) not in known.rejected
@@ -133,10 +148,11 @@ class BatchAttempt:
                 else:
                     index = {id(work): position for position, work in fresh}
                     for wave in waves([work for _, work in fresh]):
-                        answers, wave_mirror = await self._apply_wave(tx, wave, now)
+                        answers, wave_mirror, again = await self._apply_wave(tx, wave, now)
                         mirror = mirror.then(wave_mirror)
                         for work, done in zip(wave, answers, strict=True):
                             results[index[id(work)]] = done
+                        repeats.update(index[id(work)] for work in again)
                 answered = [(work, results[position]) for position, work in fresh]
                 await tx.insert_processed_records(
                     processed_rows(self._app_id, answered, new_rejections, now=now)
@@ -145,7 +161,7 @@ class BatchAttempt:
                 pending = await self._write_mirror(tx, mirror, now)
         except StoreUnavailable as exc:
             raise Unavailable(ErrorCode.DATABASE_UNAVAILABLE, str(exc)) from exc
-        return Applied([results[p] for p in range(len(batch))], totals, pending)
+        return Applied([results[p] for p in range(len(batch))], totals, pending, frozenset(repeats))
 
     async def _answered_before(
         self, tx: BatchTransaction, batch: Sequence[Work], rejected: Sequence[Rejected]
@@ -262,7 +278,8 @@ class BatchAttempt:
 
     async def _apply_wave(
         self, tx: BatchTransaction, wave: Sequence[Work], now: datetime
-    ) -> tuple[list[Answer], MirrorPlan]:
+    ) -> tuple[list[Answer], MirrorPlan, list[Work]]:
+        """The wave's answers, its Redis plan and its failures reported before (``Applied``)."""
         started = time.perf_counter()
         users = sorted({work.request.user_id for work in wave})
         legacy = await tx.lock_legacy_rows(users)
@@ -298,7 +315,14 @@ class BatchAttempt:
             )
             for work, decision in zip(wave, decisions, strict=True)
         ]
+        # Asked before this wave's own answers are recorded: what it finds was reported before.
+        failing = [w for w, a in zip(wave, answers, strict=True) if fails_for_good(w, a.outcome)]
+        known = (
+            await tx.known_failures(sorted({w.request.user_id for w in failing}))
+            if failing
+            else set()
+        )
         ledger_rows, audit_rows = answer_rows(wave, decisions, answers, now=now)
         await tx.insert_ledger(ledger_rows)
         await tx.insert_audit(audit_rows)
-        return answers, effects.mirror
+        return answers, effects.mirror, [w for w in failing if w.request.user_id in known]

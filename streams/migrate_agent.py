@@ -100,7 +100,7 @@ async def process_batch(context: ServiceContext, events: Sequence[Any]) -> None:
     if await publisher.publish(partition, epoch, batch_records(answers), last_offset):
         if partition in applied.totals:
             set_stat(context.stats, str(partition), applied.totals[partition])
-        context.control.observe(applied.outcomes)
+        context.control.observe(applied.new_outcomes)
 
 
 def _work(record: Consumed, request: MigrationRequest) -> Work:

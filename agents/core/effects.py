@@ -30,7 +30,7 @@ from agents.core.decide import (
 from agents.core.documents import document_from_plan
 from agents.core.manifest import MANIFEST_VERSION
 from agents.core.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow, StepsRow
-from schemas.events import Outcome
+from schemas.events import FOR_GOOD_CODES, Outcome
 from schemas.legacy import LegacyRow
 from schemas.rows import JsonText
 
@@ -196,6 +196,17 @@ def answer_rows(
             )
         audit.append(audit_row(work, type(decision).__name__, outcome, json, now))
     return ledger, audit
+
+
+def fails_for_good(work: Work, outcome: Outcome) -> bool:
+    """A migrate (not a dry run) that failed for a reason only fixing the user's data cures:
+    the failures ``progress`` counts as done and the failure budget judges only once."""
+    return (
+        outcome.error is not None
+        and outcome.error.code.value in FOR_GOOD_CODES
+        and work.request.action == "migrate"
+        and not work.request.dry_run
+    )
 
 
 def audit_row(

@@ -35,6 +35,7 @@ from agents.stores.postgres import (
     session_documents,
     translate_errors,
 )
+from schemas.events import FOR_GOOD_CODES
 from schemas.legacy import LegacyRow
 from schemas.rows import Row
 
@@ -147,6 +148,12 @@ class PostgresTransaction:
 
     async def insert_audit(self, rows: Sequence[AuditRow]) -> None:
         await self._copy("onboarding_migration_log", rows, AuditRow._fields)
+
+    async def known_failures(self, user_ids: Sequence[str]) -> set[str]:
+        records = await self.conn.fetch(
+            sql.query("known_failures"), list(user_ids), list(FOR_GOOD_CODES)
+        )
+        return {record["user_id"] for record in records}
 
     async def lock_counters(
         self, app_id: str, partitions: Sequence[int]

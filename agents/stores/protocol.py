@@ -66,6 +66,10 @@ class BatchTransaction(Protocol):
 
     async def insert_audit(self, rows: Sequence[AuditRow]) -> None: ...
 
+    async def known_failures(self, user_ids: Sequence[str]) -> set[str]:
+        """Those of the users whose migrate already failed for good (``effects.fails_for_good``)."""
+        ...
+
     async def lock_counters(
         self, app_id: str, partitions: Sequence[int]
     ) -> dict[int, dict[str, Any]]: ...

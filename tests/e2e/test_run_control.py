@@ -347,6 +347,25 @@ def test_a_redis_outage_longer_than_allowed_pauses_every_worker(
     wait_until(lambda: workers[0].get(f"{API}/progress")[1]["backlog"] == 0, 120, "drained")
 
 
+def test_the_failure_budget_leaves_out_failures_reported_before(
+    stack: Stack, workers: list[Worker]
+) -> None:
+    """20 users failing for good fit the budget (25 of 500); sent three times more, their 60
+    repeated failures would not (each worker sees about half of 80): repeats are not judged."""
+    broken = asyncio.run(seed(stack, 20, prefix="known-bad-", problem_ratio=1.0))
+    before = answered(stack)
+    asyncio.run(produce_requests(stack, [request_value(u, run_id="first") for u in broken]))
+    wait_until(lambda: answered(stack) == before + 20, 60, "the first failures answered")
+    for again in range(3):
+        asyncio.run(
+            produce_requests(stack, [request_value(u, run_id=f"again-{again}") for u in broken])
+        )
+    wait_until(lambda: answered(stack) == before + 80, 60, "the repeats answered")
+    assert not any(control(w)["paused"] for w in workers), control(workers[0])
+    mine = [r.value["outcome"] for r in outcomes(stack) if r.value["user_id"] in set(broken)]
+    assert mine == ["failed"] * 80
+
+
 def test_the_failure_budget_pauses_every_worker_on_a_batch_of_broken_users(
     stack: Stack, workers: list[Worker]
 ) -> None:

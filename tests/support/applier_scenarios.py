@@ -169,6 +169,30 @@ class SharedScenarios:
         assert failed.request is not None and failed.request["user_id"] == f"missing-{unique}"
         assert (await servers.legacy(bad_step))["status"] == "in_progress"
 
+    async def test_a_failure_reported_before_is_marked_a_repeat(
+        self, servers: Servers, unique: str
+    ) -> None:
+        """The failure budget judges new failures only: a user failing for good again is a
+        repeat; the first failure, a dry run's and another user's are not."""
+        bad, other, good = f"badstep-{unique}", f"badtype-{unique}", f"good-{unique}"
+        await servers.add_legacy(bad, completed_steps=["account", "wizard"])
+        await servers.add_legacy(other, answers={"goals": "grow"})
+        await servers.add_legacy(good)
+        applier = servers.applier()
+        first = await applier.apply([work(good), work(bad), work(bad, dry_run=True)])
+        assert first is not None and first.repeats == frozenset()
+        again = await applier.apply([work(other), work(bad, dry_run=True), work(bad), work(other)])
+        assert again is not None
+        assert [(o, code) for _, o, code in answers(again)] == [
+            ("failed", "invalid_legacy_data"),
+            ("failed", "unknown_legacy_step"),
+            ("failed", "unknown_legacy_step"),
+            ("failed", "invalid_legacy_data"),
+        ]
+        # other's first failure is new, its second (a later wave) repeats it; bad repeats.
+        assert again.repeats == frozenset({2, 3})
+        assert [o.user_id for o in again.new_outcomes] == [other, bad]
+
     async def test_a_dry_run_writes_only_the_audit_log(self, servers: Servers, unique: str) -> None:
         user = f"dry-{unique}"
         before = await servers.add_legacy(user, status="completed")

@@ -28,6 +28,7 @@ from agents.stores.errors import (
     StatementRefused,
     StoreUnavailable,
 )
+from schemas.events import FOR_GOOD_CODES
 from schemas.legacy import LegacyRow
 
 _STATUS = {"c": "completed", "s": "skipped", "p": "pending"}
@@ -235,6 +236,18 @@ class FakeTransaction:
     async def insert_audit(self, rows: Sequence[AuditRow]) -> None:
         self._server.run("insert_audit", rows=rows)
         self._t.audit.extend(rows)
+
+    async def known_failures(self, user_ids: Sequence[str]) -> set[str]:
+        self._server.run("known_failures", user_ids=user_ids)
+        wanted = set(user_ids)
+        return {
+            row.user_id
+            for row in self._t.audit
+            if row.user_id in wanted
+            and row.action == "migrate"
+            and row.error_code in FOR_GOOD_CODES
+            and not _json(row.detail)["outcome"].get("dry_run", False)
+        }
 
     async def lock_counters(
         self, app_id: str, partitions: Sequence[int]
