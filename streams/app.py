@@ -22,8 +22,9 @@ from streams.control_topic import worker_name
 from streams.control_watcher import ControlWatcher
 from streams.faust_internals import MigratorApp, configure_worker_consumer
 from streams.heartbeat import StatusReporter
+from streams.history import HistorySampler
 from streams.migrate_agent import register_agents
-from streams.publishers import BatchPublisher, new_publisher
+from streams.publishers import BatchPublisher, Settler, new_publisher
 from streams.resources import Resources
 from streams.revalidation_sampler import Revalidator
 from streams.settings import Settings
@@ -135,7 +136,14 @@ def create_app(
         auditor=auditor,
     )
     # Every service the worker runs, in one place (Faust starts instances as well as classes).
-    services: list[Any] = [resources, control, revalidator, StatusReporter(context)]
+    services: list[Any] = [
+        resources,
+        control,
+        revalidator,
+        StatusReporter(context),
+        Settler(app.rebalance),
+        HistorySampler(resources, settings.app_id, context.history),
+    ]
     if settings.audit_every_s > 0:
         services.append(auditor)
     for service in services:

@@ -13,6 +13,7 @@ from typing import Any
 from streams.answer_audit import AnswerAuditor
 from streams.control_watcher import ControlWatcher
 from streams.faust_internals import MigratorApp
+from streams.history import OutcomeHistory
 from streams.publishers import BatchPublisher
 from streams.resources import Resources
 from streams.revalidation_sampler import Revalidator
@@ -42,4 +43,5 @@ class ServiceContext:
     revalidator: Revalidator
     auditor: AnswerAuditor
     in_flight: InFlight = field(default_factory=InFlight)
+    history: OutcomeHistory = field(default_factory=OutcomeHistory)
     agents: dict[str, Any] = field(default_factory=dict)

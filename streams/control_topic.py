@@ -54,25 +54,27 @@ async def started(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Setting
 
 
 async def publish_control(settings: Settings, key: str, value: dict[str, Any]) -> None:
-    """Write one control record and wait until Kafka has it (acks=all)."""
+    """Write one control record in a transaction of its own (as a worker's views do): within
+    seconds it is written, or it never will be and the command says so in one line."""
+    from streams.transactional_writer import KafkaUnavailable, TransactionalWriter
+
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
-    )
-    await started(producer, settings)
+    writer = TransactionalWriter(settings, topic=topics.control_topic(settings.app_id), role="cli")
     try:
-        await producer.send_and_wait(
-            topics.control_topic(settings.app_id), json.dumps(value).encode(), key=key.encode()
-        )
+        await writer.write([(key.encode(), json.dumps(value).encode())])
+    except KafkaUnavailable as exc:
+        raise DependencyUnavailable(str(exc)) from None
     finally:
-        await producer.stop()
+        await writer.on_stop()
 
 
 async def read_control(settings: Settings, *, timeout_s: float = 10.0) -> ControlState:
     """The control state as the topic holds it now (for the CLI)."""
     await ensure_topics(settings)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # a control write that did not commit never applies
     )
     await started(consumer, settings)
     try:

@@ -16,10 +16,12 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.types import TP
 from mode import Service
@@ -29,11 +31,11 @@ from agents.core.control_state import ControlState, FailureWindows, Pacer
 from agents.stores import redis_mirror
 from schemas.events import Outcome
 from streams import topics
-from streams.connections import start_kafka_client
 from streams.control_topic import applied, pause_value, worker_name
 from streams.faust_internals import pause_fetching
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
+from streams.transactional_writer import KafkaUnavailable, TransactionalWriter
 
 if TYPE_CHECKING:
     from streams.faust_internals import MigratorApp
@@ -60,15 +62,19 @@ class ControlWatcher(Service):
         self.current = ControlState()
         self.ready = asyncio.Event()  # the topic was read to its end once
         self.auto_pauses = 0
+        # The changes this worker saw (the state read at start first), newest last: the
+        # dashboard's history of pauses, auto-pauses and throttles.
+        self.changes: deque[dict[str, Any]] = deque(maxlen=100)
         budget = settings.budget
         self.windows = FailureWindows(budget) if budget is not None else None
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._pacer = Pacer()
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
         self._pausing = False
         self._topic = topics.control_topic(settings.app_id)
+        self._writer = TransactionalWriter(settings, topic=self._topic, role="control")
+        self.add_dependency(self._writer)
 
     # -- the gate -------------------------------------------------------------------------
 
@@ -148,26 +154,17 @@ class ControlWatcher(Service):
                 try:
                     await self.write(control_state.PAUSE, value)
                     return
-                except (KafkaError, OSError, TimeoutError) as exc:
-                    log.warning("the pause could not be written yet (%r): trying again", exc)
+                except KafkaUnavailable as exc:
+                    log.warning("the pause could not be written yet (%s): trying again", exc)
                     await asyncio.sleep(delay)
                     delay = min(5.0, delay * 2)
         finally:
             self._pausing = False
 
     async def write(self, key: str, value: dict[str, Any]) -> None:
-        """Write a control record with the worker's producer (started once)."""
-        if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                acks="all",
-                enable_idempotence=True,
-            )
-            await start_kafka_client(producer)
-            self._producer = producer
-        await self._producer.send_and_wait(
-            self._topic, json.dumps(value).encode(), key=key.encode()
-        )
+        """Write a control record in a transaction of its own: ``KafkaUnavailable`` within
+        seconds when Kafka does not take it, and then it is never read (``TransactionalWriter``)."""
+        await self._writer.write([(key.encode(), json.dumps(value).encode())])
 
     @Service.task
     async def _watch_outages(self) -> None:
@@ -246,6 +243,9 @@ class ControlWatcher(Service):
                 bootstrap_servers=self.settings.kafka_bootstrap_servers,
                 enable_auto_commit=False,
                 fetch_max_wait_ms=_POLL_MS,
+                # Control records are written in transactions: one that did not commit (its
+                # writer answered "Kafka unavailable") is never applied.
+                isolation_level="read_committed",
             )
             try:
                 await consumer.start()
@@ -262,6 +262,7 @@ class ControlWatcher(Service):
         if old == state:
             return
         self.current = state
+        self.changes.append({"seen_at": datetime.now(UTC).isoformat(), **state.as_dict()})
         if state.rate != old.rate:
             self._pacer = Pacer()  # slots booked at the old rate are void
         if state.paused:
@@ -292,12 +293,11 @@ class ControlWatcher(Service):
             )
 
     async def on_stop(self) -> None:
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                try:
-                    await asyncio.wait_for(client.stop(), timeout=10)
-                except (KafkaError, OSError, TimeoutError) as exc:
-                    log.info("control client stop: %r", exc)
+        if self._consumer is not None:
+            try:
+                await asyncio.wait_for(self._consumer.stop(), timeout=10)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.info("control client stop: %r", exc)
 
 
 def _described(state: ControlState) -> str:

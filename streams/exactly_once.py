@@ -18,6 +18,12 @@ committed for a partition after its revocation began. Records dropped that way a
 from the committed offset by the partition's next owner (maybe this worker), and PostgreSQL
 answers them with the answers it already recorded (``processed_records``).
 
+Offsets at a partition's end that hold no record (the commit marker of an upstream transactional
+producer, aborted records) are never part of a batch, so no batch commits past them: the group's
+lag would read 1 for good after every transaction upstream (Kafka's tools say so too, and the
+backlog and its ETA never reach 0). ``settle`` commits past them once a read_committed fetch
+shows the range holds no record (as Kafka Streams commits its consumer's position, KAFKA-6607).
+
 No hole is committed past (``Positions.claim``, ``PartitionTransactions.claim``): a batch
 answers only the run of offsets from the partition's next offset that has no hole. A missing
 offset, at the head of a batch or inside it, is either real (a transaction marker of an upstream
@@ -80,6 +86,11 @@ class PartitionTransactions:
         self.positions = Positions()
         self._producers: dict[int, AIOKafkaProducer] = {}
         self._lock = asyncio.Lock()
+        # One transaction at a time per producer: a batch's or a settle's.
+        self._in_use: dict[int, asyncio.Lock] = {}
+        # Per partition, the next offset from which records were found waiting: nothing to
+        # settle there until a batch moves the partition on.
+        self._waiting: dict[int, int] = {}
 
     @property
     def epoch(self) -> int:
@@ -112,6 +123,7 @@ class PartitionTransactions:
             if not all(started):
                 raise RuntimeError("Kafka did not register the partitions' transactional ids")
             self.positions.assign(partitions, await read_committed())
+            self._waiting.clear()
 
     async def publish(
         self, partition: int, epoch: int, sends: Sequence[Send], last_offset: int
@@ -128,9 +140,8 @@ class PartitionTransactions:
                 delay = min(ceiling, delay * 2)
                 continue
             try:
-                if await self._commit(producer, partition, epoch, sends, last_offset):
-                    return True
-                return False
+                async with self._in_use.setdefault(partition, asyncio.Lock()):
+                    return await self._commit(producer, partition, epoch, sends, last_offset)
             except _FENCED as exc:
                 log.warning(
                     "partition %d: producer fenced (%s); another worker owns it now", partition, exc
@@ -144,6 +155,60 @@ class PartitionTransactions:
                 await self._recover(partition, producer)
                 await asyncio.sleep(delay)
                 delay = min(ceiling, delay * 2)
+
+    async def settle(self) -> None:
+        """Commit each owned partition past its trailing offsets that hold no record.
+
+        Only offsets below the last stable offset are looked at (every transaction there has
+        ended), and only when a fetch from the partition's next offset reaches that end without
+        a record: a record found is the lanes' to answer, and the partition is not looked at
+        again until a batch moves it on. Kafka away: tried again at the next call.
+        """
+        positions = self.positions
+        if self._probe is None or not positions.ready:
+            return
+        epoch = positions.epoch
+        due = {
+            p: start
+            for p in sorted(positions.owned - positions.fenced)
+            if (start := positions.next.get(p)) is not None and self._waiting.get(p) != start
+        }
+        if not due:
+            return
+        try:
+            ends = await self._probe.ends(self.source_topic, list(due))
+            for partition, start in due.items():
+                end = ends.get(partition, start)
+                if end <= start:
+                    continue
+                first = await self._probe.first_record(
+                    self.source_topic, partition, start, end, HOLE_PROBE_S
+                )
+                if first is not None:
+                    self._waiting[partition] = start
+                    continue
+                await self._settle(partition, epoch, start, end)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.info("could not settle the partitions' trailing offsets (%r)", exc)
+            await self._probe.stop()  # started afresh next time
+
+    async def _settle(self, partition: int, epoch: int, start: int, end: int) -> None:
+        """One transaction of the offset alone: ``[start, end)`` holds no record."""
+        async with self._in_use.setdefault(partition, asyncio.Lock()):
+            producer = self._producers.get(partition)
+            if producer is None or self.positions.next.get(partition) != start:
+                return  # a batch moved it meanwhile (or the producer is being replaced)
+            try:
+                if await self._commit(producer, partition, epoch, [], end - 1):
+                    log.info(
+                        "partition %d: committed past offsets %d..%d", partition, start, end - 1
+                    )
+            except _FENCED:
+                self.positions.fenced.add(partition)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.info("partition %d: settle failed (%r)", partition, exc)
+                await self._abort(producer)
+                await self._recover(partition, producer)
 
     async def stop(self) -> None:
         async with self._lock:

@@ -56,6 +56,7 @@ version where a name is gone, and ``pyproject.toml`` caps both below their next 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -163,6 +164,27 @@ def producer_registered(producer: AIOKafkaProducer) -> Awaitable[Any]:
     """Done once the transactional id is registered: the fencing happened (register, 4)."""
     registered: Awaitable[Any] = producer._txn_manager.wait_for_pid()  # noqa: SLF001
     return registered
+
+
+async def abandon_producer(producer: AIOKafkaProducer) -> None:
+    """Stop a producer without delivering what it holds: cancel its sending task, close its
+    connections (register, 9). Not waited for: a cancelled sender waits for its requests in
+    flight, which wait for a Kafka that is away; closing the connections ends them."""
+    sender = producer._sender  # noqa: SLF001
+    task = sender.sender_task if sender is not None else None
+    if task is not None and not task.done():
+        task.cancel()
+        task.add_done_callback(_forget)
+    producer._closed = True  # noqa: SLF001 - a later stop() is a no-op
+    try:
+        await asyncio.wait_for(producer.client.close(), timeout=2)
+    except Exception:  # noqa: BLE001 - connections to a Kafka that is away: gone anyway
+        pass
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an abandoned producer's end is nobody's error
 
 
 async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:

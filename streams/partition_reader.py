@@ -111,6 +111,32 @@ class PartitionReader:
                 return [], start
             return [r.offset for r in records], records[-1].offset + 1
 
+    async def first_record(
+        self, topic: str, partition: int, start: int, end: int, timeout_s: float
+    ) -> int | None:
+        """The offset of the first record in ``[start, end)`` a read_committed consumer is
+        given; None when the range holds none (only transaction markers, aborted or compacted
+        records). ``end`` must not be past the last stable offset. ``TimeoutError`` when the
+        fetches did not get to ``end`` in ``timeout_s`` (Kafka away): never taken for "none"."""
+        async with self._lock:
+            await self.start()
+            tp = TopicPartition(topic, partition)
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, start)
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while True:
+                found = await self._consumer.getmany(tp, timeout_ms=_POLL_MS, max_records=1)
+                records = found.get(tp, [])
+                if records:
+                    return records[0].offset if records[0].offset < end else None
+                if await self._consumer.position(tp) >= end:
+                    return None
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(
+                        f"{topic}[{partition}]: offsets {start}..{end - 1} not read "
+                        f"in {timeout_s:g} s"
+                    )
+
     async def read(
         self, topic: str, partition: int, start: int, end: int, *, idle_timeout_s: float = 5.0
     ) -> AsyncIterator[list[Any]]:

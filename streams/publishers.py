@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 import faust
 from aiokafka import AIOKafkaProducer
 from faust.types import TP
+from mode import Service
 
 from streams import topics
 from streams.codecs import Send
@@ -69,6 +70,11 @@ class BatchPublisher(Protocol):
         """The partition's first offset not answered yet, where the guarantee tracks it."""
         ...
 
+    async def settle(self) -> None:
+        """Commit owned partitions past trailing offsets that hold no record (an upstream
+        transaction's commit marker), where the guarantee commits offsets itself."""
+        ...
+
     async def on_revoking(self) -> None: ...
 
     async def on_assigned(self, assigned: set[TP]) -> None: ...
@@ -113,6 +119,9 @@ class TransactionalPublisher:
 
     def next_offset(self, partition: int) -> int | None:
         return self.transactions.positions.next.get(partition)
+
+    async def settle(self) -> None:
+        await self.transactions.settle()
 
     async def on_revoking(self) -> None:
         await self.transactions.on_revocation_start()
@@ -159,6 +168,11 @@ class PlainPublisher:
     def next_offset(self, partition: int) -> int | None:
         return None
 
+    async def settle(self) -> None:
+        """Faust commits the acknowledged offsets: a trailing commit marker upstream reads as
+        a lag of 1 until the partition's next request (not settled in this mode)."""
+        return None
+
     async def on_revoking(self) -> None:
         return None
 
@@ -167,6 +181,22 @@ class PlainPublisher:
 
     async def stop(self) -> None:
         return None
+
+
+class Settler(Service):
+    """Asks the publisher to settle its partitions' trailing offsets every ``every_s``: an
+    idle worker's backlog reads 0 seconds after an upstream transaction, not 1 for good."""
+
+    def __init__(self, publisher: BatchPublisher, every_s: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._publisher = publisher
+        self._every_s = every_s
+
+    @Service.task
+    async def _settle(self) -> None:
+        while not self.should_stop:
+            await self.sleep(self._every_s)
+            await self._publisher.settle()
 
 
 def new_transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
@@ -201,6 +231,7 @@ def new_publisher(settings: Settings, app: faust.App) -> BatchPublisher:
 __all__ = [
     "BatchPublisher",
     "PlainPublisher",
+    "Settler",
     "TransactionalPublisher",
     "new_publisher",
     "new_transactional_producer",

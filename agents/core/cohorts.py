@@ -15,11 +15,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any, Literal
 
+from agents.core.counters import RECENT_S
+
 BUCKETS = 10_000
-# The rate of a run is measured over its answers of the last minute.
-RATE_WINDOW_S = 60.0
+# The rate of a running run is measured over its answers of the last 10 s: the same window as
+# the cluster's rate (``counters.RECENT_S``), so every ETA on a screen uses one definition.
+RATE_WINDOW_S = float(RECENT_S)
 
 RunState = Literal["waiting", "running", "finished"]
+# How a run is shown: its own state, or the cluster's pause while it has requests waiting.
+ShownState = Literal["waiting", "running", "finished", "paused", "auto-paused"]
+
+
+def shown_state(state: RunState, *, paused: bool, auto: bool) -> ShownState:
+    """A run not finished is "paused" or "auto-paused" while the cluster is: nothing of it
+    moves until a resume (not "running, ETA 526m")."""
+    if state == "finished" or not paused:
+        return state
+    return "auto-paused" if auto else "paused"
 
 
 def bucket(user_id: str) -> int:
@@ -67,6 +80,7 @@ class RunSummary:
     rollback_failed: int = 0
     rate_per_s: float = 0.0
     eta_s: float | None = None
+    elapsed_s: float | None = None  # first answer → last (finished) or now
     started_at: datetime | None = None  # the first answer
     finished_at: datetime | None = None  # the answer that completed what was requested
     selections: list[dict[str, Any]] = field(default_factory=list)
@@ -102,6 +116,7 @@ class RunSummary:
             "remaining": max(0, self.requested - self.answered),
             "rate_per_s": round(self.rate_per_s, 1),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "duration_s": None if self.elapsed_s is None else round(self.elapsed_s, 1),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "selections": self.selections,
@@ -125,12 +140,19 @@ def summarize(
     requested = int(run["migrate_requested"]) + int(run["rollback_requested"])
     answered = sum(a.count for a in counts)
     recent = sum(a.recent for a in counts)
-    window = RATE_WINDOW_S
-    if started is not None:
-        window = min(window, max(1.0, (now - started).total_seconds()))
-    rate = recent / window
     remaining = max(0, requested - answered)
     finished = last if requested and remaining == 0 else None
+    elapsed = None
+    if started is not None:
+        elapsed = ((finished or now) - started).total_seconds()
+    if finished is not None:
+        # Done: its average over its whole duration, not a rate that decays to 0 afterwards.
+        rate = answered / max(1.0, elapsed or 0.0)
+    else:
+        window = RATE_WINDOW_S
+        if started is not None:
+            window = min(window, max(1.0, (now - started).total_seconds()))
+        rate = recent / window
     eta = None
     if remaining and rate > 0:
         eta = remaining / rate
@@ -149,6 +171,7 @@ def summarize(
         rollback_failed=sum(a.count for a in rollback if a.outcome == "failed"),
         rate_per_s=rate,
         eta_s=eta,
+        elapsed_s=elapsed,
         started_at=started,
         finished_at=finished,
         selections=list(run.get("selections") or []),

@@ -63,6 +63,8 @@ def empty() -> Counters:
         "latency": {},
         "latency_sum_ms": 0.0,
         "per_second": {},
+        # second → [answers with a latency, their latencies' sum in ms]: the recent mean
+        "latency_per_second": {},
     }
 
 
@@ -87,11 +89,15 @@ def batch_delta(
         if outcome.error is not None:
             code = outcome.error.code.value
             delta["failed_by_code"][code] = delta["failed_by_code"].get(code, 0) + 1
+    timed = 0
     for latency in latencies_ms:
         if latency is not None:
             key = str(latency_bucket(latency))
             delta["latency"][key] = delta["latency"].get(key, 0) + 1
             delta["latency_sum_ms"] += latency
+            timed += 1
+    if timed:
+        delta["latency_per_second"][str(now_s)] = [timed, round(delta["latency_sum_ms"], 3)]
     if outcomes:
         delta["per_second"][str(now_s)] = len(outcomes)
     return delta
@@ -117,7 +123,28 @@ def merge(total: Mapping[str, Any], delta: Mapping[str, Any], *, now_s: int) -> 
         for second, count in source.items():
             if int(second) > horizon:
                 merged["per_second"][second] = merged["per_second"].get(second, 0) + int(count)
+    recent = merged["latency_per_second"]
+    for source in (total.get("latency_per_second", {}), delta.get("latency_per_second", {})):
+        for second, (count, sum_ms) in source.items():
+            if int(second) > horizon:
+                before = recent.get(second, (0, 0.0))
+                recent[second] = [before[0] + int(count), round(before[1] + float(sum_ms), 3)]
     return merged
+
+
+def recent_latency_ms(
+    latency_per_second: Mapping[str, Sequence[float]], *, now_s: int, window_s: int = RECENT_S
+) -> float | None:
+    """The mean request-to-outcome latency of the answers of the last ``window_s`` whole
+    seconds (None without any): what a request waits now, beside the lifetime percentiles,
+    which keep the hours requests once waited out a pause."""
+    start = now_s - 1 - window_s
+    count = total = 0.0
+    for second, (n, sum_ms) in latency_per_second.items():
+        if start < int(second) <= now_s - 1:
+            count += n
+            total += sum_ms
+    return round(total / count, 1) if count else None
 
 
 def combine(parts: Iterable[Mapping[str, Any]], *, now_s: int) -> Counters:
@@ -192,6 +219,7 @@ def summary(total: Mapping[str, Any], *, now_s: int) -> dict[str, Any]:
             "p95": percentile(histogram, 0.95),
             "p99": percentile(histogram, 0.99),
             "samples": sum(int(count) for count in histogram.values()),
+            "recent_mean": recent_latency_ms(total.get("latency_per_second", {}), now_s=now_s),
         },
         "throughput_per_s_last_minute": rate_per_s(total.get("per_second", {}), now_s=now_s),
         "rate_per_s": rate_per_s(total.get("per_second", {}), now_s=now_s, window_s=RECENT_S),

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from schemas.events import MigrationRequest
 from streams import topics
+from streams.cli.errors import CliError
 from streams.cli.output import Progress
 from streams.connections import start_kafka_client
 from streams.faust_internals import refresh_metadata
@@ -42,10 +43,13 @@ async def publish(
         enable_idempotence=True,
         linger_ms=10,
         max_batch_size=512 * 1024,
+        # A record Kafka has not taken within this fails (aiokafka drops it), so a command
+        # whose Kafka went away stops within seconds and says how far it got.
+        request_timeout_ms=PUBLISH_TIMEOUT_MS,
     )
     await start_kafka_client(producer)
     progress = Progress(total, label)
-    sent = 0
+    sent = confirmed = 0
     started = time.monotonic()
     try:
         pending: list[asyncio.Future[object]] = []
@@ -54,18 +58,48 @@ async def publish(
             pending.append(await producer.send(topics.REQUESTED, value, key=key))
             sent += 1
             if len(pending) >= 5_000:
-                await asyncio.gather(*pending)
+                confirmed += await _confirmed(pending)
                 pending.clear()
             if rate_per_s:
                 ahead = sent / rate_per_s - (time.monotonic() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
             progress.update(sent)
-        await asyncio.gather(*pending)
+        confirmed += await _confirmed(pending)
         progress.update(sent, force=True)
+    except _Lost as lost:
+        raise CliError(
+            f"Kafka stopped taking requests ({lost.cause}): {confirmed + lost.confirmed:,} of "
+            f"{total:,} published, the rest not (those published will be answered; run the "
+            "command again once Kafka is back: a user answered twice is told already_done)"
+        ) from lost
     finally:
         await producer.stop()
     return sent
+
+
+# The longest a request record waits for Kafka before the command gives up on it.
+PUBLISH_TIMEOUT_MS = 10_000
+
+
+class _Lost(Exception):
+    def __init__(self, confirmed: int, cause: str) -> None:
+        super().__init__(cause)
+        self.confirmed = confirmed
+        self.cause = cause
+
+
+async def _confirmed(pending: list[asyncio.Future[object]]) -> int:
+    """How many of the sends Kafka took, in order; ``_Lost`` from the first it did not.
+
+    Sends of one producer are delivered in order per partition, and a failed one fails every
+    send queued behind it there: counting the ones that succeeded is exact."""
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        first = failures[0]
+        raise _Lost(len(results) - len(failures), str(first) or type(first).__name__)
+    return len(results)
 
 
 async def read_records(

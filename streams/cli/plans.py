@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -157,12 +158,8 @@ def carry_out(
     paused = _paused(settings)
     if paused:
         out(f"warning: {paused}")
-    if plan.run_id is not None:
-        asyncio.run(_record_run(settings, plan))
-        out(
-            f"run {plan.run_id}: {count} request(s) added; follow it with: migrator runs show "
-            f"{plan.run_id}"
-        )
+    for run_id, added in asyncio.run(_record_runs(settings, plan)).items():
+        out(f"run {run_id}: {added} request(s) added; follow it with: migrator runs show {run_id}")
     sent = asyncio.run(
         publish(settings, plan.requests, total=count, rate_per_s=rate_per_s, label=plan.command)
     )
@@ -184,20 +181,33 @@ def _paused(settings: Settings) -> str | None:
     return f"the cluster is {state.summary()}; these requests wait until `migrator control resume`"
 
 
-async def _record_run(settings: Settings, plan: Plan) -> None:
-    """The run learns how many requests it is given before they are published, so its figures
-    never show answers to requests it does not count."""
+async def _record_runs(settings: Settings, plan: Plan) -> dict[str, int]:
+    """Each run the plan's requests carry learns how many it is given before they are
+    published, so its figures never show answers to requests it does not count (a replay puts
+    requests back into the runs they came from: done never exceeds requested)."""
     from agents.stores.runs import record_run
     from streams.connections import opened
 
-    assert plan.run_id is not None
+    groups = Counter((r.run_id, r.action) for r in plan.requests if r.run_id is not None)
+    if not groups:
+        return {}
+    added: Counter[str] = Counter()
     async with opened(settings) as (pool, _):
-        await record_run(
-            pool,
-            plan.run_id,
-            action=plan.requests[0].action,
-            count=len(plan.requests),
-            created_by=plan.requests[0].requested_by or "migrator-cli",
-            selection={**plan.selection, "plan_id": str(plan.plan_id), "count": len(plan.requests)},
-            now=datetime.now(UTC),
-        )
+        for (run_id, action), count in sorted(groups.items()):
+            assert run_id is not None
+            await record_run(
+                pool,
+                run_id,
+                action=action,
+                count=count,
+                created_by=plan.requests[0].requested_by or "migrator-cli",
+                selection={
+                    **plan.selection,
+                    "plan_id": str(plan.plan_id),
+                    "count": count,
+                    "via": plan.command,
+                },
+                now=datetime.now(UTC),
+            )
+            added[run_id] += count
+    return dict(added)

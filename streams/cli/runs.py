@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from agents.core.cohorts import RunSummary, write_report
+from agents.core.cohorts import RunSummary, shown_state, write_report
 from streams.cli.errors import CliError
 from streams.cli.requests import run_name
+from streams.cli.status_line import duration
 from streams.settings import Settings
 
 EXAMPLES = """examples:
@@ -30,19 +31,22 @@ EXAMPLES = """examples:
 
 def _list(args: argparse.Namespace) -> int:
     runs = asyncio.run(_summaries(None, args.limit))
+    states = _states(runs)
     if args.json:
-        print(json.dumps([run.as_dict() for run in runs], indent=2))
+        print(
+            json.dumps([{**run.as_dict(), "state": states[run.run_id]} for run in runs], indent=2)
+        )
         return 0
     if not runs:
         print("no runs yet: start one with `migrator enqueue --run NAME --percent 1 --execute`")
         return 0
     print(
-        f"{'RUN':<24} {'STATE':<9} {'REQUESTED':>9} {'DONE':>9} {'MIGRATED':>9} "
+        f"{'RUN':<24} {'STATE':<11} {'REQUESTED':>9} {'DONE':>9} {'MIGRATED':>9} "
         f"{'FAILED':>7} {'ROLLED BACK':>11} {'RATE/S':>7}  ETA"
     )
     for run in runs:
         print(
-            f"{run.run_id:<24} {run.state:<9} {run.migrate_requested:>9} "
+            f"{run.run_id:<24} {states[run.run_id]:<11} {run.migrate_requested:>9} "
             f"{run.migrate_answered:>9} {run.migrated:>9} {run.failed:>7} {run.rolled_back:>11} "
             f"{run.rate_per_s:>7.1f}  {_eta(run)}"
         )
@@ -51,11 +55,12 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     run = _one(args.name)
+    state = _states([run])[run.run_id]
     if args.json:
-        print(json.dumps(run.as_dict(), indent=2))
+        print(json.dumps({**run.as_dict(), "state": state}, indent=2))
         return 0
     figures = run.as_dict()
-    print(f"run {run.run_id}: {run.state}")
+    print(f"run {run.run_id}: {state}")
     print(f"  created     {figures['created_at']} by {run.created_by}")
     print(f"  started     {figures['started_at'] or '-'}")
     print(f"  finished    {figures['finished_at'] or '-'}")
@@ -67,7 +72,7 @@ def _show(args: argparse.Namespace) -> int:
     for code, count in sorted(run.failed_by_code.items()):
         print(f"    {code:<24} {count}")
     print(f"  rolled back {run.rolled_back} ({run.rollback_failed} rollback failures)")
-    print(f"  rate        {run.rate_per_s:.1f}/s over the last minute, ETA {_eta(run)}")
+    print(f"  rate        {_rate(run)}")
     for selection in run.selections:
         print(f"  selection   {json.dumps(selection, sort_keys=True)}")
     if run.failed:
@@ -96,6 +101,35 @@ def _report(args: argparse.Namespace) -> int:
     if to_file:
         print(f"{len(rows)} failed user(s) of run {args.name} written to {args.out}")
     return 0
+
+
+def _rate(run: RunSummary) -> str:
+    if run.state == "finished":
+        took = duration(run.elapsed_s)
+        return f"took {took}, {run.rate_per_s:.1f}/s on average"
+    return f"{run.rate_per_s:.1f}/s over the last 10 s, ETA {_eta(run)}"
+
+
+def _states(runs: list[RunSummary]) -> dict[str, str]:
+    """Each run's state as shown: "paused" / "auto-paused" while the cluster is and the run
+    is not finished. The control topic is read only when a run is unfinished, briefly: with
+    Kafka away the runs' own states are shown (the figures are PostgreSQL's)."""
+    control = None
+    if any(run.state != "finished" for run in runs):
+        from streams.control_topic import read_control
+
+        try:
+            control = asyncio.run(read_control(Settings.from_env(), timeout_s=3))
+        except Exception:  # noqa: BLE001 - the figures do not need Kafka; the pause does
+            control = None
+    return {
+        run.run_id: shown_state(
+            run.state,
+            paused=bool(control and control.paused),
+            auto=bool(control and control.auto),
+        )
+        for run in runs
+    }
 
 
 def _eta(run: RunSummary) -> str:

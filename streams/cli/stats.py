@@ -3,8 +3,9 @@
 ``--watch`` prints one line per interval (done/total, %, rate, backlog, failures, ETA, elapsed)
 until interrupted; ``--until-done`` stops once every published request is answered (nothing
 waits in the request topic), or, after three polls, once the cluster is paused (nothing moves
-until a resume: one line naming the pause, exit 2). A worker that stops answering ends the watch
-with one line and exit 2.
+until a resume: one line naming the pause, exit 2). While a server the worker needs is down, the
+watch keeps watching and says which one and since when (the worker answers 503, or its backlog
+is unknown); a worker that stops answering at all ends the watch with one line and exit 2.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from streams.cli.errors import CliError
-from streams.cli.status_line import finished, stalled, status_line
+from streams.cli.status_line import down_servers, finished, outage_line, stalled, status_line
 from streams.settings import Settings
 
 API = "/api/v1/onboarding/migration"
@@ -35,13 +36,18 @@ EXAMPLES = """examples:
 """
 
 
+class WorkerUnavailable(CliError):
+    """The worker answered 503: a server it needs is down (it says which in ``health``)."""
+
+
 def fetch(url: str, path: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(f"{url}{API}/{path}", timeout=10) as answer:
             value: dict[str, Any] = json.load(answer)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:200]
-        raise CliError(f"the worker at {url} answered {exc.code}: {detail}") from None
+        error = WorkerUnavailable if exc.code == 503 else CliError
+        raise error(f"the worker at {url} answered {exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise CliError(
             f"no worker answers at {url} ({exc}); start one with `migrator worker`"
@@ -59,12 +65,18 @@ def _stats(args: argparse.Namespace) -> int:
     started = time.monotonic()
     paused_polls = 0
     while True:
+        clock = datetime.now().strftime("%H:%M:%S")
         try:
             progress = fetch(url, "progress")
+        except WorkerUnavailable as exc:
+            print(outage_line(_health(url), clock=clock, fallback=str(exc)), flush=True)
+            time.sleep(args.interval)
+            continue
         except CliError as exc:
             raise CliError(f"the watch stopped: {exc}") from None
-        clock = datetime.now().strftime("%H:%M:%S")
         line = status_line(progress, elapsed_s=time.monotonic() - started, clock=clock)
+        if progress.get("backlog") is None:  # Kafka did not answer the worker
+            line += "; " + down_servers(_health(url))
         print(line, flush=True)
         if args.until_done and finished(progress):
             return 0
@@ -73,6 +85,22 @@ def _stats(args: argparse.Namespace) -> int:
         if args.until_done and why and paused_polls >= _PAUSED_POLLS:
             raise CliError(f"the watch stopped: {why}")
         time.sleep(args.interval)
+
+
+def _health(url: str) -> dict[str, Any]:
+    """``GET health`` whatever its status (503 names what is down); {} if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{url}{API}/health", timeout=10) as answer:
+            value: dict[str, Any] = json.load(answer)
+            return value
+    except urllib.error.HTTPError as exc:
+        try:
+            found: dict[str, Any] = json.loads(exc.read())
+            return found
+        except ValueError:
+            return {}
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
 
 
 def _interval(value: str) -> float:

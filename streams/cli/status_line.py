@@ -67,3 +67,28 @@ def stalled(progress: Mapping[str, Any]) -> str | None:
         f"{control.get('reason') or '-'}); nothing moves until `migrator control resume` "
         "(see `migrator control status`)"
     )
+
+
+# The checks that name a server (the others say what the worker does about it).
+_SERVERS = {"postgres": "PostgreSQL", "redis": "Redis", "kafka": "Kafka"}
+
+
+def down_servers(health: Mapping[str, Any]) -> str:
+    """``Kafka down since 13:42:05`` for each server ``health`` says is not answering."""
+    checks = health.get("checks") or {}
+    down = [
+        f"{label} down" + (f" since {checks[name]['since']}" if checks[name].get("since") else "")
+        for name, label in _SERVERS.items()
+        if name in checks and not checks[name].get("ok")
+    ]
+    return ", ".join(down) if down else "a server is not answering the worker"
+
+
+def outage_line(health: Mapping[str, Any], *, clock: str, fallback: str) -> str:
+    """The watch's line while the worker cannot tell progress (it answered 503)."""
+    if not health.get("checks"):
+        return f"[{clock}] progress unknown: {fallback}"
+    return (
+        f"[{clock}] progress unknown: {down_servers(health)}; the worker goes on by itself "
+        "when it is back"
+    )

@@ -14,8 +14,8 @@ from agents.core.cohorts import cohort
 from agents.core.control_state import apply
 from agents.stores import postgres
 from agents.stores.runs import record_run
-from streams import topics
 from streams.requests_out import encode, new_requests
+from streams.transactional_writer import TransactionalWriter
 from streams.web.inputs import RequestOptions
 from streams.web.readouts import Readouts
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 class Admin:
     context: ServiceContext
     readouts: Readouts
+    writer: TransactionalWriter
 
     @property
     def _pool(self) -> Any:
@@ -62,10 +63,9 @@ class Admin:
         options: RequestOptions,
         selection: dict[str, Any] | None = None,
     ) -> list[str]:
-        """Publish one request per user with the worker's producer; their request ids. A run
-        learns how many requests it is given before they are published."""
-        producer = self.context.app.producer
-        await producer.maybe_start()
+        """Publish one request per user, all or none (``TransactionalWriter``); their request ids.
+        A run's count grows in a PostgreSQL transaction that commits after the Kafka one: a
+        call that publishes nothing adds nothing to its run."""
         now = datetime.now(UTC)
         requests = new_requests(
             user_ids,
@@ -76,23 +76,26 @@ class Admin:
             now=now,
             run_id=options.run_id,
         )
-        if options.run_id is not None and requests:
+        records = [encode(request) for request in requests]
+        if not records:
+            return []
+        run_id = options.run_id
+        if run_id is None:
+            await self.writer.write(records)
+        else:
             await self.context.resources.applier()
-            await record_run(
-                self._pool,
-                options.run_id,
-                action=action,
-                count=len(requests),
-                created_by=options.requested_by,
-                selection={**(selection or {}), "count": len(requests), "via": "http-api"},
-                now=now,
-            )
-        request_ids = []
-        futures = []
-        for request in requests:
-            key, value = encode(request)
-            futures.append(await producer.send(topics.REQUESTED, key, value, None, None, None))
-            request_ids.append(str(request.request_id))
-        for future in futures:
-            await future
-        return request_ids
+            async with self._pool.acquire() as conn, conn.transaction():
+
+                async def count_in_run() -> None:
+                    await record_run(
+                        conn,
+                        run_id,
+                        action=action,
+                        count=len(requests),
+                        created_by=options.requested_by,
+                        selection={**(selection or {}), "count": len(requests), "via": "http-api"},
+                        now=now,
+                    )
+
+                await self.writer.write(records, before_commit=count_in_run)
+        return [str(request.request_id) for request in requests]

@@ -100,10 +100,15 @@ class Accepted(BaseModel):
 
 
 class LatencyMs(BaseModel):
-    p50: float | None
-    p95: float | None
-    p99: float | None
+    p50: float | None = Field(description="since the service first ran (all time)")
+    p95: float | None = Field(description="since the service first ran (all time)")
+    p99: float | None = Field(description="since the service first ran (all time)")
     samples: int
+    recent_mean: float | None = Field(
+        default=None,
+        description="mean over the answers of the last 10 s (null: none): what a request "
+        "waits now, where the all-time percentiles keep waits out of a pause",
+    )
 
 
 class Stats(BaseModel):
@@ -181,6 +186,32 @@ class Audit(BaseModel):
     worker: AuditWorker = Field(description="the answering worker's own rounds")
 
 
+class HistoryPoint(BaseModel):
+    t: float = Field(description="seconds since the epoch (end of the interval)")
+    outcomes_per_s: float
+    failures_per_s: float
+
+
+class ControlSeen(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    seen_at: str = Field(description="when this worker saw the change (ISO time)")
+    paused: bool
+    auto: bool = False
+    reason: str | None = None
+    by: str | None = None
+    throttle_per_s: float | None = None
+
+
+class History(BaseModel):
+    """What the answering worker kept since it started (at most the last hour)."""
+
+    every_s: float
+    since: str = Field(description="when the worker started keeping it (ISO time)")
+    points: list[HistoryPoint]
+    control_changes: list[ControlSeen]
+
+
 class Revalidation(BaseModel):
     """The background re-validation, summed over the workers."""
 
@@ -199,7 +230,9 @@ class Revalidation(BaseModel):
 
 class Run(BaseModel):
     run_id: str
-    state: Literal["waiting", "running", "finished"]
+    state: Literal["waiting", "running", "finished", "paused", "auto-paused"] = Field(
+        description="paused / auto-paused: not finished while the cluster is paused"
+    )
     created_at: str
     created_by: str
     requested: int = Field(description="migrate requests published in the run")
@@ -211,8 +244,14 @@ class Run(BaseModel):
     rolled_back: int
     rollback_failed: int
     remaining: int
-    rate_per_s: float = Field(description="answers per second over the last minute")
+    rate_per_s: float = Field(
+        description="running: answers per second over the last 10 s (the cluster's rate "
+        "window); finished: its average over its duration"
+    )
     eta_s: float | None
+    duration_s: float | None = Field(
+        default=None, description="first answer to the last (finished) or to now"
+    )
     started_at: str | None = Field(description="its first answer")
     finished_at: str | None = Field(description="the answer that completed it")
     selections: list[dict[str, Any]]
@@ -236,6 +275,11 @@ class Progress(BaseModel):
     eta_s: float | None
     stats: Stats
     backlog: int | None = None
+    backlog_by_partition: dict[str, int] | None = Field(
+        default=None,
+        description="per request partition: end offset minus the committed offset (what "
+        "Kafka's consumer-groups tool calls LAG)",
+    )
     backlog_error: str | None = None
     control: Control | None = None
     runs: list[Run] | None = Field(None, description="the latest runs")
@@ -246,6 +290,9 @@ class CheckResult(BaseModel):
 
     ok: bool
     error: str | None = None
+    since: str | None = Field(
+        default=None, description="failing since (ISO time; first seen by the answering worker)"
+    )
 
 
 class WorkerIdentity(BaseModel):

@@ -9,6 +9,7 @@ degrade the worker without making it unhealthy (no restart cures them).
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agents.core.answer_audit import KINDS
@@ -36,6 +37,10 @@ async def health_checks(context: ServiceContext) -> tuple[bool, dict[str, Any]]:
     }
     applier = resources.batch_applier
     waiting = applier.waiting_for if applier is not None else "not started"
+    if not checks["kafka"]["ok"]:
+        # The worker neither fetches requests nor publishes answers: not processing, whatever
+        # the batch applier (which waits only for PostgreSQL) says.
+        waiting = "Kafka: no request is fetched and no answer published until it is back"
     checks["processing"] = (
         {"ok": True} if waiting is None else {"ok": False, "error": f"waiting for {waiting}"}
     )
@@ -79,6 +84,22 @@ async def _answers_check(context: ServiceContext) -> dict[str, Any]:
     return check
 
 
+class Outages:
+    """Since when each check has been failing, as this worker saw it: a view can say "down
+    since 13:42:05" instead of only "down". Kept per worker (one per app's views)."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, str] = {}
+
+    def note(self, checks: dict[str, Any], now: datetime) -> None:
+        """Add ``since`` (ISO time, first seen failing) to each failing check; forget the rest."""
+        for name, check in checks.items():
+            if check.get("ok"):
+                self._since.pop(name, None)
+            else:
+                check["since"] = self._since.setdefault(name, now.isoformat(timespec="seconds"))
+
+
 def _started(resource: Any) -> Any:
     if resource is None:
         raise RuntimeError("not started")
@@ -104,7 +125,9 @@ async def _kafka_health(bootstrap_servers: list[str]) -> dict[str, Any]:
         cluster = await asyncio.wait_for(client.describe_cluster(), timeout=CHECK_TIMEOUT_S + 1)
         return {"ok": bool(cluster.get("brokers")), "brokers": len(cluster.get("brokers", []))}
     except Exception as exc:  # noqa: BLE001 - any failure is "down" for a health check
-        return {"ok": False, "error": str(exc) or type(exc).__name__}
+        # aiokafka's own text is a repr of the socket address; say where and what instead.
+        where = ", ".join(bootstrap_servers)
+        return {"ok": False, "error": f"not answering at {where} ({type(exc).__name__})"}
     finally:
         try:
             await client.close()

@@ -36,6 +36,7 @@ _MODELS: list[type[BaseModel]] = [
     api.ThrottleBody,
     api.Control,
     api.Revalidation,
+    api.History,
     api.Audit,
     api.Run,
     api.Runs,
@@ -134,7 +135,10 @@ def _publish(action: str, *, bulk: bool) -> _Operation:
         f"{PREFIX}/{action}" + ("" if bulk else "/{user_id}"),
         f"{action}{'Many' if bulk else 'One'}",
         f"publish {action} requests" + ("" if bulk else " for one user"),
-        {"202": _json(api.Accepted, "published; the request ids"), **_errors(400, 401, 403, 413)},
+        {
+            "202": _json(api.Accepted, "published; the request ids"),
+            **_errors(400, 401, 403, 413, 503),
+        },
         parameters=() if bulk else (_USER,),
         body=api.BulkBody if bulk else api.OptionsBody,
         body_required=bulk,
@@ -238,6 +242,13 @@ _OPERATIONS: tuple[_Operation, ...] = (
     _control("pause", api.PauseBody, "pause every worker (the batch in hand finishes)"),
     _control("resume", api.PauseBody, "every worker takes requests again"),
     _control("throttle", api.ThrottleBody, "cap the cluster's users/s, or lift the cap"),
+    _Operation(
+        f"{PREFIX}/history",
+        "history",
+        "the last hour of outcomes/s and failures/s, and the pauses and throttles seen, as the "
+        "answering worker kept them (a dashboard tab opened late still draws its chart)",
+        {"200": _json(api.History, "the recent history")},
+    ),
     _Operation(
         f"{PREFIX}/revalidation",
         "revalidation",

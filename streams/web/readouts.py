@@ -20,6 +20,7 @@ from faust.types import TP
 
 from agents.core import counters
 from agents.core.answer_audit import KINDS
+from agents.core.cohorts import shown_state
 from agents.core.revalidation_tally import combine
 from agents.jobs.validation import ValidationReport, validate_user
 from agents.stores import answer_audit as answer_store
@@ -35,7 +36,8 @@ from streams.heartbeat import (
     owned_partitions,
     process_metrics,
 )
-from streams.web.health import CHECK_TIMEOUT_S, health_checks
+from streams.history import EVERY_S as HISTORY_EVERY_S
+from streams.web.health import CHECK_TIMEOUT_S, Outages, health_checks
 from streams.web.metrics import WorkerMetrics
 from streams.web.totals import owned_totals, progress_answer
 
@@ -54,6 +56,7 @@ def _now_s() -> int:
 class Readouts:
     context: ServiceContext
     _runs_cache: tuple[float, list[dict[str, Any]]] | None = field(default=None, init=False)
+    _outages: Outages = field(default_factory=Outages, init=False)
 
     def worker_name(self) -> str:
         """``host:pid``: how metrics and ``worker_status`` name this worker."""
@@ -105,34 +108,53 @@ class Readouts:
         answer["control"] = self.control()
         answer["runs"] = await self.latest_runs()
         try:
-            answer["backlog"] = sum((await self.backlog()).values())
+            by_partition = await self.backlog()
+            answer["backlog"] = sum(by_partition.values())
+            answer["backlog_by_partition"] = {str(p): n for p, n in sorted(by_partition.items())}
         except Exception as exc:  # noqa: BLE001 - Kafka away: progress still answers
             answer["backlog"] = None
             answer["backlog_error"] = str(exc) or type(exc).__name__
         return answer
 
     async def worker_metrics(self) -> WorkerMetrics:
-        """What this worker exports on /metrics: its own partitions, the cluster's gauges."""
-        await self.context.resources.applier()
+        """What this worker exports on /metrics: its own partitions, the cluster's gauges.
+
+        PostgreSQL away, the scrape still answers with what needs no query: the dependencies
+        (``postgres`` 0, exactly when it matters), the owned partitions' counters as this
+        worker's batches last committed them (its stats table), lag, backlog, control and the
+        process. The cluster's gauges, runs and audit findings are left out (absent, not 0).
+        """
         owned = owned_partitions(self.context)
-        stored = await postgres.counters(self._pool, self.context.settings.app_id)
-        counts = await postgres.progress_counts(self._pool)
+        _, checks = await self.health()
         try:
             backlog = {p: n for p, n in (await self.backlog()).items() if p in owned}
         except Exception:  # noqa: BLE001 - Kafka away: the other figures still answer
             backlog = {}
-        _, checks = await self.health()
-        cluster: dict[str, float | int | None] = {
-            "legacy_users": counts.legacy_total,
-            "legacy_migrated": counts.migrated,
-            "legacy_failed_for_good": counts.failed_for_good,
-            "legacy_remaining": counts.remaining,
-            # health counted them (it does whenever PostgreSQL answers, as it just did)
-            "redis_mirror_pending": checks.get("redis_mirror", {}).get("pending"),
-        }
+        mine = stats_of(self.context.stats)
+        partitions: dict[int, Any] = {p: mine.get(str(p), {}) for p in owned}
+        cluster: dict[str, float | int | None] = {}
+        runs: list[dict[str, Any]] = []
+        audit_open: dict[str, dict[int, int]] = {}
+        if checks["postgres"]["ok"]:
+            try:
+                await self.context.resources.applier()
+                stored = await postgres.counters(self._pool, self.context.settings.app_id)
+                partitions = {p: stored.get(p, {}) for p in owned}
+                counts = await postgres.progress_counts(self._pool)
+                cluster = {
+                    "legacy_users": counts.legacy_total,
+                    "legacy_migrated": counts.migrated,
+                    "legacy_failed_for_good": counts.failed_for_good,
+                    "legacy_remaining": counts.remaining,
+                    "redis_mirror_pending": checks.get("redis_mirror", {}).get("pending"),
+                }
+                runs = await self.latest_runs()
+                audit_open = await self._audit_counts()
+            except postgres.FAILED:
+                checks["postgres"] = {"ok": False}  # went away between the check and now
         return WorkerMetrics(
             worker=self.worker_name(),
-            partitions={p: stored.get(p, {}) for p in owned},
+            partitions=partitions,
             lag=owned_lag(self.context),
             backlog=backlog,
             cluster=cluster,
@@ -140,8 +162,8 @@ class Readouts:
             process=process_metrics(),
             control=self.control(),
             revalidation=self.context.revalidator.tally.as_dict(),
-            runs=await self.latest_runs(),
-            audit_open=await self._audit_counts(),
+            runs=runs,
+            audit_open=audit_open,
             audit_worker=vars(self.context.auditor.tally),
         )
 
@@ -204,7 +226,14 @@ class Readouts:
     ) -> list[dict[str, Any]]:
         await self.context.resources.applier()
         found = await run_summaries(self._pool, now=datetime.now(UTC), run_ids=run_ids, limit=limit)
-        return [run.as_dict() for run in found]
+        control = self.context.control.current
+        return [
+            {
+                **run.as_dict(),
+                "state": shown_state(run.state, paused=control.paused, auto=control.auto),
+            }
+            for run in found
+        ]
 
     async def latest_runs(self) -> list[dict[str, Any]]:
         """The latest runs for the polled answers (progress, /metrics): computed at most every
@@ -234,6 +263,16 @@ class Readouts:
             if row["error_code"] in ErrorCode.__members__.values()
         ]
 
+    def history(self) -> dict[str, Any]:
+        """``GET history``: the chart's past and the control changes, kept by this worker."""
+        started = process_metrics().get("process_start_time_seconds", time.time())
+        return {
+            "every_s": HISTORY_EVERY_S,
+            "since": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+            "points": self.context.history.points(),
+            "control_changes": list(self.context.control.changes),
+        }
+
     def identity(self) -> dict[str, Any]:
         """Which worker answers: a caller can tell its own worker from another on the port."""
         return {
@@ -243,7 +282,9 @@ class Readouts:
         }
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
-        return await health_checks(self.context)
+        ok, checks = await health_checks(self.context)
+        self._outages.note(checks, datetime.now(UTC))
+        return ok, checks
 
     async def answer_audit(self) -> dict[str, Any]:
         """``GET audit``: the open findings, each partition's audit position, this worker's

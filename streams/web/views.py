@@ -23,7 +23,9 @@ from agents.core import control_state
 from agents.core.cohorts import write_report
 from agents.jobs.validation import UnknownUser
 from agents.stores import postgres
+from streams import topics
 from streams.control_topic import pause_value, throttle_value
+from streams.transactional_writer import KafkaUnavailable, TransactionalWriter
 from streams.web import api
 from streams.web.admin import Admin
 from streams.web.inputs import (
@@ -126,7 +128,12 @@ class PublishView(ServiceView):
                         selection = {"kind": "percent", "percent": bulk.percent}
         except InputError as error:
             return self.refuse(error)
-        ids = await admin.publish_requests(user_ids, self.action, options, selection)
+        try:
+            ids = await admin.publish_requests(user_ids, self.action, options, selection)
+        except KafkaUnavailable as exc:
+            return self.json({"error": str(exc)}, status=503)
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
         answer: dict[str, object] = {
             "action": self.action,
             "dry_run": options.dry_run,
@@ -221,11 +228,9 @@ class Dashboard(ServiceView):
 
 class Metrics(ServiceView):
     async def get(self, request: Request) -> Response:
-        try:
-            metrics = await self.readouts.worker_metrics()
-        except _POSTGRES_ERRORS as exc:
-            # A failed scrape is what Prometheus expects when the numbers are not there.
-            return self.text(f"PostgreSQL did not answer: {exc}\n", status=503)
+        # Always 200: with PostgreSQL away it still says so (dependency_up 0) and exports what
+        # needs no query; a failed scrape would lose exactly that series.
+        metrics = await self.readouts.worker_metrics()
         return self.text(prometheus_text(metrics), content_type="text/plain; version=0.0.4")
 
 
@@ -316,8 +321,8 @@ class ControlChange(ServiceView):
             return self.refuse(error)
         try:
             state = await self.admin.write_control(self.key, value)
-        except Exception as exc:  # noqa: BLE001 - Kafka did not take it: say so, change nothing
-            return self.json({"error": f"Kafka did not take the control record: {exc}"}, status=503)
+        except KafkaUnavailable as exc:  # nothing was written: say so, change nothing
+            return self.json({"error": f"control record not written: {exc}"}, status=503)
         return self.json(api.answer(api.Control, state), status=202)
 
 
@@ -331,6 +336,11 @@ class Resume(ControlChange):
 
 class Throttle(ControlChange):
     key = control_state.THROTTLE
+
+
+class History(ServiceView):
+    async def get(self, request: Request) -> Response:
+        return self.json(api.answer(api.History, self.readouts.history()))
 
 
 class Revalidation(ServiceView):
@@ -374,6 +384,7 @@ ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
     (f"{PREFIX}/control/pause", Pause),
     (f"{PREFIX}/control/resume", Resume),
     (f"{PREFIX}/control/throttle", Throttle),
+    (f"{PREFIX}/history", History),
     (f"{PREFIX}/revalidation", Revalidation),
     (f"{PREFIX}/audit", Audit),
     ("/dashboard", Dashboard),
@@ -385,7 +396,9 @@ ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
 def register_views(context: ServiceContext) -> None:
     """Serve every route of ``ROUTES`` on the context's app, bound to its read model and admin."""
     readouts = Readouts(context)
-    admin = Admin(context, readouts)
+    writer = TransactionalWriter(context.settings, topic=topics.REQUESTED, role="admin")
+    context.app.service(writer)  # type: ignore[arg-type]  # Faust starts instances as well
+    admin = Admin(context, readouts, writer)
     for path, view in ROUTES:
         bound = type(view.__name__, (view,), {"readouts": readouts, "admin": admin})
         context.app.page(path)(bound)

@@ -149,3 +149,12 @@ def test_rate_covers_the_last_whole_seconds_only() -> None:
     assert counters.rate_per_s(per_second, now_s=1001, window_s=10) == 6.0
     merged = counters.merge({"per_second": {"100": 5}}, {"per_second": {"1000": 1}}, now_s=1000)
     assert merged["per_second"] == {"1000": 1}  # older than two minutes is dropped
+
+
+def test_the_recent_latency_is_the_mean_of_the_last_ten_seconds_only() -> None:
+    old = counters.batch_delta([], [100_000.0], dead_lettered=0, now_s=1000)  # waited a pause
+    new = counters.batch_delta([], [20.0, 40.0], dead_lettered=0, now_s=1015)
+    total = counters.merge(old, new, now_s=1015)
+    assert counters.summary(total, now_s=1016)["latency_ms"]["recent_mean"] == 30.0
+    assert counters.summary(total, now_s=1016)["latency_ms"]["p99"] > 1000  # all time
+    assert counters.summary(total, now_s=1100)["latency_ms"]["recent_mean"] is None

@@ -63,8 +63,28 @@ def test_a_run_summary_counts_answers_by_kind_and_code_with_a_rate_and_an_eta() 
     assert (figures["done"], figures["migrated"], figures["failed"]) == (55, 50, 5)
     assert figures["failed_by_code"] == {"invalid_legacy_data": 4, "user_not_found": 1}
     assert figures["state"] == "running" and figures["remaining"] == 45
-    assert run.rate_per_s == pytest.approx(0.5)  # 30 answers in the last minute
-    assert run.eta_s == pytest.approx(90)
+    assert run.rate_per_s == pytest.approx(3.0)  # 30 answers in the last 10 s
+    assert run.eta_s == pytest.approx(15)
+    assert figures["duration_s"] == 100  # first answer to now
+
+
+def test_a_finished_run_keeps_its_average_rate_and_duration_not_a_decaying_one() -> None:
+    done = summarize(RUN, _answers(("migrate", "migrated", None, 100, 0)), now=NOW)
+    later = summarize(
+        RUN, _answers(("migrate", "migrated", None, 100, 0)), now=NOW + timedelta(minutes=3)
+    )
+    for run in (done, later):
+        assert run.state == "finished" and run.elapsed_s == 100
+        assert run.rate_per_s == pytest.approx(1.0)  # 100 answers in 100 s
+
+
+def test_a_run_not_finished_shows_the_clusters_pause() -> None:
+    from agents.core.cohorts import shown_state
+
+    assert shown_state("running", paused=True, auto=True) == "auto-paused"
+    assert shown_state("waiting", paused=True, auto=False) == "paused"
+    assert shown_state("finished", paused=True, auto=True) == "finished"
+    assert shown_state("running", paused=False, auto=False) == "running"
 
 
 def test_a_run_is_finished_once_every_request_is_answered_and_waiting_before_any() -> None:

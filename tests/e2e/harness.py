@@ -325,12 +325,15 @@ def server_pid(stack: Stack, name: str) -> int | None:
     return pid if owned and state != "Z" else None
 
 
-def kill_server(stack: Stack, name: str, *, timeout_s: float = 30) -> None:
-    """SIGKILL one server's whole process group and wait until it is gone."""
+def kill_server(
+    stack: Stack, name: str, *, timeout_s: float = 30, sig: int = signal.SIGKILL
+) -> None:
+    """Signal one server's whole process group (SIGKILL unless told) and wait until it is
+    gone. (SIGINT is PostgreSQL's fast shutdown: the outage an operator's stop makes.)"""
     pid = server_pid(stack, name)
     if pid is None:
         raise RuntimeError(f"{name} of the stack in {stack.directory} is not running")
-    os.killpg(pid, signal.SIGKILL)
+    os.killpg(pid, sig)
     deadline = time.monotonic() + timeout_s
     while server_pid(stack, name) is not None:
         if time.monotonic() > deadline:

@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from harness import ADMIN_TOKEN, Stack, Worker, chromium, seed
+from harness import (
+    ADMIN_TOKEN,
+    MIGRATOR,
+    ROOT,
+    Stack,
+    Worker,
+    chromium,
+    kill_server,
+    restart_servers,
+    seed,
+)
 from playwright.async_api import ConsoleMessage, Page, async_playwright
 
 FLOOD_USERS = 20_000
@@ -117,5 +131,99 @@ async def test_the_dashboard_keeps_updating_during_a_flood_without_script_errors
             "'No request without exactly one answer')",
             timeout=60_000,
         )
+        await browser.close()
+    assert not errors, errors
+
+
+def _metrics(worker: Worker) -> tuple[int, str]:
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=20) as answer:
+        return answer.status, answer.read().decode()
+
+
+async def test_outages_are_named_in_red_and_unknown_figures_are_not_zeros(
+    stack: Stack, worker: Worker
+) -> None:
+    """(Last in the module: it stops the stack's servers.) Kafka down: a red banner naming it,
+    the worker not "taking requests", no raw Python text. PostgreSQL down, in a tab opened
+    during the outage: "unknown" where it once asserted "0 of 0 migrated", "no run yet" and
+    no failures; /metrics answers 200 with ``dependency_up`` 0; ``stats --watch`` keeps
+    watching. Back up: the banner goes by itself."""
+    errors: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        page = await browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{worker.url}/dashboard")
+        await page.wait_for_function(
+            "document.querySelector('#workers td') && "
+            "document.querySelector('#workers td').textContent.includes('(this)')",
+            timeout=30_000,
+        )
+        kill_server(stack, "kafka")
+        try:
+            await page.wait_for_function(
+                "!document.getElementById('outage').hidden && document.getElementById("
+                "'outage').textContent.includes('Kafka not answering since')",
+                timeout=30_000,
+            )
+            await page.wait_for_function(
+                "document.getElementById('workers').textContent.includes('no: Kafka down')",
+                timeout=15_000,
+            )
+            health = await page.text_content("#health") or ""
+            assert "processing: waiting for Kafka" in health, health
+            assert "<" not in health and "AddressFamily" not in health, health
+            status, text = _metrics(worker)
+            assert status == 200 and 'dependency="kafka"} 0' in text
+        finally:
+            restart_servers(stack)
+        started = time.monotonic()
+        await page.wait_for_function("document.getElementById('outage').hidden", timeout=60_000)
+        print(f"Kafka back: banner gone after {time.monotonic() - started:.1f} s")
+
+        kill_server(stack, "postgres", sig=signal.SIGINT)
+        watch = subprocess.Popen(
+            [*MIGRATOR, "stats", "--watch", "--interval", "1", "--url", worker.url],
+            cwd=ROOT,
+            env=stack.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            fresh = await browser.new_page(viewport={"width": 1200, "height": 900})
+            fresh.on("pageerror", lambda exc: errors.append(str(exc)))
+            await fresh.goto(f"{worker.url}/dashboard")
+            await fresh.wait_for_function(
+                "document.getElementById('outage').textContent.includes("
+                "'PostgreSQL not answering since')",
+                timeout=30_000,
+            )
+            assert await fresh.text_content("#migrated-of") == "unknown"
+            assert await fresh.text_content("#pct") == "unknown"
+            runs = await fresh.text_content("#runs") or ""
+            failures = await fresh.text_content("#failures") or ""
+            assert "unknown" in runs and "no run yet" not in runs, runs
+            assert "unknown" in failures and "none" not in failures, failures
+            status, text = _metrics(worker)
+            assert status == 200, text
+            assert 'dependency="postgres"} 0' in text, text
+            assert "process_resident_memory_bytes" in text
+            await asyncio.sleep(4)
+            assert watch.poll() is None, f"the watch ended: {watch.communicate()[0]}"
+        finally:
+            watch.terminate()
+            lines = watch.communicate(timeout=10)[0]
+            restart_servers(stack)
+        assert "progress unknown: PostgreSQL down since" in lines, lines
+        started = time.monotonic()
+        await fresh.wait_for_function(
+            "document.getElementById('outage').hidden && "
+            "document.getElementById('migrated-of').textContent.includes(' of ')",
+            timeout=90_000,
+        )
+        print(f"PostgreSQL back: figures again after {time.monotonic() - started:.1f} s")
         await browser.close()
     assert not errors, errors

@@ -7,7 +7,9 @@ Driven through schemathesis's Python API (its pytest plugin does not support pyt
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -16,13 +18,24 @@ from typing import Any
 
 import pytest
 import schemathesis
-from harness import ADMIN_TOKEN, Stack, Worker, seed
+from harness import (
+    ADMIN_TOKEN,
+    Stack,
+    Worker,
+    kill_server,
+    read_all,
+    restart_servers,
+    seed,
+    wait_for_outcomes,
+)
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from streams import topics
 
 EXAMPLES_PER_OPERATION = 25
 
@@ -102,3 +115,47 @@ def test_bad_input_that_once_slipped_through_is_refused_with_a_message(worker: W
     assert status == 400 and "scope" in body["error"], body
     status, _, _ = _call(f"{base}/stats?scope=cluster")
     assert status == 200
+
+
+async def test_a_write_while_kafka_is_down_answers_503_at_once_and_publishes_nothing(
+    stack: Stack, worker: Worker
+) -> None:
+    """Writes once hung for as long as Kafka was away, then were published anyway: a client
+    that had given up and retried doubled the work under new request ids. (Last in the module:
+    it stops the stack's Kafka.)"""
+    [user] = await seed(stack, 1, prefix="kafka-down-")
+    base = f"{worker.url}/api/v1/onboarding/migration"
+    body = json.dumps({"user_ids": [user], "dry_run": True, "run": "kafka-down"}).encode()
+    # The fuzzing before may have spent the failure budget: running, so the last call is answered.
+    status, _, resumed = _call(f"{base}/control/resume", "POST", b"{}")
+    assert status == 202 and not resumed["paused"], resumed
+    kill_server(stack, "kafka")
+    try:
+        started = time.monotonic()
+        status, _, answer = _call(f"{base}/migrate", "POST", body)
+        took = time.monotonic() - started
+        pause_started = time.monotonic()
+        paused, _, pause_answer = _call(f"{base}/control/pause", "POST", b'{"reason": "x"}')
+        pause_took = time.monotonic() - pause_started
+    finally:
+        restart_servers(stack)
+    assert status == 503 and "Kafka" in answer["error"], answer
+    assert took < 15, f"answered after {took:.1f} s"
+    assert paused == 503 and "Kafka" in pause_answer["error"], pause_answer
+    assert pause_took < 15, f"the pause answered after {pause_took:.1f} s"
+    # The refused call added nothing to its run ...
+    status, _, _ = _call(f"{base}/runs/kafka-down")
+    assert status == 404
+    # ... and once Kafka is back, a call goes through, and only its request is ever read.
+    status, _, accepted = _call(f"{base}/migrate", "POST", body)
+    for _ in range(30):
+        if status == 202:
+            break
+        await asyncio.sleep(2)  # the worker's clients reconnect
+        status, _, accepted = _call(f"{base}/migrate", "POST", body)
+    assert status == 202, accepted
+    await wait_for_outcomes(stack, accepted["request_ids"])
+    requested = [r for r in await read_all(stack, topics.REQUESTED) if r.value["user_id"] == user]
+    assert [r.value["request_id"] for r in requested] == accepted["request_ids"]
+    status, _, control = _call(f"{base}/control")
+    assert status == 200 and not control["paused"], "the refused pause landed after all"

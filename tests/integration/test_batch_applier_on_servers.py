@@ -24,7 +24,7 @@ from agents.core.retry import RetryPolicy
 from agents.jobs.resync import prune_redis, repair_pending, resync_redis
 from agents.jobs.seed import SeedOptions, generate, write_rows
 from agents.jobs.validation import UnknownUser, validate_user
-from agents.stores import redis_mirror
+from agents.stores import postgres, redis_mirror
 from agents.stores.postgres_batch import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
 from schemas.events import MigrationRequest
@@ -411,3 +411,23 @@ async def test_a_nul_in_a_free_text_field_is_stored_not_refused(
         uid(unique, "nul-missing"),
     )
     assert stored == "\ufffd"
+
+
+async def test_failures_by_code_count_users_failing_now_each_once(
+    core: BatchApplier, pool: asyncpg.Pool, unique: str
+) -> None:
+    """The failures panel: a user failing twice is one user, listed once; a user whose data was
+    fixed and who migrated since is not a failure any more."""
+    bad, fixed = uid(unique, "twice"), uid(unique, "fixed")
+    await insert_legacy(pool, bad, completed_steps=["account", "wizard"])
+    await insert_legacy(pool, fixed, completed_steps=["account", "wizard"])
+    await core.apply([work(bad), work(fixed)])
+    await core.apply([work(bad)])
+    await pool.execute(
+        "UPDATE legacy_onboarding_status SET completed_steps = '{}' WHERE user_id = $1", fixed
+    )
+    [migrated] = (await core.apply([work(fixed)])).outcomes
+    assert migrated.outcome == "migrated"
+    rows = {r["error_code"]: r for r in await postgres.failure_samples(pool, sample=100_000)}
+    sample = list(rows["unknown_legacy_step"]["sample"])
+    assert sample.count(bad) == 1 and fixed not in sample

@@ -118,3 +118,24 @@ def test_the_watch_until_done_ends_in_one_line_on_a_paused_cluster() -> None:
     assert watch.returncode == 2
     [line] = watch.stderr.strip().splitlines()
     assert "auto-paused with 6 requests waiting" in line and "failure budget" in line
+
+
+def test_an_outage_line_names_each_server_down_and_since_when() -> None:
+    from streams.cli.status_line import down_servers, outage_line
+
+    health = {
+        "checks": {
+            "postgres": {"ok": False, "error": "refused", "since": "13:42:05"},
+            "redis": {"ok": True},
+            "kafka": {"ok": False, "error": "not answering"},
+            "processing": {"ok": False, "error": "waiting for PostgreSQL"},
+        }
+    }
+    assert down_servers(health) == "PostgreSQL down since 13:42:05, Kafka down"
+    assert outage_line(health, clock="13:43:00", fallback="503") == (
+        "[13:43:00] progress unknown: PostgreSQL down since 13:42:05, Kafka down; the worker "
+        "goes on by itself when it is back"
+    )
+    assert outage_line({}, clock="x", fallback="the worker answered 503") == (
+        "[x] progress unknown: the worker answered 503"
+    )
