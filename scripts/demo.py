@@ -158,6 +158,9 @@ def demo(users: int, port: int) -> None:
         print("== the run")
         run("runs", "show", "demo", env=env)
     print(f"dashboard: {base}/dashboard   (stop everything with: make demo-stop)")
+    print(
+        f"  its user ids need a token: MIGRATOR_ADMIN_TOKEN of {ENV_FILE}, in its Read token field"
+    )
     print(f"to talk to the demo from your shell:  set -a; . {ENV_FILE}; set +a")
     print("  then e.g.: .venv/bin/migrator stats --watch   or: .venv/bin/migrator control pause")
 

@@ -10,14 +10,23 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from agents.core.control_state import FailureBudget
 
 ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
 
-# Tokens people paste from examples; accepting them would make the admin API public in practice.
+# Tokens people paste from examples; accepting them would make the admin API (or users' data)
+# public in practice.
 _PLACEHOLDER_TOKENS = frozenset({"changeme", "change-me", "secret", "token", "admin", "password"})
 
 _ENV_NAMES: dict[str, str] = {
@@ -28,6 +37,7 @@ _ENV_NAMES: dict[str, str] = {
     "web_port": "MIGRATOR_WEB_PORT",
     "web_host": "MIGRATOR_WEB_HOST",
     "admin_token": "MIGRATOR_ADMIN_TOKEN",
+    "read_token": "MIGRATOR_READ_TOKEN",
     "processing_guarantee": "MIGRATOR_PROCESSING_GUARANTEE",
     "topic_partitions": "MIGRATOR_TOPIC_PARTITIONS",
     "topic_replication_factor": "MIGRATOR_TOPIC_REPLICATION_FACTOR",
@@ -62,6 +72,9 @@ class Settings(BaseModel):
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_host: str = "0.0.0.0"
     admin_token: SecretStr | None = None
+    # Reads that hand out users' ids or state (validate, run reports, the ids in failures,
+    # revalidation, audit); the admin token is accepted for them too.
+    read_token: SecretStr | None = None
     processing_guarantee: ProcessingGuarantee = "exactly_once"
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     topic_replication_factor: int = Field(default=1, ge=1, le=16)
@@ -97,7 +110,7 @@ class Settings(BaseModel):
 
         return parse_budget(self.failure_budget)
 
-    @field_validator("admin_token", mode="before")
+    @field_validator("admin_token", "read_token", mode="before")
     @classmethod
     def _refuse_placeholder_token(cls, value: object) -> object:
         if value is None or value == "":
@@ -107,6 +120,17 @@ class Settings(BaseModel):
         if value.strip().lower() in _PLACEHOLDER_TOKENS or len(value) < 16:
             raise ValueError("must be 16+ characters and not a placeholder such as 'changeme'")
         return value
+
+    @model_validator(mode="after")
+    def _read_token_is_not_the_admin_token(self) -> Settings:
+        """Refused at start-up: whoever is handed the read token (a dashboard viewer) could
+        write with it too."""
+        if self.read_token is not None and self.read_token == self.admin_token:
+            raise ValueError(
+                "MIGRATOR_READ_TOKEN must differ from MIGRATOR_ADMIN_TOKEN (the read token is "
+                "handed to people who may read, not write)"
+            )
+        return self
 
     @field_validator("kafka_broker_url")
     @classmethod
@@ -139,6 +163,10 @@ class Settings(BaseModel):
     def admin_token_value(self) -> str | None:
         return self.admin_token.get_secret_value() if self.admin_token else None
 
+    @property
+    def read_token_value(self) -> str | None:
+        return self.read_token.get_secret_value() if self.read_token else None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default: the process environment).
@@ -152,6 +180,9 @@ class Settings(BaseModel):
         except ValidationError as exc:
             problems = []
             for error in exc.errors():
-                field = str(error["loc"][0]) if error["loc"] else "?"
+                if not error["loc"]:  # a rule across variables: its message names them
+                    problems.append(str(error["msg"]).removeprefix("Value error, "))
+                    continue
+                field = str(error["loc"][0])
                 problems.append(f"{_ENV_NAMES.get(field, field)}: {error['msg']}")
             raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

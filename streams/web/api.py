@@ -14,6 +14,13 @@ from schemas.identifiers import RUN_ID_PATTERN, USER_ID_PATTERN
 
 UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["user-0000042"])]
 
+# The flag of every open answer that may name users (see ``user_ids.py``).
+_WITHHELD = (
+    "true when the caller gave no token: the user-id fields are null (a bearer token, "
+    "MIGRATOR_READ_TOKEN or MIGRATOR_ADMIN_TOKEN, includes them)"
+)
+_NULL_WITHOUT_TOKEN = "null without the read token (user_ids_withheld)"
+
 
 class OptionsBody(BaseModel):
     """The body of ``POST migrate/{user_id}`` and ``POST rollback/{user_id}`` (may be empty)."""
@@ -155,7 +162,9 @@ class AuditFinding(BaseModel):
     kind: Literal["unanswered", "duplicated"]
     extra_answers: int = Field(description="duplicated: answers beyond the first")
     request_id: str | None
-    user_id: str | None
+    user_id: str | None = Field(
+        description="null when the record has none, or without the read token (user_ids_withheld)"
+    )
     found_at: str
     found_by: str = Field(description="host:pid of the worker, or the CLI")
 
@@ -184,6 +193,15 @@ class Audit(BaseModel):
     findings: list[AuditFinding]
     partitions: list[AuditPartition]
     worker: AuditWorker = Field(description="the answering worker's own rounds")
+    user_ids_withheld: bool = Field(False, description=_WITHHELD)
+
+
+class Drift(BaseModel):
+    """A legacy row changed after its snapshot: which columns, when the sampler saw it."""
+
+    user_id: str | None = Field(description=_NULL_WITHOUT_TOKEN)
+    detail: str
+    at: str
 
 
 class HistoryPoint(BaseModel):
@@ -219,13 +237,14 @@ class Revalidation(BaseModel):
     sampled_recent: int
     users_with_mismatch: int
     mismatches: dict[str, int] = Field(description="failed checks, by check name")
-    latest_user_ids: dict[str, list[str]]
-    drift: list[dict[str, str]] = Field(
-        description="legacy rows changed after their snapshot (user_id, detail, at)"
+    latest_user_ids: dict[str, list[str]] | None = Field(
+        description="the latest users failing each check; " + _NULL_WITHOUT_TOKEN
     )
+    drift: list[Drift] = Field(description="legacy rows changed after their snapshot")
     errors: int
     last_at: str | None
     rate_per_s: float | None = None
+    user_ids_withheld: bool = Field(False, description=_WITHHELD)
 
 
 class Run(BaseModel):
@@ -347,11 +366,12 @@ class FailureCode(BaseModel):
     code: str
     retryable: bool
     users: int
-    sample_user_ids: list[str]
+    sample_user_ids: list[str] | None = Field(description="the latest few; " + _NULL_WITHOUT_TOKEN)
 
 
 class Failures(BaseModel):
     failures: list[FailureCode]
+    user_ids_withheld: bool = Field(False, description=_WITHHELD)
 
 
 def answer(model: type[BaseModel], value: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Pure checks of HTTP input for the admin endpoints: authorization and request bodies.
+"""Pure checks of HTTP input: authorization (admin writes, reads of users' data) and request
+bodies.
 
 Kept apart from the views so that every 4xx answer is a unit test, not a server round trip.
 """
@@ -33,11 +34,59 @@ def authorize(configured: str | None, header: str | None) -> None:
     """403 when the service has no token, 401 when the caller's is missing or wrong."""
     if not configured:
         raise InputError(403, "admin endpoints are disabled: MIGRATOR_ADMIN_TOKEN is not set")
-    scheme, _, token = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    given = _bearer(header)
+    if given is None:
         raise InputError(401, "missing bearer token")
-    if not hmac.compare_digest(token.strip().encode(), configured.encode()):
+    if not hmac.compare_digest(given, configured.encode()):
         raise InputError(401, "wrong bearer token")
+
+
+def authorize_read(read_token: str | None, admin_token: str | None, header: str | None) -> None:
+    """A read of users' data (ids, one user's state): the read token, or the admin token, since
+    whoever may write may read.
+
+    It mirrors the admin endpoints, secure by default: a service with neither token set hands
+    out no user's data (403 naming the setting), as it publishes nothing; a missing token, or
+    one that is neither, is 401. Configuring only the admin token is enough for the operator's
+    own reads; the read token is for people who may look but not write (a dashboard viewer).
+    """
+    tokens = [token.encode() for token in (read_token, admin_token) if token]
+    if not tokens:
+        raise InputError(
+            403,
+            "users' data is not served: MIGRATOR_READ_TOKEN (or MIGRATOR_ADMIN_TOKEN) is not set",
+        )
+    given = _bearer(header)
+    if given is None:
+        raise InputError(
+            401, "missing bearer token: users' data needs the read token or the admin token"
+        )
+    # Compared with each, always: the time taken does not tell which token came close.
+    matches = [hmac.compare_digest(given, token) for token in tokens]
+    if not any(matches):
+        raise InputError(401, "wrong bearer token")
+
+
+def may_read_user_ids(read_token: str | None, admin_token: str | None, header: str | None) -> bool:
+    """Whether an answer that is open in aggregate (failures, revalidation, audit, stats) may
+    include users' ids: only for a token ``authorize_read`` accepts.
+
+    Without an ``Authorization`` header the answer is the aggregates (False). A header that is
+    present but refused is an error (401/403), not quietly answered without the ids: a mistyped
+    token is noticed, not mistaken for "no users to show".
+    """
+    if not (header or "").strip():
+        return False
+    authorize_read(read_token, admin_token, header)
+    return True
+
+
+def _bearer(header: str | None) -> bytes | None:
+    """The token of an ``Authorization: Bearer …`` header, or None."""
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip().encode()
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,26 @@ def _json(model: type[BaseModel] | dict[str, Any], text: str) -> dict[str, Any]:
     return {"description": text, "content": {"application/json": {"schema": schema}}}
 
 
+# Reads of users' data: the read token or the admin token (either scheme satisfies them).
+_Security = tuple[dict[str, list[str]], ...]
+_READ: _Security = ({"readToken": []}, {"bearer": []})
+# Open answers that name users only for a right token: no token is fine too (``{}``).
+_READ_OPTIONAL: _Security = ({}, *_READ)
+
+_READ_REFUSALS = {
+    401: "bearer token missing, or neither the read nor the admin token (WWW-Authenticate: Bearer)",
+    403: "users' data not served: neither MIGRATOR_READ_TOKEN nor MIGRATOR_ADMIN_TOKEN is set",
+}
+
+
+def _read_errors(*codes: int) -> dict[str, Any]:
+    """``_errors`` of a read of users' data: its 401 and 403 name the read token."""
+    return {
+        **_errors(*codes),
+        **{str(code): _json(api.ErrorAnswer, text) for code, text in _READ_REFUSALS.items()},
+    }
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {
         400: "invalid input (the message says which field and why)",
@@ -102,15 +122,19 @@ class _Operation:
     parameters: tuple[dict[str, Any], ...] = ()
     body: type[BaseModel] | None = None
     body_required: bool = False
+    # A GET's security requirements (``_READ``, ``_READ_OPTIONAL``); none: open.
+    security: _Security = ()
 
     def path_item(self) -> dict[str, Any]:
         parameters = {"parameters": list(self.parameters)} if self.parameters else {}
         if self.body is None:
+            security = {"security": list(self.security)} if self.security else {}
             return {
                 "get": {
                     "operationId": self.operation_id,
                     "summary": self.summary,
                     "responses": self.responses,
+                    **security,
                     **parameters,
                 }
             }
@@ -166,12 +190,13 @@ _OPERATIONS: tuple[_Operation, ...] = (
         f"{PREFIX}/stats",
         "stats",
         "the cluster's counters (the same from every worker); ?scope=local: this "
-        "worker's partitions",
+        "worker's partitions; revalidation's user ids with the read token",
         {
             "200": _json({"oneOf": [_ref(api.Stats), _ref(api.LocalStats)]}, "counters"),
-            **_errors(400, 503),
+            **_read_errors(400, 503),
         },
         parameters=(_choice("scope", "cluster", "local"),),
+        security=_READ_OPTIONAL,
     ),
     _Operation(
         f"{PREFIX}/progress",
@@ -188,9 +213,11 @@ _OPERATIONS: tuple[_Operation, ...] = (
     _Operation(
         f"{PREFIX}/validate/{{user_id}}",
         "validate",
-        "one user's state (migrated, rolled back, never migrated) and its checks",
-        {"200": _json(api.Validation, "the report"), **_errors(400, 404)},
+        "one user's state (migrated, rolled back, never migrated) and its checks (the "
+        "read or admin token)",
+        {"200": _json(api.Validation, "the report"), **_read_errors(400, 404)},
         parameters=(_USER,),
+        security=_READ,
     ),
     _Operation(
         f"{PREFIX}/workers",
@@ -201,8 +228,9 @@ _OPERATIONS: tuple[_Operation, ...] = (
     _Operation(
         f"{PREFIX}/failures",
         "failures",
-        "failed users by error code: retryable or not, a sample of user ids",
-        {"200": _json(api.Failures, "failures"), **_errors(503)},
+        "failed users by error code: retryable or not; a sample of user ids with the read token",
+        {"200": _json(api.Failures, "failures"), **_read_errors(503)},
+        security=_READ_OPTIONAL,
     ),
     _Operation(
         f"{PREFIX}/runs",
@@ -220,7 +248,8 @@ _OPERATIONS: tuple[_Operation, ...] = (
     _Operation(
         f"{PREFIX}/runs/{{run_id}}/report",
         "runReport",
-        "the run's failed users with their codes, as CSV (default) or JSON",
+        "the run's failed users with their codes, as CSV (default) or JSON (the read or "
+        "admin token)",
         {
             "200": {
                 "description": "the report",
@@ -229,9 +258,10 @@ _OPERATIONS: tuple[_Operation, ...] = (
                     "application/json": {"schema": {"type": "array"}},
                 },
             },
-            **_errors(400, 404, 503),
+            **_read_errors(400, 404, 503),
         },
         parameters=(_RUN, _choice("format", "csv", "json")),
+        security=_READ,
     ),
     _Operation(
         f"{PREFIX}/control",
@@ -252,14 +282,18 @@ _OPERATIONS: tuple[_Operation, ...] = (
     _Operation(
         f"{PREFIX}/revalidation",
         "revalidation",
-        "the background re-validation: mismatches by check, drift, latest user ids",
-        {"200": _json(api.Revalidation, "findings"), **_errors(503)},
+        "the background re-validation: mismatches by check, drift; the latest user ids "
+        "with the read token",
+        {"200": _json(api.Revalidation, "findings"), **_read_errors(503)},
+        security=_READ_OPTIONAL,
     ),
     _Operation(
         f"{PREFIX}/audit",
         "audit",
-        "the answer audit: request records without exactly one answer, per partition",
-        {"200": _json(api.Audit, "open findings and audit positions"), **_errors(503)},
+        "the answer audit: request records without exactly one answer, per partition; "
+        "their user ids with the read token",
+        {"200": _json(api.Audit, "open findings and audit positions"), **_read_errors(503)},
+        security=_READ_OPTIONAL,
     ),
     _publish("migrate", bulk=True),
     _publish("migrate", bulk=False),
@@ -297,7 +331,10 @@ def openapi_document(version: str) -> dict[str, Any]:
             "title": "onboarding-migrator worker",
             "version": version,
             "description": "Live counters, progress, health and validation of the migration, and "
-            "the admin endpoints that publish requests. See docs/contract.md §9.",
+            "the admin endpoints that publish requests. Aggregates are open; reads of users' "
+            "data (ids, one user's state) take the read token (MIGRATOR_READ_TOKEN) or the "
+            "admin token, and the open answers that list users include the ids only with one. "
+            "See docs/contract.md §9.",
         },
         "paths": {operation.path: operation.path_item() for operation in _OPERATIONS},
         "components": {
@@ -306,8 +343,14 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "MIGRATOR_ADMIN_TOKEN",
-                }
+                    "description": "MIGRATOR_ADMIN_TOKEN: the admin endpoints, and every read",
+                },
+                "readToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "MIGRATOR_READ_TOKEN: reads of users' data (validate, a "
+                    "run's report, the user ids in failures, revalidation, audit and stats)",
+                },
             },
         },
     }

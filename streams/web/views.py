@@ -1,5 +1,10 @@
 """HTTP on the Faust web server (contract §9): stats, progress, health, validate, admin, dashboard.
 
+Who may read what: aggregates (stats, progress, health, workers, runs, control, metrics, the
+dashboard page) are open; what names a user or tells one user's state (validate, a run's
+report) needs the read or the admin token, and the open answers that list users (failures,
+revalidation, audit, stats) include the ids only for such a token (``streams.web.user_ids``).
+
 Views are module-level classes over one worker's ``Readouts`` (the read model) and ``Admin``
 (the writes); ``register_views`` binds each view to them (a subclass per app, so two apps in one
 process never share a route).
@@ -26,14 +31,16 @@ from agents.stores import postgres
 from streams import topics
 from streams.control_topic import pause_value, throttle_value
 from streams.transactional_writer import KafkaUnavailable, TransactionalWriter
-from streams.web import api
+from streams.web import api, user_ids
 from streams.web.admin import Admin
 from streams.web.inputs import (
     MAX_BODY_BYTES,
     InputError,
     authorize,
+    authorize_read,
     check_run_id,
     check_user_id,
+    may_read_user_ids,
     parse_bulk,
     parse_options,
     parse_pause,
@@ -78,6 +85,19 @@ class ServiceView(View):
     def refuse(self, error: InputError) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="migrator"'} if error.status == 401 else None
         return self.json({"error": error.message}, status=error.status, headers=headers)
+
+    def authorize_read(self, request: Request) -> None:
+        """A read of users' data: the read or the admin token (401/403 as ``InputError``)."""
+        settings = self.readouts.context.settings
+        header = request.headers.get("Authorization")
+        authorize_read(settings.read_token_value, settings.admin_token_value, header)
+
+    def shows_user_ids(self, request: Request) -> bool:
+        """Whether an open answer may name users: a token was given and is right (a wrong one
+        is ``InputError``)."""
+        settings = self.readouts.context.settings
+        header = request.headers.get("Authorization")
+        return may_read_user_ids(settings.read_token_value, settings.admin_token_value, header)
 
     def unavailable(self, exc: BaseException) -> Response:
         return self.json({"error": f"PostgreSQL did not answer: {exc}"}, status=503)
@@ -172,8 +192,12 @@ class RollbackOne(PublishView):
 class Stats(ServiceView):
     async def get(self, request: Request) -> Response:
         scope = request.query.get("scope", "cluster")
-        if scope not in ("cluster", "local"):
-            return self.refuse(InputError(400, f"scope must be cluster or local, not {scope!r}"))
+        try:
+            shown = self.shows_user_ids(request)
+            if scope not in ("cluster", "local"):
+                raise InputError(400, f"scope must be cluster or local, not {scope!r}")
+        except InputError as error:
+            return self.refuse(error)
         if scope == "local":
             return self.json(
                 api.answer(api.LocalStats, {"totals": await self.readouts.local_totals()})
@@ -182,6 +206,7 @@ class Stats(ServiceView):
             _, summary = await self.readouts.stats()
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
+        summary["revalidation"] = user_ids.revalidation(summary["revalidation"], shown=shown)
         return self.json(api.answer(api.Stats, summary))
 
 
@@ -210,6 +235,8 @@ class Health(ServiceView):
 class Validate(ServiceView):
     async def get(self, request: Request, user_id: str) -> Response:
         try:
+            # The token first: without it, not even whether the user exists is told.
+            self.authorize_read(request)
             check_user_id(user_id)
         except InputError as error:
             return self.refuse(error)
@@ -246,10 +273,13 @@ class Workers(ServiceView):
 class Failures(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
+            shown = self.shows_user_ids(request)
             failures = await self.readouts.failures()
+        except InputError as error:
+            return self.refuse(error)
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
-        return self.json(api.answer(api.Failures, {"failures": failures}))
+        return self.json(api.answer(api.Failures, user_ids.failures(failures, shown=shown)))
 
 
 class Runs(ServiceView):
@@ -276,11 +306,13 @@ class OneRun(ServiceView):
 
 
 class RunReport(ServiceView):
-    """``?format=csv`` (default) or ``json``: the run's failed users with their codes."""
+    """``?format=csv`` (default) or ``json``: the run's failed users with their codes (the
+    read or admin token: it lists users)."""
 
     async def get(self, request: Request, run_id: str) -> Response:
         fmt = request.query.get("format", "csv")
         try:
+            self.authorize_read(request)
             check_run_id(run_id)
             if fmt not in ("csv", "json"):
                 raise InputError(400, "format must be csv or json")
@@ -346,19 +378,25 @@ class History(ServiceView):
 class Revalidation(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
+            shown = self.shows_user_ids(request)
             found = await self.readouts.revalidation()
+        except InputError as error:
+            return self.refuse(error)
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
-        return self.json(api.answer(api.Revalidation, found))
+        return self.json(api.answer(api.Revalidation, user_ids.revalidation(found, shown=shown)))
 
 
 class Audit(ServiceView):
     async def get(self, request: Request) -> Response:
         try:
+            shown = self.shows_user_ids(request)
             found = await self.readouts.answer_audit()
+        except InputError as error:
+            return self.refuse(error)
         except _POSTGRES_ERRORS as exc:
             return self.unavailable(exc)
-        return self.json(api.answer(api.Audit, found))
+        return self.json(api.answer(api.Audit, user_ids.audit(found, shown=shown)))
 
 
 class OpenApi(ServiceView):

@@ -36,6 +36,8 @@ from streams.stack.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATOR = [sys.executable, "-m", "streams.cli"]
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
+# Workers get it only when a test asks (extra_env); the admin token reads users' data too.
+READ_TOKEN = "e2e-read-token-0123456789"
 
 
 @dataclass
@@ -126,6 +128,8 @@ class Worker:
             **self.extra_env,
         }
         env.pop("MIGRATOR_ADMIN_TOKEN", None)
+        if "MIGRATOR_READ_TOKEN" not in self.extra_env:
+            env.pop("MIGRATOR_READ_TOKEN", None)  # not from the shell that runs the tests
         if self.token:
             env["MIGRATOR_ADMIN_TOKEN"] = self.token
         self.log_path = self.stack.directory / f"worker-{self.app_id}-{self.port}.log"
@@ -157,8 +161,8 @@ class Worker:
             time.sleep(0.3)
         pytest.fail(f"worker not ready within {timeout_s}s:\n{self.log_tail()}")
 
-    def get(self, path: str, *, timeout: float = 10) -> tuple[int, Any]:
-        return self.request("GET", path, timeout=timeout)
+    def get(self, path: str, *, token: str | None = None, timeout: float = 10) -> tuple[int, Any]:
+        return self.request("GET", path, token=token, timeout=timeout)
 
     def request(
         self,

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from harness import (
+    ADMIN_TOKEN,
     MIGRATOR,
     ROOT,
     Stack,
@@ -65,10 +66,11 @@ async def request_records(stack: Stack) -> dict[tuple[int, int], dict[str, Any]]
 
 
 def wait_for_audit(worker: Worker, done: Any, timeout_s: float) -> tuple[float, dict[str, Any]]:
-    """Poll ``GET audit`` until ``done(body)``; seconds taken and the body."""
+    """Poll ``GET audit`` (with the findings' user ids) until ``done(body)``; seconds taken and
+    the body."""
     began = time.monotonic()
     while True:
-        status, body = worker.get(f"{API}/audit")
+        status, body = worker.get(f"{API}/audit", token=ADMIN_TOKEN)
         assert status == 200, body
         if done(body):
             return time.monotonic() - began, body

@@ -1,5 +1,7 @@
 """The dashboard in a real headless browser (Debian's chromium, driven by Playwright) while a
 flood runs: its numbers change, its chart draws, every panel fills, and no script error occurs.
+The panels that name users show their counts to anyone and the user ids only with the read
+token, typed into the page.
 
 ``DASHBOARD_SCREENSHOT=PATH`` also saves a screenshot taken during the flood (the README's is
 made this way by ``scripts/dashboard-screenshot``).
@@ -20,6 +22,7 @@ import pytest
 from harness import (
     ADMIN_TOKEN,
     MIGRATOR,
+    READ_TOKEN,
     ROOT,
     Stack,
     Worker,
@@ -35,7 +38,8 @@ FLOOD_USERS = 20_000
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[Worker]:
-    running = Worker(stack, app_id=f"e2e-dash-{uuid.uuid4().hex[:6]}").start()
+    env = {"MIGRATOR_READ_TOKEN": READ_TOKEN}
+    running = Worker(stack, app_id=f"e2e-dash-{uuid.uuid4().hex[:6]}", extra_env=env).start()
     yield running
     running.stop()
 
@@ -131,8 +135,44 @@ async def test_the_dashboard_keeps_updating_during_a_flood_without_script_errors
             "'No request without exactly one answer')",
             timeout=60_000,
         )
+        await the_user_ids_need_the_read_token(page, errors)
         await browser.close()
     assert not errors, errors
+
+
+# The failures panel's user ids: the flood's broken users (seeded with the prefix dash-).
+FAILED_USERS = "((document.querySelector('#failures td:nth-child(4)') || {}).textContent || '')"
+READ_STATE = "document.getElementById('read-token-state').textContent"
+
+
+async def the_user_ids_need_the_read_token(page: Page, errors: list[str]) -> None:
+    """Counts without a token, user ids with the read token (kept for the tab), none with a
+    wrong one (said on the page), none again once forgotten."""
+    assert await page.text_content("#failures td:nth-child(4)") == "read token needed"
+    assert "user ids need the read token" in (await page.text_content("#read-token-state") or "")
+    assert await number(page, "#failures td:nth-child(3)") > 0  # the count stays open
+
+    before = len(errors)
+    await page.fill("#read-token", "e2e-wrong-token-0123456789")
+    await page.press("#read-token", "Enter")
+    await page.wait_for_function(f"{READ_STATE}.includes('read token refused')", timeout=15_000)
+    assert "wrong bearer token" in (await page.text_content("#read-token-state") or "")
+    assert await page.text_content("#failures td:nth-child(4)") == "read token needed"
+    assert await number(page, "#failures td:nth-child(3)") > 0
+    # The browser logs each refused fetch (401) as an error: expected here, nothing else.
+    refused = errors[before:]
+    assert all("401" in error for error in refused), refused
+    del errors[before:]
+
+    await page.fill("#read-token", READ_TOKEN)
+    await page.click("#read-token-use")
+    await page.wait_for_function(f"{FAILED_USERS}.startsWith('dash-')", timeout=15_000)
+    assert "user ids shown" in (await page.text_content("#read-token-state") or "")
+    await page.reload()
+    await page.wait_for_function(f"{FAILED_USERS}.startsWith('dash-')", timeout=15_000)
+    await page.click("#read-token-forget")
+    await page.wait_for_function(f"{FAILED_USERS} === 'read token needed'", timeout=15_000)
+    assert await page.evaluate("sessionStorage.length") == 0
 
 
 def _metrics(worker: Worker) -> tuple[int, str]:

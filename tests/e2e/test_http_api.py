@@ -1,6 +1,7 @@
 """The HTTP API against its own OpenAPI document, on a live worker: schemathesis generates
 requests from /openapi.json (valid and invalid bodies, ids, query values) and every answer must
-be no 5xx, have a documented status code and match its documented schema.
+be no 5xx, have a documented status code and match its documented schema. Then who may read
+users' data: the read token or the admin token; aggregates stay open.
 
 Driven through schemathesis's Python API (its pytest plugin does not support pytest 9 yet).
 """
@@ -20,6 +21,7 @@ import pytest
 import schemathesis
 from harness import (
     ADMIN_TOKEN,
+    READ_TOKEN,
     Stack,
     Worker,
     kill_server,
@@ -36,13 +38,20 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from streams import topics
+from streams.connections import opened
 
 EXAMPLES_PER_OPERATION = 25
+API = "/api/v1/onboarding/migration"
+RUN = "read-token-run"
+WRONG_TOKEN = "e2e-wrong-token-0123456789"
 
 
 @pytest.fixture(scope="module")
 def worker(stack: Stack) -> Iterator[Worker]:
-    running = Worker(stack, app_id=f"e2e-api-{uuid.uuid4().hex[:6]}").start()
+    # The fuzzer's writes fail on purpose: the failure budget would pause the worker for the
+    # tests that follow it.
+    env = {"MIGRATOR_READ_TOKEN": READ_TOKEN, "MIGRATOR_FAILURE_BUDGET": "off"}
+    running = Worker(stack, app_id=f"e2e-api-{uuid.uuid4().hex[:6]}", extra_env=env).start()
     yield running
     running.stop()
 
@@ -115,6 +124,152 @@ def test_bad_input_that_once_slipped_through_is_refused_with_a_message(worker: W
     assert status == 400 and "scope" in body["error"], body
     status, _, _ = _call(f"{base}/stats?scope=cluster")
     assert status == 200
+
+
+@pytest.fixture(scope="module")
+async def people(stack: Stack, worker: Worker) -> tuple[str, str]:
+    """A user migrated and a user whose migration failed for good, both in the run ``RUN``."""
+    # Whatever the fuzzer left (a pause, a throttle) is lifted first.
+    for verb, body in (("resume", {}), ("throttle", {"rate": None})):
+        status, _ = worker.request("POST", f"{API}/control/{verb}", body=body, token=ADMIN_TOKEN)
+        assert status == 202
+    migrated, failed = await seed(stack, 2, prefix=f"read-{uuid.uuid4().hex[:6]}-")
+    async with opened(stack.settings) as (pool, _):
+        await pool.execute(
+            "UPDATE legacy_onboarding_status SET completed_steps = completed_steps || "
+            "'{legacy_wizard}' WHERE user_id = $1",
+            failed,
+        )
+    status, body = worker.request(
+        "POST",
+        f"{API}/migrate",
+        body={"user_ids": [migrated, failed], "run": RUN},
+        token=ADMIN_TOKEN,
+    )
+    assert status == 202, body
+    await wait_for_outcomes(stack, body["request_ids"])
+    return migrated, failed
+
+
+def test_reads_of_users_data_need_the_read_or_the_admin_token(
+    worker: Worker, people: tuple[str, str]
+) -> None:
+    migrated, failed = people
+    for path in (f"{API}/validate/{migrated}", f"{API}/runs/{RUN}/report?format=json"):
+        status, body = worker.get(path)
+        assert status == 401 and "read token" in body["error"], body
+        assert body["_headers"]["WWW-Authenticate"].startswith("Bearer"), body
+        status, body = worker.get(path, token=WRONG_TOKEN)
+        assert status == 401 and body["error"] == "wrong bearer token", body
+        assert body["_headers"]["WWW-Authenticate"].startswith("Bearer"), body
+        for token in (READ_TOKEN, ADMIN_TOKEN):
+            status, body = worker.get(path, token=token)
+            assert status == 200, (path, body)
+    status, report = worker.get(f"{API}/validate/{migrated}", token=READ_TOKEN)
+    assert report["user_id"] == migrated and report["state"] == "migrated", report
+    status, rows = worker.get(f"{API}/runs/{RUN}/report?format=json", token=READ_TOKEN)
+    assert [row["user_id"] for row in rows] == [failed], rows
+    status, csv_text = worker.get(f"{API}/runs/{RUN}/report", token=ADMIN_TOKEN)
+    assert status == 200 and failed in csv_text, csv_text
+    # Without the token, not even whether a user (or a run) exists is told.
+    for path in (f"{API}/validate/nobody-{uuid.uuid4().hex}", f"{API}/runs/no-such-run/report"):
+        assert worker.get(path)[0] == 401, path
+        assert worker.get(path, token=READ_TOKEN)[0] == 404, path
+    # The read token reads; it does not write.
+    status, body = worker.request(
+        "POST", f"{API}/migrate", body={"user_ids": [migrated], "dry_run": True}, token=READ_TOKEN
+    )
+    assert status == 401, body
+
+
+def test_open_answers_list_users_only_for_the_read_or_the_admin_token(
+    worker: Worker, people: tuple[str, str]
+) -> None:
+    _, failed = people
+    for name in ("failures", "revalidation", "audit", "stats"):
+        status, body = worker.get(f"{API}/{name}")
+        flagged = body["revalidation"] if name == "stats" else body
+        assert status == 200 and flagged["user_ids_withheld"] is True, (name, body)
+        assert failed not in json.dumps(body), (name, body)
+        status, body = worker.get(f"{API}/{name}", token=WRONG_TOKEN)
+        assert status == 401 and body["_headers"]["WWW-Authenticate"].startswith("Bearer")
+    hidden = _failures(worker, None)
+    assert hidden["user_ids_withheld"] is True
+    by_code = {row["code"]: row for row in hidden["failures"]}
+    assert by_code["unknown_legacy_step"]["users"] >= 1  # the aggregate stays open
+    assert all(row["sample_user_ids"] is None for row in hidden["failures"])
+    for token in (READ_TOKEN, ADMIN_TOKEN):
+        shown = _failures(worker, token)
+        assert shown["user_ids_withheld"] is False
+        by_code = {row["code"]: row for row in shown["failures"]}
+        assert failed in by_code["unknown_legacy_step"]["sample_user_ids"], shown
+    for name in ("revalidation", "audit"):
+        for token in (READ_TOKEN, ADMIN_TOKEN):
+            status, shown = worker.get(f"{API}/{name}", token=token)
+            assert status == 200 and shown["user_ids_withheld"] is False, (name, shown)
+    status, hidden = worker.get(f"{API}/revalidation")
+    assert hidden["latest_user_ids"] is None and isinstance(hidden["mismatches"], dict)
+    assert all(row["user_id"] is None for row in hidden["drift"])
+    status, audit = worker.get(f"{API}/audit")
+    assert all(finding["user_id"] is None for finding in audit["findings"])
+    status, stats = worker.get(f"{API}/stats")
+    assert stats["revalidation"]["user_ids_withheld"] is True
+    assert stats["revalidation"]["latest_user_ids"] is None and stats["failed"] >= 1
+    status, stats = worker.get(f"{API}/stats", token=READ_TOKEN)
+    assert stats["revalidation"]["user_ids_withheld"] is False
+    assert isinstance(stats["revalidation"]["latest_user_ids"], dict)
+
+
+def _failures(worker: Worker, token: str | None) -> dict[str, Any]:
+    status, body = worker.get(f"{API}/failures", token=token)
+    assert status == 200, body
+    return dict(body)
+
+
+def test_aggregates_stay_open_and_name_nobody(worker: Worker, people: tuple[str, str]) -> None:
+    migrated, failed = people
+    for path in (
+        f"{API}/health",
+        f"{API}/progress",
+        f"{API}/stats?scope=local",
+        f"{API}/workers",
+        f"{API}/runs",
+        f"{API}/runs/{RUN}",
+        f"{API}/control",
+        "/metrics",
+        "/openapi.json",
+        "/dashboard",
+    ):
+        status, body = worker.get(path)
+        assert status == 200, (path, body)
+        text = body if isinstance(body, str) else json.dumps(body)
+        assert migrated not in text and failed not in text, path
+    status, progress = worker.get(f"{API}/progress")
+    assert progress["stats"].get("revalidation") is None
+    status, run = worker.get(f"{API}/runs/{RUN}")
+    assert run["failed_by_code"] == {"unknown_legacy_step": 1} and run["migrated"] == 1
+
+
+def test_reads_of_users_data_are_refused_when_no_token_is_configured(
+    stack: Stack, worker: Worker, people: tuple[str, str]
+) -> None:
+    """A worker with neither token set serves no user's data (403 naming the setting), and
+    its aggregates as before. It joins the module worker's group, as a second worker would."""
+    migrated, _ = people
+    bare = Worker(stack, app_id=worker.app_id, token=None).start()
+    try:
+        for token in (None, READ_TOKEN, ADMIN_TOKEN):
+            for path in (f"{API}/validate/{migrated}", f"{API}/runs/{RUN}/report"):
+                status, body = bare.get(path, token=token)
+                assert status == 403 and "MIGRATOR_READ_TOKEN" in body["error"], (path, body)
+        status, body = bare.get(f"{API}/failures")
+        assert status == 200 and body["user_ids_withheld"] is True, body
+        status, body = bare.get(f"{API}/failures", token=READ_TOKEN)
+        assert status == 403 and "MIGRATOR_READ_TOKEN" in body["error"], body
+        for path in (f"{API}/health", f"{API}/stats", f"{API}/progress", "/dashboard"):
+            assert bare.get(path)[0] == 200, path
+    finally:
+        bare.stop()
 
 
 async def test_a_write_while_kafka_is_down_answers_503_at_once_and_publishes_nothing(

@@ -235,16 +235,16 @@ async def test_migrate_and_rollback_over_http_then_validate_each_state(
     users = await seed(stack, 3, prefix="http-")
     await _migrate_over_http(stack, worker, users)
     await _roll_back_over_http(stack, worker, users[0])
-    status, report = worker.get(f"{API}/validate/{users[1]}")
+    status, report = worker.get(f"{API}/validate/{users[1]}", token=ADMIN_TOKEN)
     assert status == 200 and report["ok"] is True and report["state"] == "migrated"
-    status, report = worker.get(f"{API}/validate/{users[0]}")
+    status, report = worker.get(f"{API}/validate/{users[0]}", token=ADMIN_TOKEN)
     assert status == 200 and report["ok"] is True and report["state"] == "rolled_back"
 
 
 def test_validate_refuses_a_bad_id_and_answers_404_for_an_unknown_user(worker: Worker) -> None:
-    status, _ = worker.get(f"{API}/validate/not%20valid")
+    status, _ = worker.get(f"{API}/validate/not%20valid", token=ADMIN_TOKEN)
     assert status == 400
-    status, body = worker.get(f"{API}/validate/nobody-{uuid.uuid4().hex}")
+    status, body = worker.get(f"{API}/validate/nobody-{uuid.uuid4().hex}", token=ADMIN_TOKEN)
     assert status == 404 and "unknown user" in body["error"]
 
 

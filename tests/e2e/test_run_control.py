@@ -174,9 +174,9 @@ def test_a_run_at_1_percent_then_100_percent_counts_what_the_topics_hold(
     assert sorted(row["user_id"] for row in report) == sorted(
         r.value["user_id"] for r in reads if r.value.get("run_id") == "full" and r.value["error"]
     )
-    status, csv_text = workers[0].get(f"{API}/runs/full/report?format=csv")
+    status, csv_text = workers[0].get(f"{API}/runs/full/report?format=csv", token=ADMIN_TOKEN)
     assert status == 200 and csv_text.count("\n") == len(report) + 1
-    assert workers[0].get(f"{API}/runs/no-such-run/report")[0] == 404
+    assert workers[0].get(f"{API}/runs/no-such-run/report", token=ADMIN_TOKEN)[0] == 404
     assert workers[0].get(f"{API}/runs/no-such-run")[0] == 404
 
     plan = migrator(stack, "rollback", "--run", "canary")
@@ -297,7 +297,7 @@ def test_the_sampler_finds_a_deleted_redis_key_and_a_legacy_row_changed_after_mi
     deleted, changed = asyncio.run(tamper())
 
     def found() -> dict[str, Any]:
-        status, body = workers[0].get(f"{API}/revalidation")
+        status, body = workers[0].get(f"{API}/revalidation", token=ADMIN_TOKEN)
         assert status == 200, body
         return dict(body)
 

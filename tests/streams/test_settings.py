@@ -12,6 +12,7 @@ def test_defaults_match_the_contract() -> None:
     assert settings.web_port == 6066
     assert settings.processing_guarantee == "exactly_once"
     assert settings.admin_token_value is None
+    assert settings.read_token_value is None
 
 
 def test_environment_overrides_and_empty_means_unset() -> None:
@@ -38,6 +39,8 @@ def test_environment_overrides_and_empty_means_unset() -> None:
         ("DATABASE_URL", "mysql://x"),
         ("MIGRATOR_ADMIN_TOKEN", "changeme"),
         ("MIGRATOR_ADMIN_TOKEN", "short"),
+        ("MIGRATOR_READ_TOKEN", "secret"),
+        ("MIGRATOR_READ_TOKEN", "short"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -50,3 +53,18 @@ def test_token_is_not_printed() -> None:
     settings = Settings.from_env({"MIGRATOR_ADMIN_TOKEN": "a-long-enough-secret-token"})
     assert "a-long-enough" not in repr(settings)
     assert settings.admin_token_value == "a-long-enough-secret-token"
+
+
+def test_the_read_token_is_read_and_must_differ_from_the_admin_token() -> None:
+    settings = Settings.from_env(
+        {"MIGRATOR_READ_TOKEN": "a-long-enough-read-token", "MIGRATOR_ADMIN_TOKEN": ""}
+    )
+    assert settings.read_token_value == "a-long-enough-read-token"
+    assert settings.admin_token_value is None
+    assert "a-long-enough" not in repr(settings)
+    same = "a-long-enough-secret-token"
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"MIGRATOR_READ_TOKEN": same, "MIGRATOR_ADMIN_TOKEN": same})
+    message = str(caught.value)
+    assert "MIGRATOR_READ_TOKEN must differ from MIGRATOR_ADMIN_TOKEN" in message, message
+    assert "?" not in message

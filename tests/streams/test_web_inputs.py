@@ -1,4 +1,4 @@
-"""Every 4xx of the admin endpoints, without a server."""
+"""Every 4xx of the admin endpoints and of the reads of users' data, without a server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 from streams.web.inputs import (
     InputError,
     authorize,
+    authorize_read,
     check_run_id,
+    may_read_user_ids,
     parse_bulk,
     parse_options,
     parse_pause,
@@ -17,6 +19,7 @@ from streams.web.inputs import (
 )
 
 TOKEN = "a-configured-token-123"
+READ = "a-configured-read-token"
 
 
 def status_of(call, *args, **kwargs) -> int:
@@ -34,6 +37,40 @@ def test_authorization() -> None:
     assert status_of(authorize, TOKEN, "Bearer wrong") == 401
     authorize(TOKEN, f"Bearer {TOKEN}")
     authorize(TOKEN, f"bearer {TOKEN}")
+
+
+def test_read_authorization_takes_the_read_or_the_admin_token() -> None:
+    authorize_read(READ, TOKEN, f"Bearer {READ}")
+    authorize_read(READ, TOKEN, f"Bearer {TOKEN}")
+    authorize_read(None, TOKEN, f"bearer {TOKEN}")  # the admin token alone serves reads
+    authorize_read(READ, None, f"Bearer {READ}")
+    for header in (None, "", "Bearer", "Bearer  ", f"Basic {READ}", f"{READ}"):
+        assert status_of(authorize_read, READ, TOKEN, header) == 401, header
+    assert status_of(authorize_read, READ, TOKEN, "Bearer wrong") == 401
+    assert status_of(authorize_read, READ, None, f"Bearer {TOKEN}") == 401
+    assert status_of(authorize_read, None, TOKEN, f"Bearer {READ}") == 401
+    assert status_of(authorize_read, READ, TOKEN, f"Bearer {READ}x") == 401
+    # The admin endpoints do not take the read token.
+    assert status_of(authorize, TOKEN, f"Bearer {READ}") == 401
+
+
+def test_reads_of_users_data_are_refused_when_no_token_is_configured() -> None:
+    with pytest.raises(InputError) as refused:
+        authorize_read(None, None, f"Bearer {READ}")
+    assert refused.value.status == 403 and "MIGRATOR_READ_TOKEN" in refused.value.message
+    assert status_of(authorize_read, "", None, None) == 403
+
+
+def test_open_answers_name_users_only_for_a_right_token() -> None:
+    assert may_read_user_ids(READ, TOKEN, None) is False
+    assert may_read_user_ids(READ, TOKEN, "  ") is False
+    assert may_read_user_ids(None, None, None) is False  # aggregates stay open, unconfigured
+    assert may_read_user_ids(READ, TOKEN, f"Bearer {READ}") is True
+    assert may_read_user_ids(READ, TOKEN, f"Bearer {TOKEN}") is True
+    # A token given and wrong is an error, not a quiet answer without the ids.
+    assert status_of(may_read_user_ids, READ, TOKEN, "Bearer wrong") == 401
+    assert status_of(may_read_user_ids, READ, TOKEN, f"Basic {READ}") == 401
+    assert status_of(may_read_user_ids, None, None, f"Bearer {READ}") == 403
 
 
 @pytest.mark.parametrize(
