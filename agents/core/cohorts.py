@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any, Literal
 
+from agents.core.control_state import RunCancel
+
 BUCKETS = 10_000
 # The rate of a run is measured over its answers of the last minute.
 RATE_WINDOW_S = 60.0
 
-RunState = Literal["waiting", "running", "finished"]
+# A cancelled run stays "cancelled" once its queued requests are answered: its figures say
+# what was answered before the cancel, what the cancel answered and what replays did since.
+RunState = Literal["waiting", "running", "finished", "cancelled"]
 
 
 def bucket(user_id: str) -> int:
@@ -70,6 +74,7 @@ class RunSummary:
     started_at: datetime | None = None  # the first answer
     finished_at: datetime | None = None  # the answer that completed what was requested
     selections: list[dict[str, Any]] = field(default_factory=list)
+    cancel: RunCancel | None = None  # the control topic's, not PostgreSQL's
 
     @property
     def requested(self) -> int:
@@ -81,6 +86,8 @@ class RunSummary:
 
     @property
     def state(self) -> RunState:
+        if self.cancel is not None:
+            return "cancelled"
         if self.finished_at is not None:
             return "finished"
         return "running" if self.answered else "waiting"
@@ -105,13 +112,21 @@ class RunSummary:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "selections": self.selections,
+            "cancelled_at": self.cancel.at if self.cancel else None,
+            "cancelled_by": self.cancel.by if self.cancel else None,
+            "cancel_reason": self.cancel.reason if self.cancel else None,
         }
 
 
 def summarize(
-    run: Mapping[str, Any], answers: Iterable[AnswerCount], *, now: datetime
+    run: Mapping[str, Any],
+    answers: Iterable[AnswerCount],
+    *,
+    now: datetime,
+    cancel: RunCancel | None = None,
 ) -> RunSummary:
-    """A run's figures from its row in ``migration_runs`` and its grouped answers."""
+    """A run's figures from its row in ``migration_runs`` and its grouped answers, and its
+    cancel if the control topic holds one."""
     counts = list(answers)
     migrate = [a for a in counts if a.action == "migrate"]
     rollback = [a for a in counts if a.action == "rollback"]
@@ -152,6 +167,7 @@ def summarize(
         started_at=started,
         finished_at=finished,
         selections=list(run.get("selections") or []),
+        cancel=cancel,
     )
 
 
