@@ -85,6 +85,11 @@ class RunSummary:
         return self.migrate_answered + self.rollback_answered
 
     @property
+    def remaining(self) -> int:
+        """Requests of the run not answered yet, by its counts."""
+        return max(0, self.requested - self.answered)
+
+    @property
     def state(self) -> RunState:
         if self.cancel is not None:
             return "cancelled"
@@ -106,7 +111,7 @@ class RunSummary:
             "rollback_requested": self.rollback_requested,
             "rolled_back": self.rolled_back,
             "rollback_failed": self.rollback_failed,
-            "remaining": max(0, self.requested - self.answered),
+            "remaining": self.remaining,
             "rate_per_s": round(self.rate_per_s, 1),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "started_at": self.started_at.isoformat() if self.started_at else None,

@@ -1,8 +1,10 @@
 """``migrator runs``: the staged rollouts, their figures, and a run's report of failed users.
 
-Read from PostgreSQL (the audit log is the truth), so it answers with no worker running.
-``runs`` lists the latest runs; ``runs show NAME`` tells one in full; ``runs report NAME``
-writes every user whose latest answer in the run is a failure, as CSV or JSON.
+Read from PostgreSQL (the audit log is the truth), so it answers with no worker running; which
+runs were cancelled is the control topic's. ``runs`` lists the latest runs; ``runs show NAME``
+tells one in full; ``runs report NAME`` writes every user whose latest answer in the run is a
+failure, as CSV or JSON; ``runs cancel NAME`` answers its queued requests ``cancelled``
+(``streams.cli.run_cancel``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from agents.core.cohorts import RunSummary, write_report
-from streams.cli.errors import CliError
+from agents.core.control_state import RunCancel
+from streams.cli import run_cancel
+from streams.cli.control import operator_name
+from streams.cli.errors import CliError, one_line
 from streams.cli.requests import run_name
 from streams.settings import Settings
 
@@ -25,6 +32,7 @@ EXAMPLES = """examples:
   migrator runs show canary                       one run in full (--json for JSON)
   migrator runs report canary --out canary.csv    its failed users, with codes (CSV)
   migrator runs report canary --format json
+  migrator runs cancel wave-2 --execute           answer its queued requests cancelled
 """
 
 
@@ -59,6 +67,9 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  created     {figures['created_at']} by {run.created_by}")
     print(f"  started     {figures['started_at'] or '-'}")
     print(f"  finished    {figures['finished_at'] or '-'}")
+    if run.cancel is not None:
+        why = f": {run.cancel.reason}" if run.cancel.reason else ""
+        print(f"  cancelled   {run.cancel.at} by {run.cancel.by}{why}")
     print(f"  requested   {run.migrate_requested} migrate, {run.rollback_requested} rollback")
     print(
         f"  done        {run.migrate_answered} of {run.migrate_requested}: "
@@ -99,7 +110,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _eta(run: RunSummary) -> str:
-    if run.state == "finished":
+    if run.finished_at is not None:  # finished, or cancelled and all answered
         return "done"
     if run.eta_s is None:
         return "-"
@@ -118,8 +129,25 @@ async def _summaries(names: list[str] | None, limit: int) -> list[RunSummary]:
     from agents.stores.runs import run_summaries
     from streams.connections import opened
 
-    async with opened(Settings.from_env()) as (pool, _):
-        return await run_summaries(pool, now=datetime.now(UTC), run_ids=names, limit=limit)
+    settings = Settings.from_env()
+    async with opened(settings) as (pool, _):
+        found = await run_summaries(pool, now=datetime.now(UTC), run_ids=names, limit=limit)
+    if not found:
+        return found
+    cancels = await _cancels(settings)
+    return [replace(run, cancel=cancels.get(run.run_id)) for run in found]
+
+
+async def _cancels(settings: Settings) -> Mapping[str, RunCancel]:
+    """The cancelled runs, from the control topic. Kafka away: none, said on stderr (the
+    figures are PostgreSQL's and still worth showing)."""
+    from streams.control_topic import read_control
+
+    try:
+        return (await read_control(settings, timeout_s=5)).cancels
+    except Exception as exc:  # noqa: BLE001 - only the cancelled state is missing then
+        print(f"(cancelled runs unknown: {one_line(exc) or exc})", file=sys.stderr)
+        return {}
 
 
 async def _failures(name: str) -> list[dict[str, Any]] | None:
@@ -170,3 +198,4 @@ def register(commands: Any) -> None:
     report.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default)")
     report.add_argument("--out", metavar="PATH", help="write to PATH (default, or -: stdout)")
     report.set_defaults(handler=_report)
+    run_cancel.add_verb(verbs, operator_name())
