@@ -90,6 +90,11 @@ class RunSummary:
         return max(0, self.requested - self.answered)
 
     @property
+    def all_answered(self) -> bool:
+        """Every request of the run is answered (by its counts): nothing left to cancel."""
+        return self.requested > 0 and self.remaining == 0
+
+    @property
     def state(self) -> RunState:
         if self.cancel is not None:
             return "cancelled"

@@ -39,7 +39,7 @@ WHAT_A_CANCEL_DOES = (
 
 def nothing_left(run: RunSummary) -> str | None:
     """Why there is nothing to cancel (every request of the run is answered), or None."""
-    if run.requested and run.remaining == 0:
+    if run.all_answered:
         return (
             f"run {run.run_id}: all its {run.requested} request(s) are answered: "
             "nothing left to cancel"
