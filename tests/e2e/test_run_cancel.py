@@ -105,12 +105,15 @@ def control(worker: Worker) -> dict[str, Any]:
 
 
 def outcomes_of(stack: Stack, users: list[str]) -> dict[str, list[Read]]:
-    """Every outcome of these users, by user, in topic order."""
+    """Every outcome of these users, by user, in the order they were given (the three topics
+    are read side by side: their records come interleaved in no particular order)."""
     wanted = set(users)
     found: dict[str, list[Read]] = {}
     for read in asyncio.run(read_all(stack, *topics.OUTCOME_TOPICS.values())):
         if read.value["user_id"] in wanted:
             found.setdefault(read.value["user_id"], []).append(read)
+    for reads in found.values():
+        reads.sort(key=lambda read: (read.value["processed_at"], read.value["attempt"]))
     return found
 
 
