@@ -136,6 +136,34 @@ class BatchApplier:
                     continue
                 return await self._isolate(batch, rejected, abandoned)
 
+    async def answer_failed(
+        self,
+        batch: Sequence[Work],
+        code: ErrorCode,
+        message: Callable[[Work], str],
+        *,
+        abandoned: Callable[[], bool] = _never,
+    ) -> Applied | None:
+        """Answer each request of ``batch`` ``failed`` with ``code`` without deciding it: no
+        user is read or touched, only the answer is recorded (audit log, the record's answer,
+        the counters), so a redelivery says the same and a replay can still carry it out (a
+        cancelled run's requests). A request answered before keeps its first answer. ``None``
+        only when ``abandoned()`` turned true while PostgreSQL was down."""
+        if not batch:
+            return Applied([])
+        now = self._clock()
+
+        def failure(work: Work) -> Outcome:
+            return failed_outcome(work, code, message(work), now=now, duration_ms=0.0)
+
+        for _ in range(_CONFLICT_REDOS):
+            try:
+                return await self._forced(batch, (), failure, abandoned)
+            except AnsweredElsewhere:
+                # Another worker answered some of them meanwhile: the redo replays its answers.
+                log.info("batch of %d: answered concurrently elsewhere; redoing", len(batch))
+        return await self._forced(batch, (), failure, abandoned)
+
     async def _isolate(
         self, batch: Sequence[Work], rejected: Sequence[Rejected], abandoned: Callable[[], bool]
     ) -> Applied | None:
@@ -188,9 +216,19 @@ class BatchApplier:
         def failure(work: Work) -> Outcome:
             return failed_outcome(work, code, message, now=now, duration_ms=0.0)
 
+        return await self._forced(batch, rejected, failure, abandoned)
+
+    async def _forced(
+        self,
+        batch: Sequence[Work],
+        rejected: Sequence[Rejected],
+        forced: Callable[[Work], Outcome],
+        abandoned: Callable[[], bool],
+    ) -> Applied | None:
+        """``forced`` answers, recorded like any answer; an outage is waited out."""
         while True:
             try:
-                return await self.apply_once(batch, rejected=rejected, forced=failure)
+                return await self.apply_once(batch, rejected=rejected, forced=forced)
             except Unavailable as exc:
                 if not await self._wait_for_postgres(exc, abandoned):
                     return None

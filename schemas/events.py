@@ -43,9 +43,14 @@ class ErrorCode(StrEnum):
     DATABASE_UNAVAILABLE = "database_unavailable"
     CACHE_UNAVAILABLE = "cache_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # An operator cancelled the request's run before it was answered (`migrator runs cancel`):
+    # nothing was decided or written but the answer, so a replay may still carry it out.
+    CANCELLED = "cancelled"
 
 
-_RETRYABLE = frozenset({ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.CACHE_UNAVAILABLE})
+_RETRYABLE = frozenset(
+    {ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.CACHE_UNAVAILABLE, ErrorCode.CANCELLED}
+)
 
 
 def is_retryable(code: ErrorCode) -> bool:

@@ -44,7 +44,7 @@ def _schemas() -> dict[str, Any]:
     return definitions
 
 
-# The run-control topic's two record kinds (``streams.control_topic``): the key says which.
+# The run-control topic's record kinds (``streams.control_topic``): the key says which.
 _AT = {"type": "string", "format": "date-time", "description": "when it was written"}
 _BY = {"type": "string", "description": "who wrote it (an operator, or a worker that paused)"}
 _CONTROL_SCHEMAS = {
@@ -68,6 +68,28 @@ _CONTROL_SCHEMAS = {
             "rate": {"type": ["number", "null"], "minimum": MIN_RATE, "maximum": MAX_RATE},
             "by": _BY,
             "at": _AT,
+        },
+    },
+    "ControlCancel": {
+        "type": "object",
+        "description": (
+            "key cancel:<run id>: the run's request records below `before` (per request "
+            "partition) that are not answered yet are answered failed with the code cancelled, "
+            "touching no user; later records of the run (a replay) are processed as usual. A "
+            "value without `at` or `before`, or a tombstone, leaves the run not cancelled."
+        ),
+        "required": ["run_id", "at", "by", "before"],
+        "properties": {
+            "run_id": {"type": "string"},
+            "at": _AT,
+            "by": _BY,
+            "reason": {"type": ["string", "null"]},
+            "before": {
+                "type": "object",
+                "description": "request partition (decimal text) → the topic's end offset "
+                "when the run was cancelled",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
         },
     },
 }
@@ -118,13 +140,15 @@ def asyncapi_document(version: str) -> dict[str, Any]:
         "address": "{appId}-control",
         "description": (
             "Run control, compacted, read from its beginning by every worker: the latest "
-            "record per key (pause, throttle) is the state. Written by migrator control, the "
-            "admin API and workers that pause themselves."
+            "record per key (pause, throttle, cancel:<run id>) is the state. Written by "
+            "migrator control, migrator runs cancel, the admin API and workers that pause "
+            "themselves."
         ),
         "parameters": {"appId": {"description": "MIGRATOR_APP_ID"}},
         "messages": {
             "pause": {"$ref": "#/components/messages/controlPause"},
             "throttle": {"$ref": "#/components/messages/controlThrottle"},
+            "cancel": {"$ref": "#/components/messages/controlCancel"},
         },
     }
     return {
@@ -176,6 +200,7 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                     "messages": [
                         {"$ref": "#/channels/control/messages/pause"},
                         {"$ref": "#/channels/control/messages/throttle"},
+                        {"$ref": "#/channels/control/messages/cancel"},
                     ],
                 }
                 # Every worker follows it; a worker whose failure budget is spent writes a pause.
@@ -216,6 +241,9 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                 ),
                 "controlThrottle": _message(
                     "controlThrottle", "Throttle", "ControlThrottle", key="throttle"
+                ),
+                "controlCancel": _message(
+                    "controlCancel", "Cancel a run", "ControlCancel", key="cancel:<run id>"
                 ),
                 "deadLetter": _message(
                     "deadLetter",

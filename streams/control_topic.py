@@ -1,6 +1,7 @@
-"""The run-control topic (``<app id>-control``, compacted): its records, written by operators
-(CLI, HTTP) and by workers that pause themselves, and read from its beginning into a
-``ControlState`` (the pure reducer is ``agents.core.control_state``).
+"""The run-control topic (``<app id>-control``, compacted): its records (``pause``,
+``throttle``, ``cancel:<run id>``), written by operators (CLI, HTTP) and by workers that pause
+themselves, and read from its beginning into a ``ControlState`` (the pure reducer is
+``agents.core.control_state``).
 
 The worker's side, which follows the topic and gates the lanes, is ``streams.control_watcher``.
 """
@@ -13,15 +14,17 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.core import control_state
-from agents.core.control_state import ControlState
+from agents.core.control_state import ControlState, RunCancel
 from streams import topics
 from streams.connections import DependencyUnavailable, start_kafka_client, unreachable
+from streams.partition_reader import PartitionReader
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
 
@@ -42,6 +45,31 @@ def pause_value(*, paused: bool, reason: str | None, by: str, auto: bool = False
 
 def throttle_value(*, rate: float | None, by: str) -> dict[str, Any]:
     return {"rate": rate, "by": by, "at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+
+
+def cancel_value(
+    *, run_id: str, by: str, reason: str | None, before: Mapping[int, int]
+) -> dict[str, Any]:
+    """The value of ``cancel:<run id>``: ``before`` is the request topic's end offsets, read
+    just before (the run's records below them are cancelled; a replay lands above)."""
+    at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return RunCancel(run_id, at, by, reason, dict(before)).value()
+
+
+async def request_ends(settings: Settings) -> dict[int, int]:
+    """Each request partition's end offset (the last stable offset: every request published
+    and committed so far is below it)."""
+    reader = PartitionReader(settings.kafka_bootstrap_servers)
+    try:
+        await asyncio.wait_for(reader.start(), timeout=15)
+    except Exception as exc:
+        await reader.stop()
+        raise DependencyUnavailable(unreachable("Kafka", settings.kafka_broker_url, exc)) from exc
+    try:
+        partitions = await reader.partitions(topics.REQUESTED)
+        return await reader.ends(topics.REQUESTED, partitions)
+    finally:
+        await reader.stop()
 
 
 async def started(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:

@@ -306,4 +306,10 @@ def _described(state: ControlState) -> str:
     ]
     if state.rate is not None:
         parts.append(f"throttled to {state.rate:g} users/s")
+    if state.cancels:
+        latest = max(state.cancels.values(), key=lambda cancel: cancel.at)
+        parts.append(
+            f"{len(state.cancels)} run(s) cancelled (latest {latest.run_id} at {latest.at} by "
+            f"{latest.by})"
+        )
     return ", ".join(parts)

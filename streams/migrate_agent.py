@@ -4,19 +4,23 @@
 through ``process_batch``: **claim** the records still this worker's to answer (the delivery
 guarantee, ``streams.publishers``), **decode** each at the edge (invalid → a rejection, original
 bytes kept), **apply** the batch (``agents.batch_applier``: one PostgreSQL transaction that
-records every answer and advances the counters), **build** the Kafka records of the answers
-(``streams.codecs``, pure), **publish** them (one Kafka transaction with the partition's offset
-under exactly-once).
+records every answer and advances the counters; the requests of a run cancelled on the control
+topic are answered ``cancelled`` without being decided, ``apply_cancelling``), **build** the
+Kafka records of the answers (``streams.codecs``, pure), **publish** them (one Kafka transaction
+with the partition's offset under exactly-once).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from agents.batch_applier import BatchApplier
+from agents.batch_transaction import Applied
+from agents.core.control_state import ControlState, judged
 from agents.core.decide import Rejected, Work
-from schemas.events import MigrationRequest, Rejection, decode_request
+from schemas.events import ErrorCode, MigrationRequest, Rejection, decode_request
 from streams.codecs import Answer, Consumed, batch_records
 from streams.context import ServiceContext
 from streams.faust_internals import set_stat
@@ -74,12 +78,15 @@ async def process_batch(context: ServiceContext, events: Sequence[Any]) -> None:
         for record, r in requests
         if isinstance(r, Rejection)
     ]
+    works = [_work(record, request) for record, request in valid]
     applier = await context.resources.applier()
     context.in_flight.records += len(records)
     try:
-        applied = await applier.apply(
-            [_work(record, request) for record, request in valid],
-            rejected=rejections,
+        applied = await apply_cancelling(
+            applier,
+            works,
+            rejections,
+            context.control.current,
             abandoned=lambda: publisher.epoch() != epoch,
         )
     finally:
@@ -87,7 +94,7 @@ async def process_batch(context: ServiceContext, events: Sequence[Any]) -> None:
     if applied is None:
         log.info("batch left to the partition's next owner (rebalance during an outage)")
         return
-    # The applier answers the valid requests in the order they were given.
+    # The valid requests are answered in the order they were given.
     answered = {
         record.origin.offset: (answer.outcome, answer.json)
         for (record, _), answer in zip(valid, applied.answers, strict=True)
@@ -100,7 +107,53 @@ async def process_batch(context: ServiceContext, events: Sequence[Any]) -> None:
     if await publisher.publish(partition, epoch, batch_records(answers), last_offset):
         if partition in applied.totals:
             set_stat(context.stats, str(partition), applied.totals[partition])
-        context.control.observe(applied.new_outcomes)
+        context.control.observe(judged(applied.new_outcomes))
+
+
+async def apply_cancelling(
+    applier: BatchApplier,
+    works: Sequence[Work],
+    rejected: Sequence[Rejected],
+    control: ControlState,
+    *,
+    abandoned: Callable[[], bool],
+) -> Applied | None:
+    """Apply a batch; requests of a cancelled run that were in the topic before its cancel are
+    answered ``failed``/``cancelled`` without being decided (no user touched), the others as
+    usual. Answers in ``works`` order.
+
+    The cancelled requests are answered in a transaction of their own, before the others: a
+    cancel changes no user, so the order between the two sets does not matter to anyone's
+    state, and a batch without a cancelled request (all of them, in the normal course) stays
+    one transaction. Both are recorded by position before the batch publishes, so a batch redone
+    after a crash between them gets the first one's answers back.
+    """
+    cancels = [control.cancelled(w.request.run_id, w.partition, w.offset) for w in works]
+    if not any(cancels):
+        return await applier.apply(works, rejected=rejected, abandoned=abandoned)
+    messages = {work: c.message() for work, c in zip(works, cancels, strict=True) if c}
+    cancelled = [p for p, cancel in enumerate(cancels) if cancel is not None]
+    kept = [p for p, cancel in enumerate(cancels) if cancel is None]
+    first = await applier.answer_failed(
+        [works[p] for p in cancelled],
+        ErrorCode.CANCELLED,
+        messages.__getitem__,
+        abandoned=abandoned,
+    )
+    if first is None:
+        return None
+    second = await applier.apply([works[p] for p in kept], rejected=rejected, abandoned=abandoned)
+    if second is None:
+        return None
+    answers = dict(zip(cancelled, first.answers, strict=True))
+    answers.update(zip(kept, second.answers, strict=True))
+    # The later transaction's counter totals include the earlier one's.
+    return Applied(
+        [answers[p] for p in range(len(works))],
+        {**first.totals, **second.totals},
+        first.mirror_pending + second.mirror_pending,
+        frozenset(kept[p] for p in second.repeats),
+    )
 
 
 def _work(record: Consumed, request: MigrationRequest) -> Work:

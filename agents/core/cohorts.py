@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any, Literal
 
+from agents.core.control_state import RunCancel
 from agents.core.counters import RECENT_S
 
 BUCKETS = 10_000
@@ -22,15 +23,17 @@ BUCKETS = 10_000
 # the cluster's rate (``counters.RECENT_S``), so every ETA on a screen uses one definition.
 RATE_WINDOW_S = float(RECENT_S)
 
-RunState = Literal["waiting", "running", "finished"]
+# A cancelled run stays "cancelled" once its queued requests are answered: its figures say
+# what was answered before the cancel, what the cancel answered and what replays did since.
+RunState = Literal["waiting", "running", "finished", "cancelled"]
 # How a run is shown: its own state, or the cluster's pause while it has requests waiting.
-ShownState = Literal["waiting", "running", "finished", "paused", "auto-paused"]
+ShownState = Literal["waiting", "running", "finished", "cancelled", "paused", "auto-paused"]
 
 
 def shown_state(state: RunState, *, paused: bool, auto: bool) -> ShownState:
-    """A run not finished is "paused" or "auto-paused" while the cluster is: nothing of it
-    moves until a resume (not "running, ETA 526m")."""
-    if state == "finished" or not paused:
+    """A run not finished (nor cancelled) is "paused" or "auto-paused" while the cluster is:
+    nothing of it moves until a resume (not "running, ETA 526m")."""
+    if state in ("finished", "cancelled") or not paused:
         return state
     return "auto-paused" if auto else "paused"
 
@@ -84,6 +87,7 @@ class RunSummary:
     started_at: datetime | None = None  # the first answer
     finished_at: datetime | None = None  # the answer that completed what was requested
     selections: list[dict[str, Any]] = field(default_factory=list)
+    cancel: RunCancel | None = None  # the control topic's, not PostgreSQL's
 
     @property
     def requested(self) -> int:
@@ -94,7 +98,19 @@ class RunSummary:
         return self.migrate_answered + self.rollback_answered
 
     @property
+    def remaining(self) -> int:
+        """Requests of the run not answered yet, by its counts."""
+        return max(0, self.requested - self.answered)
+
+    @property
+    def all_answered(self) -> bool:
+        """Every request of the run is answered (by its counts): nothing left to cancel."""
+        return self.requested > 0 and self.remaining == 0
+
+    @property
     def state(self) -> RunState:
+        if self.cancel is not None:
+            return "cancelled"
         if self.finished_at is not None:
             return "finished"
         return "running" if self.answered else "waiting"
@@ -113,20 +129,28 @@ class RunSummary:
             "rollback_requested": self.rollback_requested,
             "rolled_back": self.rolled_back,
             "rollback_failed": self.rollback_failed,
-            "remaining": max(0, self.requested - self.answered),
+            "remaining": self.remaining,
             "rate_per_s": round(self.rate_per_s, 1),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "duration_s": None if self.elapsed_s is None else round(self.elapsed_s, 1),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "selections": self.selections,
+            "cancelled_at": self.cancel.at if self.cancel else None,
+            "cancelled_by": self.cancel.by if self.cancel else None,
+            "cancel_reason": self.cancel.reason if self.cancel else None,
         }
 
 
 def summarize(
-    run: Mapping[str, Any], answers: Iterable[AnswerCount], *, now: datetime
+    run: Mapping[str, Any],
+    answers: Iterable[AnswerCount],
+    *,
+    now: datetime,
+    cancel: RunCancel | None = None,
 ) -> RunSummary:
-    """A run's figures from its row in ``migration_runs`` and its grouped answers."""
+    """A run's figures from its row in ``migration_runs`` and its grouped answers, and its
+    cancel if the control topic holds one."""
     counts = list(answers)
     migrate = [a for a in counts if a.action == "migrate"]
     rollback = [a for a in counts if a.action == "rollback"]
@@ -175,6 +199,7 @@ def summarize(
         started_at=started,
         finished_at=finished,
         selections=list(run.get("selections") or []),
+        cancel=cancel,
     )
 
 

@@ -1,9 +1,10 @@
-"""Run control, the pure part: the pause and throttle state every worker reads from the control
-topic, the failure budget that pauses a bad rollout, and the pace a throttle imposes.
+"""Run control, the pure part: the pause, throttle and run-cancel state every worker reads from
+the control topic, the failure budget that pauses a bad rollout, and the pace a throttle imposes.
 
-The control topic is compacted and keyed by what it controls (``pause``, ``throttle``): its
-latest record per key is the state, so a worker that starts (or restarts) reads the topic from
-the beginning and knows at once whether it may take requests and how fast.
+The control topic is compacted and keyed by what it controls (``pause``, ``throttle``,
+``cancel:<run id>``): its latest record per key is the state, so a worker that starts (or
+restarts) reads the topic from the beginning and knows at once whether it may take requests, how
+fast, and which runs' queued requests it is to answer ``cancelled``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,57 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from schemas.events import ErrorCode, Outcome
+
 PAUSE = "pause"
 THROTTLE = "throttle"
 KEYS = (PAUSE, THROTTLE)
+# ``cancel:<run id>``: one key per cancelled run, so compaction keeps every run's latest cancel.
+CANCEL_PREFIX = "cancel:"
+
+
+def cancel_key(run_id: str) -> str:
+    return CANCEL_PREFIX + run_id
+
+
+@dataclass(frozen=True)
+class RunCancel:
+    """A run's cancel: its request records already in the request topic when it was written
+    (below ``before``'s offset of their partition) are answered ``failed``/``cancelled`` if not
+    answered yet; records of the run published later (a replay) are processed as usual.
+
+    The boundary is the request topic's end offsets, read when the cancel was written, not a
+    time: offsets are exact, while the producers' clocks and the operator's need not agree.
+    """
+
+    run_id: str
+    at: str
+    by: str | None = None
+    reason: str | None = None
+    before: Mapping[int, int] = field(default_factory=dict, hash=False)
+
+    def covers(self, partition: int, offset: int) -> bool:
+        """Whether the record at this position was in the topic when the run was cancelled."""
+        end = self.before.get(partition)
+        return end is not None and offset < end
+
+    def message(self) -> str:
+        """The failed outcome's message: what happened, and that nothing was done."""
+        why = f": {self.reason}" if self.reason else ""
+        return (
+            f"run {self.run_id} was cancelled at {self.at} by {self.by or 'unknown'}{why}; "
+            "nothing was done (migrator replay brings the request back)"
+        )
+
+    def value(self) -> dict[str, Any]:
+        """The control record's value (``before`` keyed by partition as JSON text)."""
+        return {
+            "run_id": self.run_id,
+            "at": self.at,
+            "by": self.by,
+            "reason": self.reason,
+            "before": {str(p): offset for p, offset in sorted(self.before.items())},
+        }
 
 
 @dataclass(frozen=True)
@@ -31,6 +80,18 @@ class ControlState:
     rate: float | None = None
     rate_by: str | None = None
     rate_at: str | None = None
+    # Cancelled runs by run id (``cancel:<run id>`` records).
+    cancels: Mapping[str, RunCancel] = field(default_factory=dict, hash=False)
+
+    def cancelled(
+        self, run_id: str | None, partition: int | None, offset: int | None
+    ) -> RunCancel | None:
+        """The cancel that answers this request record, if any: its run is cancelled and the
+        record was in the topic before the cancel (a record outside Kafka never is)."""
+        if run_id is None or partition is None or offset is None:
+            return None
+        cancel = self.cancels.get(run_id)
+        return cancel if cancel is not None and cancel.covers(partition, offset) else None
 
     def summary(self) -> str:
         """One line for a person: paused or running, by whom, since when, why; the throttle."""
@@ -85,11 +146,50 @@ def apply(state: ControlState, key: str, value: Mapping[str, Any] | None) -> Con
             rate_by=None if value is None else _text(value.get("by")),
             rate_at=None if value is None else _text(value.get("at")),
         )
+    if key.startswith(CANCEL_PREFIX):
+        run_id = key[len(CANCEL_PREFIX) :]
+        cancels = {k: v for k, v in state.cancels.items() if k != run_id}
+        # The latest record per key is the state (compaction keeps only it): a tombstone or a
+        # value that names no boundary leaves the run not cancelled, whatever came before.
+        cancel = None if value is None else _run_cancel(run_id, value)
+        if cancel is not None:
+            cancels[run_id] = cancel
+        return replace(state, cancels=cancels)
     return state  # a key of a later version: ignored, not fatal
+
+
+def _run_cancel(run_id: str, value: Mapping[str, Any]) -> RunCancel | None:
+    """A cancel from its record's value; None if it lacks its time or its offsets."""
+    at, before = value.get("at"), value.get("before")
+    if not run_id or not isinstance(at, str) or not isinstance(before, Mapping):
+        return None
+    offsets: dict[int, int] = {}
+    for partition, offset in before.items():
+        try:
+            number = int(partition)
+        except (TypeError, ValueError):
+            return None
+        if number < 0 or not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            return None
+        offsets[number] = offset
+    return RunCancel(
+        run_id=run_id,
+        at=at[:64],
+        by=_text(value.get("by")),
+        reason=_text(value.get("reason")),
+        before=offsets,
+    )
 
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)[:512]
+
+
+def judged(outcomes: Iterable[Outcome]) -> list[Outcome]:
+    """The outcomes the failure budget judges: not the answers of a cancelled run, which are an
+    operator's decision, not failures of the migration (a cancelled wave of 59,305 requests
+    must not pause everyone)."""
+    return [o for o in outcomes if o.error is None or o.error.code is not ErrorCode.CANCELLED]
 
 
 @dataclass(frozen=True)

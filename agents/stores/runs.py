@@ -15,6 +15,7 @@ import asyncpg
 
 import sql
 from agents.core.cohorts import AnswerCount, RunSummary, rate_window_start, summarize
+from agents.core.control_state import RunCancel
 from agents.stores.postgres import Conn
 
 
@@ -46,8 +47,10 @@ async def run_summaries(
     now: datetime,
     run_ids: Sequence[str] | None = None,
     limit: int = 50,
+    cancels: Mapping[str, RunCancel] | None = None,
 ) -> list[RunSummary]:
-    """The runs (given ones, or the ``limit`` latest), each with its figures."""
+    """The runs (given ones, or the ``limit`` latest), each with its figures; ``cancels`` (the
+    control topic's) says which were cancelled."""
     runs = await conn.fetch(sql.query("runs"), None if run_ids is None else list(run_ids), limit)
     if not runs:
         return []
@@ -66,7 +69,11 @@ async def run_summaries(
                 last_at=row["last_at"],
             )
         )
-    return [summarize(dict(run), grouped[run["run_id"]], now=now) for run in runs]
+    cancelled = cancels or {}
+    return [
+        summarize(dict(run), grouped[run["run_id"]], now=now, cancel=cancelled.get(run["run_id"]))
+        for run in runs
+    ]
 
 
 async def run_known(conn: Conn | asyncpg.Pool, run_id: str) -> bool:

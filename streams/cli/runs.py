@@ -1,8 +1,10 @@
 """``migrator runs``: the staged rollouts, their figures, and a run's report of failed users.
 
-Read from PostgreSQL (the audit log is the truth), so it answers with no worker running.
-``runs`` lists the latest runs; ``runs show NAME`` tells one in full; ``runs report NAME``
-writes every user whose latest answer in the run is a failure, as CSV or JSON.
+Read from PostgreSQL (the audit log is the truth), so it answers with no worker running; which
+runs were cancelled is the control topic's. ``runs`` lists the latest runs; ``runs show NAME``
+tells one in full; ``runs report NAME`` writes every user whose latest answer in the run is a
+failure, as CSV or JSON; ``runs cancel NAME`` answers its queued requests ``cancelled``
+(``streams.cli.run_cancel``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from agents.core.cohorts import RunSummary, shown_state, write_report
-from streams.cli.errors import CliError
+from agents.core.control_state import ControlState, RunCancel
+from streams.cli import run_cancel
+from streams.cli.control import operator_name
+from streams.cli.errors import CliError, one_line
 from streams.cli.requests import run_name
 from streams.cli.status_line import duration
 from streams.settings import Settings
@@ -26,12 +33,13 @@ EXAMPLES = """examples:
   migrator runs show canary                       one run in full (--json for JSON)
   migrator runs report canary --out canary.csv    its failed users, with codes (CSV)
   migrator runs report canary --format json
+  migrator runs cancel wave-2 --execute           answer its queued requests cancelled
 """
 
 
 def _list(args: argparse.Namespace) -> int:
-    runs = asyncio.run(_summaries(None, args.limit))
-    states = _states(runs)
+    runs, control = asyncio.run(_summaries(None, args.limit))
+    states = _states(runs, control)
     if args.json:
         print(
             json.dumps([{**run.as_dict(), "state": states[run.run_id]} for run in runs], indent=2)
@@ -54,8 +62,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    run = _one(args.name)
-    state = _states([run])[run.run_id]
+    run, control = _one(args.name)
+    state = _states([run], control)[run.run_id]
     if args.json:
         print(json.dumps({**run.as_dict(), "state": state}, indent=2))
         return 0
@@ -64,6 +72,9 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  created     {figures['created_at']} by {run.created_by}")
     print(f"  started     {figures['started_at'] or '-'}")
     print(f"  finished    {figures['finished_at'] or '-'}")
+    if run.cancel is not None:
+        why = f": {run.cancel.reason}" if run.cancel.reason else ""
+        print(f"  cancelled   {run.cancel.at} by {run.cancel.by}{why}")
     print(f"  requested   {run.migrate_requested} migrate, {run.rollback_requested} rollback")
     print(
         f"  done        {run.migrate_answered} of {run.migrate_requested}: "
@@ -110,18 +121,9 @@ def _rate(run: RunSummary) -> str:
     return f"{run.rate_per_s:.1f}/s over the last 10 s, ETA {_eta(run)}"
 
 
-def _states(runs: list[RunSummary]) -> dict[str, str]:
-    """Each run's state as shown: "paused" / "auto-paused" while the cluster is and the run
-    is not finished. The control topic is read only when a run is unfinished, briefly: with
-    Kafka away the runs' own states are shown (the figures are PostgreSQL's)."""
-    control = None
-    if any(run.state != "finished" for run in runs):
-        from streams.control_topic import read_control
-
-        try:
-            control = asyncio.run(read_control(Settings.from_env(), timeout_s=3))
-        except Exception:  # noqa: BLE001 - the figures do not need Kafka; the pause does
-            control = None
+def _states(runs: list[RunSummary], control: ControlState | None) -> dict[str, str]:
+    """Each run's state as shown: "paused" / "auto-paused" while the cluster is and the run is
+    neither finished nor cancelled (the control topic unread: the runs' own states)."""
     return {
         run.run_id: shown_state(
             run.state,
@@ -133,7 +135,7 @@ def _states(runs: list[RunSummary]) -> dict[str, str]:
 
 
 def _eta(run: RunSummary) -> str:
-    if run.state == "finished":
+    if run.finished_at is not None:  # finished, or cancelled and all answered
         return "done"
     if run.eta_s is None:
         return "-"
@@ -141,19 +143,39 @@ def _eta(run: RunSummary) -> str:
     return f"{minutes}m{seconds:02d}s"
 
 
-def _one(name: str) -> RunSummary:
-    found = asyncio.run(_summaries([name], 1))
+def _one(name: str) -> tuple[RunSummary, ControlState | None]:
+    found, control = asyncio.run(_summaries([name], 1))
     if not found:
         raise CliError(f"no run named {name!r}: see `migrator runs`")
-    return found[0]
+    return found[0], control
 
 
-async def _summaries(names: list[str] | None, limit: int) -> list[RunSummary]:
+async def _summaries(
+    names: list[str] | None, limit: int
+) -> tuple[list[RunSummary], ControlState | None]:
+    """The runs' figures (PostgreSQL's) with their cancels, and the control state they are
+    shown under (None when Kafka is away: said on stderr, the figures are still shown)."""
     from agents.stores.runs import run_summaries
     from streams.connections import opened
 
-    async with opened(Settings.from_env()) as (pool, _):
-        return await run_summaries(pool, now=datetime.now(UTC), run_ids=names, limit=limit)
+    settings = Settings.from_env()
+    async with opened(settings) as (pool, _):
+        found = await run_summaries(pool, now=datetime.now(UTC), run_ids=names, limit=limit)
+    if not found:
+        return found, None
+    control = await _control(settings)
+    cancels: Mapping[str, RunCancel] = control.cancels if control is not None else {}
+    return [replace(run, cancel=cancels.get(run.run_id)) for run in found], control
+
+
+async def _control(settings: Settings) -> ControlState | None:
+    from streams.control_topic import read_control
+
+    try:
+        return await read_control(settings, timeout_s=5)
+    except Exception as exc:  # noqa: BLE001 - only the pause and the cancels are missing then
+        print(f"(pause and cancelled runs unknown: {one_line(exc) or exc})", file=sys.stderr)
+        return None
 
 
 async def _failures(name: str) -> list[dict[str, Any]] | None:
@@ -204,3 +226,4 @@ def register(commands: Any) -> None:
     report.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default)")
     report.add_argument("--out", metavar="PATH", help="write to PATH (default, or -: stdout)")
     report.set_defaults(handler=_report)
+    run_cancel.add_verb(verbs, operator_name())

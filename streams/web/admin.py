@@ -1,4 +1,5 @@
-"""The write side of the HTTP API: publishing requests (one, many, a cohort) and run control.
+"""The write side of the HTTP API: publishing requests (one, many, a cohort) and run control
+(pause, resume, throttle, a run's cancel).
 
 Reads are in ``streams.web.readouts``; a write answers with what the read side says after it.
 """
@@ -11,9 +12,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agents.core.cohorts import cohort
-from agents.core.control_state import apply
+from agents.core.control_state import apply, cancel_key
 from agents.stores import postgres
-from agents.stores.runs import record_run
+from agents.stores.runs import record_run, run_summaries
+from streams.control_topic import cancel_value, request_ends
 from streams.requests_out import encode, new_requests
 from streams.transactional_writer import TransactionalWriter
 from streams.web.inputs import RequestOptions
@@ -39,6 +41,27 @@ class Admin:
         return {
             **self.readouts.control(),
             **apply(self.context.control.current, key, value).as_dict(),
+        }
+
+    async def cancel_run(self, run_id: str, *, reason: str | None, by: str) -> dict[str, Any]:
+        """Write ``cancel:<run id>`` with the request topic's end offsets now (every worker
+        answers the run's requests below them that are not answered yet ``cancelled``); the
+        run's figures as the cancel makes them."""
+        value = cancel_value(
+            run_id=run_id, by=by, reason=reason, before=await request_ends(self.context.settings)
+        )
+        key = cancel_key(run_id)
+        await self.context.control.write(key, value)
+        state = apply(self.context.control.current, key, value)
+        await self.context.resources.applier()
+        [run] = await run_summaries(
+            self._pool, now=datetime.now(UTC), run_ids=[run_id], limit=1, cancels=state.cancels
+        )
+        return {
+            "run": run.as_dict(),
+            "unanswered": run.remaining,
+            "paused": state.paused,
+            "before": value["before"],
         }
 
     async def all_unmigrated(

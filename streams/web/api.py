@@ -76,6 +76,17 @@ class PauseBody(BaseModel):
     by: Annotated[str, Field(min_length=1, max_length=128)] = "http-api"
 
 
+class CancelBody(BaseModel):
+    """The body of ``POST runs/{run_id}/cancel`` (may be empty): why, and who cancels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(max_length=512)] | None = Field(
+        None, description="carried by each cancelled answer and shown with the run"
+    )
+    by: Annotated[str, Field(min_length=1, max_length=128)] = "http-api"
+
+
 class ThrottleBody(BaseModel):
     """The body of ``POST control/throttle``: ``rate`` users/s for the whole cluster, or
     ``null`` to lift the throttle."""
@@ -249,8 +260,10 @@ class Revalidation(BaseModel):
 
 class Run(BaseModel):
     run_id: str
-    state: Literal["waiting", "running", "finished", "paused", "auto-paused"] = Field(
-        description="paused / auto-paused: not finished while the cluster is paused"
+    state: Literal["waiting", "running", "finished", "cancelled", "paused", "auto-paused"] = Field(
+        description="paused / auto-paused: not finished while the cluster is paused; cancelled: "
+        "POST runs/{run_id}/cancel (or migrator runs cancel) was given; the figures go on "
+        "counting its answers"
     )
     created_at: str
     created_by: str
@@ -274,10 +287,30 @@ class Run(BaseModel):
     started_at: str | None = Field(description="its first answer")
     finished_at: str | None = Field(description="the answer that completed it")
     selections: list[dict[str, Any]]
+    cancelled_at: str | None = Field(None, description="when the run was cancelled")
+    cancelled_by: str | None = Field(None, description="who cancelled it")
+    cancel_reason: str | None = None
 
 
 class Runs(BaseModel):
     runs: list[Run]
+
+
+class RunCancelled(BaseModel):
+    """The answer of ``POST runs/{run_id}/cancel``: the cancel is on the control topic."""
+
+    run: Run
+    unanswered: int = Field(
+        description="the run's requests not answered yet by its counts: every worker answers "
+        "them failed/cancelled (error code cancelled, retryable), touching no user"
+    )
+    paused: bool = Field(
+        description="the cluster is paused: they are answered once it resumes (POST control/resume)"
+    )
+    before: dict[str, int] = Field(
+        description="per request partition, the end offset when cancelled: the run's records "
+        "below it are cancelled, later ones (a replay) are processed as usual"
+    )
 
 
 class LocalStats(BaseModel):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.events import describe
 from schemas.identifiers import RUN_ID, RUN_ID_RULE, USER_ID, USER_ID_RULE
-from streams.web.api import BulkBody, OptionsBody, PauseBody, ThrottleBody
+from streams.web.api import BulkBody, CancelBody, OptionsBody, PauseBody, ThrottleBody
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_USER_IDS = 10_000
@@ -148,6 +148,11 @@ def parse_bulk(raw: bytes, *, allow_all: bool) -> BulkRequest:
 def parse_pause(raw: bytes) -> PauseBody:
     """The body of ``POST control/pause|resume``: optional ``reason`` and ``by``."""
     return _model(PauseBody, _load(raw))
+
+
+def parse_cancel(raw: bytes) -> CancelBody:
+    """The body of ``POST runs/{run_id}/cancel``: optional ``reason`` and ``by``."""
+    return _model(CancelBody, _load(raw))
 
 
 def parse_throttle(raw: bytes) -> ThrottleBody:

@@ -40,6 +40,8 @@ _MODELS: list[type[BaseModel]] = [
     api.Audit,
     api.Run,
     api.Runs,
+    api.CancelBody,
+    api.RunCancelled,
 ]
 
 
@@ -78,6 +80,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "missing or wrong bearer token (WWW-Authenticate: Bearer)",
         403: "admin endpoints disabled: MIGRATOR_ADMIN_TOKEN is not set",
         404: "unknown user or run",
+        409: "nothing left to do (a run whose requests are all answered)",
         413: "body over 1 MiB, or more than 10,000 user_ids",
         503: "PostgreSQL (or, for control, Kafka) did not answer",
     }
@@ -262,6 +265,18 @@ _OPERATIONS: tuple[_Operation, ...] = (
         },
         parameters=(_RUN, _choice("format", "csv", "json")),
         security=_READ,
+    ),
+    _Operation(
+        f"{PREFIX}/runs/{{run_id}}/cancel",
+        "runCancel",
+        "cancel a run: its requests not answered yet are answered failed/cancelled (retryable), "
+        "touching no user; requests of the run published later are processed as usual",
+        {
+            "202": _json(api.RunCancelled, "written to the control topic; the run as it makes it"),
+            **_errors(400, 401, 403, 404, 409, 413, 503),
+        },
+        parameters=(_RUN,),
+        body=api.CancelBody,
     ),
     _Operation(
         f"{PREFIX}/control",

@@ -225,7 +225,13 @@ class Readouts:
         self, *, limit: int = 50, run_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         await self.context.resources.applier()
-        found = await run_summaries(self._pool, now=datetime.now(UTC), run_ids=run_ids, limit=limit)
+        found = await run_summaries(
+            self._pool,
+            now=datetime.now(UTC),
+            run_ids=run_ids,
+            limit=limit,
+            cancels=self.context.control.current.cancels,
+        )
         control = self.context.control.current
         return [
             {

@@ -42,6 +42,7 @@ from streams.web.inputs import (
     check_user_id,
     may_read_user_ids,
     parse_bulk,
+    parse_cancel,
     parse_options,
     parse_pause,
     parse_throttle,
@@ -329,6 +330,35 @@ class RunReport(ServiceView):
         return self.text(out.getvalue(), content_type=content_type)
 
 
+class CancelRun(ServiceView):
+    """``POST runs/{run_id}/cancel``: bearer token, optional body; the run's requests not
+    answered yet are answered failed/cancelled, touching no user (404: no such run; 409: all
+    its requests are answered already)."""
+
+    async def post(self, request: Request, run_id: str) -> Response:
+        try:
+            body = parse_cancel(await self.admin_body(request))
+            check_run_id(run_id)
+            found = await self.readouts.runs(run_ids=[run_id], limit=1)
+            if not found:
+                raise InputError(404, f"no run named {run_id!r}")
+            if found[0]["remaining"] == 0:
+                raise InputError(
+                    409, f"run {run_id}: all its requests are answered: nothing left to cancel"
+                )
+        except InputError as error:
+            return self.refuse(error)
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        try:
+            answer = await self.admin.cancel_run(run_id, reason=body.reason, by=body.by)
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
+        except Exception as exc:  # noqa: BLE001 - Kafka did not take it: say so
+            return self.json({"error": f"Kafka did not take the cancel: {exc}"}, status=503)
+        return self.json(api.answer(api.RunCancelled, answer), status=202)
+
+
 class Control(ServiceView):
     async def get(self, request: Request) -> Response:
         return self.json(api.answer(api.Control, self.readouts.control()))
@@ -418,6 +448,7 @@ ROUTES: tuple[tuple[str, type[ServiceView]], ...] = (
     (f"{PREFIX}/runs", Runs),
     (f"{PREFIX}/runs/{{run_id}}", OneRun),
     (f"{PREFIX}/runs/{{run_id}}/report", RunReport),
+    (f"{PREFIX}/runs/{{run_id}}/cancel", CancelRun),
     (f"{PREFIX}/control", Control),
     (f"{PREFIX}/control/pause", Pause),
     (f"{PREFIX}/control/resume", Resume),

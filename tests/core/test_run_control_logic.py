@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,11 +18,17 @@ from agents.core.control_state import (
     FailureBudget,
     FailureWindows,
     Pacer,
+    RunCancel,
     batch_limit,
+    cancel_key,
+    judged,
     parse_budget,
     share,
 )
+from agents.core.decide import Work
+from agents.core.outcomes import failed_outcome
 from agents.core.revalidation_tally import DRIFT_CHECK, Tally, combine
+from schemas.events import ErrorCode, FailedOutcome, MigrationRequest
 
 USERS = [f"user-{n:07d}" for n in range(20_000)]
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -133,6 +140,91 @@ def test_the_control_state_is_the_latest_record_per_key() -> None:
     assert control_state.apply(state, "throttle", {"rate": "fast"}).rate is None
     assert control_state.apply(state, "throttle", None).rate is None  # a tombstone clears it
     assert control_state.apply(state, "something-new", {"x": 1}) == state  # a later version's key
+
+
+CANCEL = {"at": "2026-11-28T12:00:00.000+00:00", "by": "ops", "reason": "wrong wave"}
+
+
+def test_a_cancel_answers_the_runs_records_already_in_the_topic_and_no_others() -> None:
+    state = control_state.apply(
+        ControlState(), cancel_key("wrong-wave"), {**CANCEL, "before": {"0": 10, "2": 5}}
+    )
+    cancel = state.cancelled("wrong-wave", 0, 9)
+    assert cancel is not None and cancel.by == "ops" and cancel.reason == "wrong wave"
+    assert "run wrong-wave was cancelled" in cancel.message() and "replay" in cancel.message()
+    assert state.cancelled("wrong-wave", 2, 4) is cancel
+    assert state.cancelled("wrong-wave", 0, 10) is None  # published after the cancel
+    assert state.cancelled("wrong-wave", 1, 0) is None  # a partition the cancel saw empty
+    assert state.cancelled("other-run", 0, 1) is None  # another run
+    assert state.cancelled(None, 0, 1) is None  # no run
+    assert state.cancelled("wrong-wave", None, None) is None  # not a Kafka record
+    # The cancel neither pauses nor throttles anything, and is kept beside the other keys.
+    paused = control_state.apply(state, "pause", {"paused": True, "by": "ops"})
+    assert paused.paused and paused.cancelled("wrong-wave", 0, 9) == cancel
+    assert not state.paused and state.rate is None
+
+
+def test_the_latest_cancel_record_of_a_run_is_its_state() -> None:
+    key = cancel_key("wave")
+    first = control_state.apply(ControlState(), key, {**CANCEL, "before": {"0": 10}})
+    # Cancelled again later: the new boundary holds (it also takes what came since).
+    again = control_state.apply(first, key, {**CANCEL, "before": {"0": 25}})
+    assert again.cancelled("wave", 0, 20) is not None and len(again.cancels) == 1
+    # Another run's cancel is kept apart.
+    both = control_state.apply(again, cancel_key("other"), {**CANCEL, "before": {"0": 3}})
+    assert set(both.cancels) == {"wave", "other"}
+    # A tombstone, or a value without its time or offsets, leaves the run not cancelled (the
+    # latest record per key is all compaction keeps).
+    for value in (
+        None,
+        {"by": "ops", "before": {"0": 10}},
+        {**CANCEL},
+        {**CANCEL, "before": {"zero": 10}},
+        {**CANCEL, "before": {"0": -1}},
+        {**CANCEL, "before": {"0": True}},
+        {**CANCEL, "before": [10]},
+    ):
+        assert "wave" not in control_state.apply(both, key, value).cancels, value
+    assert set(control_state.apply(both, key, None).cancels) == {"other"}
+
+
+def test_a_cancel_record_reads_back_as_it_was_written() -> None:
+    cancel = RunCancel("wave", CANCEL["at"], "ops", "why", {3: 7, 0: 12})
+    value = json.loads(json.dumps(cancel.value()))  # as it travels on the topic
+    assert value["before"] == {"0": 12, "3": 7}
+    assert control_state.apply(ControlState(), cancel_key("wave"), value).cancels == {
+        "wave": cancel
+    }
+
+
+def test_a_cancelled_run_says_so_with_when_and_by_whom_whatever_its_figures() -> None:
+    cancel = RunCancel("canary", CANCEL["at"], "ops", "wrong wave", {0: 100})
+    waiting = summarize(RUN, [], now=NOW, cancel=cancel)
+    assert waiting.state == "cancelled"
+    figures = waiting.as_dict()
+    assert (figures["cancelled_at"], figures["cancelled_by"]) == (CANCEL["at"], "ops")
+    assert figures["cancel_reason"] == "wrong wave" and figures["remaining"] == 100
+    answered = _answers(
+        ("migrate", "migrated", None, 10, 0), ("migrate", "failed", "cancelled", 90, 0)
+    )
+    done = summarize(RUN, answered, now=NOW, cancel=cancel)
+    assert done.state == "cancelled" and done.failed_by_code == {"cancelled": 90}
+    assert done.finished_at == NOW  # every request answered, by the cancel for most
+    plain = summarize(RUN, [], now=NOW).as_dict()
+    assert plain["cancelled_at"] is None and plain["cancelled_by"] is None
+
+
+def test_the_failure_budget_does_not_judge_a_cancelled_runs_answers() -> None:
+    def failed(code: ErrorCode) -> FailedOutcome:
+        request = MigrationRequest(request_id=uuid.uuid4(), user_id="u1", run_id="wave")
+        return failed_outcome(Work(request, 0, 1), code, "x", now=NOW, duration_ms=0)
+
+    cancelled = [failed(ErrorCode.CANCELLED) for _ in range(600)]
+    broken = failed(ErrorCode.INVALID_LEGACY_DATA)
+    assert judged([*cancelled, broken]) == [broken]
+    windows = FailureWindows(FailureBudget(5, 100))
+    pairs = [(o.run_id, o.outcome == "failed") for o in judged(cancelled)]
+    assert windows.observe(pairs) is None
 
 
 def test_the_failure_budget_is_parsed_or_refused() -> None:

@@ -285,3 +285,80 @@ def test_a_server_down_is_one_line_while_the_others_answer(settings: Settings) -
         result = migrator(env, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.count("\n") == 1 and cause in result.stderr, (args, result.stderr)
+
+
+async def test_runs_cancel_plans_then_writes_the_cancel_every_worker_reads(
+    settings: Settings, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    """No worker runs here: the requests stay queued, and the command's own effects are what
+    is checked (the plan writes nothing; --execute writes one record with the topic's end
+    offsets; a finished run has nothing left; an unknown run is one line). The workers' side
+    is the end-to-end test's (tests/e2e/test_run_cancel.py)."""
+    from datetime import UTC, datetime
+
+    from agents.stores.runs import record_run
+    from streams.control_topic import read_control
+
+    app_id = f"cli-cancel-{unique}"
+    env = env_of(settings, MIGRATOR_APP_ID=app_id)
+    scoped = settings.model_copy(update={"app_id": app_id})
+    name = f"wrong-{unique}"
+
+    unknown = migrator(env, "runs", "cancel", f"nope-{unique}", "--execute")
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1, unknown.stderr
+    assert f"no run named 'nope-{unique}'" in unknown.stderr
+
+    users = [f"cancel-{unique}-{n}" for n in range(3)]
+    await seed_users(pool, users)
+    enqueued = migrator(env, "enqueue", "--run", name, "--ids", ",".join(users), "--execute")
+    assert enqueued.returncode == 0, enqueued.stderr
+
+    plan = migrator(env, "runs", "cancel", name)
+    assert plan.returncode == 0, plan.stderr
+    assert f"run {name}: waiting" in plan.stdout and "unanswered  3:" in plan.stdout
+    assert "touching no user" in plan.stdout
+    assert f"nothing was written: add --execute to cancel run {name}" in plan.stdout
+    assert (await read_control(scoped)).cancels == {}
+    assert f"run {name}: waiting" in migrator(env, "runs", "show", name).stdout
+
+    done = migrator(
+        env, "runs", "cancel", name, "--reason", "wrong ids", "--by", "ops", "--execute"
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"run {name} cancelled at" in done.stdout and f"key cancel:{name}" in done.stdout
+    cancel = (await read_control(scoped)).cancels[name]
+    assert (cancel.by, cancel.reason) == ("ops", "wrong ids")
+    # Every request of the run was in the topic before the cancel: all of them are covered.
+    positions = [
+        (record.partition, record.offset)
+        async for record in read_records(settings, topics.REQUESTED)
+        if record.value is not None and json.loads(record.value).get("run_id") == name
+    ]
+    assert len(positions) == 3 and all(cancel.covers(p, o) for p, o in positions)
+    shown = migrator(env, "runs", "show", name)
+    assert f"run {name}: cancelled" in shown.stdout, shown.stdout
+    assert f"cancelled   {cancel.at} by ops: wrong ids" in shown.stdout
+    listed = json.loads(migrator(env, "runs", "--json").stdout)
+    [mine] = [run for run in listed if run["run_id"] == name]
+    assert (mine["state"], mine["cancelled_by"]) == ("cancelled", "ops")
+
+    # A run whose requests are all answered has nothing left: nothing is written.
+    finished = f"done-{unique}"
+    user = f"cancel-{unique}-done"
+    await seed_users(pool, [user])
+    core = BatchApplier(PostgresStore(pool), RedisMirror(redis_client), app_id=app_id)
+    request = MigrationRequest(request_id=uuid.uuid4(), user_id=user, run_id=finished)
+    await record_run(
+        pool,
+        finished,
+        action="migrate",
+        count=1,
+        created_by="t",
+        selection={},
+        now=datetime.now(UTC),
+    )
+    await core.apply([Work(request, None, None)])
+    nothing = migrator(env, "runs", "cancel", finished, "--execute")
+    assert nothing.returncode == 0, nothing.stderr
+    assert "nothing left to cancel" in nothing.stdout and "nothing was written" in nothing.stdout
+    assert finished not in (await read_control(scoped)).cancels

@@ -48,3 +48,21 @@ def test_every_reference_resolves_and_every_topic_is_a_channel() -> None:
     assert actions == {"send", "receive"}
     failed = document["components"]["messages"]["failedOutcome"]
     assert "migrator-error-code" in failed["headers"]["properties"]
+
+
+def test_a_cancel_record_is_what_the_document_says_and_reads_back() -> None:
+    import jsonschema_rs
+
+    from agents.core import control_state
+    from agents.core.control_state import ControlState, cancel_key
+    from streams.control_topic import cancel_value
+
+    value = json.loads(
+        json.dumps(cancel_value(run_id="wave-2", by="ops", reason=None, before={1: 40, 0: 7}))
+    )
+    schema = asyncapi_document("1.0.0")["components"]["schemas"]["ControlCancel"]
+    validator = jsonschema_rs.validator_for(schema)
+    assert validator.is_valid(value), value
+    assert not validator.is_valid({**value, "before": {"0": -1}})
+    state = control_state.apply(ControlState(), cancel_key("wave-2"), value)
+    assert state.cancelled("wave-2", 1, 39) is not None and state.cancelled("wave-2", 1, 40) is None

@@ -62,6 +62,8 @@ CASES: list[tuple[list[str], str]] = [
     (["runs", "show", "canary"], "PostgreSQL at"),
     (["runs", "show", "bad run!"], "is not a run name"),
     (["runs", "report", "canary", "--format", "xml"], "invalid choice"),
+    (["runs", "cancel", "canary"], "PostgreSQL at"),
+    (["runs", "cancel", "bad run!", "--execute"], "is not a run name"),
     (["enqueue", "--percent", "1"], "--percent starts a run"),
     (["enqueue", "--run", "canary", "--percent", "0"], "not a percent in (0, 100]"),
     (["enqueue", "--run", "canary", "--percent", "5", "--ids", "u1"], "not given ids"),

@@ -11,13 +11,14 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from agents.batch_transaction import Applied
+from agents.core import control_state
 from agents.core.decide import Rejected, Work
 from agents.core.outcomes import failed_outcome
 from schemas.events import ErrorCode, parse_outcome
@@ -35,6 +36,7 @@ class StandInApplier:
     def __init__(self) -> None:
         self.batches: list[list[Work]] = []
         self.rejected: list[Rejected] = []
+        self.forced: list[Work] = []
 
     async def apply(
         self, batch: Sequence[Work], *, rejected: Sequence[Rejected] = (), abandoned: Any = None
@@ -66,6 +68,19 @@ class StandInApplier:
                 )
             )
         return Applied.of(result, {0: {"requested": len(result)}})
+
+    async def answer_failed(
+        self,
+        batch: Sequence[Work],
+        code: ErrorCode,
+        message: Callable[[Work], str],
+        *,
+        abandoned: Any = None,
+    ) -> Applied:
+        self.forced += batch
+        now = datetime.now(UTC)
+        failures = [failed_outcome(w, code, message(w), now=now, duration_ms=0) for w in batch]
+        return Applied.of(failures, {0: {"requested": len(failures)}})
 
 
 class Recorder(PlainPublisher):
@@ -241,3 +256,48 @@ async def test_each_partition_has_its_own_lane_in_order(wired: Any) -> None:
     assert by_partition == {p: users[p::3] for p in range(3)}  # each partition in its order
     last = {r["partition"]: r["last_offset"] for r in recorder.sent}
     assert last == {0: 9, 1: 10, 2: 11}  # each partition's last record's offset
+
+
+async def test_a_cancelled_runs_queued_requests_are_answered_cancelled_and_spare_the_budget(
+    wired: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run "wrong" was cancelled when the topic ended at offset 3: its records below are
+    answered failed/cancelled without reaching the applier's decisions; its record at offset 3
+    (published after the cancel) and the other requests go the usual way. The failure budget
+    is not shown the cancelled answers."""
+    context, applier, recorder = wired
+    context.control.current = control_state.apply(
+        context.control.current,
+        control_state.cancel_key("wrong"),
+        {"at": "2026-11-28T12:00:00Z", "by": "ops", "reason": "oops", "before": {"0": 3}},
+    )
+    judged: list[Any] = []
+    monkeypatch.setattr(context.control, "observe", judged.extend)
+    await put_all(
+        context,
+        [
+            (b"u0", request("u0", run_id="wrong")),
+            (b"u1", request("u1", run_id="right")),
+            (b"u2", request("u2", run_id="wrong")),
+            (b"u3", request("u3", run_id="wrong")),
+            (b"missing-4", request("missing-4")),
+        ],
+    )
+    assert [w.request.user_id for w in applier.forced] == ["u0", "u2"]
+    decided = [w.request.user_id for batch in applier.batches for w in batch]
+    assert decided == ["u1", "u3", "missing-4"]
+    failed = {r["key"]: r for r in recorder.to(topics.FAILED)}
+    assert set(failed) == {b"u0", b"u2", b"missing-4"}
+    for key in (b"u0", b"u2"):
+        headers = failed[key]["headers"]
+        assert headers["migrator-error-code"] == b"cancelled"
+        assert headers["migrator-retryable"] == b"true"
+        assert headers["migrator-run-id"] == b"wrong"
+        body = json.loads(failed[key]["value"])
+        assert (
+            "run wrong was cancelled at 2026-11-28T12:00:00Z by ops: oops"
+            in body["error"]["message"]
+        )
+        assert body["request"]["user_id"] == key.decode()  # what a replay publishes again
+    assert [r["key"] for r in recorder.to(topics.MIGRATED)] == [b"u1", b"u3"]
+    assert sorted(o.user_id for o in judged) == ["missing-4", "u1", "u3"]

@@ -13,6 +13,7 @@ from streams.web.inputs import (
     check_run_id,
     may_read_user_ids,
     parse_bulk,
+    parse_cancel,
     parse_options,
     parse_pause,
     parse_throttle,
@@ -149,9 +150,25 @@ def test_control_bodies_are_checked() -> None:
         check_run_id("no spaces")
 
 
+def test_a_cancel_body_is_checked() -> None:
+    assert parse_cancel(b"").by == "http-api" and parse_cancel(b"").reason is None
+    assert parse_cancel(b'{"reason": "wrong wave", "by": "ops"}').reason == "wrong wave"
+    for body in (
+        b'{"reason": 5}',
+        b'{"by": ""}',
+        b'{"run": "x"}',
+        b"[]",
+        b"{",
+        b'{"reason": "' + b"x" * 513 + b'"}',
+    ):
+        with pytest.raises(InputError) as refused:
+            parse_cancel(body)
+        assert refused.value.status == 400, body
+
+
 def test_a_body_nested_too_deeply_is_not_json_not_a_server_error() -> None:
     deep = b"[" * 5000 + b"]" * 5000
-    for parse in (parse_options, parse_pause, parse_throttle):
+    for parse in (parse_options, parse_pause, parse_throttle, parse_cancel):
         with pytest.raises(InputError) as refused:
             parse(deep)  # type: ignore[operator]
         assert refused.value.status == 400 and "nested too deeply" in refused.value.message
