@@ -130,9 +130,12 @@ class _OutcomeFields(BaseModel):
     error: OutcomeError | None = None
     attempt: int = Field(default=1, ge=1)
     run_id: str | None = None
-    # The worker's time for this request: its share of the set-based wave that decided and
-    # wrote it (the wave's time divided by its requests); 0 for answers given again.
-    duration_ms: float = 0.0
+    duration_ms: float = Field(
+        default=0.0,
+        description="The worker's time for this request: its share of the set-based wave that "
+        "decided and wrote it (the wave's time divided by its requests); 0 for an answer given "
+        "again. Not the request's latency (record to outcome: the metrics' histogram).",
+    )
     processed_at: datetime
     request: dict[str, Any] | None = None
     legacy_snapshot_sha256: str | None = None

@@ -189,7 +189,12 @@ def dead_letter(
     reason: DeadLetterReason,
     message: str,
 ) -> tuple[bytes, Headers]:
-    """The dead-letter value (JSON bytes) and its headers; the original bytes are kept as base64."""
+    """The dead-letter value (JSON bytes) and its headers; the original bytes are kept as base64.
+
+    The original record's own headers follow the ``migrator-*`` ones as Kafka headers too (a
+    tool that routes or traces by header sees them on the dead letter), except any that claim
+    the ``migrator-`` prefix: the service's headers are never two. The envelope keeps them all.
+    """
     letter = DeadLetter(
         schema_version=SCHEMA_VERSION,
         reason=reason,
@@ -204,6 +209,11 @@ def dead_letter(
             headers=[[name, _b64(raw)] for name, raw in headers],
         ),
     )
-    return letter.model_dump_json().encode("utf-8"), failure_headers(
-        origin, code=reason, retryable=False
+    carried = [
+        (name, raw or b"")
+        for name, raw in headers
+        if not name.lower().startswith(HEADER_PREFIX)
+    ]
+    return letter.model_dump_json().encode("utf-8"), (
+        failure_headers(origin, code=reason, retryable=False) + carried
     )

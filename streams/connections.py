@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Protocol
 
 import asyncpg
@@ -43,10 +44,32 @@ async def start_kafka_client(client: KafkaClient) -> None:
 
 
 def unreachable(server: str, address: str, detail: object = None) -> str:
-    """The one line that says a server is not there, and how to start one locally."""
+    """The one line that says a server is not there, and how to start it locally: the stack it
+    belongs to (``make demo``'s is under ``.stack/demo``), or a new one."""
     cause = f" ({detail})" if detail is not None else ""
-    hint = 'start one with: eval "$(migrator stack up)"'
+    stack = stack_of(address)
+    if stack is not None:
+        hint = f"start it again with: migrator stack up --dir {stack}"
+    else:
+        hint = 'start one with: eval "$(migrator stack up)"'
     return f"{server} at {address} is not reachable{cause}; {hint}"
+
+
+def stack_of(address: str, root: Path = Path(".stack")) -> Path | None:
+    """The local stack directory (``migrator stack up --dir``: ``stack.json`` holds its ports)
+    serving ``address``'s port on this machine, if any."""
+    found = re.search(r"(?:localhost|127\.0\.0\.1):(\d+)", address)
+    if found is None or not root.is_dir():
+        return None
+    port = int(found.group(1))
+    for described in sorted(root.glob("*/stack.json")):
+        try:
+            ports = json.loads(described.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(ports, dict) and port in ports.values():
+            return described.parent
+    return None
 
 
 # An escaped U+0000 in JSON text: ``\u0000`` after an even number of backslashes (an odd number

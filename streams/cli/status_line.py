@@ -33,7 +33,7 @@ def status_line(progress: Mapping[str, Any], *, elapsed_s: float, clock: str) ->
         f"{float(progress['rate_per_s']):,.0f}/s",
         f"backlog {'?' if backlog is None else f'{int(backlog):,}'}",
         f"failed {failed:,} ({int(progress['failed_for_good']):,} for good)",
-        f"ETA {duration(progress.get('eta_s'))}",
+        f"ETA {backlog_eta(progress)}",
         f"elapsed {duration(elapsed_s)}",
     ]
     control = progress.get("control") or {}
@@ -43,6 +43,20 @@ def status_line(progress: Mapping[str, Any], *, elapsed_s: float, clock: str) ->
     elif control.get("throttle_per_s"):
         parts.append(f"throttled to {float(control['throttle_per_s']):,.0f}/s")
     return "; ".join(parts)
+
+
+def backlog_eta(progress: Mapping[str, Any]) -> str:
+    """When the requests published so far will be answered, at the last 10 s's rate (the
+    dashboard's "ETA of the backlog"): "done" at a backlog of 0. Not the population's ETA,
+    which counts users held out of every run (rolled back, failing for good) or never
+    enqueued, and so never reaches 0 at the end of a run."""
+    backlog = progress.get("backlog")
+    if backlog is None:
+        return "?"
+    if int(backlog) == 0:
+        return "done"
+    rate = float(progress.get("rate_per_s") or 0)
+    return duration(int(backlog) / rate) if rate > 0 else "?"
 
 
 def finished(progress: Mapping[str, Any]) -> bool:

@@ -103,3 +103,18 @@ def test_every_failure_is_one_line_naming_the_cause(files: dict[str, str]) -> No
         if result.returncode != 2 or len(lines) != 1 or expected not in result.stderr:
             problems.append(f"migrator {' '.join(argv)} -> {result.returncode}: {result.stderr}")
     assert not problems, "\n".join(problems)
+
+
+def test_a_server_down_names_the_stack_to_start_again(tmp_path: Path) -> None:
+    """The demo's servers are under .stack/demo: the hint restarts that stack, not a new one."""
+    from streams.connections import stack_of, unreachable
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "stack.json").write_text('{"kafka": 40123, "postgres": 40124, "redis": 40125}')
+    assert stack_of("127.0.0.1:40123", root=tmp_path) == demo
+    assert stack_of("postgresql://postgres@127.0.0.1:40124/migrator", root=tmp_path) == demo
+    assert stack_of("127.0.0.1:9092", root=tmp_path) is None
+    assert stack_of("kafka.prod:9092", root=tmp_path) is None
+    line = unreachable("Kafka", "127.0.0.1:9092")
+    assert line.endswith('start one with: eval "$(migrator stack up)"'), line

@@ -34,6 +34,21 @@ def test_dead_letter_keeps_every_byte_of_the_original() -> None:
     assert letter.original.headers == [["h", "AQ=="], ["h", None]]
     assert (letter.original.partition, letter.original.offset) == (3, 1234)
     assert dict(headers)[HEADER_PREFIX + "error-code"] == b"not_utf8"
+    # The original headers ride along as Kafka headers too, after the service's own.
+    assert headers[-2:] == [("h", b"\x01"), ("h", b"")]
+
+
+def test_a_dead_letter_never_carries_two_service_headers_of_one_name() -> None:
+    _, headers = dead_letter(
+        ORIGIN,
+        key=b"k",
+        value=b"v",
+        headers=[(HEADER_PREFIX + "error-code", b"forged"), ("trace", b"t")],
+        reason=DeadLetterReason.NOT_JSON,
+        message="not JSON",
+    )
+    names = [name for name, _ in headers]
+    assert names.count(HEADER_PREFIX + "error-code") == 1 and ("trace", b"t") in headers
 
 
 def test_failure_headers_share_a_prefix_and_carry_text() -> None:

@@ -21,7 +21,7 @@ def test_the_line_holds_done_total_rate_backlog_failures_eta_and_elapsed() -> No
     line = status_line(PROGRESS, elapsed_s=305, clock="07:31:02")
     assert line == (
         "[07:31:02] migrated 12,345 of 60,225; done 12,445 (20.7%); 2,412/s; backlog 1,204; "
-        "failed 123 (100 for good); ETA 20s; elapsed 5m05s"
+        "failed 123 (100 for good); ETA 0s; elapsed 5m05s"
     )
 
 
@@ -139,3 +139,14 @@ def test_an_outage_line_names_each_server_down_and_since_when() -> None:
     assert outage_line({}, clock="x", fallback="the worker answered 503") == (
         "[x] progress unknown: the worker answered 503"
     )
+
+
+def test_the_eta_is_the_backlogs_done_at_zero_whatever_the_population_has_left() -> None:
+    """Rolled-back and failing-for-good users are held out of every run: the population's
+    ETA (eta_s) never reaches 0 after a run; the watch says the backlog's."""
+    line = status_line({**PROGRESS, "backlog": 0, "eta_s": 37.0}, elapsed_s=0, clock="x")
+    assert "ETA done" in line
+    line = status_line(
+        {**PROGRESS, "backlog": 24_124, "rate_per_s": 2412.4}, elapsed_s=0, clock="x"
+    )
+    assert "ETA 10s" in line
