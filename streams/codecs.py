@@ -210,9 +210,7 @@ def dead_letter(
         ),
     )
     carried = [
-        (name, raw or b"")
-        for name, raw in headers
-        if not name.lower().startswith(HEADER_PREFIX)
+        (name, raw or b"") for name, raw in headers if not name.lower().startswith(HEADER_PREFIX)
     ]
     return letter.model_dump_json().encode("utf-8"), (
         failure_headers(origin, code=reason, retryable=False) + carried
