@@ -91,6 +91,8 @@ class PartitionTransactions:
         # Per partition, the next offset from which records were found waiting: nothing to
         # settle there until a batch moves the partition on.
         self._waiting: dict[int, int] = {}
+        # Per partition, its next offset at the previous ``settle``.
+        self._last_seen: dict[int, int | None] = {}
 
     @property
     def epoch(self) -> int:
@@ -159,20 +161,24 @@ class PartitionTransactions:
     async def settle(self) -> None:
         """Commit each owned partition past its trailing offsets that hold no record.
 
-        Only offsets below the last stable offset are looked at (every transaction there has
-        ended), and only when a fetch from the partition's next offset reaches that end without
-        a record: a record found is the lanes' to answer, and the partition is not looked at
-        again until a batch moves it on. Kafka away: tried again at the next call.
+        Only a partition that stood still since the previous call is looked at (a flood costs
+        nothing), only below the last stable offset (every transaction there has ended), and
+        only when a fetch from the partition's next offset reaches that end without a record:
+        a record found is the lanes' to answer, and the partition is not looked at again until
+        a batch moves it on. Kafka away: tried again at the next call.
         """
         positions = self.positions
         if self._probe is None or not positions.ready:
             return
         epoch = positions.epoch
-        due = {
-            p: start
-            for p in sorted(positions.owned - positions.fenced)
-            if (start := positions.next.get(p)) is not None and self._waiting.get(p) != start
-        }
+        due: dict[int, int] = {}
+        for p in sorted(positions.owned - positions.fenced):
+            start = positions.next.get(p)
+            last, self._last_seen[p] = self._last_seen.get(p), start
+            # Only a partition that stood still since the last call (no batch committed: under
+            # a flood, none is looked at) and that was not found holding records from there.
+            if start is not None and last == start and self._waiting.get(p) != start:
+                due[p] = start
         if not due:
             return
         try:

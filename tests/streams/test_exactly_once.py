@@ -233,3 +233,61 @@ async def test_a_marker_then_a_lost_record_reads_again_from_the_record() -> None
 
     assert await transactions.claim(0, [10, 11, 12, 15], seek) == [10, 11, 12]
     assert seeks == [14] and probe.fetches == [13]
+
+
+class _Probe:
+    """Stands in for the read_committed reader: the partitions' ends and what a fetch finds."""
+
+    def __init__(self, ends: dict[int, int], records: dict[int, int | None]) -> None:
+        self.end, self.records, self.fetches = ends, records, 0
+
+    async def ends(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        return {p: self.end[p] for p in partitions}
+
+    async def first_record(
+        self, topic: str, partition: int, start: int, end: int, timeout_s: float
+    ) -> int | None:
+        self.fetches += 1
+        return self.records.get(partition)
+
+    async def stop(self) -> None:
+        return None
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.committed: list[dict[Any, int]] = []
+
+    async def begin_transaction(self) -> None:
+        return None
+
+    async def send_offsets_to_transaction(self, offsets: dict[Any, int], group: str) -> None:
+        self.committed.append(offsets)
+
+    async def commit_transaction(self) -> None:
+        return None
+
+
+async def test_a_quiet_partition_is_committed_past_trailing_markers_and_only_then() -> None:
+    probe = _Probe({0: 12, 1: 50}, {0: None, 1: 45})
+    transactions = PartitionTransactions(
+        source_topic="requests",
+        group_id="g",
+        app_id="a",
+        new_producer=lambda _: None,  # type: ignore[arg-type,return-value]
+        probe=probe,  # type: ignore[arg-type]
+    )
+    producer = _Producer()
+    transactions._producers = {0: producer, 1: _Producer()}  # type: ignore[dict-item]
+    transactions.positions.assign({0, 1}, {0: 10, 1: 40})
+    await transactions.settle()  # first sight: they may be moving, nothing is looked at
+    assert probe.fetches == 0
+    await transactions.settle()
+    # Partition 0 holds only markers from 10 to 12: committed past them, next is 12. Partition 1
+    # holds a record at 45: the lane's to answer, nothing committed, not looked at again.
+    assert [{tp.partition: o for tp, o in c.items()} for c in producer.committed] == [{0: 12}]
+    assert transactions.positions.next == {0: 12, 1: 40}
+    fetched = probe.fetches
+    await transactions.settle()
+    await transactions.settle()
+    assert probe.fetches == fetched  # 0 is at its end, 1 waits for a batch to move it
