@@ -180,10 +180,19 @@ def stop() -> None:
     subprocess.run([*MIGRATOR, "stack", "down", "--dir", str(STACK)], cwd=ROOT, check=False)
 
 
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=int(os.environ.get("DEMO_USERS", "50000")))
     parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "6066")))
     parser.add_argument("--stop", action="store_true")
     arguments = parser.parse_args()
-    stop() if arguments.stop else demo(arguments.users, arguments.port)
+    try:
+        stop() if arguments.stop else demo(arguments.users, arguments.port)
+    except subprocess.CalledProcessError as exc:
+        # The command said why on stderr, in one line: no traceback on top of it.
+        step = " ".join(str(a) for a in exc.cmd[3:5])
+        sys.exit(f"demo: `migrator {step}` failed (the line above); stop with: make demo-stop")
+
+
+if __name__ == "__main__":
+    main()

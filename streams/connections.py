@@ -6,6 +6,7 @@ and its address, because the person reading them is usually an operator starting
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -41,6 +42,24 @@ async def start_kafka_client(client: KafkaClient) -> None:
     except BaseException:
         await client.stop()
         raise
+
+
+async def stop_kafka_client(client: KafkaClient) -> None:
+    """Stop a Kafka client whatever it was doing.
+
+    aiokafka 0.14's consumer, stopped while a fetch request is in flight (Kafka away), cancels
+    that request's task and awaits it, and lets its ``CancelledError`` out
+    (``Fetcher.close``). That is not a cancellation of the caller: taken for one, it ended a
+    worker's answer audit and settle loops for good after a Kafka outage (mode terminates a
+    service task that raises it). It is passed on only when the caller itself is being
+    cancelled.
+    """
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 def unreachable(server: str, address: str, detail: object = None) -> str:

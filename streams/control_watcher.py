@@ -31,6 +31,7 @@ from agents.core.control_state import ControlState, FailureWindows, Pacer
 from agents.stores import redis_mirror
 from schemas.events import Outcome
 from streams import topics
+from streams.connections import stop_kafka_client
 from streams.control_topic import applied, pause_value, worker_name
 from streams.faust_internals import pause_fetching
 from streams.settings import Settings
@@ -252,7 +253,7 @@ class ControlWatcher(Service):
                 consumer.assign([tp])
                 await consumer.seek_to_beginning(tp)
             except BaseException:
-                await consumer.stop()
+                await stop_kafka_client(consumer)
                 raise
             self._consumer = consumer
         return self._consumer
@@ -295,7 +296,7 @@ class ControlWatcher(Service):
     async def on_stop(self) -> None:
         if self._consumer is not None:
             try:
-                await asyncio.wait_for(self._consumer.stop(), timeout=10)
+                await asyncio.wait_for(stop_kafka_client(self._consumer), timeout=10)
             except (KafkaError, OSError, TimeoutError) as exc:
                 log.info("control client stop: %r", exc)
 

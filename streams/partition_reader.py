@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.connections import start_kafka_client
+from streams.connections import start_kafka_client, stop_kafka_client
 from streams.faust_internals import refresh_metadata
 
 # Records per fetch answer per partition: about 1 MiB of requests.
@@ -55,7 +55,7 @@ class PartitionReader:
     async def stop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            await client.stop()
+            await stop_kafka_client(client)
 
     async def partitions(self, topic: str) -> list[int]:
         """The topic's partitions (none if it does not exist)."""

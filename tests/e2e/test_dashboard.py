@@ -222,6 +222,13 @@ async def test_outages_are_named_in_red_and_unknown_figures_are_not_zeros(
         started = time.monotonic()
         await page.wait_for_function("document.getElementById('outage').hidden", timeout=60_000)
         print(f"Kafka back: banner gone after {time.monotonic() - started:.1f} s")
+        # The worker's own loops outlived the outage: its answer audit goes on (a stopped
+        # Kafka client once let a CancelledError out that ended the loop for good).
+        rounds = worker.get("/api/v1/onboarding/migration/audit")[1]["worker"]["rounds"]
+        deadline = time.monotonic() + 60
+        while worker.get("/api/v1/onboarding/migration/audit")[1]["worker"]["rounds"] < rounds + 2:
+            assert time.monotonic() < deadline, "the answer audit stopped after the outage"
+            await asyncio.sleep(2)
 
         kill_server(stack, "postgres", sig=signal.SIGINT)
         watch = subprocess.Popen(

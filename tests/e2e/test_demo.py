@@ -28,6 +28,7 @@ DEMO = [sys.executable, str(ROOT / "scripts" / "demo.py")]
 @pytest.fixture
 def demo_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="migrator-demo-") as directory:
+        os.chmod(directory, 0o755)  # PostgreSQL runs as nobody under root: it must get in
         yield Path(directory)
         subprocess.run(
             [*DEMO, "--stop"],
