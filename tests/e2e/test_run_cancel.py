@@ -12,7 +12,6 @@ is cancelled; a second cancel has nothing left (409).
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -22,22 +21,21 @@ from typing import Any
 
 import pytest
 import redis
+import two_workers
 from harness import (
     ADMIN_TOKEN,
-    MIGRATOR,
-    ROOT,
     Read,
     Stack,
     Worker,
     read_all,
     seed,
 )
+from two_workers import API, control, leave_running, run, start_two, wait_until
 
 from agents.stores.redis_mirror import user_key
 from streams import topics
 from streams.connections import opened
 
-API = "/api/v1/onboarding/migration"
 APP_ID = f"e2e-cancel-{uuid.uuid4().hex[:6]}"
 # A failure budget the cancelled answers would spend many times over, were they judged.
 WORKER_ENV = {"MIGRATOR_BATCH_SIZE": "200", "MIGRATOR_FAILURE_BUDGET": "5%/500"}
@@ -45,8 +43,7 @@ WORKER_ENV = {"MIGRATOR_BATCH_SIZE": "200", "MIGRATOR_FAILURE_BUDGET": "5%/500"}
 
 @pytest.fixture(scope="module")
 def workers(stack: Stack) -> Iterator[list[Worker]]:
-    running = [Worker(stack, app_id=APP_ID, extra_env=WORKER_ENV).start() for _ in range(2)]
-    wait_until(lambda: _assigned(running), 60, "both workers own request partitions")
+    running = start_two(stack, APP_ID, WORKER_ENV)
     yield running
     for worker in running:
         worker.stop()
@@ -56,52 +53,11 @@ def workers(stack: Stack) -> Iterator[list[Worker]]:
 def running_unthrottled(workers: list[Worker]) -> Iterator[None]:
     """Each test leaves the cluster running and unthrottled, whatever happened."""
     yield
-    for path, body in (
-        ("control/resume", {"by": "e2e cleanup"}),
-        ("control/throttle", {"rate": None}),
-    ):
-        status, answer = workers[0].request("POST", f"{API}/{path}", body=body, token=ADMIN_TOKEN)
-        assert status == 202, answer
-
-
-def _assigned(workers: list[Worker]) -> bool:
-    _, body = workers[0].get(f"{API}/workers")
-    rows = body["workers"] if isinstance(body, dict) else []
-    return len(rows) == 2 and all(row["partitions"] for row in rows)
+    leave_running(workers)
 
 
 def migrator(stack: Stack, *args: str) -> str:
-    result = subprocess.run(
-        [*MIGRATOR, *args],
-        env={**stack.env, "MIGRATOR_APP_ID": APP_ID},
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, f"migrator {' '.join(args)}: {result.stderr}"
-    return result.stdout
-
-
-def wait_until(condition: Any, timeout_s: float, what: str, every_s: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout_s} s: {what}", pytrace=False)
-        time.sleep(every_s)
-
-
-def run(worker: Worker, name: str) -> dict[str, Any]:
-    status, body = worker.get(f"{API}/runs/{name}")
-    assert status == 200, body
-    return dict(body)
-
-
-def control(worker: Worker) -> dict[str, Any]:
-    status, body = worker.get(f"{API}/control")
-    assert status == 200, body
-    return dict(body)
+    return two_workers.migrator(stack, APP_ID, *args)
 
 
 def outcomes_of(stack: Stack, users: list[str]) -> dict[str, list[Read]]:
