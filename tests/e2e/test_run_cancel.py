@@ -129,7 +129,8 @@ def test_a_wrong_run_cancelled_while_paused_touches_no_user_and_a_replay_brings_
     assert "run wrong-wave: waiting" in plan and "unanswered  1500:" in plan, plan
     assert "backlog     1550 request record(s)" in plan, plan
     assert "cluster     paused since" in plan and "nothing was written" in plan, plan
-    assert run(workers[0], "wrong-wave")["state"] == "waiting"  # the plan wrote nothing
+    # The plan wrote nothing: the run waits, shown as paused while the cluster is.
+    assert run(workers[0], "wrong-wave")["state"] == "paused"
 
     refused, body = workers[0].request("POST", f"{API}/runs/no-such-run/cancel", token=ADMIN_TOKEN)
     assert refused == 404 and "no run named" in body["error"]
