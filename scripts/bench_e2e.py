@@ -17,6 +17,11 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   process (same app id), so that peak RSS is per size.
 - idle: single requests on an idle worker, publish → outcome visible, p50 and max.
 - half load: requests paced at half the flood rate, per-request latency p50 / p99 / max.
+- hand-written pipeline (a reference line, not the service): ``scripts/bench_reference.py``
+  makes the service's writes of a migrate with aiokafka, asyncpg and redis-py directly,
+  at-least-once, in a process of its own; flooded like the service once the worker has stopped,
+  with as many freshly seeded users as the last flood. ``service / hand-written`` is the last
+  flood's users/s over its users/s.
 - baseline (a reference line, not the service): the batch applier applying one user per
   PostgreSQL transaction, no Kafka, on a tenth of the users (at most 5,000).
 
@@ -45,7 +50,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -364,6 +369,16 @@ class Worker:
 # --- Kafka: publishing requests and watching outcomes --------------------------------------------
 
 
+class Answering(Protocol):
+    """What a wait for outcomes needs of the process answering (the worker or the hand-written
+    pipeline): to fail at once if it has exited, and where its log is."""
+
+    @property
+    def log_path(self) -> Path: ...
+
+    def check(self, doing: str) -> None: ...
+
+
 async def start_producer(bootstrap: list[str], *, linger_ms: int) -> AIOKafkaProducer:
     """An ordinary upstream producer (acks=all, idempotent); batching only for the flood."""
     producer = AIOKafkaProducer(
@@ -459,7 +474,7 @@ class OutcomeWatcher:
         index = bisect_right(self.times, moment)
         return self.totals[index - 1] if index else 0
 
-    async def wait_count(self, wanted: int, worker: Worker, what: str) -> float:
+    async def wait_count(self, wanted: int, worker: Answering, what: str) -> float:
         """Wait for ``wanted`` outcomes; fail when none came for ``STALL_S``."""
         last_count, last_change = -1, time.monotonic()
         while self.count < wanted:
@@ -475,7 +490,7 @@ class OutcomeWatcher:
             await asyncio.sleep(0.01)
         return self.time_of(wanted)
 
-    async def wait_keys(self, keys: Sequence[bytes], worker: Worker, what: str) -> None:
+    async def wait_keys(self, keys: Sequence[bytes], worker: Answering, what: str) -> None:
         await self.wait_count(len(keys), worker, what)
         deadline = time.monotonic() + 30
         while any(key not in self.arrivals for key in keys):
@@ -529,7 +544,7 @@ class Context:
     http: aiohttp.ClientSession
 
 
-async def warm_up(ctx: Context, worker: Worker, prefix: str) -> float:
+async def warm_up(ctx: Context, worker: Answering, prefix: str) -> float:
     """A few requests before any measurement: partitions assigned, transactional producers up.
 
     Returns the seconds from publish to the last of their outcomes (the worker's first batch).
@@ -762,6 +777,63 @@ async def baseline(ctx: Context, users: int) -> dict[str, Any]:
     }
 
 
+async def hand_written(ctx: Context, users: int) -> dict[str, Any]:
+    """The hand-written pipeline (``scripts/bench_reference.py``: the service's writes of a
+    migrate with aiokafka, asyncpg and redis-py, at-least-once, no framework) flooded like the
+    service: its own freshly seeded users, published at once, users/s from the first publish to
+    the N-th outcome read back, CPU per 1,000 users of its process (one of its own, as the
+    worker's) and of the servers. Run once the worker has stopped: both read the request topic.
+    """
+    from bench_reference import ReferenceFailed, running
+
+    ids = await seed(ctx.env, users, "ref-")
+    records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
+    try:
+        async with running(ctx.env, ctx.directory / "reference.log") as reference:
+            await warm_up(ctx, reference, "refw-")
+            watcher = await OutcomeWatcher(ctx.bootstrap, keyed=False).open()
+            producer = await start_producer(ctx.bootstrap, linger_ms=20)
+            processes = {"reference": reference.pid, **ctx.servers}
+            try:
+                cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+                client_before = self_cpu_seconds()
+                started = time.monotonic()
+                futures = [
+                    await producer.send(REQUESTED_TOPIC, value, key=key) for key, value in records
+                ]
+                await asyncio.gather(*futures)
+                published = time.monotonic()
+                finished = await watcher.wait_count(users, reference, "hand-written flood")
+                cpu_after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+                client_cpu = self_cpu_seconds() - client_before
+                await asyncio.sleep(1.0)  # anything beyond N would be a duplicate outcome
+            finally:
+                await producer.stop()
+                await watcher.close()
+            done = await reference.stop()
+    except ReferenceFailed as exc:
+        raise BenchError(str(exc)) from None
+    elapsed = finished - started
+    per_1k = {
+        name: round((cpu_after[name] - cpu_before[name]) * 1000 / users, 3) for name in processes
+    }
+    per_1k["bench client"] = round(client_cpu * 1000 / users, 3)
+    return {
+        "what": "scripts/bench_reference.py: the same writes, aiokafka + asyncpg + redis-py, "
+        "at-least-once, no framework",
+        "users": users,
+        "seconds": round(elapsed, 3),
+        "users_per_s": round(users / elapsed, 1),
+        "publish_s": round(published - started, 3),
+        "outcomes": {
+            topic.removeprefix("user-migration-"): n for topic, n in watcher.by_topic.items()
+        },
+        "outcomes_total": watcher.count,
+        "batches_with_warm_up": done.get("batches"),
+        "cpu_s_per_1000_users": per_1k,
+    }
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
@@ -800,6 +872,9 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         finally:
             if worker is not None:
                 worker.stop()
+        progress(f"hand-written pipeline: {plan.sizes[-1]:,} users")
+        reference = await hand_written(ctx, plan.sizes[-1])
+        reference["ratio"] = round(floods[-1]["users_per_s"] / reference["users_per_s"], 3)
         progress(f"baseline: {plan.baseline_users:,} users, one transaction each")
         base_result = await baseline(ctx, plan.baseline_users)
     return {
@@ -807,6 +882,7 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         "idle": idle_result,
         "half_load": half_result,
         "baseline": base_result,
+        "reference": reference,
         "last_worker_peak_rss_mib": round(worker_rss, 1),
     }
 
@@ -953,7 +1029,23 @@ def table(report: dict[str, Any]) -> str:
         f"{base['cpu_s_per_1000_users']['postgres']:.2f}, redis "
         f"{base['cpu_s_per_1000_users']['redis']:.2f})",
     ]
+    lines += reference_lines(report["reference"], report["floods"][-1])
     return "\n".join(lines)
+
+
+def reference_lines(ref: dict[str, Any], flood: dict[str, Any]) -> list[str]:
+    """The hand-written pipeline's line, and the service's flood of the same size against it."""
+    cpu = ref["cpu_s_per_1000_users"]
+    return [
+        "",
+        f"hand-written pipeline ({ref['what']}), on the same servers:",
+        f"  {ref['users']:>9,} users: {ref['users_per_s']:,.0f} users/s ({ref['seconds']:.1f} s); "
+        f"CPU s per 1,000 users: its process {cpu['reference']:.2f}, kafka {cpu['kafka']:.2f}, "
+        f"postgres {cpu['postgres']:.2f}, redis {cpu['redis']:.2f}",
+        f"  service / hand-written = {ref['ratio']:.2f} ({flood['users_per_s']:,.0f} / "
+        f"{ref['users_per_s']:,.0f} users/s); CPU per 1,000 users: worker "
+        f"{flood['cpu_s_per_1000_users']['worker']:.2f} s, hand-written {cpu['reference']:.2f} s",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
