@@ -256,7 +256,8 @@ def resolve(ref: str) -> Commit:
     except CompareError:
         raise CompareError(f"not a commit in this repository: {ref!r}") from None
     short = git("rev-parse", "--short", sha)
-    return Commit(sha, short, git("log", "-1", "--format=%s", sha)[:60])
+    subject = git("log", "-1", "--format=%s", sha)
+    return Commit(sha, short, subject if len(subject) <= 60 else subject[:59] + "…")
 
 
 def dirty() -> bool:
