@@ -22,8 +22,19 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   at-least-once, in a process of its own; flooded like the service once the worker has stopped,
   with as many freshly seeded users as the last flood. ``service / hand-written`` is the last
   flood's users/s over its users/s.
+- idle cost: right after the (last) flood has drained, a quiet window with nothing published:
+  the worker's CPU ms/s and the PostgreSQL transactions and statements, Redis commands and Kafka
+  requests per second it causes (scripts/bench_idle.py says how each is counted).
+- exactly-once vs at-least-once: the flood twice more on the same stack, the same number of
+  freshly seeded users each, one fresh worker with ``MIGRATOR_PROCESSING_GUARANTEE=exactly_once``
+  then one with ``at_least_once``: what exactly-once costs in throughput and CPU. Off in
+  ``--quick`` (``--guarantees`` turns it on): two more worker starts would double CI's smoke run,
+  and 2,000-user floods are too short to tell the guarantees apart.
 - baseline (a reference line, not the service): the batch applier applying one user per
   PostgreSQL transaction, no Kafka, on a tenth of the users (at most 5,000).
+
+``--flood-only`` runs the floods alone (``scripts/bench --compare`` needs nothing else);
+``--stack-dir`` puts the stack elsewhere than ``.stack/bench``.
 
 Everything runs on this machine (servers, worker and this client share its CPUs), so the
 figures compare runs on the same machine; nothing is asserted. Any failure is one line on
@@ -53,6 +64,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import bench_idle
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.stack.ports import free_port
@@ -74,6 +86,12 @@ OUTCOME_TOPICS = ("user-migration-migrated", "user-migration-failed", "user-migr
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # A flood that produces no outcome for this long has stalled (the worker died or is stuck).
 STALL_S = 90.0
+# The exactly-once vs at-least-once floods take the last flood's size, at most this many.
+GUARANTEE_MOST = DEFAULT_USERS
+GUARANTEES = ("exactly_once", "at_least_once")
+# The idle window: 30 s covers three rounds of the answer audit (every 10 s); --quick: a glimpse.
+IDLE_WINDOW = bench_idle.Window(settle_s=5.0, seconds=30.0)
+QUICK_IDLE_WINDOW = bench_idle.Window(settle_s=1.0, seconds=5.0)
 
 
 class BenchError(Exception):
@@ -94,6 +112,10 @@ class Plan:
     baseline_users: int
     json_path: Path
     quick: bool
+    stack_dir: Path = STACK_DIR
+    flood_only: bool = False
+    guarantee_users: int | None = None  # None: no exactly-once vs at-least-once floods
+    idle_window: bench_idle.Window | None = None  # None: no idle-cost window
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -109,14 +131,22 @@ def parse_sizes(text: str) -> tuple[int, ...]:
 def build_plan(args: argparse.Namespace) -> Plan:
     sizes: tuple[int, ...] = args.users or ((QUICK_USERS,) if args.quick else (DEFAULT_USERS,))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stack_dir = Path(args.stack_dir).resolve() if args.stack_dir else STACK_DIR
+    with_guarantees = (not args.quick) if args.guarantees is None else args.guarantees
     return Plan(
         sizes=sizes,
         idle_requests=5 if args.quick else 10,
         idle_gap_s=0.5,
         half_load_s=5.0 if args.quick else 20.0,
         baseline_users=max(1, min(max(sizes) // 10, BASELINE_MOST)),
-        json_path=Path(args.json) if args.json else STACK_DIR / f"bench-{stamp}.json",
+        json_path=Path(args.json) if args.json else stack_dir / f"bench-{stamp}.json",
         quick=args.quick,
+        stack_dir=stack_dir,
+        flood_only=args.flood_only,
+        guarantee_users=(
+            min(sizes[-1], GUARANTEE_MOST) if with_guarantees and not args.flood_only else None
+        ),
+        idle_window=(None if args.flood_only else QUICK_IDLE_WINDOW if args.quick else IDLE_WINDOW),
     )
 
 
@@ -834,6 +864,83 @@ async def hand_written(ctx: Context, users: int) -> dict[str, Any]:
     }
 
 
+async def idle_cost(ctx: Context, worker: Worker, window: bench_idle.Window) -> dict[str, Any]:
+    """What the drained worker spends per second with nothing published (scripts/bench_idle.py)."""
+    try:
+        return await bench_idle.measure(
+            env=ctx.env,
+            stack_dir=ctx.directory,
+            bootstrap=ctx.bootstrap[0],
+            worker_pid=worker.pid,
+            servers=ctx.servers,
+            cpu_seconds=cpu_seconds,
+            window=window,
+            worker_alive=lambda: worker.check("during the idle-cost window"),
+        )
+    except bench_idle.IdleCostError as exc:
+        raise BenchError(f"idle cost: {exc}") from None
+
+
+async def guarantees(ctx: Context, users: int, first_index: int) -> dict[str, Any]:
+    """The flood once per delivery guarantee, exactly-once first, a fresh worker each.
+
+    Same stack, same size, freshly seeded users each time, like the flood of ``--users`` sizes:
+    the only difference between the two runs is ``MIGRATOR_PROCESSING_GUARANTEE`` (and that the
+    second runs on a database one flood larger).
+    """
+    runs: dict[str, dict[str, Any]] = {}
+    for number, mode in enumerate(GUARANTEES):
+        ids = await seed(ctx.env, users, f"g{number}-")
+        progress(f"{mode}: {users:,} users seeded, worker")
+        worker = Worker(
+            {**ctx.env, "MIGRATOR_PROCESSING_GUARANTEE": mode}, ctx.directory, first_index + number
+        )
+        worker.start()
+        try:
+            await worker.wait_ready(ctx.http)
+            first_batch_s = await warm_up(ctx, worker, f"gw{number}-")
+            result = await flood(ctx, worker, ids)
+        finally:
+            worker.stop()
+        result["warm_up_s"] = round(first_batch_s, 3)
+        result["guarantee"] = mode
+        runs[mode] = result
+        progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
+    return guarantee_summary(runs["exactly_once"], runs["at_least_once"])
+
+
+def guarantee_summary(eos: dict[str, Any], alo: dict[str, Any]) -> dict[str, Any]:
+    """What exactly-once costs: the share of at-least-once throughput it gives up, and CPU."""
+    worker_cpu = {
+        "exactly_once": eos["cpu_s_per_1000_users"]["worker"],
+        "at_least_once": alo["cpu_s_per_1000_users"]["worker"],
+    }
+    return {
+        "users": eos["users"],
+        "order": list(GUARANTEES),
+        "exactly_once_cost_pct_of_throughput": percent_less(eos["users_per_s"], alo["users_per_s"]),
+        "exactly_once_extra_worker_cpu_pct": percent_more(
+            worker_cpu["exactly_once"], worker_cpu["at_least_once"]
+        ),
+        "worker_cpu_s_per_1000_users": worker_cpu,
+        "exactly_once": eos,
+        "at_least_once": alo,
+    }
+
+
+def percent_more(value: float, reference: float) -> float | None:
+    """How many % ``value`` is above ``reference`` (negative: below); None without a reference."""
+    if not reference or math.isnan(reference) or math.isnan(value):
+        return None
+    return round((value - reference) * 100 / reference, 1)
+
+
+def percent_less(value: float, reference: float) -> float | None:
+    """How many % ``value`` is below ``reference`` (negative: above); None without a reference."""
+    more = percent_more(value, reference)
+    return None if more is None else round(0.0 - more, 1)
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
@@ -863,6 +970,12 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
                 floods.append(result)
                 progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
             assert worker is not None
+            if plan.flood_only:
+                return {"floods": floods}
+            idle_cost_result = None
+            if plan.idle_window is not None:
+                progress(f"idle cost: {plan.idle_window.seconds:.0f} s with nothing published")
+                idle_cost_result = await idle_cost(ctx, worker, plan.idle_window)
             progress(f"idle: {plan.idle_requests} single requests")
             idle_result = await idle(ctx, worker, plan.idle_requests, plan.idle_gap_s)
             rate = floods[-1]["users_per_s"]
@@ -872,11 +985,17 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         finally:
             if worker is not None:
                 worker.stop()
+        guarantee_result = None
+        if plan.guarantee_users is not None:
+            guarantee_result = await guarantees(ctx, plan.guarantee_users, len(plan.sizes))
+        # Last of the floods: its requests are read by its own group, and a service worker
+        # started after it would find them waiting under the service's.
         progress(f"hand-written pipeline: {plan.sizes[-1]:,} users")
         reference = await hand_written(ctx, plan.sizes[-1])
         reference["ratio"] = round(floods[-1]["users_per_s"] / reference["users_per_s"], 3)
         progress(f"baseline: {plan.baseline_users:,} users, one transaction each")
         base_result = await baseline(ctx, plan.baseline_users)
+    optional = {"idle_cost": idle_cost_result, "guarantees": guarantee_result}
     return {
         "floods": floods,
         "idle": idle_result,
@@ -884,6 +1003,7 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         "baseline": base_result,
         "reference": reference,
         "last_worker_peak_rss_mib": round(worker_rss, 1),
+        **{name: value for name, value in optional.items() if value is not None},
     }
 
 
@@ -920,9 +1040,14 @@ def git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
+def shown(path: Path) -> str:
+    """A path as the operator would type it: relative to the checkout when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def run(plan: Plan) -> dict[str, Any]:
-    directory = STACK_DIR
-    progress(f"fresh stack in {directory.relative_to(ROOT)}")
+    directory = plan.stack_dir
+    progress(f"fresh stack in {shown(directory)}")
     started_at = datetime.now(UTC)
     try:
         env = fresh_stack(directory)
@@ -946,6 +1071,9 @@ def run(plan: Plan) -> dict[str, Any]:
             "idle_gap_s": plan.idle_gap_s,
             "half_load_s": plan.half_load_s,
             "baseline_users": plan.baseline_users,
+            "flood_only": plan.flood_only,
+            "guarantee_users": plan.guarantee_users,
+            "idle_window_s": plan.idle_window.seconds if plan.idle_window else None,
             "app_id": APP_ID,
             "worker_env": worker_settings(env),
         },
@@ -955,7 +1083,7 @@ def run(plan: Plan) -> dict[str, Any]:
 
 def run_core(plan: Plan) -> None:
     """``--core``: the batch applier alone (scripts/bench_core.py) on a fresh stack."""
-    directory = STACK_DIR
+    directory = plan.stack_dir
     try:
         env = fresh_stack(directory)
         for size in plan.sizes:
@@ -978,12 +1106,8 @@ def run_core(plan: Plan) -> None:
 
 
 def table(report: dict[str, Any]) -> str:
-    floods, idle_r, half, base = (
-        report["floods"],
-        report["idle"],
-        report["half_load"],
-        report["baseline"],
-    )
+    """The printed table; a ``--flood-only`` report has the floods and counter lag alone."""
+    floods = report["floods"]
     lines = [
         f"onboarding-migrator {report['commit'] or ''}, end to end ({report['machine']['cpus']} "
         "CPUs; Kafka, PostgreSQL, Redis, the worker and this client all on this machine)",
@@ -1009,6 +1133,11 @@ def table(report: dict[str, Any]) -> str:
             f"{lag['ahead_records']:,} (a batch committed in PostgreSQL, its Kafka transaction "
             f"not yet; {lag['polls']} polls); outcomes: {outcomes}"
         )
+    if "idle_cost" in report:
+        lines += ["", *bench_idle.lines(report["idle_cost"])]
+    if "idle" not in report:
+        return "\n".join(lines)
+    idle_r, half, base = report["idle"], report["half_load"], report["baseline"]
     lines += [
         "",
         "latency, publish -> outcome visible (read_committed):",
@@ -1022,6 +1151,10 @@ def table(report: dict[str, Any]) -> str:
         f"{half['cpu_s_per_1000_requests']['worker']:.2f}, kafka "
         f"{half['cpu_s_per_1000_requests']['kafka']:.2f}, postgres "
         f"{half['cpu_s_per_1000_requests']['postgres']:.2f}",
+    ]
+    if "guarantees" in report:
+        lines += ["", *guarantee_lines(report["guarantees"])]
+    lines += [
         "",
         f"reference only (not the service): {base['what']}",
         f"  {base['users']:>9,} users: {base['users_per_s']:,.0f} users/s "
@@ -1048,6 +1181,38 @@ def reference_lines(ref: dict[str, Any], flood: dict[str, Any]) -> list[str]:
     ]
 
 
+def guarantee_lines(summary: dict[str, Any]) -> list[str]:
+    """The table's exactly-once vs at-least-once section."""
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:+.1f} %"
+
+    lines = [
+        f"exactly-once vs at-least-once: the flood again on {summary['users']:,} freshly seeded "
+        f"users each, a fresh worker per guarantee ({' then '.join(summary['order'])})",
+        f"  {'guarantee':<14} {'users/s':>9} {'RSS MiB':>8} | CPU s per 1,000 users: "
+        f"{'worker':>6} {'kafka':>6} {'postgres':>8} {'redis':>6}",
+    ]
+    for mode in summary["order"]:
+        run, cpu = summary[mode], summary[mode]["cpu_s_per_1000_users"]
+        lines.append(
+            f"  {mode:<14} {run['users_per_s']:>9,.0f} {run['worker_peak_rss_mib']:>8.0f} | "
+            f"{'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} {cpu['postgres']:>8.2f} "
+            f"{cpu['redis']:>6.2f}"
+        )
+    cost = summary["exactly_once_cost_pct_of_throughput"]
+    cpu = summary["worker_cpu_s_per_1000_users"]
+    lines.append(
+        f"  exactly-once costs {'n/a' if cost is None else f'{cost:.1f} %'} of throughput "
+        f"({summary['exactly_once']['users_per_s']:,.0f} vs "
+        f"{summary['at_least_once']['users_per_s']:,.0f} users/s); worker CPU per 1,000 users "
+        f"{cpu['exactly_once']:.2f} vs {cpu['at_least_once']:.2f} s "
+        f"({pct(summary['exactly_once_extra_worker_cpu_pct'])}); one flood each, so a few % "
+        "either way is this machine's noise"
+    )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1064,6 +1229,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="smoke test for CI: 2,000 users, 5 idle requests, 5 s half load; no thresholds",
     )
     parser.add_argument("--json", metavar="PATH", help="where to write the JSON report")
+    parser.add_argument(
+        "--stack-dir",
+        metavar="DIR",
+        help="where the fresh stack lives (default .stack/bench; wiped first, JSON reports kept)",
+    )
+    parser.add_argument(
+        "--guarantees",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="exactly-once vs at-least-once floods (default: on, off with --quick)",
+    )
+    parser.add_argument(
+        "--flood-only",
+        action="store_true",
+        help="only the floods (what scripts/bench --compare needs): no idle, half load, baseline",
+    )
     parser.add_argument(
         "--core",
         action="store_true",

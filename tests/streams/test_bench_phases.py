@@ -1,0 +1,248 @@
+"""``make bench``'s idle cost and exactly-once vs at-least-once: counting and shaping.
+
+The measurements need a stack; what they count in the servers' logs, how the figures become
+rates and a cost, and what the table and JSON show are pure and pinned here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+bench_idle = importlib.import_module("bench_idle")
+bench_e2e = importlib.import_module("bench_e2e")
+
+
+def _kafka_line(api: str, client: str, listener: str) -> str:
+    record = {
+        "isForwarded": False,
+        "requestHeader": {"requestApiKey": 1, "clientId": client, "requestApiKeyName": api},
+        "request": {"maxWaitMs": 500},
+        "response": {"throttleTimeMs": 0},
+        "listener": listener,
+    }
+    return (
+        f"[2026-12-02 13:48:55,306] DEBUG Completed request:{json.dumps(record)} "
+        "(kafka.request.logger)"
+    )
+
+
+def test_kafka_requests_are_counted_on_the_client_listener_only() -> None:
+    lines = [
+        _kafka_line("FETCH", "faust-0.15.3", "PLAINTEXT"),
+        _kafka_line("FETCH", "faust-0.15.3", "PLAINTEXT"),
+        _kafka_line("HEARTBEAT", "aiokafka-0.14.0", "PLAINTEXT"),
+        _kafka_line("BROKER_HEARTBEAT", "1", "CONTROLLER"),
+        "[2026-12-02 13:48:55,400] INFO [GroupCoordinator 1]: something else (kafka.coordinator)",
+        _kafka_line("FETCH", "faust-0.15.3", "PLAINTEXT")[:80],  # cut at the window's edge
+    ]
+    assert bench_idle.kafka_requests(lines) == Counter(
+        {("FETCH", "faust-0.15.3"): 2, ("HEARTBEAT", "aiokafka-0.14.0"): 1}
+    )
+
+
+def test_postgres_statements_are_the_logged_statements_and_executes() -> None:
+    lines = [
+        "2026-12-02 13:50:01.001 UTC [4242] LOG:  statement: BEGIN",
+        "2026-12-02 13:50:01.002 UTC [4242] LOG:  execute __asyncpg_stmt_3__: SELECT 1",
+        "\tFROM somewhere",  # a statement's continuation line
+        "2026-12-02 13:50:01.003 UTC [4242] LOG:  execute <unnamed>: SELECT 2",
+        "2026-12-02 13:50:01.004 UTC [4000] LOG:  checkpoint starting: time",
+        "2026-12-02 13:50:01.005 UTC [4242] DETAIL:  parameters: $1 = 'x'",
+    ]
+    assert bench_idle.pg_statements(lines) == 3
+
+
+def test_redis_commands_leave_the_bench_s_own_info_out() -> None:
+    stats = {
+        "cmdstat_get": {"calls": 10, "usec": 5},
+        "cmdstat_info": {"calls": 7, "usec": 5},
+        "cmdstat_ping": {"calls": 2, "usec": 1},
+    }
+    assert bench_idle.redis_calls(stats) == 12
+
+
+def _idle_cost() -> dict[str, Any]:
+    return bench_idle.summarize(
+        window_s=20.0,
+        worker_cpu_s=0.5,
+        servers_cpu_s={"kafka": 1.0, "postgres": 0.2, "redis": 0.02},
+        pg_transactions=50,
+        pg_statement_count=60,
+        redis_commands=40,
+        kafka=Counter({("FETCH", "faust"): 300, ("HEARTBEAT", "faust"): 7, ("FETCH", "aio"): 100}),
+        settle_s=5.0,
+    )
+
+
+def test_the_idle_cost_is_per_second_of_the_window() -> None:
+    idle = _idle_cost()
+    assert idle["worker_cpu_ms_per_s"] == 25.0
+    assert idle["postgres_transactions_per_s"] == 2.5
+    assert idle["postgres_statements_per_s"] == 3.0
+    assert idle["redis_commands_per_s"] == 2.0
+    assert idle["kafka_requests_per_s"] == 20.35
+    assert idle["kafka_requests_per_s_by_api"] == {"FETCH": 20.0, "HEARTBEAT": 0.35}
+    assert idle["kafka_requests_by_client"] == {"faust": 307, "aio": 100}
+    assert idle["servers_cpu_ms_per_s"] == {"kafka": 50.0, "postgres": 10.0, "redis": 1.0}
+    assert idle["counts"]["kafka_requests"] == 407
+    json.dumps(idle)  # the JSON report takes it as it is
+
+
+def test_the_idle_cost_lines_say_each_rate() -> None:
+    text = "\n".join(bench_idle.lines(_idle_cost()))
+    assert text.startswith("idle cost: the drained worker over 20 s with nothing published")
+    assert (
+        "  idle: worker CPU 25.0 ms/s, PostgreSQL 2.5 tx/s and 3 statements/s, Redis 2 "
+        "commands/s, Kafka 20.35 requests/s (FETCH 20, HEARTBEAT 0.35)"
+    ) in text
+    assert "kafka 50.0, postgres 10.0, redis 1.0" in text
+
+
+def _flood(users_per_s: float, worker_cpu: float, users: int = 2_000) -> dict[str, Any]:
+    return {
+        "users": users,
+        "seconds": round(users / users_per_s, 3),
+        "users_per_s": users_per_s,
+        "worker_peak_rss_mib": 90.0,
+        "cpu_s_per_1000_users": {
+            "worker": worker_cpu,
+            "kafka": 0.2,
+            "postgres": 0.25,
+            "redis": 0.01,
+            "bench client": 0.05,
+        },
+        "outcomes": {"migrated": users, "failed": 0, "rolled-back": 0},
+        "counter_lag": {"behind_records": 0, "behind_s": 0.0, "ahead_records": 10, "polls": 9},
+    }
+
+
+def test_exactly_once_cost_is_the_share_of_at_least_once_throughput_given_up() -> None:
+    summary = bench_e2e.guarantee_summary(_flood(2000.0, 0.36), _flood(2500.0, 0.30))
+    assert summary["exactly_once_cost_pct_of_throughput"] == 20.0
+    assert summary["exactly_once_extra_worker_cpu_pct"] == 20.0
+    assert summary["worker_cpu_s_per_1000_users"] == {"exactly_once": 0.36, "at_least_once": 0.3}
+    assert summary["order"] == ["exactly_once", "at_least_once"]
+    assert summary["users"] == 2_000
+    lines = bench_e2e.guarantee_lines(summary)
+    assert lines[0].startswith("exactly-once vs at-least-once: the flood again on 2,000 freshly")
+    assert lines[2].split()[:2] == ["exactly_once", "2,000"]
+    assert lines[3].split()[:2] == ["at_least_once", "2,500"]
+    assert lines[4].startswith(
+        "  exactly-once costs 20.0 % of throughput (2,000 vs 2,500 users/s); worker CPU per "
+        "1,000 users 0.36 vs 0.30 s (+20.0 %)"
+    )
+
+
+def test_a_faster_exactly_once_run_is_a_negative_cost_and_no_reference_none() -> None:
+    assert bench_e2e.percent_less(2600.0, 2500.0) == -4.0
+    assert bench_e2e.percent_more(0.27, 0.30) == -10.0
+    assert bench_e2e.percent_less(1.0, 0.0) is None
+
+
+def _report(**extra: Any) -> dict[str, Any]:
+    return {"commit": "abc1234", "machine": {"cpus": 2}, "floods": [_flood(2000.0, 0.36)], **extra}
+
+
+def test_a_flood_only_report_prints_the_floods_alone() -> None:
+    text = bench_e2e.table(_report())
+    assert "flood: N requests published at once" in text
+    assert "counter lag" in text
+    assert "idle" not in text and "reference only" not in text
+
+
+def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
+    report = _report(
+        idle_cost=_idle_cost(),
+        idle={"requests": 5, "gap_s": 0.5, "p50_ms": 20.0, "max_ms": 30.0},
+        half_load={
+            "requests": 100,
+            "achieved_rate_per_s": 1000.0,
+            "seconds": 5.0,
+            "p50_ms": 100.0,
+            "p99_ms": 200.0,
+            "max_ms": 250.0,
+            "p50_ms_per_second": [90, 110],
+            "cpu_s_per_1000_requests": {"worker": 0.3, "kafka": 0.2, "postgres": 0.2},
+        },
+        guarantees=bench_e2e.guarantee_summary(_flood(2000.0, 0.36), _flood(2500.0, 0.30)),
+        baseline={
+            "what": "one user per transaction",
+            "users": 200,
+            "users_per_s": 100.0,
+            "seconds": 2.0,
+            "cpu_s_per_1000_users": {"postgres": 1.0, "redis": 0.1},
+        },
+        reference={
+            "what": "the same writes by hand",
+            "users": 2000,
+            "users_per_s": 2500.0,
+            "seconds": 0.8,
+            "ratio": 0.8,
+            "cpu_s_per_1000_users": {"reference": 0.2, "kafka": 0.1, "postgres": 0.2, "redis": 0},
+        },
+    )
+    lines = bench_e2e.table(report).splitlines()
+    order = [
+        next(i for i, line in enumerate(lines) if line.startswith(start))
+        for start in (
+            "flood:",
+            "idle cost:",
+            "latency,",
+            "exactly-once vs",
+            "reference only",
+            "hand-written pipeline",
+        )
+    ]
+    assert order == sorted(order)
+    assert any(line.startswith("  service / hand-written = 0.80") for line in lines)
+    assert any(line.startswith("  idle: worker CPU 25.0 ms/s") for line in lines)
+    assert any("exactly-once costs 20.0 % of throughput" in line for line in lines)
+
+
+def _args(**given: Any) -> argparse.Namespace:
+    values = {
+        "users": None,
+        "quick": False,
+        "json": None,
+        "stack_dir": None,
+        "guarantees": None,
+        "flood_only": False,
+    }
+    return argparse.Namespace(**{**values, **given})
+
+
+@pytest.mark.parametrize(
+    ("given", "guarantee_users", "idle_window"),
+    [
+        ({}, 100_000, bench_e2e.IDLE_WINDOW),
+        ({"users": (10_000, 1_000_000)}, 100_000, bench_e2e.IDLE_WINDOW),
+        ({"users": (5_000,)}, 5_000, bench_e2e.IDLE_WINDOW),
+        ({"quick": True}, None, bench_e2e.QUICK_IDLE_WINDOW),
+        ({"quick": True, "guarantees": True}, 2_000, bench_e2e.QUICK_IDLE_WINDOW),
+        ({"guarantees": False}, None, bench_e2e.IDLE_WINDOW),
+        ({"flood_only": True, "guarantees": True}, None, None),
+    ],
+)
+def test_what_the_plan_runs(
+    given: dict[str, Any], guarantee_users: int | None, idle_window: Any
+) -> None:
+    plan = bench_e2e.build_plan(_args(**given))
+    assert (plan.guarantee_users, plan.idle_window) == (guarantee_users, idle_window)
+
+
+def test_the_stack_directory_and_its_report_can_live_elsewhere(tmp_path: Path) -> None:
+    plan = bench_e2e.build_plan(_args(stack_dir=str(tmp_path / "stack")))
+    assert plan.stack_dir == tmp_path / "stack"
+    assert plan.json_path.parent == tmp_path / "stack"
+    assert bench_e2e.build_plan(_args()).stack_dir == bench_e2e.STACK_DIR
