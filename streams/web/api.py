@@ -351,6 +351,7 @@ class WorkerIdentity(BaseModel):
     pid: int
     host: str
     app_id: str
+    event_loop: str | None = Field(default=None, description="uvloop or asyncio")
 
 
 class Health(BaseModel):

@@ -285,6 +285,8 @@ class Readouts:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "app_id": self.context.settings.app_id,
+            # "uvloop" or "asyncio": the loop this worker really runs (MIGRATOR_EVENT_LOOP)
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         }
 
     async def health(self) -> tuple[bool, dict[str, Any]]:

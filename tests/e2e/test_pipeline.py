@@ -181,6 +181,7 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
 def test_health_answers_ok(worker: Worker) -> None:
     status, health = worker.get(f"{API}/health")
     assert status == 200 and health["ok"] is True
+    assert health["worker"]["event_loop"] == "uvloop"  # MIGRATOR_EVENT_LOOP's default
 
 
 def test_admin_posts_refuse_a_missing_or_wrong_token_and_bad_bodies(worker: Worker) -> None:

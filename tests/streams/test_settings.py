@@ -41,6 +41,7 @@ def test_environment_overrides_and_empty_means_unset() -> None:
         ("MIGRATOR_ADMIN_TOKEN", "short"),
         ("MIGRATOR_READ_TOKEN", "secret"),
         ("MIGRATOR_READ_TOKEN", "short"),
+        ("MIGRATOR_EVENT_LOOP", "trio"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -68,3 +69,22 @@ def test_the_read_token_is_read_and_must_differ_from_the_admin_token() -> None:
     message = str(caught.value)
     assert "MIGRATOR_READ_TOKEN must differ from MIGRATOR_ADMIN_TOKEN" in message, message
     assert "?" not in message
+
+
+def test_the_worker_runs_uvloop_unless_told_asyncio() -> None:
+    import asyncio
+
+    from streams.worker import use_event_loop
+
+    assert Settings.from_env({}).event_loop == "uvloop"
+    assert Settings.from_env({"MIGRATOR_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    try:
+        use_event_loop("uvloop")
+        loop = asyncio.new_event_loop()
+        assert type(loop).__module__.startswith("uvloop")
+        loop.close()
+    finally:
+        use_event_loop("asyncio")
+    loop = asyncio.new_event_loop()
+    assert type(loop).__module__.startswith("asyncio")
+    loop.close()
