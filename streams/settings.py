@@ -87,8 +87,9 @@ class Settings(BaseModel):
     data_dir: str = "/tmp/onboarding-migrator"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
-    # uvloop: the flood +15 % users/s and -12 % worker CPU against asyncio's own loop on this
-    # machine (20,000 users, two pairs, see the README); asyncio is there to tell a loop bug.
+    # uvloop: the flood about +6 % users/s and -8 % worker CPU against asyncio's own loop on
+    # this machine, quiet (more under load; the README has the runs); asyncio is there to tell
+    # a loop bug.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Pause every worker when more than 5 % of the last 500 outcomes failed (overall or in a
     # run); "off" disables it.
