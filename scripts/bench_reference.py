@@ -76,10 +76,9 @@ from agents.core.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, Ses
 from agents.stores.postgres import CATALOG, Conn, legacy_row_from_record
 from agents.stores.redis_mirror import session_key, user_key
 from schemas.events import MigrationRequest, decode_request, parse_outcome
-from schemas.rows import JsonText
 from streams import topics
 from streams.codecs import Consumed, Origin, batch_records
-from streams.connections import postgres_safe_json
+from streams.connections import create_pool
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,23 +91,6 @@ class Unsupported(Exception):
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
-
-
-def _encode_jsonb(value: object) -> bytes:
-    # Binary jsonb (version byte 1): asyncpg's binary COPY refuses a text-format codec. An
-    # outcome arrives encoded once (JsonText) and is written as it is, as the service does.
-    text = value if isinstance(value, JsonText) else to_json(value)
-    return b"\x01" + postgres_safe_json(text)
-
-
-def _decode_jsonb(data: bytes) -> object:
-    return json.loads(data[1:])
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
-    )
 
 
 async def _copy(
@@ -327,13 +309,8 @@ async def run(app_id: str, topic_prefix: str) -> dict[str, int]:
         loop.add_signal_handler(signum, stop.set)
     # One connection per partition's batch in flight, all opened before ``ready``.
     connections = settings.topic_partitions
-    pool = await asyncpg.create_pool(
-        settings.database_url,
-        min_size=connections,
-        max_size=connections,
-        init=_init_connection,
-        command_timeout=60,
-    )
+    # The service's pool: the same jsonb codec (binary, for COPY) and timeouts.
+    pool = await create_pool(settings, min_size=connections, max_size=connections)
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
     bootstrap = settings.kafka_bootstrap_servers
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
