@@ -9,45 +9,17 @@ from __future__ import annotations
 import asyncio
 import copy
 
-import pytest
 from support.applier_scenarios import answers, work
-from support.factories import NOW, row
 from support.fake_stores import FakePostgres, FakeRedis
 
-from agents import batch_applier
 from agents.batch_applier import BatchApplier
 from agents.core import control_state
 from agents.core.control_state import ControlState, cancel_key
 from agents.core.decide import Work
-from agents.core.retry import RetryPolicy
 from schemas.events import ErrorCode, MigrationRequest
 from streams.migrate_agent import apply_cancelling
 
 USERS = ("u1", "u2", "u3", "u4")
-
-
-@pytest.fixture(autouse=True)
-def fast_outage_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batch_applier, "_OUTAGE_POLL_S", (0.001, 0.005))
-
-
-@pytest.fixture
-def postgres() -> FakePostgres:
-    server = FakePostgres()
-    for user in USERS:
-        server.tables.legacy[user] = row(user_id=user, completed_steps=["account", "profile"])
-    return server
-
-
-@pytest.fixture
-def redis() -> FakeRedis:
-    return FakeRedis()
-
-
-@pytest.fixture
-def core(postgres: FakePostgres, redis: FakeRedis) -> BatchApplier:
-    fast = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.001)
-    return BatchApplier(postgres, redis, retry=fast, clock=lambda: NOW, app_id="test")
 
 
 def in_run(user: str, run_id: str, offset: int) -> Work:

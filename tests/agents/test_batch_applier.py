@@ -16,18 +16,15 @@ from typing import Any
 
 import pytest
 from support.applier_scenarios import SharedScenarios, answers
-from support.factories import NOW, row
+from support.factories import FAST_RETRY, NOW, row
 from support.fake_stores import FakePostgres, FakeRedis
 
-from agents import batch_applier
 from agents.batch_applier import BatchApplier
 from agents.core.decide import Work
-from agents.core.retry import RetryPolicy
 from agents.stores.errors import AnsweredElsewhere, StatementRefused, StoreUnavailable
 from schemas.events import MigrationRequest
 
 _offsets = count()
-FAST_RETRY = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.001)
 
 
 def work(user_id: str, action: str = "migrate", *, dry_run: bool = False) -> Work:
@@ -36,11 +33,6 @@ def work(user_id: str, action: str = "migrate", *, dry_run: bool = False) -> Wor
     )
     offset = next(_offsets)
     return Work(request, 0, offset, None, f"digest-{offset}".encode())
-
-
-@pytest.fixture(autouse=True)
-def fast_outage_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(batch_applier, "_OUTAGE_POLL_S", (0.001, 0.005))
 
 
 class FakeServers:
@@ -103,24 +95,6 @@ class TestOnFakes(SharedScenarios):
         return FakeServers()
 
 
-@pytest.fixture
-def postgres() -> FakePostgres:
-    server = FakePostgres()
-    for user in ("u1", "u2", "u3", "u4", "bad"):
-        server.tables.legacy[user] = row(user_id=user, completed_steps=["account", "profile"])
-    return server
-
-
-@pytest.fixture
-def redis() -> FakeRedis:
-    return FakeRedis()
-
-
-@pytest.fixture
-def core(postgres: FakePostgres, redis: FakeRedis) -> BatchApplier:
-    return BatchApplier(postgres, redis, retry=FAST_RETRY, clock=lambda: NOW, app_id="test")
-
-
 def when(
     statement: str, error: BaseException, *, times: int | None = None, user: str | None = None
 ):
@@ -175,6 +149,7 @@ async def test_a_spent_retry_budget_answers_database_unavailable_and_records_it(
 async def test_a_statement_refused_for_one_user_fails_only_that_user_by_halving(
     core: BatchApplier, postgres: FakePostgres
 ) -> None:
+    postgres.tables.legacy["bad"] = row(user_id="bad", completed_steps=["account", "profile"])
     postgres.refuse(when("insert_sessions", StatementRefused("invalid byte"), user="'bad'"))
     batch = [work("u1"), work("u2"), work("bad"), work("u3"), work("u4")]
     applied = await core.apply(batch)

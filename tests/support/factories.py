@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from agents.core.retry import RetryPolicy
 from schemas.legacy import LegacyRow
 
 NOW = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
@@ -36,3 +37,7 @@ def row(**fields: Any) -> LegacyRow:
         **fields,
     }
     return LegacyRow(**values)
+
+
+# Retries that do not wait: the failure policy's tests on the in-memory stores.
+FAST_RETRY = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.001)
