@@ -81,6 +81,12 @@ class TransactionalWriter(Service):
                     f"Kafka did not take the records within {WRITE_TIMEOUT_S:g} s "
                     f"({type(exc).__name__}); nothing was written"
                 ) from exc
+            except BaseException:
+                # ``before_commit`` failed (PostgreSQL) or the call was cancelled: the
+                # transaction did not commit, and a producer left in it would refuse the next
+                # one. Its successor aborts it.
+                await self._drop()
+                raise
 
     async def _transaction(
         self, records: Sequence[Record], before_commit: Callable[[], Awaitable[None]]
