@@ -136,6 +136,14 @@ async def test_the_dashboard_keeps_updating_during_a_flood_without_script_errors
     assert not errors, errors
 
 
+async def open_dashboard(browser: Any, worker: Worker, errors: list[str]) -> Page:
+    """A dashboard tab of the worker whose script errors land in ``errors``."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"{worker.url}/dashboard")
+    return page
+
+
 BLUE_PIXELS = (
     "(() => { const c = document.getElementById('chart');"
     " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
@@ -151,9 +159,7 @@ async def a_tab_opened_after_the_run_still_tells_it(
     """The chart and the elapsed time come from the worker, not from when the tab opened: a tab
     opened after the flood draws it and says how long the run took; the finished run shows its
     average rate and duration; lag is named as Kafka's tools name it."""
-    late = await browser.new_page(viewport={"width": 1200, "height": 900})
-    late.on("pageerror", lambda exc: errors.append(str(exc)))
-    await late.goto(f"{worker.url}/dashboard")
+    late = await open_dashboard(browser, worker, errors)
     await late.wait_for_function(
         "document.getElementById('elapsed').textContent.startsWith('took ') && "
         "document.getElementById('elapsed').textContent.includes('(dashboard-flood)')",
@@ -220,9 +226,7 @@ async def test_outages_are_named_in_red_and_unknown_figures_are_not_zeros(
         browser = await playwright.chromium.launch(
             executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"]
         )
-        page = await browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await page.goto(f"{worker.url}/dashboard")
+        page = await open_dashboard(browser, worker, errors)
         await page.wait_for_function(
             "document.querySelector('#workers td') && "
             "document.querySelector('#workers td').textContent.includes('(this)')",
@@ -267,9 +271,7 @@ async def test_outages_are_named_in_red_and_unknown_figures_are_not_zeros(
             text=True,
         )
         try:
-            fresh = await browser.new_page(viewport={"width": 1200, "height": 900})
-            fresh.on("pageerror", lambda exc: errors.append(str(exc)))
-            await fresh.goto(f"{worker.url}/dashboard")
+            fresh = await open_dashboard(browser, worker, errors)
             await fresh.wait_for_function(
                 "document.getElementById('outage').textContent.includes("
                 "'PostgreSQL not answering since')",
