@@ -241,6 +241,40 @@ async def prune_processed_records(
     return int(status.rsplit(" ", 1)[-1])
 
 
+async def rehearsal_sample(conn: Conn, size: int) -> list[str]:
+    """``size`` random legacy users a rollout would migrate (not migrated, no session)."""
+    return [r["user_id"] for r in await conn.fetch(sql.query("rehearsal_sample"), size)]
+
+
+class ServerFacts(NamedTuple):
+    """What ``migrator preflight`` judges of the PostgreSQL server."""
+
+    server_version: str
+    max_connections: int
+    reserved_connections: int
+    connections_in_use: int
+    synchronous_commit: str
+    fsync: str
+    schema_recorded: bool  # the schema_migrations table exists
+    data_directory: str | None  # None: this role may not see it
+
+
+async def server_facts(conn: Conn) -> ServerFacts:
+    row = await conn.fetchrow(sql.query("preflight_settings"))
+    assert row is not None
+    try:
+        directory = await conn.fetchval(sql.query("data_directory"))
+    except asyncpg.InsufficientPrivilegeError:
+        directory = None
+    return ServerFacts(**dict(row), data_directory=directory)
+
+
+async def applied_schema(conn: Conn) -> dict[int, tuple[str, str]]:
+    """``schema_migrations``: version → (file name, sha256)."""
+    rows = await conn.fetch(sql.query("schema_migrations"))
+    return {r["version"]: (r["name"], r["sha256"]) for r in rows}
+
+
 class TableSize(NamedTuple):
     table: str
     total_bytes: int
