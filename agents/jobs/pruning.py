@@ -19,7 +19,7 @@ from agents.stores.postgres import Pool
 
 log = logging.getLogger(__name__)
 
-_LOCK_KEY = 0x7072756E65  # "prune"
+LOCK_KEY = 0x7072756E65  # "prune": one pruner at a time
 
 
 @dataclass
@@ -48,7 +48,7 @@ async def prune_processed(
     if not targets:
         return Pruned(ran=False)
     async with pool.acquire() as conn:
-        if not await postgres.try_advisory_lock(conn, _LOCK_KEY):
+        if not await postgres.try_advisory_lock(conn, LOCK_KEY):
             return Pruned(ran=False)  # another worker is pruning
         try:
             pruned = Pruned(ran=True)
@@ -70,4 +70,4 @@ async def prune_processed(
                         break
             return pruned
         finally:
-            await postgres.advisory_unlock(conn, _LOCK_KEY)
+            await postgres.advisory_unlock(conn, LOCK_KEY)
