@@ -278,7 +278,7 @@ async def applied_schema(conn: Conn) -> dict[int, tuple[str, str]]:
 class TableSize(NamedTuple):
     table: str
     total_bytes: int
-    rows_estimate: int | None  # None: PostgreSQL has not estimated it yet (no ANALYZE)
+    rows_estimate: int | None  # live rows per PostgreSQL's statistics; None: none kept yet
 
 
 async def table_sizes(conn: Conn | asyncpg.Pool) -> list[TableSize]:
@@ -288,7 +288,7 @@ async def table_sizes(conn: Conn | asyncpg.Pool) -> list[TableSize]:
         TableSize(
             r["table_name"],
             int(r["total_bytes"]),
-            int(r["rows_estimate"]) if r["rows_estimate"] >= 0 else None,
+            int(r["rows_estimate"]) if r["rows_estimate"] is not None else None,
         )
         for r in rows
     ]

@@ -134,7 +134,8 @@ class TableSize(BaseModel):
 
     bytes: int = Field(description="heap, indexes and TOAST")
     rows_estimate: int | None = Field(
-        description="PostgreSQL's estimate (as of the last VACUUM or ANALYZE; null: none yet)"
+        description="live rows per PostgreSQL's statistics (n_live_tup: close, not exact; "
+        "null: none kept yet)"
     )
 
 

@@ -157,7 +157,7 @@ def _tables(
             lines,
             "migrator_table_rows_estimate",
             "gauge",
-            "PostgreSQL's row estimate of a table (as of its last VACUUM or ANALYZE).",
+            "A table's live rows per PostgreSQL's statistics (n_live_tup: close, not exact).",
         )
         for table, (_, rows) in sorted(tables.items()):
             if rows is not None:
