@@ -98,9 +98,20 @@ async def _postgres(settings: Settings, args: argparse.Namespace) -> list[Item]:
                 Item("rollback rehearsal", "skip", "the schema is not current (see above)")
             )
         else:
-            report = await rehearse(
-                conn, args.ids or [], app_id=settings.app_id, sample=args.sample
-            )
+            try:
+                report = await rehearse(
+                    conn, args.ids or [], app_id=settings.app_id, sample=args.sample
+                )
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL went away or refused
+                items.append(
+                    checklist.fail(
+                        "rollback rehearsal",
+                        f"could not finish ({str(exc) or type(exc).__name__}); nothing was "
+                        "kept (its transaction rolls back)",
+                        "make sure PostgreSQL answers, then run the preflight again",
+                    )
+                )
+                return items
             item = checklist.judge_rehearsal(
                 len(report.sampled),
                 len(report.passed),
