@@ -98,6 +98,10 @@ class Readouts:
         summary["mirror_pending"] = await postgres.pending_mirror_count(self._pool)
         summary["control"] = self.control()
         summary["revalidation"] = await self.revalidation()
+        summary["tables"] = {
+            size.table: {"bytes": size.total_bytes, "rows_estimate": size.rows_estimate}
+            for size in await postgres.table_sizes(self._pool)
+        }
         return totals, summary
 
     async def progress(self) -> dict[str, Any]:
@@ -135,6 +139,7 @@ class Readouts:
         cluster: dict[str, float | int | None] = {}
         runs: list[dict[str, Any]] = []
         audit_open: dict[str, dict[int, int]] = {}
+        tables: list[postgres.TableSize] = []
         if checks["postgres"]["ok"]:
             try:
                 await self.context.resources.applier()
@@ -150,6 +155,7 @@ class Readouts:
                 }
                 runs = await self.latest_runs()
                 audit_open = await self._audit_counts()
+                tables = await postgres.table_sizes(self._pool)
             except postgres.FAILED:
                 checks["postgres"] = {"ok": False}  # went away between the check and now
         return WorkerMetrics(
@@ -165,6 +171,8 @@ class Readouts:
             runs=runs,
             audit_open=audit_open,
             audit_worker=vars(self.context.auditor.tally),
+            tables={t.table: (t.total_bytes, t.rows_estimate) for t in tables},
+            pruning=vars(self.context.pruner.tally),
         )
 
     async def _audit_counts(self) -> dict[str, dict[int, int]]:
