@@ -646,8 +646,9 @@ def counter_lag(samples: list[tuple[float, int]], watcher: OutcomeWatcher) -> di
     }
 
 
-# How many of PostgreSQL's statements the flood's profile keeps, by total execution time.
-TOP_STATEMENTS = 8
+# How many of PostgreSQL's statements the flood's profile keeps (JSON) and prints, by time.
+TOP_STATEMENTS = 25
+PRINTED_STATEMENTS = 8
 
 
 async def statement_profile(env: dict[str, str], *, reset: bool) -> list[dict[str, Any]]:
@@ -1228,7 +1229,7 @@ def table(report: dict[str, Any]) -> str:
 
 def statement_lines(flood: dict[str, Any]) -> list[str]:
     """PostgreSQL's top statements of the last flood, by total execution time."""
-    top = flood.get("postgres_top_statements") or []
+    top = (flood.get("postgres_top_statements") or [])[:PRINTED_STATEMENTS]
     lines = ["", f"PostgreSQL during the last flood (pg_stat_statements, top {len(top)} by time):"]
     for s in top:
         lines.append(
