@@ -13,11 +13,13 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from schemas.events import OUTCOME, DeadLetter, MigrationRequest
+from schemas.run_events import RunEvent
 
 _MODELS: dict[str, TypeAdapter[Any]] = {
     "request": TypeAdapter(MigrationRequest),
     "outcome": OUTCOME,
     "dead-letter": TypeAdapter(DeadLetter),
+    "run-event": TypeAdapter(RunEvent),
 }
 
 

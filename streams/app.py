@@ -23,11 +23,13 @@ from streams.control_watcher import ControlWatcher
 from streams.faust_internals import MigratorApp, configure_worker_consumer
 from streams.heartbeat import StatusReporter
 from streams.history import HistorySampler
+from streams.hook_runner import HookRunner
 from streams.migrate_agent import register_agents
 from streams.processed_pruner import ProcessedPruner
 from streams.publishers import BatchPublisher, Settler, new_publisher
 from streams.resources import Resources
 from streams.revalidation_sampler import Revalidator
+from streams.run_event_publisher import RunEventPublisher
 from streams.settings import Settings
 from streams.web.views import json_errors, register_views
 
@@ -151,6 +153,13 @@ def create_app(
         services.append(auditor)
     if settings.processed_retention_s > 0:
         services.append(pruner)
+    if settings.run_events:
+        # Hooks run on the workers that have them; run events are published by one worker at
+        # a time (a PostgreSQL advisory lock), whichever it is.
+        hooks = HookRunner(settings, resources) if settings.hooks_dir is not None else None
+        services.append(RunEventPublisher(settings, resources, control, hooks))
+        if hooks is not None:
+            services.append(hooks)
     for service in services:
         app.service(service)
     context.agents.update(register_agents(context))

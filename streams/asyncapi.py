@@ -22,6 +22,7 @@ from schemas.events import (
     MigrationRequest,
     RolledBackOutcome,
 )
+from schemas.run_events import HOOK_NAMES, RunEvent
 from streams import topics
 from streams.codecs import FAILURE_HEADERS, HEADER_PREFIX, ORIGIN_HEADERS, REQUEST_HEADERS
 
@@ -37,6 +38,7 @@ def _schemas() -> dict[str, Any]:
             (FailedOutcome, "serialization"),
             (RolledBackOutcome, "serialization"),
             (DeadLetter, "serialization"),
+            (RunEvent, "serialization"),
         ],
         ref_template=_REF,
     )
@@ -151,6 +153,19 @@ def asyncapi_document(version: str) -> dict[str, Any]:
             "cancel": {"$ref": "#/components/messages/controlCancel"},
         },
     }
+    runs = {
+        "address": topics.RUN_EVENTS,
+        "description": (
+            "Run events: one record per thing that happened to a rollout (started, paused, "
+            "auto_paused, resumed, throttled, cancelled, finished, verified), published once "
+            "each by whichever worker leads, in one order (one partition). Compacted, keyed by "
+            "the event id (derived from the cause: a consumer may dedupe by it). Hooks named "
+            "after the events run with each: "
+            + ", ".join(f"{kind} → {hook}" for kind, hook in HOOK_NAMES.items())
+            + "."
+        ),
+        "messages": {"runEvent": {"$ref": "#/components/messages/runEvent"}},
+    }
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -181,6 +196,7 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                 for name, (address, message, text) in channels.items()
             },
             "control": control,
+            "runs": runs,
         },
         "operations": {
             **{
@@ -205,6 +221,11 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                 }
                 # Every worker follows it; a worker whose failure budget is spent writes a pause.
                 for action in ("receive", "send")
+            },
+            "sendRunEvents": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/runs"},
+                "messages": [{"$ref": "#/channels/runs/messages/runEvent"}],
             },
         },
         "components": {
@@ -244,6 +265,9 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                 ),
                 "controlCancel": _message(
                     "controlCancel", "Cancel a run", "ControlCancel", key="cancel:<run id>"
+                ),
+                "runEvent": _message(
+                    "runEvent", "Run event", "RunEvent", key="the event id (UTF-8)"
                 ),
                 "deadLetter": _message(
                     "deadLetter",

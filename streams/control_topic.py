@@ -33,14 +33,26 @@ log = logging.getLogger(__name__)
 _POLL_MS = 200
 
 
-def pause_value(*, paused: bool, reason: str | None, by: str, auto: bool = False) -> dict[str, Any]:
-    return {
+def pause_value(
+    *,
+    paused: bool,
+    reason: str | None,
+    by: str,
+    auto: bool = False,
+    figures: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``pause`` record; an auto-pause's ``figures`` (the spent budget's or the outage's) go
+    with it as data, for the run events and hooks (an additive field)."""
+    value: dict[str, Any] = {
         "paused": paused,
         "reason": reason,
         "by": by,
         "auto": auto,
         "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
+    if figures is not None:
+        value["figures"] = dict(figures)
+    return value
 
 
 def throttle_value(*, rate: float | None, by: str) -> dict[str, Any]:

@@ -140,16 +140,19 @@ class ControlWatcher(Service):
             return
         reason = self.windows.observe((o.run_id, o.outcome == "failed") for o in outcomes)
         if reason is not None:
-            self.pause_all(reason)
+            self.pause_all(reason, figures=self.windows.tripped)
 
-    def pause_all(self, reason: str) -> None:
-        """Pause this worker now and every worker through the topic (retried until written)."""
+    def pause_all(self, reason: str, *, figures: dict[str, Any] | None = None) -> None:
+        """Pause this worker now and every worker through the topic (retried until written);
+        ``figures`` (the spent budget's, the outage's) go into the record as data."""
         if self._pausing or self.current.paused:
             return
         log.warning("pausing every worker: %s", reason)
         self._pausing = True
         self.auto_pauses += 1
-        value = pause_value(paused=True, reason=reason, by=f"auto: {worker_name()}", auto=True)
+        value = pause_value(
+            paused=True, reason=reason, by=f"auto: {worker_name()}", auto=True, figures=figures
+        )
         self._set(control_state.apply(self.current, control_state.PAUSE, value))
         self.add_future(self._write_pause(value))
 
@@ -202,7 +205,13 @@ class ControlWatcher(Service):
                 if now - started >= limit:
                     self.pause_all(
                         f"{server} unavailable for {now - started:.0f} s "
-                        f"(MIGRATOR_OUTAGE_PAUSE_S={limit:g})"
+                        f"(MIGRATOR_OUTAGE_PAUSE_S={limit:g})",
+                        figures={
+                            "kind": "outage",
+                            "server": server,
+                            "unavailable_s": round(now - started, 1),
+                            "limit_s": limit,
+                        },
                     )
 
     async def _redis_answers(self) -> bool:

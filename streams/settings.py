@@ -55,6 +55,9 @@ _ENV_NAMES: dict[str, str] = {
     "revalidate_per_s": "MIGRATOR_REVALIDATE_PER_S",
     "audit_every_s": "MIGRATOR_AUDIT_EVERY_S",
     "processed_retention_s": "MIGRATOR_PROCESSED_RETENTION_S",
+    "run_events": "MIGRATOR_RUN_EVENTS",
+    "hooks_dir": "MIGRATOR_HOOKS_DIR",
+    "hook_timeout_s": "MIGRATOR_HOOK_TIMEOUT_S",
 }
 
 
@@ -105,6 +108,37 @@ class Settings(BaseModel):
     # below the group's committed offset (0: never pruned). The window is what keeps pruning
     # from touching exactly-once: only a worker frozen longer than this could redo a record.
     processed_retention_s: float = Field(default=7 * 86_400, ge=0, le=365 * 86_400)
+    # Publish run events to user-migration-runs (one worker at a time publishes them all).
+    run_events: bool = True
+    # Executables named after the run events (on-run-finished, on-auto-pause, ...) that the
+    # worker publishing the events runs for each; unset: no hooks.
+    hooks_dir: str | None = None
+    # The longest a hook may run before it is killed (and logged as timed out).
+    hook_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+
+    @field_validator("run_events", mode="before")
+    @classmethod
+    def _on_off(cls, value: object) -> object:
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in ("on", "true", "1", "yes"):
+                return True
+            if word in ("off", "false", "0", "no"):
+                return False
+            raise ValueError("must be on or off")
+        return value
+
+    @field_validator("hooks_dir")
+    @classmethod
+    def _hooks_dir(cls, value: str | None) -> str | None:
+        """Refused at start-up rather than found missing at the first auto-pause."""
+        if value is None:
+            return None
+        from pathlib import Path
+
+        if not Path(value).is_dir():
+            raise ValueError(f"{value!r} is not a directory")
+        return value
 
     @field_validator("failure_budget")
     @classmethod

@@ -67,6 +67,16 @@ async def ensure_topics(settings: Settings) -> None:
                     topic_configs=topics.CONTROL_TOPIC_CONFIG,
                 )
             )
+        if topics.RUN_EVENTS not in present:
+            # One partition: a consumer reads every run's life in the order it happened.
+            missing.append(
+                NewTopic(
+                    topics.RUN_EVENTS,
+                    1,
+                    settings.topic_replication_factor,
+                    topic_configs=topics.RUN_EVENTS_TOPIC_CONFIG,
+                )
+            )
         if missing:
             await admin.create_topics(missing)
     finally:

@@ -7,6 +7,10 @@ MIGRATED = "user-migration-migrated"
 FAILED = "user-migration-failed"
 ROLLED_BACK = "user-migration-rolled-back"
 DEAD_LETTER = "user-migration-dead-letter"
+# Run events (started, paused, finished, ...): one partition, one order for every run's life;
+# compacted and keyed by the event id, so it keeps every event for ever (a handful per run) and
+# can never hold one twice for long.
+RUN_EVENTS = "user-migration-runs"
 
 OUTCOME_TOPICS: dict[str, str] = {
     "migrated": MIGRATED,
@@ -37,3 +41,6 @@ def control_topic(app_id: str) -> str:
 
 
 CONTROL_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+
+
+RUN_EVENTS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}

@@ -236,6 +236,9 @@ class FailureWindows:
     budget: FailureBudget
     _windows: dict[str | None, deque[bool]] = field(default_factory=dict)
     _failures: dict[str | None, int] = field(default_factory=dict)
+    # The figures of the latest trip (``observe`` returned a reason): the auto-pause's control
+    # record carries them, so run events and hooks get numbers, not a sentence to parse.
+    tripped: dict[str, Any] | None = None
 
     def observe(self, outcomes: Iterable[tuple[str | None, bool]]) -> str | None:
         """Take ``(run_id, failed)`` pairs; the reason to pause if a window is over budget."""
@@ -249,6 +252,14 @@ class FailureWindows:
                     self._failures[scope] -= window.popleft()
                 if tripped is None and self._failures[scope] > self.budget.allowed:
                     where = "overall" if scope is None else f"in run {scope}"
+                    self.tripped = {
+                        "kind": "failure_budget",
+                        "budget": self.budget.describe(),
+                        "run_id": scope,
+                        "failed": self._failures[scope],
+                        "outcomes": len(window),
+                        "allowed": self.budget.allowed,
+                    }
                     tripped = (
                         f"failure budget {self.budget.describe()} spent {where}: "
                         f"{self._failures[scope]} of the last {len(window)} outcomes failed"
@@ -259,6 +270,14 @@ class FailureWindows:
         """Forget what was seen (an operator resumed after looking)."""
         self._windows.clear()
         self._failures.clear()
+        self.tripped = None
+
+    def used(self) -> float:
+        """How much of the budget the fullest window has spent: its failures over the failures
+        it may hold (1.0 is the last one allowed; above it, the window trips). For an alert
+        that warns before the pause, not after."""
+        allowed = max(1, self.budget.allowed)
+        return max(self._failures.values(), default=0) / allowed
 
 
 class Pacer:

@@ -180,6 +180,11 @@ class Control(BaseModel):
     )
     auto_pauses: int | None = Field(None, description="auto-pauses this worker started")
     failure_budget: str | None = Field(None, description="MIGRATOR_FAILURE_BUDGET, or null")
+    failure_budget_used: float | None = Field(
+        None,
+        description="the answering worker's fullest failure window: its failures over those "
+        "the budget allows (above 1 it pauses everyone); null with the budget off",
+    )
 
 
 class AuditFinding(BaseModel):

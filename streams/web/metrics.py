@@ -205,6 +205,16 @@ def _control(lines: list[str], worker: str, control: Mapping[str, Any]) -> None:
     )
     rate = control.get("worker_rate_per_s") or 0
     lines.append(f"migrator_throttle_users_per_second{_labels(worker=worker)} {float(rate)!r}")
+    used = control.get("failure_budget_used")
+    if used is not None:
+        _family(
+            lines,
+            "migrator_failure_budget_used_ratio",
+            "gauge",
+            "This worker's fullest failure window: its failures over those the budget allows "
+            "(above 1 the worker pauses everyone).",
+        )
+        lines.append(f"migrator_failure_budget_used_ratio{_labels(worker=worker)} {float(used)!r}")
     _family(lines, "migrator_auto_pauses_total", "counter", "Pauses this worker started by itself.")
     lines.append(
         f"migrator_auto_pauses_total{_labels(worker=worker)} {int(control.get('auto_pauses', 0))}"

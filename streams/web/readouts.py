@@ -219,6 +219,9 @@ class Readouts:
             "worker_rate_per_s": watcher.worker_rate(),
             "auto_pauses": watcher.auto_pauses,
             "failure_budget": budget.describe() if budget is not None else None,
+            "failure_budget_used": (
+                round(watcher.windows.used(), 4) if watcher.windows is not None else None
+            ),
         }
 
     async def revalidation(self) -> dict[str, Any]:

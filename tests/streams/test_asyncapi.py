@@ -39,7 +39,7 @@ def test_every_reference_resolves_and_every_topic_is_a_channel() -> None:
         _resolve(document, ref)
     addresses = {channel["address"] for channel in document["channels"].values()}
     # The public topics, and the run-control topic (named after the app id) operators write.
-    assert addresses == {*topics.PUBLIC_TOPICS, "{appId}-control"}
+    assert addresses == {*topics.PUBLIC_TOPICS, "{appId}-control", topics.RUN_EVENTS}
     assert topics.control_topic("app") == "{appId}-control".format(appId="app")
     for kind in ("migratedOutcome", "failedOutcome", "rolledBackOutcome"):
         names = document["components"]["messages"][kind]["headers"]["properties"]
