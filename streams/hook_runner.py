@@ -73,17 +73,40 @@ async def run_hook(
         return HookResult("failed", f"could not start {path}: {exc}")
     payload = (json.dumps(event.model_dump(mode="json"), sort_keys=True) + "\n").encode()
     try:
-        _, stderr = await asyncio.wait_for(process.communicate(payload), timeout=timeout_s)
+        stderr = await asyncio.wait_for(_exchange(process, payload), timeout=timeout_s)
     except TimeoutError:
         _kill(process.pid)
         await process.wait()
         return HookResult("timeout", f"killed after {timeout_s:g} s (MIGRATOR_HOOK_TIMEOUT_S)")
+    except Exception as exc:  # noqa: BLE001 - whatever the hook did, the worker goes on
+        _kill(process.pid)
+        await process.wait()
+        return HookResult("failed", f"{type(exc).__name__}: {exc}"[:_QUOTE_CHARS])
     took = time.monotonic() - started
     if process.returncode == 0:
         return HookResult("done", f"exit 0 after {took:.1f} s")
     return HookResult(
         "failed", f"exit {process.returncode} after {took:.1f} s: {_last_line(stderr)}"
     )
+
+
+async def _exchange(process: asyncio.subprocess.Process, payload: bytes) -> bytes:
+    """Hand the hook the event and wait for it to end; its standard error. A hook that does not
+    read its input (most shell one-liners) may close it first: that is no failure."""
+    assert process.stdin is not None and process.stderr is not None
+    try:
+        process.stdin.write(payload)
+        await process.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError, RuntimeError):
+        pass  # it exited, or closed its input, without reading it all
+    finally:
+        try:
+            process.stdin.close()
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            pass
+    stderr = await process.stderr.read()
+    await process.wait()
+    return stderr
 
 
 def _kill(pid: int) -> None:

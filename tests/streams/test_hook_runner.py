@@ -54,6 +54,12 @@ async def test_a_failure_is_one_line_and_a_slow_hook_is_killed(tmp_path: Path) -
     assert result.state == "failed" and result.detail.startswith("exit 3 after ")
     assert result.detail.endswith(": pager down") and "\n" not in result.detail
 
+    # Exits at once, not reading the event (a large one fills the pipe): still its own exit.
+    big = EVENT.model_copy(update={"reason": "x" * 500, "auto_pause": {"pad": "y" * 200_000}})
+    _hook(tmp_path, "on-auto-pause", "exit 4\n")
+    result = await run_hook(tmp_path, big, app_id="app", timeout_s=10)
+    assert result.state == "failed" and result.detail.startswith("exit 4 after "), result
+
     _hook(tmp_path, "on-auto-pause", "sleep 30 & sleep 30\n")
     started = time.monotonic()
     result = await run_hook(tmp_path, EVENT, app_id="app", timeout_s=0.5)
