@@ -59,6 +59,9 @@ LEADER_LOCK_KEY = 0x72756E2D65767473
 # (a control record ends the wait at once, so a pause is published within a fetch).
 _FOLLOWER_LOOK_S = 5.0
 _ROUND_WAIT_MS = 1_000
+# How often the leader counts the open runs' answers (a run's started and finished events are
+# at most this late); control records are turned into events as they come.
+_RUNS_LOOK_S = 2.0
 _RUNS_LOOKED_AT = 50
 _KAFKA_TIMEOUT_S = 15.0
 
@@ -85,6 +88,8 @@ class RunEventPublisher(Service):
         # Runs whose latest figures made every event they can (finished before ``since``, or
         # finished and published): not counted again until their request count changes.
         self._settled: dict[str, int] = {}
+        # The outbox may hold unpublished events (recorded this round, or left by a failure).
+        self._dirty = True
 
     @Service.task
     async def _lead(self) -> None:
@@ -122,6 +127,7 @@ class RunEventPublisher(Service):
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            fetch_max_wait_ms=_ROUND_WAIT_MS,  # idle: one fetch a second, answered at once
         )
         try:
             # Starting the producer fences the previous leader's and settles what it left open.
@@ -141,10 +147,19 @@ class RunEventPublisher(Service):
                 "run events: publishing them (this worker leads; events since %s)",
                 position.since.isoformat(),
             )
+            looked = 0.0
+            self._dirty = True  # whatever the previous leader left in the outbox
+            loop = asyncio.get_running_loop()
             while not self.should_stop:
                 batches = await consumer.getmany(control, timeout_ms=_ROUND_WAIT_MS)
                 records = batches.get(control, [])
-                await self._round(conn, producer, records, position.since, known)
+                runs_due = loop.time() - looked >= _RUNS_LOOK_S
+                if records or runs_due or self._dirty:
+                    if runs_due:
+                        looked = loop.time()
+                    await self._round(
+                        conn, producer, records, position.since, known, look_at_runs=runs_due
+                    )
         except BaseException:
             await abandon_producer(producer)
             raise
@@ -161,9 +176,11 @@ class RunEventPublisher(Service):
         records: Sequence[ConsumerRecord[bytes, bytes]],
         since: datetime,
         known: set[str],
+        *,
+        look_at_runs: bool,
     ) -> None:
         """Derive what happened since the last round, record it, publish what is recorded."""
-        summaries = await self._open_runs(conn, known)
+        summaries = await self._open_runs(conn, known) if look_at_runs or records else []
         in_progress = run_events.in_progress(summaries)
         derived: list[RunEvent] = []
         for record in records:
@@ -183,7 +200,9 @@ class RunEventPublisher(Service):
                 control_offset=next_offset,
             )
             known.update(e.event_id for e in derived if e.event in ("started", "finished"))
-        await self._publish(conn, producer)
+            self._dirty = self._dirty or bool(derived)
+        if self._dirty or look_at_runs:  # look_at_runs: an event of `migrator verify` too
+            await self._publish(conn, producer)
 
     async def _open_runs(self, conn: Any, known: set[str]) -> list[RunSummary]:
         """The figures of the runs that may still make an event (cheap once they are settled:
@@ -213,14 +232,17 @@ class RunEventPublisher(Service):
     async def _publish(self, conn: Any, producer: AIOKafkaProducer) -> None:
         """The outbox's unpublished events, in one transaction, then marked published."""
         pending = await store.unpublished(conn, self.settings.app_id)
+        self._dirty = False  # set again below if publishing fails (an exception ends the lead)
         if not pending:
             return
+        self._dirty = True
         for event in pending:
             event.published_by = worker_name()
         await asyncio.wait_for(_send(producer, pending), _KAFKA_TIMEOUT_S)
         await store.mark_published(
             conn, self.settings.app_id, [e.event_id for e in pending], now=datetime.now(UTC)
         )
+        self._dirty = False
         self.published += len(pending)
         for event in pending:
             log.info("run event %s published (%s)", event.event_id, event.event)

@@ -8,13 +8,15 @@ hook never runs twice for one event, across workers and restarts.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 import sql
+from agents.core import run_events
 from agents.stores.postgres import Conn
 from schemas.run_events import RunEvent
 
@@ -70,9 +72,21 @@ async def record(
             await conn.execute(sql.query("run_events_advance"), app_id, control_offset)
 
 
-async def record_verified(conn: Conn | asyncpg.Pool, app_id: str, event: RunEvent) -> None:
-    """For ``migrator verify``: record a ``verified`` event; the worker that publishes run
-    events publishes it within seconds (and runs its hook when hooks are on there)."""
+async def record_verified(
+    conn: Conn | asyncpg.Pool,
+    app_id: str,
+    *,
+    run_id: str,
+    verification_id: str,
+    at: datetime,
+    by: str | None,
+    report: Mapping[str, Any],
+) -> RunEvent:
+    """For ``migrator verify --run RUN``, once it has ended: record the run's ``verified``
+    event (``report``: what it found, as JSON-able data). The worker that publishes run events
+    publishes it within seconds, and runs its ``on-run-verified`` hook where hooks are on.
+    Recording the same verification twice records it once."""
+    event = run_events.verified(run_id, verification_id, at=at, by=by, report=report)
     await conn.execute(
         sql.query("run_events_insert"),
         app_id,
@@ -83,6 +97,7 @@ async def record_verified(conn: Conn | asyncpg.Pool, app_id: str, event: RunEven
         event.at,
         "pending",
     )
+    return event
 
 
 async def unpublished(conn: Conn | asyncpg.Pool, app_id: str, limit: int = 500) -> list[RunEvent]:

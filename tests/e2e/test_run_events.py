@@ -4,7 +4,8 @@ resumed, started, finished with its figures), a cancelled run's cancel and end, 
 auto-pause with the failure budget's figures; each event once, although both workers see
 everything. The `on-auto-pause` hook runs once per auto-pause with the event on its standard
 input; a failing `on-run-finished` is one log line. Then the leading worker is killed: the
-other takes over, and the resume after the auto-pause is published once, its hook too.
+other takes over, and the resume after the auto-pause is published once, its hook too; a
+verification recorded (twice) the way `migrator verify` will is published once, hooked once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ import two_workers
 from harness import Stack, Worker, produce_requests, read_all, request_value, seed
 from two_workers import run, start_two, wait_until
 
+from agents.stores import run_events as run_events_store
 from streams import topics
+from streams.connections import opened
 
 APP_ID = f"e2e-events-{uuid.uuid4().hex[:6]}"
 
@@ -38,6 +42,7 @@ def hooks(stack: Stack) -> Path:
         "on-auto-pause": 'printf "%s %s " "$MIGRATOR_EVENT_ID" "$MIGRATOR_AUTO_PAUSE_KIND" '
         '>> "$PWD/auto-pause.log"\ncat >> "$PWD/auto-pause.log"\n',
         "on-run-resumed": 'echo "$MIGRATOR_EVENT_ID" >> "$PWD/resumed.log"\n',
+        "on-run-verified": 'echo "$MIGRATOR_EVENT_ID" >> "$PWD/verified.log"\n',
         "on-run-finished": 'echo "pager: no route to $MIGRATOR_RUN_ID" >&2\nexit 1\n',
     }.items():
         path = directory / name
@@ -159,8 +164,28 @@ def test_a_consumer_reads_each_run_s_life_once_and_hooks_fire_once(
     time.sleep(2)
     ran = Counter(_lines(hooks / "resumed.log"))
     assert set(ran.values()) == {1}, ran
+
+    # `migrator verify --run` (another branch) records its end; the leader publishes it.
+    async def verified_twice() -> None:
+        async with opened(stack.settings) as (pool, _):
+            for _ in range(2):  # the same verification recorded twice is one event
+                await run_events_store.record_verified(
+                    pool,
+                    APP_ID,
+                    run_id="life",
+                    verification_id="v-1",
+                    at=datetime.now(UTC),
+                    by="e2e",
+                    report={"checked": 200, "findings": 0},
+                )
+
+    asyncio.run(verified_twice())
+    wait_for_event(stack, "verified", lambda e: e["event_id"] == "verified:life:v-1")
+    wait_until(lambda: _lines(hooks / "verified.log") == ["verified:life:v-1"], 20, "hooked")
     all_events = events(stack)
     assert len({e["event_id"] for e in all_events}) == len(all_events), "an event twice"
+    verified = next(e for e in all_events if e["event"] == "verified")
+    assert verified["verification"] == {"checked": 200, "findings": 0}
 
 
 def _ids(start: int, stop: int) -> str:
