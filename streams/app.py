@@ -128,6 +128,13 @@ def create_app(
         every_s=settings.audit_every_s,
     )
     pruner = ProcessedPruner(settings, resources)
+    # Hooks run on the workers that have them; run events are published by one worker at a
+    # time (a PostgreSQL advisory lock), whichever it is.
+    hooks = None
+    run_events = None
+    if settings.run_events:
+        hooks = HookRunner(settings, resources) if settings.hooks_dir is not None else None
+        run_events = RunEventPublisher(settings, resources, control, hooks)
     context = ServiceContext(
         settings=settings,
         app=app,
@@ -139,6 +146,8 @@ def create_app(
         revalidator=revalidator,
         auditor=auditor,
         pruner=pruner,
+        run_events=run_events,
+        hooks=hooks,
     )
     # Every service the worker runs, in one place (Faust starts instances as well as classes).
     services: list[Any] = [
@@ -153,13 +162,7 @@ def create_app(
         services.append(auditor)
     if settings.processed_retention_s > 0:
         services.append(pruner)
-    if settings.run_events:
-        # Hooks run on the workers that have them; run events are published by one worker at
-        # a time (a PostgreSQL advisory lock), whichever it is.
-        hooks = HookRunner(settings, resources) if settings.hooks_dir is not None else None
-        services.append(RunEventPublisher(settings, resources, control, hooks))
-        if hooks is not None:
-            services.append(hooks)
+    services += [service for service in (run_events, hooks) if service is not None]
     for service in services:
         app.service(service)
     context.agents.update(register_agents(context))

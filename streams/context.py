@@ -14,10 +14,12 @@ from streams.answer_audit import AnswerAuditor
 from streams.control_watcher import ControlWatcher
 from streams.faust_internals import MigratorApp
 from streams.history import OutcomeHistory
+from streams.hook_runner import HookRunner
 from streams.processed_pruner import ProcessedPruner
 from streams.publishers import BatchPublisher
 from streams.resources import Resources
 from streams.revalidation_sampler import Revalidator
+from streams.run_event_publisher import RunEventPublisher
 from streams.settings import Settings
 
 
@@ -44,6 +46,8 @@ class ServiceContext:
     revalidator: Revalidator
     auditor: AnswerAuditor
     pruner: ProcessedPruner
+    run_events: RunEventPublisher | None = None  # None: MIGRATOR_RUN_EVENTS=off
+    hooks: HookRunner | None = None  # None: no MIGRATOR_HOOKS_DIR
     in_flight: InFlight = field(default_factory=InFlight)
     history: OutcomeHistory = field(default_factory=OutcomeHistory)
     agents: dict[str, Any] = field(default_factory=dict)

@@ -70,6 +70,9 @@ class WorkerMetrics:
     tables: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
     # This worker's pruning of processed_records: rounds, rows deleted, rounds skipped.
     pruning: Mapping[str, int] = field(default_factory=dict)
+    # Run events: whether this worker leads (publishes them), how many it published, its hooks
+    # by how they ended (done, failed, timeout, missing).
+    run_events: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _escape(value: str) -> str:
@@ -130,6 +133,7 @@ def prometheus_text(metrics: WorkerMetrics) -> str:
     _runs(lines, metrics.runs)
     _audit(lines, worker, metrics.audit_open, metrics.audit_worker)
     _tables(lines, worker, metrics.tables, metrics.pruning)
+    _run_events(lines, worker, metrics.run_events)
     for metric, (kind, text) in PROCESS.items():
         if metric in metrics.process:
             _family(lines, metric, kind, text)
@@ -305,3 +309,38 @@ def _runs(lines: list[str], runs: Sequence[Mapping[str, Any]]) -> None:
         for code, count in sorted(run.get("failed_by_code", {}).items()):
             labels = _labels(scope="cluster", run=run["run_id"], code=code)
             lines.append(f"migrator_run_failed_by_code{labels} {int(count)}")
+
+
+HOOK_STATES = ("done", "failed", "timeout", "missing")
+
+
+def _run_events(lines: list[str], worker: str, found: Mapping[str, Any]) -> None:
+    if not found:
+        return
+    _family(
+        lines,
+        "migrator_run_events_leader",
+        "gauge",
+        "1 on the worker that publishes run events (one at a time).",
+    )
+    lines.append(f"migrator_run_events_leader{_labels(worker=worker)} {int(found['leading'])}")
+    _family(
+        lines,
+        "migrator_run_events_published_total",
+        "counter",
+        "Run events this worker published to user-migration-runs.",
+    )
+    lines.append(
+        f"migrator_run_events_published_total{_labels(worker=worker)} {int(found['published'])}"
+    )
+    _family(
+        lines,
+        "migrator_hooks_total",
+        "counter",
+        "Hooks this worker ran, by how they ended (missing: no executable for the event).",
+    )
+    ran = found.get("hooks", {})
+    for state in HOOK_STATES:
+        lines.append(
+            f"migrator_hooks_total{_labels(worker=worker, state=state)} {ran.get(state, 0)}"
+        )

@@ -178,7 +178,20 @@ class Readouts:
             audit_worker=vars(self.context.auditor.tally),
             tables={t.table: (t.total_bytes, t.rows_estimate) for t in tables},
             pruning=vars(self.context.pruner.tally),
+            run_events=self.run_events(),
         )
+
+    def run_events(self) -> dict[str, Any]:
+        """This worker's part in run events: whether it leads (publishes them), how many it
+        published, and its hooks by how they ended; empty with run events off."""
+        publisher, hooks = self.context.run_events, self.context.hooks
+        if publisher is None:
+            return {}
+        return {
+            "leading": publisher.leading,
+            "published": publisher.published,
+            "hooks": dict(hooks.ran) if hooks is not None else {},
+        }
 
     async def _audit_counts(self) -> dict[str, dict[int, int]]:
         """Open findings by kind and partition, every partition of the topic present."""

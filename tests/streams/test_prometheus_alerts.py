@@ -76,6 +76,7 @@ def _exported() -> dict[str, set[frozenset[str]]]:
             revalidation={"sampled": 3, "mismatches": {"session_in_redis": 1}},
             audit_open={"unanswered": {0: 1}, "duplicated": {0: 0}},
             audit_worker={"rounds": 1, "records": 1, "errors": 0},
+            run_events={"leading": True, "published": 3, "hooks": {"done": 2, "failed": 1}},
         )
     )
     found: dict[str, set[frozenset[str]]] = {}
