@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LOOK_S = 5.0
+# How often claims left by a worker that died mid-hook are looked for.
+_INTERRUPTED_LOOK_S = 60.0
 # The most of a hook's standard error a failure's log line quotes.
 _QUOTE_CHARS = 300
 
@@ -140,8 +142,12 @@ class HookRunner(Service):
     @Service.task
     async def _run(self) -> None:
         await self.resources.ready.wait()
-        await self._mark_interrupted()
+        loop = asyncio.get_running_loop()
+        looked = -_INTERRUPTED_LOOK_S
         while not self.should_stop:
+            if loop.time() - looked >= _INTERRUPTED_LOOK_S:
+                looked = loop.time()
+                await self._mark_interrupted()
             try:
                 await asyncio.wait_for(self._nudged.wait(), timeout=_LOOK_S)
             except TimeoutError:
