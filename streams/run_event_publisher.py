@@ -182,13 +182,11 @@ class RunEventPublisher(Service):
         """Derive what happened since the last round, record it, publish what is recorded."""
         summaries = await self._open_runs(conn, known) if look_at_runs or records else []
         in_progress = run_events.in_progress(summaries)
-        derived: list[RunEvent] = []
-        for record in records:
-            event = _control_event(record, in_progress)
-            if event is not None:
-                derived.append(event)
-        derived += run_events.from_runs(summaries, since=since, known=known)
-        derived.sort(key=lambda event: event.at)  # stable: control records keep their order
+        control = [_control_event(record, in_progress) for record in records]
+        derived = run_events.merged(
+            [event for event in control if event is not None],
+            run_events.from_runs(summaries, since=since, known=known),
+        )
         next_offset = records[-1].offset + 1 if records else None
         if derived or next_offset is not None:
             await store.record(

@@ -129,6 +129,19 @@ def from_runs(
     return found
 
 
+def merged(control: Sequence[RunEvent], runs: Sequence[RunEvent]) -> list[RunEvent]:
+    """One round's events in the order they are published: the control records' in the
+    topic's order (never reordered by their writers' clocks: a pause and its resume stay in
+    order), the runs' by time, each placed before the first control event that came later."""
+    ordered: list[RunEvent] = []
+    pending = sorted(runs, key=lambda event: event.at)
+    for event in control:
+        while pending and pending[0].at < event.at:
+            ordered.append(pending.pop(0))
+        ordered.append(event)
+    return ordered + pending
+
+
 def in_progress(summaries: Iterable[RunSummary]) -> list[str]:
     """The runs a pause or a throttle holds: requested, not all answered, not cancelled."""
     return sorted(

@@ -98,3 +98,28 @@ def test_a_hook_gets_the_event_in_its_environment() -> None:
     assert env["MIGRATOR_REASON"] == "" and all(isinstance(v, str) for v in env.values())
     assert HOOK_NAMES["auto_paused"] == "on-auto-pause"
     assert set(HOOK_NAMES) == set(RunEvent.model_fields["event"].annotation.__args__)  # type: ignore[union-attr]
+
+
+def test_control_events_keep_the_topic_s_order_and_run_events_fall_in_by_time() -> None:
+    def control(offset: int, minute: int) -> RunEvent:
+        at = (NOW + timedelta(minutes=minute)).isoformat()
+        made = run_events.from_control(
+            offset, "pause", {"paused": offset % 2 == 0, "at": at}, in_progress=[], fallback_at=NOW
+        )
+        assert made is not None
+        return made
+
+    def started(run: str, minute: int) -> RunEvent:
+        at = NOW + timedelta(minutes=minute)
+        return RunEvent(event_id=f"started:{run}", event="started", run_id=run, at=at)
+
+    # Offset 2's writer's clock is behind offset 1's: still published after it.
+    order = run_events.merged(
+        [control(1, 5), control(2, 3)], [started("late", 9), started("early", 1)]
+    )
+    assert [e.event_id for e in order] == [
+        "started:early",
+        "control-1",
+        "control-2",
+        "started:late",
+    ]
