@@ -191,6 +191,15 @@ def wanted_topics(settings: Settings) -> list[TopicWanted]:
             create(control, 1, topics.CONTROL_TOPIC_CONFIG),
         )
     )
+    found.append(
+        TopicWanted(
+            topics.RUN_EVENTS,
+            1,
+            settings.topic_replication_factor,
+            None,
+            create(topics.RUN_EVENTS, 1, topics.RUN_EVENTS_TOPIC_CONFIG),
+        )
+    )
     return found
 
 

@@ -262,6 +262,7 @@ async def _transactions(settings: Settings, facts: KafkaFacts, wait_s: float) ->
     watched = [
         *topics.PUBLIC_TOPICS,
         topics.control_topic(settings.app_id),
+        topics.RUN_EVENTS,
     ]
     tps = [
         TopicPartition(name, p)
