@@ -299,6 +299,21 @@ def test_a_redis_outage_longer_than_allowed_pauses_every_worker(
         restart_servers(stack)
     state = control(workers[1])
     assert state["paused"] and state["auto"], state
+    # The run events say it with the outage's figures (the pause record carries them).
+    wait_until(
+        lambda: any(
+            (r.value.get("auto_pause") or {}).get("server") == "Redis"
+            for r in asyncio.run(read_all(stack, topics.RUN_EVENTS, idle_s=0.5))
+        ),
+        30,
+        "an auto_paused run event naming Redis",
+    )
+    outage = next(
+        r.value["auto_pause"]
+        for r in asyncio.run(read_all(stack, topics.RUN_EVENTS, idle_s=0.5))
+        if r.value["event"] == "auto_paused"
+    )
+    assert outage["kind"] == "outage" and outage["unavailable_s"] >= outage["limit_s"] == 3
     migrator(stack, "control", "resume", "--reason", "e2e: Redis is back")
     wait_until(lambda: workers[0].get(f"{API}/progress")[1]["backlog"] == 0, 120, "drained")
 
