@@ -13,6 +13,7 @@ from pathlib import Path
 import agents.core
 from schemas.events import DeadLetter, FailedOutcome, MigratedOutcome, MigrationRequest
 from schemas.export import drift
+from schemas.run_events import RunEvent
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).parents[2]
@@ -144,6 +145,8 @@ def test_golden_events_parse_and_keep_every_field() -> None:
         ("outcome_migrated", MigratedOutcome),
         ("outcome_failed", FailedOutcome),
         ("dead_letter", DeadLetter),
+        ("run_event_auto_paused", RunEvent),
+        ("run_event_finished", RunEvent),
     ):
         golden = json.loads((GOLDEN / f"{name}.json").read_text())
         dumped = model.model_validate(golden).model_dump(mode="json")
