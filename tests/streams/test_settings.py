@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from streams.settings import Settings, SettingsError
@@ -42,6 +44,9 @@ def test_environment_overrides_and_empty_means_unset() -> None:
         ("MIGRATOR_READ_TOKEN", "secret"),
         ("MIGRATOR_READ_TOKEN", "short"),
         ("MIGRATOR_EVENT_LOOP", "trio"),
+        ("MIGRATOR_RUN_EVENTS", "sometimes"),
+        ("MIGRATOR_HOOKS_DIR", "/no/such/hooks/dir"),
+        ("MIGRATOR_HOOK_TIMEOUT_S", "0"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -88,3 +93,10 @@ def test_the_worker_runs_uvloop_unless_told_asyncio() -> None:
     loop = asyncio.new_event_loop()
     assert type(loop).__module__.startswith("asyncio")
     loop.close()
+
+
+def test_run_events_are_on_and_hooks_off_by_default(tmp_path: Path) -> None:
+    settings = Settings.from_env({})
+    assert settings.run_events and settings.hooks_dir is None and settings.hook_timeout_s == 30
+    hooked = Settings.from_env({"MIGRATOR_RUN_EVENTS": "off", "MIGRATOR_HOOKS_DIR": str(tmp_path)})
+    assert not hooked.run_events and hooked.hooks_dir == str(tmp_path)
