@@ -1,18 +1,19 @@
 """``migrator verify``: every user of a scope checked against its legacy snapshot and the mirror.
 
 Users go in user_id order, in keyset chunks. For each chunk PostgreSQL compares and hashes
-(``verify_chunk.sql``: one compact row per user), one Redis pipeline reads the chunk's pointers
-and documents, and the pure rules (``agents.core.verify_rules``) name what differs. A hash
-PostgreSQL finds different is recomputed in Python before it is reported, so a value the SQL
-canonical form does not cover can slow verify down but never make it wrong. Two chunks are in
-flight at once (PostgreSQL works on one while Python judges the other); each chunk's findings
-and the new position are committed in order, so ``--resume`` goes on after the last chunk saved.
+(``verify_chunk.sql``: one compact row per user), Redis hashes the chunk's documents in a few
+script calls (one round trip: pointers and SHA-1s), and the pure rules
+(``agents.core.verify_rules``) name what differs. A hash PostgreSQL finds different is
+recomputed in Python before it is reported, so a value the SQL canonical form does not cover
+can slow verify down but never make it wrong. A few chunks are in flight at once (PostgreSQL
+works on some, on both cores, while Python judges another); each chunk's findings and the new
+position are committed in order, so ``--resume`` goes on after the last chunk saved.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -206,19 +207,17 @@ async def judge(
 ) -> list[Finding]:
     with_session = [row for row in rows if row["session_id"] is not None]
     without = [row for row in rows if row["session_id"] is None]
-    keys = [redis_mirror.user_key(row["user_id"]) for row in rows]
-    keys += [redis_mirror.session_key(row["session_id"]) for row in with_session]
     old = [row for row in without if row["old_session_id"]]
-    keys += [redis_mirror.session_key(row["old_session_id"]) for row in old]
-    values = await client.mget(keys) if keys else []
-    pointers = {
-        row["user_id"]: None if value is None else redis_mirror.text(value)
-        for row, value in zip(rows, values, strict=False)
-    }
-    documents = values[len(rows) : len(rows) + len(with_session)]
+    pointer_list, hashes = await redis_mirror.digests(
+        client,
+        [row["user_id"] for row in rows],
+        [str(row["session_id"]) for row in with_session] + [row["old_session_id"] for row in old],
+    )
+    pointers = {row["user_id"]: value for row, value in zip(rows, pointer_list, strict=True)}
+    documents = hashes[: len(with_session)]
     old_present = {
         row["user_id"]: value is not None
-        for row, value in zip(old, values[len(rows) + len(with_session) :], strict=True)
+        for row, value in zip(old, hashes[len(with_session) :], strict=True)
     }
     found: list[Finding] = []
     doubtful: list[Record] = []  # Redis documents to compare with PostgreSQL's own rows
@@ -273,17 +272,11 @@ def _document(row: Record) -> dict[str, Any]:
     )
 
 
-def _same_document(row: Record, raw: bytes | str) -> bool:
-    """The fast comparison: the bytes the mirror would write; then, if they differ (a client
-    that serialised differently), the decoded documents."""
-    expected = _document(row)
-    data = raw if isinstance(raw, bytes) else raw.encode()
-    if redis_mirror.encode_document(expected) == data:
-        return True
-    try:
-        return bool(json.loads(data) == json.loads(redis_mirror.encode_document(expected)))
-    except ValueError:
-        return False
+def _same_document(row: Record, digest: str) -> bool:
+    """The fast comparison: the SHA-1 of the bytes the mirror would write, against the one
+    Redis computed. A document that differs only in how it was serialised is then decoded and
+    compared (``_compare_with_rows``) before anything is reported."""
+    return hashlib.sha1(redis_mirror.encode_document(_document(row))).hexdigest() == digest
 
 
 async def _compare_with_rows(
