@@ -248,17 +248,28 @@ async def judge(
 
 
 @cache
-def _steps(statuses: tuple[Any, ...]) -> tuple[dict[str, Any], ...]:
-    return tuple(
-        {"step_number": s.number, "step_key": s.key, "status": status.value, "required": s.required}
-        for s, status in zip(STEPS, statuses, strict=True)
-    )
+def _steps_json(completed: int, skipped: int) -> bytes:
+    """The mirror's ``steps`` of a session with these step masks, encoded (once per pair)."""
+    statuses = planned_session(completed, skipped).statuses
+    return redis_mirror.encode_document(
+        {
+            "steps": [
+                {
+                    "step_number": s.number,
+                    "step_key": s.key,
+                    "status": st.value,
+                    "required": s.required,
+                }
+                for s, st in zip(STEPS, statuses, strict=True)
+            ]
+        }
+    )[len(b'{"steps":') : -1]
 
 
-def _document(row: Record) -> dict[str, Any]:
-    """The mirror's document as PostgreSQL's compact row says (steps from the catalog)."""
-    statuses = planned_session(row["completed"] or 0, row["skipped"] or 0).statuses
-    return session_document(
+def _document_bytes(row: Record) -> bytes:
+    """The bytes the mirror holds for this session if it equals PostgreSQL's compact row (the
+    steps from the catalog; ``documents.session_document``'s keys, in its order)."""
+    head = session_document(
         session_id=row["session_id"],
         user_id=row["user_id"],
         workspace_id=row["workspace_id"],
@@ -268,7 +279,11 @@ def _document(row: Record) -> dict[str, Any]:
         steps_completed=row["steps_completed"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        steps=_steps(statuses),
+        steps=(),
+    )
+    del head["steps"]
+    return redis_mirror.encode_document_with_steps(
+        head, _steps_json(row["completed"] or 0, row["skipped"] or 0)
     )
 
 
@@ -276,7 +291,7 @@ def _same_document(row: Record, digest: str) -> bool:
     """The fast comparison: the SHA-1 of the bytes the mirror would write, against the one
     Redis computed. A document that differs only in how it was serialised is then decoded and
     compared (``_compare_with_rows``) before anything is reported."""
-    return hashlib.sha1(redis_mirror.encode_document(_document(row))).hexdigest() == digest
+    return hashlib.sha1(_document_bytes(row)).hexdigest() == digest
 
 
 async def _compare_with_rows(

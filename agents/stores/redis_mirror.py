@@ -116,14 +116,19 @@ async def raw_sessions(
     return list(await client.mget([session_key(raw) for raw in session_ids]))
 
 
-# For ``migrator verify``: per key, the pointer a user key holds, or the SHA-1 of the document a
-# session key holds ("" when absent), joined by newlines into one reply. Hashing inside Redis
-# sends 41 bytes per document instead of the document, and one reply per script call instead of
-# one per key (which the client would parse one by one).
+# For ``migrator verify``: per key (ARGV[2]: the keys, one a line; the first ARGV[1] are user
+# pointers), the pointer a user key holds, or the SHA-1 of the document a session key holds
+# ("" when absent), joined by newlines into one reply. Hashing inside Redis sends 41 bytes per
+# document instead of the document, and one reply per script call instead of one per key (which
+# the client would parse one by one); the keys travel as one argument, not one each, for the
+# client packs each argument of a command in Python. Read-only; a standalone Redis, as the
+# mirror is.
 _DIGESTS = """
 local out = {}
 local pointers = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
+local i = 0
+for key in string.gmatch(ARGV[2], '[^\\n]+') do
+    i = i + 1
     local value = redis.call('GET', key)
     if not value then
         out[i] = ''
@@ -153,7 +158,7 @@ async def digests(
         for start in range(0, len(keys), DIGEST_KEYS):
             part = keys[start : start + DIGEST_KEYS]
             pointers = max(0, min(len(user_ids) - start, len(part)))
-            await script(keys=part, args=[pointers], client=pipe)
+            await script(keys=[], args=[pointers, "\n".join(part)], client=pipe)
         replies = await pipe.execute()
     values: list[str | None] = []
     for reply, start in zip(replies, range(0, len(keys), DIGEST_KEYS), strict=True):
@@ -207,6 +212,12 @@ def encode_document(document: Mapping[str, Any]) -> bytes:
     """The exact bytes ``write_sessions`` stores for a document (``migrator verify`` compares
     the mirror against them before it decodes anything)."""
     return _dumps(document)
+
+
+def encode_document_with_steps(head: Mapping[str, Any], steps_json: bytes) -> bytes:
+    """``encode_document({**head, "steps": steps})`` given ``steps`` already encoded: the steps
+    of a session are one of a few thousand lists, so ``migrator verify`` encodes each once."""
+    return _dumps(head)[:-1] + b',"steps":' + steps_json + b"}"
 
 
 class RedisMirror:
