@@ -153,7 +153,16 @@ def _verify(args: argparse.Namespace) -> int:
                 print(f"report written to {args.json}")
             return code
 
-    return asyncio.run(run())
+    from agents.stores.errors import describe
+    from agents.stores.postgres import FAILED
+
+    try:
+        return asyncio.run(run())
+    except FAILED as exc:  # PostgreSQL went away or refused mid-way: the chunks saved stay
+        raise CliError(
+            f"PostgreSQL failed ({describe(exc).splitlines()[0]}); what was checked is saved: "
+            "migrator verify --resume"
+        ) from None
 
 
 async def _run_known(pool: Any, run_id: str | None) -> bool:
