@@ -12,9 +12,14 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
 
 - flood: N requests published at once; users/s from the first publish to the N-th outcome
   read back; worker peak RSS; CPU seconds per 1,000 users of the worker, Kafka, PostgreSQL
-  and Redis; how far ``stats.requested`` strays from the outcome topics meanwhile.
+  and Redis; how far ``stats.requested`` strays from the outcome topics meanwhile; where
+  PostgreSQL's time went (``pg_stat_statements``, reset before the flood: the top statements by
+  total execution time, with calls and share).
   ``--users 10000,100000`` floods each size with freshly seeded users and a fresh worker
   process (same app id), so that peak RSS is per size.
+  Before the first one, a throwaway flood of half its size (at most 10,000 users; none in
+  ``--quick``) warms the servers: a fresh Kafka broker compiles its hot paths in its first
+  seconds of load, and every later phase (the hand-written pipeline too) finds it warm.
 - idle: single requests on an idle worker, publish → outcome visible, p50 and max.
 - half load: requests paced at half the flood rate, per-request latency p50 / p99 / max.
 - hand-written pipeline (a reference line, not the service): ``scripts/bench_reference.py``
@@ -92,6 +97,11 @@ GUARANTEES = ("exactly_once", "at_least_once")
 # The idle window: 30 s covers three rounds of the answer audit (every 10 s); --quick: a glimpse.
 IDLE_WINDOW = bench_idle.Window(settle_s=5.0, seconds=30.0)
 QUICK_IDLE_WINDOW = bench_idle.Window(settle_s=1.0, seconds=5.0)
+# The servers' warm-up: a throwaway flood of half the first size, at most this many users. A
+# fresh broker spends its first seconds of load compiling (JIT): the first measured flood paid
+# about 0.2 CPU s of Kafka per 1,000 users against 0.09 for the same flood a minute later, and
+# the hand-written pipeline, which runs later, always found Kafka warm.
+WARM_MOST = 10_000
 
 
 class BenchError(Exception):
@@ -116,6 +126,7 @@ class Plan:
     flood_only: bool = False
     guarantee_users: int | None = None  # None: no exactly-once vs at-least-once floods
     idle_window: bench_idle.Window | None = None  # None: no idle-cost window
+    warm_users: int = 0  # a throwaway flood before the first measured one (0: none)
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -147,6 +158,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
             min(sizes[-1], GUARANTEE_MOST) if with_guarantees and not args.flood_only else None
         ),
         idle_window=(None if args.flood_only else QUICK_IDLE_WINDOW if args.quick else IDLE_WINDOW),
+        warm_users=0 if args.quick else min(WARM_MOST, max(sizes[0] // 2, 1)),
     )
 
 
@@ -634,9 +646,52 @@ def counter_lag(samples: list[tuple[float, int]], watcher: OutcomeWatcher) -> di
     }
 
 
+# How many of PostgreSQL's statements the flood's profile keeps (JSON) and prints, by time.
+TOP_STATEMENTS = 25
+PRINTED_STATEMENTS = 8
+
+
+async def statement_profile(env: dict[str, str], *, reset: bool) -> list[dict[str, Any]]:
+    """PostgreSQL's side of a flood's profile: ``pg_stat_statements`` (preloaded by the stack),
+    reset before the flood and read after it. Statements of the whole server, so the bench's own
+    seeding is left out by resetting after it."""
+    import asyncpg
+
+    conn = await asyncpg.connect(env["DATABASE_URL"], timeout=10)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if reset:
+            await conn.execute("SELECT pg_stat_statements_reset()")
+            return []
+        rows = await conn.fetch(
+            """
+            SELECT query, calls, total_exec_time, rows,
+                   total_exec_time / nullif(sum(total_exec_time) OVER (), 0) AS share
+            FROM pg_stat_statements
+            WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+            ORDER BY total_exec_time DESC
+            LIMIT $1
+            """,
+            TOP_STATEMENTS,
+        )
+    finally:
+        await conn.close()
+    return [
+        {
+            "statement": " ".join(row["query"].split())[:160],
+            "calls": row["calls"],
+            "total_ms": round(row["total_exec_time"], 1),
+            "rows": row["rows"],
+            "share": round(float(row["share"] or 0.0), 3),
+        }
+        for row in rows
+    ]
+
+
 async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
     """All requests at once; users/s from the first publish to the last outcome read back."""
     users = len(ids)
+    await statement_profile(ctx.env, reset=True)
     records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
     watcher = await OutcomeWatcher(ctx.bootstrap, keyed=False).open()
     producer = await start_producer(ctx.bootstrap, linger_ms=20)
@@ -662,6 +717,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         await asyncio.sleep(1.0)  # anything beyond N would be a duplicate outcome
         stop.set()
         await poller
+        statements = await statement_profile(ctx.env, reset=False)
     finally:
         stop.set()
         await producer.stop()
@@ -684,6 +740,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
         "cpu_s_per_1000_users": per_1k,
         "counter_lag": counter_lag(samples, watcher),
+        "postgres_top_statements": statements,
     }
 
 
@@ -964,6 +1021,9 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
                 worker.start()
                 await worker.wait_ready(http)
                 first_batch_s = await warm_up(ctx, worker, f"w{index}-")
+                if index == 0 and plan.warm_users:
+                    progress(f"servers' warm-up: a throwaway flood of {plan.warm_users:,} users")
+                    await flood(ctx, worker, await seed(env, plan.warm_users, "warm-"))
                 progress(f"flood {index + 1}/{len(plan.sizes)}: publishing {size:,} requests")
                 result = await flood(ctx, worker, ids)
                 result["warm_up_s"] = round(first_batch_s, 3)
@@ -1133,6 +1193,7 @@ def table(report: dict[str, Any]) -> str:
             f"{lag['ahead_records']:,} (a batch committed in PostgreSQL, its Kafka transaction "
             f"not yet; {lag['polls']} polls); outcomes: {outcomes}"
         )
+    lines += statement_lines(floods[-1])
     if "idle_cost" in report:
         lines += ["", *bench_idle.lines(report["idle_cost"])]
     if "idle" not in report:
@@ -1164,6 +1225,18 @@ def table(report: dict[str, Any]) -> str:
     ]
     lines += reference_lines(report["reference"], report["floods"][-1])
     return "\n".join(lines)
+
+
+def statement_lines(flood: dict[str, Any]) -> list[str]:
+    """PostgreSQL's top statements of the last flood, by total execution time."""
+    top = (flood.get("postgres_top_statements") or [])[:PRINTED_STATEMENTS]
+    lines = ["", f"PostgreSQL during the last flood (pg_stat_statements, top {len(top)} by time):"]
+    for s in top:
+        lines.append(
+            f"  {s['share'] * 100:5.1f}% {s['total_ms'] / 1000:6.2f} s {s['calls']:>7,} calls "
+            f"{s['rows']:>9,} rows  {s['statement'][:90]}"
+        )
+    return lines
 
 
 def reference_lines(ref: dict[str, Any], flood: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ from streams.faust_internals import MigratorApp, configure_worker_consumer
 from streams.heartbeat import StatusReporter
 from streams.history import HistorySampler
 from streams.migrate_agent import register_agents
+from streams.processed_pruner import ProcessedPruner
 from streams.publishers import BatchPublisher, Settler, new_publisher
 from streams.resources import Resources
 from streams.revalidation_sampler import Revalidator
@@ -124,6 +125,7 @@ def create_app(
         name=worker_name,
         every_s=settings.audit_every_s,
     )
+    pruner = ProcessedPruner(settings, resources)
     context = ServiceContext(
         settings=settings,
         app=app,
@@ -134,6 +136,7 @@ def create_app(
         control=control,
         revalidator=revalidator,
         auditor=auditor,
+        pruner=pruner,
     )
     # Every service the worker runs, in one place (Faust starts instances as well as classes).
     services: list[Any] = [
@@ -146,6 +149,8 @@ def create_app(
     ]
     if settings.audit_every_s > 0:
         services.append(auditor)
+    if settings.processed_retention_s > 0:
+        services.append(pruner)
     for service in services:
         app.service(service)
     context.agents.update(register_agents(context))

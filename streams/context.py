@@ -14,6 +14,7 @@ from streams.answer_audit import AnswerAuditor
 from streams.control_watcher import ControlWatcher
 from streams.faust_internals import MigratorApp
 from streams.history import OutcomeHistory
+from streams.processed_pruner import ProcessedPruner
 from streams.publishers import BatchPublisher
 from streams.resources import Resources
 from streams.revalidation_sampler import Revalidator
@@ -42,6 +43,7 @@ class ServiceContext:
     control: ControlWatcher
     revalidator: Revalidator
     auditor: AnswerAuditor
+    pruner: ProcessedPruner
     in_flight: InFlight = field(default_factory=InFlight)
     history: OutcomeHistory = field(default_factory=OutcomeHistory)
     agents: dict[str, Any] = field(default_factory=dict)

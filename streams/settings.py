@@ -54,6 +54,7 @@ _ENV_NAMES: dict[str, str] = {
     "outage_pause_s": "MIGRATOR_OUTAGE_PAUSE_S",
     "revalidate_per_s": "MIGRATOR_REVALIDATE_PER_S",
     "audit_every_s": "MIGRATOR_AUDIT_EVERY_S",
+    "processed_retention_s": "MIGRATOR_PROCESSED_RETENTION_S",
 }
 
 
@@ -100,6 +101,10 @@ class Settings(BaseModel):
     revalidate_per_s: float = Field(default=2.0, ge=0, le=1_000)
     # Seconds between two rounds of the answer audit (every request answered once; 0: off).
     audit_every_s: float = Field(default=10.0, ge=0, le=3_600)
+    # How long an answer stays in ``processed_records`` after it was given, once its record is
+    # below the group's committed offset (0: never pruned). The window is what keeps pruning
+    # from touching exactly-once: only a worker frozen longer than this could redo a record.
+    processed_retention_s: float = Field(default=7 * 86_400, ge=0, le=365 * 86_400)
 
     @field_validator("failure_budget")
     @classmethod

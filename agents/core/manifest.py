@@ -56,8 +56,10 @@ def check_answers(row: LegacyRow) -> dict[str, Any]:
     return {key: answers.get(key) for key in (*_TEXT_ANSWERS, *_LIST_ANSWERS)}
 
 
-def build_manifest(row: LegacyRow) -> dict[str, Any]:
-    a = check_answers(row)
+def build_manifest(row: LegacyRow, checked: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of ``row``; ``checked``: what ``check_answers(row)`` returned, when the
+    caller has it already (the planner checks every row before it builds a manifest)."""
+    a = check_answers(row) if checked is None else checked
     return {
         "manifest_version": MANIFEST_VERSION,
         "user_id": row.user_id,

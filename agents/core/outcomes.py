@@ -21,6 +21,7 @@ from agents.core.decide import (
     Work,
 )
 from agents.core.manifest import MANIFEST_VERSION
+from agents.core.name_uuids import name_uuid
 from agents.core.state import StoredSession
 from schemas.events import (
     SCHEMA_VERSION,
@@ -42,7 +43,7 @@ _EVENT_NAMESPACE = uuid.UUID("6f1d7a52-3c1e-4c57-9f0e-5b0d3f3f7a11")
 def event_id(work: Work) -> uuid.UUID:
     request = work.request
     position = f"{work.partition}:{work.offset}" if work.offset is not None else "direct"
-    return uuid.uuid5(_EVENT_NAMESPACE, f"{request.request_id}/{request.attempt}/{position}")
+    return name_uuid(_EVENT_NAMESPACE, f"{request.request_id}/{request.attempt}/{position}")
 
 
 def build_outcome(

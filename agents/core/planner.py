@@ -19,6 +19,7 @@ from agents.core.manifest import (
     check_answers,
     checksum_and_tokens,
 )
+from agents.core.name_uuids import name_uuid
 from schemas.canonical import sha256_hex
 from schemas.events import ErrorCode, SessionStatusName
 from schemas.legacy import LegacyRow, LegacyStatus
@@ -79,7 +80,7 @@ class MigrationPlan:
 
 
 def session_id_for(user_id: str, request_id: uuid.UUID) -> uuid.UUID:
-    return uuid.uuid5(_SESSION_NAMESPACE, f"{user_id}/{request_id}")
+    return name_uuid(_SESSION_NAMESPACE, f"{user_id}/{request_id}")
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
             ErrorCode.INVALID_LEGACY_DATA, f"legacy status {row.status!r} cannot be migrated"
         )
     try:
-        check_answers(row)
+        answers = check_answers(row)
     except InvalidAnswers as exc:
         raise PlanError(ErrorCode.INVALID_LEGACY_DATA, str(exc)) from None
     shape = _shape(frozenset(row.completed_steps), row.status == LegacyStatus.COMPLETED)
@@ -148,7 +149,7 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
     completed = shape.completed
     manifest = checksum = tokens = None
     if session_status == "completed":
-        manifest = build_manifest(row)
+        manifest = build_manifest(row, answers)
         checksum, tokens = checksum_and_tokens(manifest)
     snapshot = row.snapshot()
     return MigrationPlan(

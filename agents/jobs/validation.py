@@ -61,7 +61,7 @@ async def validate_user(pool: Pool, client: Client, user_id: str) -> ValidationR
     legacy_status = rows.legacy.status if rows.legacy is not None else None
     effect = rows.latest_effect
     if rows.session is not None or (effect is not None and effect["outcome"] == "migrated"):
-        return ValidationReport(user_id, "migrated", _migrated_checks(rows, pointer, redis_doc))
+        return ValidationReport(user_id, "migrated", migrated_checks(rows, pointer, redis_doc))
     if effect is not None:  # the latest effect is a rollback
         event = effect["event"]
         checks = check_rolled_back(
@@ -80,9 +80,11 @@ async def validate_user(pool: Pool, client: Client, user_id: str) -> ValidationR
     return ValidationReport(user_id, "never_migrated", checks)
 
 
-def _migrated_checks(
+def migrated_checks(
     rows: postgres.ValidationRows, pointer: str | None, redis_doc: object
 ) -> list[Check]:
+    """The checks of a migrated user, with Redis's pointer and document as read (or, for the
+    preflight's rehearsal, as they would have been written)."""
     postgres_doc = document_from_row(rows.session) if rows.session is not None else None
     detail = rows.snapshot
     snapshot = detail["legacy_snapshot"] if detail else None

@@ -192,10 +192,16 @@ class ValidationRows(NamedTuple):
 
 async def validation_rows(pool: asyncpg.Pool, user_id: str) -> ValidationRows:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        sessions = await session_documents(conn, [user_id])
-        snapshot = await conn.fetchrow(sql.query("session_for_validation"), user_id)
-        legacy = await conn.fetchrow(sql.query("legacy_row"), user_id)
-        effect = await conn.fetchrow(sql.query("latest_effect"), user_id)
+        return await validation_rows_on(conn, user_id)
+
+
+async def validation_rows_on(conn: Conn, user_id: str) -> ValidationRows:
+    """``validation_rows`` on a connection the caller holds, inside its transaction (the
+    preflight's rehearsal reads what its own uncommitted transaction wrote)."""
+    sessions = await session_documents(conn, [user_id])
+    snapshot = await conn.fetchrow(sql.query("session_for_validation"), user_id)
+    legacy = await conn.fetchrow(sql.query("legacy_row"), user_id)
+    effect = await conn.fetchrow(sql.query("latest_effect"), user_id)
     return ValidationRows(
         sessions[0] if sessions else None,
         snapshot,
@@ -216,6 +222,76 @@ async def advisory_lock(conn: Conn, key: int) -> None:
 
 async def advisory_unlock(conn: Conn, key: int) -> None:
     await conn.execute(sql.query("advisory_unlock"), key)
+
+
+async def prune_processed_records(
+    conn: Conn,
+    *,
+    app_id: str,
+    partition: int,
+    below_offset: int,
+    given_before: datetime,
+    limit: int,
+) -> int:
+    """Delete at most ``limit`` answers of ``partition`` below ``below_offset`` given before
+    ``given_before`` (one short transaction); how many went."""
+    status = await conn.execute(
+        sql.query("prune_processed_records"), app_id, partition, below_offset, given_before, limit
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def rehearsal_sample(conn: Conn, size: int) -> list[str]:
+    """``size`` random legacy users a rollout would migrate (not migrated, no session)."""
+    return [r["user_id"] for r in await conn.fetch(sql.query("rehearsal_sample"), size)]
+
+
+class ServerFacts(NamedTuple):
+    """What ``migrator preflight`` judges of the PostgreSQL server."""
+
+    server_version: str
+    max_connections: int
+    reserved_connections: int
+    connections_in_use: int
+    synchronous_commit: str
+    fsync: str
+    schema_recorded: bool  # the schema_migrations table exists
+    data_directory: str | None  # None: this role may not see it
+
+
+async def server_facts(conn: Conn) -> ServerFacts:
+    row = await conn.fetchrow(sql.query("preflight_settings"))
+    assert row is not None
+    try:
+        directory = await conn.fetchval(sql.query("data_directory"))
+    except asyncpg.InsufficientPrivilegeError:
+        directory = None
+    return ServerFacts(**dict(row), data_directory=directory)
+
+
+async def applied_schema(conn: Conn) -> dict[int, tuple[str, str]]:
+    """``schema_migrations``: version → (file name, sha256)."""
+    rows = await conn.fetch(sql.query("schema_migrations"))
+    return {r["version"]: (r["name"], r["sha256"]) for r in rows}
+
+
+class TableSize(NamedTuple):
+    table: str
+    total_bytes: int
+    rows_estimate: int | None  # live rows per PostgreSQL's statistics; None: none kept yet
+
+
+async def table_sizes(conn: Conn | asyncpg.Pool) -> list[TableSize]:
+    """Every table of the schema, with its size on disk (indexes and TOAST included)."""
+    rows = await conn.fetch(sql.query("table_sizes"))
+    return [
+        TableSize(
+            r["table_name"],
+            int(r["total_bytes"]),
+            int(r["rows_estimate"]) if r["rows_estimate"] is not None else None,
+        )
+        for r in rows
+    ]
 
 
 async def insert_new_legacy_rows(

@@ -16,6 +16,7 @@ from streams.cli import (
     control,
     database,
     enqueue,
+    preflight,
     replay,
     resync,
     rollback,
@@ -31,6 +32,7 @@ from streams.cli.errors import Parser, fail, one_line
 Handler = Callable[[argparse.Namespace], int]
 
 OPERATOR_PATH = """the operator's path:
+  migrator preflight                                 before a rollout: ✓/✗, exit 1 on a blocker
   migrator enqueue --run canary --percent 1 --execute  a staged rollout: 1 % first
   migrator runs show canary                          look: done, failed by code, rate
   migrator control pause --reason "..."              stop every worker within 2 s
@@ -54,6 +56,7 @@ JOBS = (
     service,
     stack,
     database,
+    preflight,
     enqueue,
     rollback,
     replay,

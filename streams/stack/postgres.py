@@ -88,6 +88,10 @@ def command(data: Path, *, port: int) -> list[str]:
         "max_wal_size=2GB",
         "-c",
         "log_min_messages=warning",
+        # Loaded at start so that `make bench` can read where PostgreSQL's time goes
+        # (the extension is created by whoever wants to read it).
+        "-c",
+        "shared_preload_libraries=pg_stat_statements",
     ]
 
 

@@ -129,6 +129,16 @@ class LatencyMs(BaseModel):
     )
 
 
+class TableSize(BaseModel):
+    """One table of the service's schema on disk (``pg_total_relation_size``)."""
+
+    bytes: int = Field(description="heap, indexes and TOAST")
+    rows_estimate: int | None = Field(
+        description="live rows per PostgreSQL's statistics (n_live_tup: close, not exact; "
+        "null: none kept yet)"
+    )
+
+
 class Stats(BaseModel):
     requested: int
     migrated: int
@@ -144,6 +154,11 @@ class Stats(BaseModel):
     mirror_pending: int | None = None
     control: Control | None = None
     revalidation: Revalidation | None = None
+    tables: dict[str, TableSize] | None = Field(
+        default=None,
+        description="each table's size: what grows (processed_records is pruned by the "
+        "workers, see MIGRATOR_PROCESSED_RETENTION_S)",
+    )
 
 
 class Control(BaseModel):

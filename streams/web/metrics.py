@@ -65,6 +65,11 @@ class WorkerMetrics:
     # the topic present, 0 when clean) and this worker's rounds.
     audit_open: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
     audit_worker: Mapping[str, Any] = field(default_factory=dict)
+    # Each table of the schema: (bytes on disk, PostgreSQL's row estimate or None); cluster
+    # facts, left out with PostgreSQL away.
+    tables: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
+    # This worker's pruning of processed_records: rounds, rows deleted, rounds skipped.
+    pruning: Mapping[str, int] = field(default_factory=dict)
 
 
 def _escape(value: str) -> str:
@@ -124,11 +129,48 @@ def prometheus_text(metrics: WorkerMetrics) -> str:
     _revalidation(lines, worker, metrics.revalidation)
     _runs(lines, metrics.runs)
     _audit(lines, worker, metrics.audit_open, metrics.audit_worker)
+    _tables(lines, worker, metrics.tables, metrics.pruning)
     for metric, (kind, text) in PROCESS.items():
         if metric in metrics.process:
             _family(lines, metric, kind, text)
             lines.append(f"{metric}{_labels(worker=worker)} {float(metrics.process[metric])!r}")
     return "\n".join(lines) + "\n"
+
+
+def _tables(
+    lines: list[str],
+    worker: str,
+    tables: Mapping[str, tuple[int, int | None]],
+    pruning: Mapping[str, int],
+) -> None:
+    """What grows: each table's size (cluster facts, ``max()``), and what prunes it."""
+    if tables:
+        _family(
+            lines,
+            "migrator_table_bytes",
+            "gauge",
+            "A table's size on disk, indexes and TOAST included. Same on every worker: max().",
+        )
+        for table, (size, _) in sorted(tables.items()):
+            lines.append(f"migrator_table_bytes{_labels(scope='cluster', table=table)} {size}")
+        _family(
+            lines,
+            "migrator_table_rows_estimate",
+            "gauge",
+            "A table's live rows per PostgreSQL's statistics (n_live_tup: close, not exact).",
+        )
+        for table, (_, rows) in sorted(tables.items()):
+            if rows is not None:
+                labels = _labels(scope="cluster", table=table)
+                lines.append(f"migrator_table_rows_estimate{labels} {rows}")
+    for key, text in (
+        ("rounds", "Pruning rounds of processed_records this worker ran (one worker at a time)."),
+        ("deleted", "Rows of processed_records this worker pruned."),
+        ("errors", "Pruning rounds this worker skipped: Kafka or PostgreSQL away."),
+    ):
+        metric = f"migrator_processed_pruning_{key}_total"
+        _family(lines, metric, "counter", text)
+        lines.append(f"{metric}{_labels(worker=worker)} {int(pruning.get(key, 0))}")
 
 
 def _latency(lines: list[str], worker: str, owned: list[tuple[int, Mapping[str, Any]]]) -> None:

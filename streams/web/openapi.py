@@ -26,6 +26,7 @@ _MODELS: list[type[BaseModel]] = [
     api.ErrorAnswer,
     api.Accepted,
     api.Stats,
+    api.TableSize,
     api.LocalStats,
     api.Progress,
     api.Health,

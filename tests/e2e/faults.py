@@ -74,6 +74,10 @@ _FAULT_COST_S = {
 # what the later server faults do to the outcomes.
 # The workers' answer audit runs this often in a fault run, so its verdict comes quickly.
 AUDIT_EVERY_S = 3.0
+# Pruning of processed_records runs in a fault run, with a retention short enough to delete
+# answers while the faults go on (rounds every 10 s) and still above the SIGSTOP (``stop_s``):
+# exactly-once is checked with pruning at work, as in production, where the retention is days.
+PRUNE_RETENTION_S = 20.0
 
 CI_FAULTS = (
     "redis_kill",
@@ -787,6 +791,7 @@ class _Run:
         env = {
             "MIGRATOR_BATCH_SIZE": str(config.batch_size),
             "MIGRATOR_AUDIT_EVERY_S": str(AUDIT_EVERY_S),
+            "MIGRATOR_PROCESSED_RETENTION_S": str(PRUNE_RETENTION_S),
             # The run plants failures on purpose (about 4 % of its outcomes, in bursts of
             # rollbacks of users not migrated): a failure budget would pause it for an operator
             # that never comes. Run control has its own tests (test_run_control.py).
@@ -1218,6 +1223,7 @@ def _log_markers(slot: Slot) -> dict[str, int]:
         "gap-guard re-exec": text.count("were lost inside the stream"),
         "begin_transaction error": text.count("Exception in begin_transaction"),
         "Worker ready": text.count("Worker ready"),
+        "pruning rounds that deleted": text.count("answers of processed_records"),
     }
 
 

@@ -56,3 +56,6 @@ async def test_every_fault_during_a_flood_keeps_outcomes_state_and_counters_exac
     print(f"report: {path}")
     failures = describe_failures(report, max_recovery_s=MAX_RECOVERY_S)
     assert not failures, "\n".join([f"seed {seed} ({again})", *failures, report.render(examples=3)])
+    # Exactly-once held with pruning of processed_records at work (faults.PRUNE_RETENTION_S).
+    pruned = sum(m["pruning rounds that deleted"] for m in report.log_markers.values())
+    assert pruned > 0, "no worker pruned processed_records during the fault run"

@@ -169,3 +169,24 @@ def test_the_drift_counter_reads_zero_before_its_first_mismatch() -> None:
         s.labels["check"]: s.value for s in families["migrator_revalidation_mismatches"].samples
     }
     assert by_check == {"legacy_row_unchanged_since_migration": 0, "status_consistent": 2}
+
+
+def test_table_sizes_are_cluster_gauges_and_pruning_counts_per_worker() -> None:
+    from dataclasses import replace
+
+    metrics = replace(
+        _metrics(),
+        tables={"processed_records": (8192, 12), "worker_status": (16384, None)},
+        pruning={"rounds": 3, "deleted": 40, "errors": 1},
+    )
+    families = {f.name: f for f in text_string_to_metric_families(prometheus_text(metrics))}
+    sizes = {s.labels["table"]: s.value for s in families["migrator_table_bytes"].samples}
+    assert sizes == {"processed_records": 8192, "worker_status": 16384}
+    assert families["migrator_table_bytes"].samples[0].labels["scope"] == "cluster"
+    [rows] = families["migrator_table_rows_estimate"].samples  # no estimate: left out
+    assert (rows.labels["table"], rows.value) == ("processed_records", 12)
+    [deleted] = families["migrator_processed_pruning_deleted"].samples
+    assert (deleted.labels, deleted.value) == ({"worker": "host:1"}, 40)
+    bare = prometheus_text(_metrics())  # PostgreSQL away: no table gauges, counters still 0
+    assert "migrator_table_bytes" not in bare
+    assert 'migrator_processed_pruning_rounds_total{worker="host:1"} 0' in bare
