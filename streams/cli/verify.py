@@ -133,7 +133,9 @@ def _verify(args: argparse.Namespace) -> int:
                         "already_right": done.already_right,
                         "refused": done.refused,
                     }
+                    not_rewritten = set(plan.rewrite) - set(done.rewritten)
                     left = set(plan.drift) | set(plan.unrepairable) | set(done.refused)
+                    left |= not_rewritten  # Redis refused (said by --rerun)
                     print(
                         f"repaired: {len(done.rebuilt)} rebuilt from the snapshot, "
                         f"{len(done.rewritten)} mirror(s) rewritten; "
