@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from agents.core import counters
+from agents.core.control_state import judged
 from agents.core.decide import Rejected, Work, decide, waves
 from agents.core.documents import document_from_row
 from agents.core.effects import (
@@ -69,9 +70,10 @@ class Applied:
         return [a.outcome for a in self.answers]
 
     @property
-    def new_outcomes(self) -> list[Outcome]:
-        """The outcomes the failure budget judges: all but the repeated failures."""
-        return [a.outcome for p, a in enumerate(self.answers) if p not in self.repeats]
+    def judged(self) -> list[Outcome]:
+        """The outcomes the failure budget judges, in one place: neither the repeated failures
+        nor the answers of a cancelled run (``control_state.judged``)."""
+        return judged([a.outcome for p, a in enumerate(self.answers) if p not in self.repeats])
 
     def __add__(self, other: Applied) -> Applied:
         shift = len(self.answers)

@@ -13,9 +13,9 @@ bench's own Kafka clients closed):
 - PostgreSQL statements: ``log_statement = all`` is switched on (ALTER SYSTEM and a reload) for the
   window only, and the statements the server logged between two offsets of its log are counted.
   A backend applies the reload before its next command, so a pooled connection idle since the
-  switch has its first statement missed. ``pg_stat_statements`` is installed with this PostgreSQL
-  but must be preloaded when the server starts, so it would also run (and cost) under the flood;
-  the bench leaves the stack's server as it is;
+  switch has its first statement missed. (The stack preloads ``pg_stat_statements`` too, but it
+  counts the statements of every client, the bench's own readings among them, and it is the
+  flood's profile; the log names the idle window's statements alone.)
 - Redis commands: ``INFO commandstats`` calls, the bench's own ``INFO`` left out;
 - Kafka requests: the broker's request logger (``kafka.request.logger``) is switched to DEBUG for
   the window through Kafka's dynamic broker-logger config (its own ``ConfigCommand``), and the

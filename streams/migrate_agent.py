@@ -18,7 +18,7 @@ from typing import Any
 
 from agents.batch_applier import BatchApplier
 from agents.batch_transaction import Applied
-from agents.core.control_state import ControlState, judged
+from agents.core.control_state import ControlState
 from agents.core.decide import Rejected, Work
 from schemas.events import ErrorCode, MigrationRequest, Rejection, decode_request
 from streams.codecs import Answer, Consumed, batch_records
@@ -107,7 +107,7 @@ async def process_batch(context: ServiceContext, events: Sequence[Any]) -> None:
     if await publisher.publish(partition, epoch, batch_records(answers), last_offset):
         if partition in applied.totals:
             set_stat(context.stats, str(partition), applied.totals[partition])
-        context.control.observe(judged(applied.new_outcomes))
+        context.control.observe(applied.judged)
 
 
 async def apply_cancelling(

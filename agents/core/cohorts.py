@@ -88,6 +88,8 @@ class RunSummary:
     finished_at: datetime | None = None  # the answer that completed what was requested
     selections: list[dict[str, Any]] = field(default_factory=list)
     cancel: RunCancel | None = None  # the control topic's, not PostgreSQL's
+    # The run's latest finished `migrator verify --run`: at, ok, checked, mismatched, by_check.
+    verified: dict[str, Any] | None = None
 
     @property
     def requested(self) -> int:
@@ -139,6 +141,7 @@ class RunSummary:
             "cancelled_at": self.cancel.at if self.cancel else None,
             "cancelled_by": self.cancel.by if self.cancel else None,
             "cancel_reason": self.cancel.reason if self.cancel else None,
+            "last_verified": self.verified,
         }
 
 

@@ -116,6 +116,57 @@ async def raw_sessions(
     return list(await client.mget([session_key(raw) for raw in session_ids]))
 
 
+# For ``migrator verify``: per key (ARGV[2]: the keys, one a line; the first ARGV[1] are user
+# pointers), the pointer a user key holds, or the SHA-1 of the document a session key holds
+# ("" when absent), joined by newlines into one reply. Hashing inside Redis sends 41 bytes per
+# document instead of the document, and one reply per script call instead of one per key (which
+# the client would parse one by one); the keys travel as one argument, not one each, for the
+# client packs each argument of a command in Python. Read-only; a standalone Redis, as the
+# mirror is.
+_DIGESTS = """
+local out = {}
+local pointers = tonumber(ARGV[1])
+local i = 0
+for key in string.gmatch(ARGV[2], '[^\\n]+') do
+    i = i + 1
+    local value = redis.call('GET', key)
+    if not value then
+        out[i] = ''
+    elseif i <= pointers then
+        out[i] = value
+    else
+        out[i] = redis.sha1hex(value)
+    end
+end
+return table.concat(out, '\\n')
+"""
+# Keys per script call: one call blocks Redis while it hashes its documents (about 2 ms per
+# thousand), so a verification never holds the workers' writes back for long.
+DIGEST_KEYS = 1_000
+
+
+async def digests(
+    client: aioredis.Redis, user_ids: Sequence[str], session_ids: Sequence[str]
+) -> tuple[list[str | None], list[str | None]]:
+    """The pointer of each user and the SHA-1 hex of each session document (None: no key),
+    in order, in one round trip."""
+    keys = [user_key(user) for user in user_ids] + [session_key(s) for s in session_ids]
+    if not keys:
+        return [], []
+    script = client.register_script(_DIGESTS)
+    async with client.pipeline(transaction=False) as pipe:
+        for start in range(0, len(keys), DIGEST_KEYS):
+            part = keys[start : start + DIGEST_KEYS]
+            pointers = max(0, min(len(user_ids) - start, len(part)))
+            await script(keys=[], args=[pointers, "\n".join(part)], client=pipe)
+        replies = await pipe.execute()
+    values: list[str | None] = []
+    for reply, start in zip(replies, range(0, len(keys), DIGEST_KEYS), strict=True):
+        part = text(reply).split("\n") if reply else [""]
+        values += [value or None for value in part][: min(DIGEST_KEYS, len(keys) - start)]
+    return values[: len(user_ids)], values[len(user_ids) :]
+
+
 async def session_exists(client: aioredis.Redis, session_id: UUID | str) -> bool:
     return bool(await client.exists(session_key(session_id)))
 
@@ -155,6 +206,18 @@ async def ping(client: aioredis.Redis) -> bool:
 
 def _dumps(document: Mapping[str, Any]) -> bytes:
     return to_json(document)
+
+
+def encode_document(document: Mapping[str, Any]) -> bytes:
+    """The exact bytes ``write_sessions`` stores for a document (``migrator verify`` compares
+    the mirror against them before it decodes anything)."""
+    return _dumps(document)
+
+
+def encode_document_with_steps(head: Mapping[str, Any], steps_json: bytes) -> bytes:
+    """``encode_document({**head, "steps": steps})`` given ``steps`` already encoded: the steps
+    of a session are one of a few thousand lists, so ``migrator verify`` encodes each once."""
+    return _dumps(head)[:-1] + b',"steps":' + steps_json + b"}"
 
 
 class RedisMirror:

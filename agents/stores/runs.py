@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ import asyncpg
 import sql
 from agents.core.cohorts import AnswerCount, RunSummary, rate_window_start, summarize
 from agents.core.control_state import RunCancel
+from agents.stores import verification
 from agents.stores.postgres import Conn
 
 
@@ -70,8 +72,14 @@ async def run_summaries(
             )
         )
     cancelled = cancels or {}
+    verified = await verification.last_for_runs(conn, [r["run_id"] for r in runs])
     return [
-        summarize(dict(run), grouped[run["run_id"]], now=now, cancel=cancelled.get(run["run_id"]))
+        replace(
+            summarize(
+                dict(run), grouped[run["run_id"]], now=now, cancel=cancelled.get(run["run_id"])
+            ),
+            verified=verified.get(run["run_id"]),
+        )
         for run in runs
     ]
 

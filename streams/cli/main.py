@@ -25,6 +25,7 @@ from streams.cli import (
     stack,
     stats,
     validate,
+    verify,
 )
 from streams.cli.errors import Parser, fail, one_line
 
@@ -43,6 +44,9 @@ OPERATOR_PATH = """the operator's path:
   migrator audit                                     every request answered exactly once?
   migrator replay --unanswered --execute             publish again what was never answered
   migrator resync-redis --execute                    rebuild the Redis mirror
+  migrator verify --json report.json                 everyone checked end to end (users/s)
+  migrator verify --rerun report.json --repair --execute   repair what it found
+  migrator verify --rerun report.json                prove the repair
 
 every command plans first and changes nothing without --execute; `migrator COMMAND --help`
 """
@@ -57,6 +61,7 @@ JOBS = (
     rollback,
     replay,
     validate,
+    verify,
     resync,
     stats,
     runs,

@@ -30,9 +30,12 @@ def time_argument(value: str) -> datetime:
 class Progress:
     """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
 
-    def __init__(self, total: int, label: str) -> None:
+    def __init__(self, total: int, label: str, *, start: int = 0) -> None:
+        """``start``: what was done before this process began (a resumed job), left out of
+        the rate and the ETA."""
         self.total = max(total, 1)
         self.label = label
+        self.start = start
         self.started = time.monotonic()
         self._last = 0.0
         self._shown = -1
@@ -49,13 +52,23 @@ class Progress:
         elapsed = max(now - self.started, 1e-6)
         fraction = min(done / self.total, 1.0)
         bar = "#" * int(fraction * 30)
+        rate = (done - self.start) / elapsed
         line = (
             f"{self.label} [{bar:<30}] {done}/{self.total} "
-            f"{fraction * 100:5.1f}% {done / elapsed:,.0f}/s"
+            f"{fraction * 100:5.1f}% {rate:,.0f}/s ETA {_eta(self.total - done, rate)}"
         )
         print(("\r" + line) if self._tty else line, end="" if self._tty else "\n", file=sys.stderr)
         if force and self._tty:
             print(file=sys.stderr)
+
+
+def _eta(remaining: int, rate: float) -> str:
+    if remaining <= 0:
+        return "0s"
+    if rate <= 0:
+        return "-"
+    minutes, seconds = divmod(int(remaining / rate + 0.5), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def sample_lines(requests: Sequence[MigrationRequest], limit: int) -> list[str]:

@@ -86,6 +86,7 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  rate        {_rate(run)}")
     for selection in run.selections:
         print(f"  selection   {json.dumps(selection, sort_keys=True)}")
+    print(f"  verified    {_verified(run)}")
     if run.failed:
         print(f"  report      migrator runs report {run.run_id} --out {run.run_id}-failed.csv")
     return 0
@@ -112,6 +113,19 @@ def _report(args: argparse.Namespace) -> int:
     if to_file:
         print(f"{len(rows)} failed user(s) of run {args.name} written to {args.out}")
     return 0
+
+
+def _verified(run: RunSummary) -> str:
+    last = run.verified
+    if last is None:
+        return f"never: migrator verify --run {run.run_id}"
+    result = (
+        "OK, every check holds"
+        if last["ok"]
+        else f"MISMATCHES for {last['mismatched']} user(s): "
+        + ", ".join(f"{check} {n}" for check, n in sorted(last["by_check"].items()))
+    )
+    return f"{last['at']} (verification {last['verify_id']}), {last['checked']} user(s): {result}"
 
 
 def _rate(run: RunSummary) -> str:

@@ -278,6 +278,17 @@ class Revalidation(BaseModel):
     user_ids_withheld: bool = Field(False, description=_WITHHELD)
 
 
+class LastVerified(BaseModel):
+    """A run's latest finished ``migrator verify --run``."""
+
+    verify_id: int
+    at: str = Field(description="when it finished")
+    ok: bool = Field(description="true: every check held for every user of the run")
+    checked: int = Field(description="users checked")
+    mismatched: int = Field(description="users with at least one mismatch")
+    by_check: dict[str, int] = Field(description="users per failed check")
+
+
 class Run(BaseModel):
     run_id: str
     state: Literal["waiting", "running", "finished", "cancelled", "paused", "auto-paused"] = Field(
@@ -310,6 +321,9 @@ class Run(BaseModel):
     cancelled_at: str | None = Field(None, description="when the run was cancelled")
     cancelled_by: str | None = Field(None, description="who cancelled it")
     cancel_reason: str | None = None
+    last_verified: LastVerified | None = Field(
+        None, description="its latest finished `migrator verify --run` (null: never verified)"
+    )
 
 
 class Runs(BaseModel):

@@ -191,7 +191,7 @@ class SharedScenarios:
         ]
         # other's first failure is new, its second (a later wave) repeats it; bad repeats.
         assert again.repeats == frozenset({2, 3})
-        assert [o.user_id for o in again.new_outcomes] == [other, bad]
+        assert [o.user_id for o in again.judged] == [other, bad]
 
     async def test_a_dry_run_writes_only_the_audit_log(self, servers: Servers, unique: str) -> None:
         user = f"dry-{unique}"
