@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,30 @@ def _scope(args: argparse.Namespace) -> Any:
     return Scope("population")
 
 
+async def _record_verified(pool: Any, app_id: str, job: Any) -> None:
+    """A run's verification is a run event (``verified``, on ``user-migration-runs`` and the
+    ``on-run-verified`` hook): recorded in the outbox, published by the worker that publishes
+    run events. Recording it twice (a re-run of the same verification) records it once."""
+    from agents.stores.run_events import record_verified
+    from streams.cli.control import operator_name
+
+    await record_verified(
+        pool,
+        app_id,
+        run_id=job.scope.run_id,
+        verification_id=str(job.verify_id),
+        at=datetime.now(UTC),
+        by=f"migrator verify ({operator_name()})",
+        report={
+            "checked": job.tally.checked,
+            "mismatched": job.tally.mismatched,
+            "by_check": dict(sorted((job.tally.by_check or {}).items())),
+            "ok": job.ok,
+            "elapsed_s": round(job.elapsed_s, 3),
+        },
+    )
+
+
 def _verify(args: argparse.Namespace) -> int:
     from agents.core.verify_rules import by_kind, by_user
     from agents.jobs import verify, verify_repair
@@ -81,8 +106,10 @@ def _verify(args: argparse.Namespace) -> int:
     if out is not None and out.parent and not out.parent.is_dir():
         raise CliError(f"{args.json}: no such directory {str(out.parent)!r}")
 
+    settings = Settings.from_env()
+
     async def run() -> int:
-        async with opened(Settings.from_env()) as (pool, redis):
+        async with opened(settings) as (pool, redis):
             await redis.ping()  # a Redis that is down is said before any work
             if scope.kind == "run" and not await _run_known(pool, scope.run_id):
                 raise CliError(f"no run named {scope.run_id!r}: see `migrator runs`")
@@ -102,6 +129,8 @@ def _verify(args: argparse.Namespace) -> int:
             await verify.run(pool, redis, job, chunk=args.chunk, progress=progress.update)
             progress.update(job.tally.checked, force=True)
             _summary(job)
+            if job.scope.kind == "run" and job.scope.run_id is not None:
+                await _record_verified(pool, settings.app_id, job)
             report: dict[str, Any] = {
                 "verify_id": job.verify_id,
                 "scope": job.scope.as_dict(),

@@ -23,6 +23,7 @@ from agents.jobs import verify
 from agents.jobs.seed import SeedOptions, generate, write_rows
 from agents.stores.postgres_batch import PostgresStore
 from agents.stores.redis_mirror import RedisMirror
+from agents.stores.run_events import unpublished
 from agents.stores.runs import record_run
 from schemas.events import MigrationRequest
 from streams.settings import Settings
@@ -156,6 +157,12 @@ async def test_verify_finds_every_planted_corruption_and_repair_fixes_the_repair
     last = json.loads(shown.stdout)["last_verified"]
     assert last["ok"] is False and last["checked"] == USERS  # the rolled-back answered too
     assert last["mismatched"] == len(left)
+    # ...and it is a run event, for the worker that publishes them (and the on-run-verified hook).
+    events = [e for e in await unpublished(pool, settings.app_id) if e.run_id == run_id]
+    assert [e.event for e in events] == ["verified"]
+    assert events[0].verification is not None
+    assert events[0].verification["mismatched"] == len(left)
+    assert events[0].verification["ok"] is False
 
 
 async def test_a_stopped_verification_resumes_after_its_last_chunk(
