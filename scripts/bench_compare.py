@@ -20,6 +20,8 @@ can be trusted.
 - Each run floods ``--users`` freshly seeded users once (``--flood-only`` where the side's bench
   has it, else ``--quick`` so its later phases are short: the flood comes first either way, so
   what follows cannot touch its figures). Compared: users/s and the worker's CPU s per 1,000 users.
+  Both sides run without the warm-up flood (``BENCH_WARM_USERS=0``; benches older than it have
+  none), so each side's flood meets a fresh broker alike.
 - The verdict per metric is an exact two-sided Mann-Whitney rank test of the REF runs against the
   HEAD runs (every split of the pooled runs enumerated): "faster" or "slower" needs p <= 0.10
   (90 % confidence), otherwise "cannot tell at this noise". With 3 pairs that happens only when
@@ -277,7 +279,9 @@ class Side:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(self.worktree)}
+        # No warm-up flood on either side: a bench that has one (HEAD's, from 2026-12-02) would
+        # otherwise measure a warm broker against an older bench's cold one.
+        return {**os.environ, "PYTHONPATH": str(self.worktree), "BENCH_WARM_USERS": "0"}
 
     @property
     def bench(self) -> Path:

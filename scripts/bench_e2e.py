@@ -139,6 +139,18 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def warm_users(quick: bool, first_size: int) -> int:
+    """The warm-up flood's size: half the first flood, at most ``WARM_MOST``, none in
+    ``--quick``; ``BENCH_WARM_USERS`` overrides it (0: none; ``--compare`` sets it)."""
+    given = os.environ.get("BENCH_WARM_USERS")
+    if given is not None:
+        try:
+            return max(0, int(given))
+        except ValueError:
+            raise BenchError(f"BENCH_WARM_USERS must be a whole number, not {given!r}") from None
+    return 0 if quick else min(WARM_MOST, max(first_size // 2, 1))
+
+
 def build_plan(args: argparse.Namespace) -> Plan:
     sizes: tuple[int, ...] = args.users or ((QUICK_USERS,) if args.quick else (DEFAULT_USERS,))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -158,7 +170,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
             min(sizes[-1], GUARANTEE_MOST) if with_guarantees and not args.flood_only else None
         ),
         idle_window=(None if args.flood_only else QUICK_IDLE_WINDOW if args.quick else IDLE_WINDOW),
-        warm_users=0 if args.quick else min(WARM_MOST, max(sizes[0] // 2, 1)),
+        warm_users=warm_users(args.quick, sizes[0]),
     )
 
 
@@ -1331,8 +1343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except argparse.ArgumentTypeError as exc:
         parser.error(f"BENCH_USERS: {exc}")
     args.quick = args.quick or os.environ.get("BENCH_QUICK", "") in {"1", "true", "yes"}
-    plan = build_plan(args)
     try:
+        plan = build_plan(args)
         if args.core:
             run_core(plan)
             return 0
