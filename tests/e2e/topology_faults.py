@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 BROKER_DOWN_S = 10.0
 SCALE_TO = 3
-_SYNCED = re.compile(r"Successfully synced group \S+ with generation (\d+)")
+# Faust's line on every assignment it takes in (faust.app.base, _on_partitions_assigned).
+_SYNCED = re.compile(r"generation id (\d+) app consumers id")
 
 
 async def inject(run: _Run, fault: str, number: int) -> Recovery:
@@ -77,7 +78,8 @@ async def inject(run: _Run, fault: str, number: int) -> Recovery:
 
 
 def generations(slot: Slot, *, since_start: bool) -> list[int]:
-    """The group generations this worker synced with (its whole log, or since its last start)."""
+    """The group generations of the assignments this worker took in (its whole log, or since
+    its last start)."""
     path = slot.worker.log_path
     if since_start:
         text = slot.log_since_start()
@@ -116,7 +118,8 @@ async def _worker_restart(
     run.report.notes.append(
         f"worker_restart of {slot.name}: SIGTERM to exit {stopped - started:.1f}s, new process "
         f"ready {ready_s:.1f}s after its start; group generation before {last}, the restarted "
-        f"worker synced with {rejoined or 'none yet'}; other workers synced again: "
+        f"worker's assignment in generation {rejoined or 'none yet'}; other workers' "
+        "assignments since: "
         + (", ".join(f"{name} {gens}" for name, gens in others.items() if gens) or "none")
     )
     return slot.name, time.monotonic() - started
