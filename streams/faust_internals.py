@@ -52,6 +52,13 @@ version where a name is gone, and ``pyproject.toml`` caps both below their next 
    ``streams.partition_reader`` and the CLI's Kafka reader: a consumer assigned partitions by
    hand learns of partitions or leaders that changed only at its next metadata refresh; there
    is no public call to ask for it now.
+9. aiokafka ``AIOKafkaProducer._sender.sender_task``, ``_closed`` and ``client``
+   (``abandon_producer``): stop a producer without waiting for a Kafka that is away, used by
+   ``streams.transactional_writer`` and, after every failed partition transaction, by
+   ``streams.exactly_once`` (the producer is closed and its transactional id registered again,
+   so the new epoch fences whatever the old one left in flight: aiokafka speaks the oldest
+   transaction request versions, whose gaps KIP-890 closes only for newer clients). Proven by
+   the fault test and the 3-broker run of ``tests/e2e/test_topology.py``.
 """
 
 from __future__ import annotations
