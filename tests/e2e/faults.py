@@ -617,6 +617,9 @@ class Tail:
         self.stack = stack
         self.answered: Counter[str] = Counter()
         self.dead: set[tuple[int, int]] = set()
+        # When the tail saw each outcome, per partition (outcomes go to their request's
+        # partition): the pauses of a partition's answers (topology_faults.longest_pause).
+        self.arrivals: defaultdict[int, list[float]] = defaultdict(list)
         self.stop = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -654,6 +657,8 @@ class Tail:
                 for tp, records in batch.items():
                     for record in records:
                         self._note(tp.topic, record.value)
+                        if tp.topic != topics.DEAD_LETTER:
+                            self.arrivals[tp.partition].append(time.monotonic())
         finally:
             await consumer.stop()
 

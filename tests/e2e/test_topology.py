@@ -71,7 +71,7 @@ async def test_a_rolling_restart_of_static_members_keeps_the_generation(
     report = await run_faults(config, stack)
     failures = _report("rolling-restart", report, capsys)
     assert not failures, "\n".join([*failures, report.render(examples=3)])
-    restarts = [note for note in report.notes if note.startswith("worker_restart")]
+    restarts = [note for note in report.notes if note.startswith("worker_restart of")]
     assert len(restarts) == 2
     for note in restarts:
         assert "other workers' assignments since: none" in note, note

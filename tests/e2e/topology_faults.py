@@ -24,6 +24,7 @@ import re
 import signal
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from faults import Recovery, Slot, _Run
 
 BROKER_DOWN_S = 10.0
+# Outcomes are still watched this long after a fault's recovery, for its longest pause.
+PAUSE_WINDOW_TAIL_S = 3.0
 SCALE_TO = 3
 # Faust's line on every assignment it takes in (faust.app.base, _on_partitions_assigned).
 _SYNCED = re.compile(r"generation id (\d+) app consumers id")
@@ -71,7 +74,30 @@ async def inject(run: _Run, fault: str, number: int) -> Recovery:
     )
     if fault == "scale_out":
         run.report.notes.append(await _spread(run))
+    await asyncio.sleep(PAUSE_WINDOW_TAIL_S)
+    partition, pause = longest_pause(run.tail.arrivals, fault_at, time.monotonic())
+    run.report.notes.append(
+        f"{fault} on {target}: longest pause of one partition's outcomes {pause:.1f}s "
+        f"(partition {partition}), from {result.at_s:.1f}s on"
+    )
     return result
+
+
+def longest_pause(
+    arrivals: Mapping[int, Sequence[float]], start: float, end: float
+) -> tuple[int, float]:
+    """The longest time any partition went without an outcome between ``start`` and ``end``
+    (the flood keeps every partition busy, so a pause is a stall): (partition, seconds)."""
+    worst = (-1, 0.0)
+    for partition, times in arrivals.items():
+        before = [t for t in times if t < start]
+        inside = [t for t in times if start <= t <= end]
+        points = [before[-1] if before else start, *inside]
+        gaps = [b - a for a, b in zip(points, points[1:], strict=False)]
+        gaps.append(end - points[-1])
+        if max(gaps) > worst[1]:
+            worst = (partition, max(gaps))
+    return worst
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -134,6 +160,12 @@ async def _scale_out(run: _Run, number: int, reference: asyncio.Future[float]) -
         run.slots.append(slot)
         await asyncio.to_thread(slot.start)
         added.append(slot.name)
+    # The rebalance comes when they join, seconds after their start: the measurement window
+    # (``longest_pause``) must reach past it.
+    deadline = time.monotonic() + 60
+    while not all(slot.ready() for slot in run.slots) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(3)
     return "+" + ",".join(added), time.monotonic() - started
 
 
