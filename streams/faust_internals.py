@@ -162,11 +162,6 @@ def transaction_open(producer: AIOKafkaProducer) -> bool:
     return not manager.is_fatal_error() and manager.state in _ABORTABLE
 
 
-def producer_failed(producer: AIOKafkaProducer) -> bool:
-    """Whether the producer is in a fatal (non-fencing) state: it must be replaced (register, 4)."""
-    return bool(producer._txn_manager.is_fatal_error())  # noqa: SLF001
-
-
 def producer_registered(producer: AIOKafkaProducer) -> Awaitable[Any]:
     """Done once the transactional id is registered: the fencing happened (register, 4)."""
     registered: Awaitable[Any] = producer._txn_manager.wait_for_pid()  # noqa: SLF001
