@@ -22,7 +22,7 @@ version where a name is gone, and ``pyproject.toml`` caps both below their next 
    (``producer._txn_manager``): know the transactional id is registered (the fencing happened)
    before offsets are read; know whether a failed transaction can be aborted (and is still
    open: aborting twice is an ``AssertionError`` that crashed the agent when Kafka restarted
-   mid-send) or the producer must be replaced. Proven by the fault test and
+   mid-send), and not when the producer is in a fatal state. Proven by the fault test and
    ``tests/streams/test_exactly_once.py::test_a_transaction_is_aborted_once``.
 5. ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer`` is
    wrapped to set the aiokafka consumer's ``_fetch_max_wait_ms`` and ``_isolation_level``
