@@ -26,7 +26,7 @@ demo-stop: ## stop the demo's worker and stack
 bench: ## end-to-end benchmark on a fresh stack: table + JSON (BENCH_QUICK=1, BENCH_USERS=n,m)
 	scripts/bench
 
-soak: ## fault soak: SOAK_KILLS worker kills (25) among server faults, SOAK_USERS users (20000), SOAK_RUNS seeds (1), SOAK_CI=1: the CI schedule
+soak: ## fault soak (SOAK_TOPOLOGY=1: issue 21 runs: rolling restart, 3 brokers, scaling): SOAK_KILLS worker kills (25) among server faults, SOAK_USERS users (20000), SOAK_RUNS seeds (1), SOAK_CI=1: the CI schedule
 	scripts/soak
 
 stack-up: ## start the local stack under .stack and print its export lines

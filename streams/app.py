@@ -68,10 +68,14 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "web_transport": "tcp://",
         # 404 and 405 answer JSON like every other error (the routes themselves: register_views).
         "web_application_options": {"middlewares": [json_errors]},
-        # A worker that died is noticed within 10 s, not Faust's default 60 s, so its
-        # partitions (and their open transactions) move to a live worker quickly.
-        "broker_session_timeout": 10.0,
-        "broker_heartbeat_interval": 3.0,
+        # A worker that died is noticed within 10 s (MIGRATOR_SESSION_TIMEOUT_S), not Faust's
+        # default 60 s, so its partitions (and their open transactions) move to a live worker
+        # quickly.
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": min(3.0, settings.session_timeout_s / 3),
+        # Static membership (KIP-345) when MIGRATOR_INSTANCE_ID is set: a restart within the
+        # session timeout keeps the group's generation and every other worker's partitions.
+        "consumer_group_instance_id": settings.instance_id,
         "autodiscover": False,
         "logging_config": None,
     }

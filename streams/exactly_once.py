@@ -50,7 +50,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from agents.core.offset_ranges import OffsetRanges
 from streams.codecs import Send
-from streams.faust_internals import producer_failed, producer_registered, transaction_open
+from streams.faust_internals import abandon_producer, producer_registered, transaction_open
 from streams.partition_positions import Positions
 from streams.partition_reader import PartitionReader
 
@@ -327,12 +327,21 @@ class PartitionTransactions:
             log.info("abort failed (%r); the next transaction's start settles it", exc)
 
     async def _recover(self, partition: int, producer: AIOKafkaProducer) -> None:
-        """After a failed transaction: a producer in a fatal (non-fencing) state is replaced."""
-        if not producer_failed(producer):
-            return
+        """After a failed transaction, close the partition's producer: the next attempt
+        registers its transactional id again (``_start``).
+
+        The failure's outcome is unknown (a commit that timed out may have committed; a send
+        may still be in flight). aiokafka speaks the oldest versions of Kafka's transaction
+        requests, which have known gaps (Jepsen's analysis of Kafka transactions, 2024; KIP-890
+        closes them only for newer clients): a delayed request of the old transaction can land
+        in the next one under the same epoch. A new registration bumps the epoch, so the broker
+        fences whatever the old producer left in flight, and it finishes the old transaction
+        before it answers. A producer in a fatal state had to be replaced anyway."""
         async with self._lock:
             if self._producers.get(partition) is producer:
-                await self._stop(partition)
+                del self._producers[partition]
+                log.info("partition %d: producer closed; its id is registered again", partition)
+                await abandon_producer(producer)
 
     async def _start(self, partition: int) -> AIOKafkaProducer | None:
         """Start the partition's producer: its first request fences the previous owner's."""

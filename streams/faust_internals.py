@@ -22,7 +22,7 @@ version where a name is gone, and ``pyproject.toml`` caps both below their next 
    (``producer._txn_manager``): know the transactional id is registered (the fencing happened)
    before offsets are read; know whether a failed transaction can be aborted (and is still
    open: aborting twice is an ``AssertionError`` that crashed the agent when Kafka restarted
-   mid-send) or the producer must be replaced. Proven by the fault test and
+   mid-send), and not when the producer is in a fatal state. Proven by the fault test and
    ``tests/streams/test_exactly_once.py::test_a_transaction_is_aborted_once``.
 5. ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer`` is
    wrapped to set the aiokafka consumer's ``_fetch_max_wait_ms`` and ``_isolation_level``
@@ -52,6 +52,13 @@ version where a name is gone, and ``pyproject.toml`` caps both below their next 
    ``streams.partition_reader`` and the CLI's Kafka reader: a consumer assigned partitions by
    hand learns of partitions or leaders that changed only at its next metadata refresh; there
    is no public call to ask for it now.
+9. aiokafka ``AIOKafkaProducer._sender.sender_task``, ``_closed`` and ``client``
+   (``abandon_producer``): stop a producer without waiting for a Kafka that is away, used by
+   ``streams.transactional_writer`` and, after every failed partition transaction, by
+   ``streams.exactly_once`` (the producer is closed and its transactional id registered again,
+   so the new epoch fences whatever the old one left in flight: aiokafka speaks the oldest
+   transaction request versions, whose gaps KIP-890 closes only for newer clients). Proven by
+   the fault test and the 3-broker run of ``tests/e2e/test_topology.py``.
 """
 
 from __future__ import annotations
@@ -153,11 +160,6 @@ def transaction_open(producer: AIOKafkaProducer) -> bool:
     one failed abortably (register, 4)."""
     manager = producer._txn_manager  # noqa: SLF001
     return not manager.is_fatal_error() and manager.state in _ABORTABLE
-
-
-def producer_failed(producer: AIOKafkaProducer) -> bool:
-    """Whether the producer is in a fatal (non-fencing) state: it must be replaced (register, 4)."""
-    return bool(producer._txn_manager.is_fatal_error())  # noqa: SLF001
 
 
 def producer_registered(producer: AIOKafkaProducer) -> Awaitable[Any]:

@@ -41,6 +41,9 @@ _ENV_NAMES: dict[str, str] = {
     "processing_guarantee": "MIGRATOR_PROCESSING_GUARANTEE",
     "topic_partitions": "MIGRATOR_TOPIC_PARTITIONS",
     "topic_replication_factor": "MIGRATOR_TOPIC_REPLICATION_FACTOR",
+    "topic_min_insync_replicas": "MIGRATOR_TOPIC_MIN_INSYNC_REPLICAS",
+    "instance_id": "MIGRATOR_INSTANCE_ID",
+    "session_timeout_s": "MIGRATOR_SESSION_TIMEOUT_S",
     "batch_size": "MIGRATOR_BATCH_SIZE",
     "batch_within_s": "MIGRATOR_BATCH_WITHIN_S",
     "max_retries": "MIGRATOR_MAX_RETRIES",
@@ -83,6 +86,17 @@ class Settings(BaseModel):
     processing_guarantee: ProcessingGuarantee = "exactly_once"
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     topic_replication_factor: int = Field(default=1, ge=1, le=16)
+    # Copies that must have a write before Kafka acknowledges it (the transactional producers
+    # send with acks=all). Production: replication factor 3, min in-sync 2, so one broker may
+    # be away and every acknowledged outcome still exists twice.
+    topic_min_insync_replicas: int = Field(default=1, ge=1, le=16)
+    # Static group membership (KIP-345): a worker restarted under the same id within the
+    # session timeout takes its partitions back without a rebalance. Unset: dynamic membership
+    # (why that is the default: README, "Restarts without a rebalance").
+    instance_id: str | None = Field(default=None, min_length=1, max_length=200)
+    # How long the group waits for a silent worker before its partitions move: the longest a
+    # crashed worker's partitions stand still, and the window a static member has to return.
+    session_timeout_s: float = Field(default=10.0, ge=6, le=300)
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_within_s: float = Field(default=0.0, ge=0, le=60)
     max_retries: int = Field(default=4, ge=0, le=20)
@@ -175,6 +189,24 @@ class Settings(BaseModel):
                 "handed to people who may read, not write)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _min_insync_within_replication(self) -> Settings:
+        """Refused at start-up: Kafka would refuse every write to such a topic."""
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"MIGRATOR_TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas} exceeds "
+                f"MIGRATOR_TOPIC_REPLICATION_FACTOR={self.topic_replication_factor} (no write "
+                "could ever be acknowledged)"
+            )
+        return self
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_id_charset(cls, value: str | None) -> str | None:
+        if value is not None and not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("only letters, digits, '.', '_' and '-'")
+        return value
 
     @field_validator("kafka_broker_url")
     @classmethod

@@ -46,7 +46,7 @@ def _stack() -> Any:
 
 def _up(args: argparse.Namespace) -> int:
     stack = _stack()
-    ports = stack.up(Path(args.dir))
+    ports = stack.up(Path(args.dir), brokers=args.brokers)
     print("\n".join(stack.exports(ports)))
     return 0
 
@@ -141,4 +141,13 @@ def register(commands: Any) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.add_argument("--dir", default=".stack", help="stack directory (default: .stack)")
+        if name == "up":
+            sub.add_argument(
+                "--brokers",
+                type=int,
+                default=None,
+                metavar="N",
+                help="Kafka brokers, 1-5 (default: as the stack was made, else 1); 3 makes a "
+                "KRaft cluster with topics replicated 3 times, min.insync.replicas=2",
+            )
         sub.set_defaults(handler=handler)

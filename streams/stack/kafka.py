@@ -1,4 +1,4 @@
-"""Apache Kafka (KRaft, one node) from the Apache artifacts on Maven Central, run with local Java.
+"""Apache Kafka (KRaft: one node, or a cluster) from the Apache artifacts on Maven Central.
 
 Maven resolves ``org.apache.kafka:kafka_2.13`` (the broker) and ``kafka-tools`` (Kafka's own
 command-line tools, run by ``migrator stack kafka-cli``) with their runtime dependencies into the
@@ -16,6 +16,8 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from streams.stack.errors import MissingDependency, StackError
@@ -141,34 +143,66 @@ def tool_command(tool: str, args: list[str]) -> list[str]:
     return [check_java(), "-cp", classpath(), "-Dlog4j2.level=WARN", TOOLS[tool], *args]
 
 
-def write_config(workdir: Path, *, port: int, controller_port: int) -> Path:
-    """server.properties tuned for a small shared machine: one node, replication factor 1."""
+@dataclass(frozen=True)
+class Node:
+    """One broker of the cluster: its KRaft node id and its two loopback ports."""
+
+    node_id: int
+    port: int
+    controller_port: int
+
+
+def replication(brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of ``brokers``.
+
+    Three copies with two in sync is what production runs: one broker may be away (a crash, a
+    rolling restart) and every acknowledged write still has a second copy. One broker can only
+    hold one copy; two brokers hold two, with one in sync so either may restart.
+    """
+    factor = min(brokers, 3)
+    return factor, max(1, factor - 1)
+
+
+def write_config(workdir: Path, node: Node, cluster: Sequence[Node]) -> Path:
+    """server.properties tuned for a small shared machine.
+
+    Every node is broker and controller (combined mode): three JVMs rather than six on a
+    2-core machine, and a quorum of three voters keeps a controller through the loss of any
+    one node, which is all the fault tests take away. Internal topics (offsets, transaction
+    state) get ``replication(len(cluster))``, so a transaction survives its coordinator's
+    broker.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
+    factor, min_isr = replication(len(cluster))
+    voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in cluster)
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": voters,
+        "listeners": (
+            f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
         "controller.listener.names": "CONTROLLER",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(data),
         "num.partitions": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": str(factor),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(factor),
         "offsets.topic.num.partitions": "10",
         # Without these, InitProducerId fails on a single broker and transactions never start.
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": str(factor),
+        "transaction.state.log.min.isr": str(min_isr),
         "transaction.state.log.num.partitions": "10",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": str(factor),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.initial.rebalance.delay.ms": "0",
         "num.network.threads": "2",
-        "num.io.threads": "4",
+        "num.io.threads": "4" if len(cluster) == 1 else "2",
+        "num.replica.fetchers": "1",
         "num.recovery.threads.per.data.dir": "1",
         "log.cleaner.threads": "1",
         "log.retention.hours": "168",
@@ -195,12 +229,29 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def format_storage(java: str, cp: str, config: Path) -> None:
-    """Format the KRaft metadata log once; a formatted directory is left alone."""
+def cluster_id_of(workdirs: Sequence[Path]) -> str | None:
+    """The cluster id a node of this stack was formatted with, if one was."""
+    for workdir in workdirs:
+        try:
+            text = (workdir / "data" / "meta.properties").read_text()
+        except FileNotFoundError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id":
+                return value.strip()
+    return None
+
+
+def format_storage(java: str, cp: str, config: Path, cluster_id: str) -> None:
+    """Format the KRaft metadata log once; a formatted directory is left alone.
+
+    Every node of a cluster is formatted with the same ``cluster_id`` (``cluster_id_of`` the
+    nodes already formatted, else ``new_cluster_id``): nodes of different ids refuse each other.
+    """
     data = config.parent / "data"
     if (data / "meta.properties").exists():
         return
-    cluster_id = new_cluster_id()
     result = subprocess.run(
         [
             java,
@@ -221,11 +272,17 @@ def format_storage(java: str, cp: str, config: Path) -> None:
         raise StackError("kafka storage format failed: " + (result.stdout + result.stderr)[-800:])
 
 
-def command(java: str, cp: str, config: Path) -> list[str]:
+def heap(brokers: int) -> str:
+    """The JVM heap of one broker: 768 MiB alone; 384 MiB each of three, which carry the same
+    load between them (measured: README, "A cluster of three brokers")."""
+    return HEAP if brokers == 1 else "-Xmx384m"
+
+
+def command(java: str, cp: str, config: Path, *, brokers: int = 1) -> list[str]:
     return [
         java,
-        HEAP,
-        "-Xms256m",
+        heap(brokers),
+        "-Xms128m" if brokers > 1 else "-Xms256m",
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",
         "-Djava.awt.headless=true",
@@ -241,7 +298,7 @@ def _jvm_log_flags(workdir: Path) -> list[str]:
     return [f"-Dlog4j2.configurationFile={workdir / 'log4j2.properties'}"]
 
 
-async def _answers(bootstrap: str) -> bool:
+async def _answers(bootstrap: str, brokers: int) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
     # A broker that is still starting refuses connections; that is the expected answer, not news.
@@ -251,7 +308,8 @@ async def _answers(bootstrap: str) -> bool:
     try:
         await asyncio.wait_for(client.start(), timeout=4)
         cluster = await asyncio.wait_for(client.describe_cluster(), timeout=4)
-        return bool(cluster.get("brokers")) and cluster.get("controller_id", -1) != -1
+        registered = len(cluster.get("brokers") or [])
+        return registered >= brokers and cluster.get("controller_id", -1) != -1
     except Exception:  # noqa: BLE001 - any failure means "not answering yet"
         return False
     finally:
@@ -261,6 +319,7 @@ async def _answers(bootstrap: str) -> bool:
             pass
 
 
-def answers(port: int) -> bool:
-    """True once the broker serves metadata and knows its controller."""
-    return asyncio.run(_answers(f"127.0.0.1:{port}"))
+def answers(port: int, *, brokers: int = 1) -> bool:
+    """True once the broker serves metadata, knows its controller and sees ``brokers`` brokers
+    registered (a topic of replication factor 3 cannot be made before all three are)."""
+    return asyncio.run(_answers(f"127.0.0.1:{port}", brokers))

@@ -51,7 +51,18 @@ from streams.cli.kafka_io import read_records
 
 WORKER_FAULTS = ("worker_kill", "worker_stop")
 SERVER_FAULTS = ("postgres_kill", "redis_kill", "redis_flush", "kafka_kill")
-FAULT_KINDS = (*WORKER_FAULTS, *SERVER_FAULTS)
+# The deploys and cluster faults of issue 21 (tests/e2e/topology_faults.py): a worker restarted
+# in place (static membership), brokers of a 3-broker cluster killed or restarted one at a
+# time, and workers added or removed.
+TOPOLOGY_FAULTS = (
+    "worker_restart",
+    "broker_leader_kill",
+    "broker_coordinator_kill",
+    "broker_restart",
+    "scale_out",
+    "scale_in",
+)
+FAULT_KINDS = (*WORKER_FAULTS, *SERVER_FAULTS, *TOPOLOGY_FAULTS)
 # The issue's targets: outcomes flow again within 15 s of a worker fault, 10 s of a server's return.
 RECOVERY_GOAL_S = {
     "worker_kill": 15.0,
@@ -60,6 +71,12 @@ RECOVERY_GOAL_S = {
     "redis_kill": 10.0,
     "redis_flush": 10.0,
     "kafka_kill": 10.0,
+    "worker_restart": 3.0,
+    "broker_leader_kill": 15.0,
+    "broker_coordinator_kill": 15.0,
+    "broker_restart": 15.0,
+    "scale_out": 15.0,
+    "scale_in": 15.0,
 }
 # Rough length of one fault with its recovery, to pace the flood over the whole schedule.
 _FAULT_COST_S = {
@@ -69,6 +86,12 @@ _FAULT_COST_S = {
     "redis_kill": 18.0,
     "redis_flush": 8.0,
     "kafka_kill": 35.0,
+    "worker_restart": 15.0,
+    "broker_leader_kill": 40.0,
+    "broker_coordinator_kill": 40.0,
+    "broker_restart": 35.0,
+    "scale_out": 25.0,
+    "scale_in": 25.0,
 }
 # Server faults first: a worker fault that leaves workers crash-looping would otherwise hide
 # what the later server faults do to the outcomes.
@@ -175,12 +198,17 @@ class RunConfig:
     batch_size: int = 200
     filler_per_s: float = 10.0
     seed: int = 7
+    # Issue 21: workers with MIGRATOR_INSTANCE_ID (their slot's name), the faults in the order
+    # given (a rolling restart, 1 -> 3 -> 1 workers), and the request topic's partitions.
+    static_members: bool = False
+    ordered: bool = False
+    partitions: int | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
         if unknown:
             raise ValueError(f"unknown fault kind(s): {', '.join(unknown)}")
-        if self.workers < 2 and any(f in WORKER_FAULTS for f in self.faults):
+        if self.workers < 2 and any(f in (*WORKER_FAULTS, "worker_restart") for f in self.faults):
             raise ValueError("worker faults need at least two workers")
 
     def flood_duration_s(self) -> float:
@@ -255,6 +283,8 @@ class RunReport:
     problems: list[Problem] = field(default_factory=list)
     log_markers: dict[str, dict[str, int]] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    # What a topology fault observed besides its recovery (generations, assignments, leaders).
+    notes: list[str] = field(default_factory=list)
 
     def problem_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(p.check for p in self.problems).items()))
@@ -311,6 +341,7 @@ class RunReport:
             shown = ", ".join(f"{name} {count}" for name, count in markers.items() if count)
             if shown:
                 lines.append(f"  {worker} log: {shown}")
+        lines.extend(f"note: {note}" for note in self.notes)
         lines.append("\ntotals: " + ", ".join(f"{k} {v}" for k, v in self.totals.items()))
         lines.append(f"run: {self.duration_s:.0f}s")
         counts = self.problem_counts()
@@ -586,6 +617,9 @@ class Tail:
         self.stack = stack
         self.answered: Counter[str] = Counter()
         self.dead: set[tuple[int, int]] = set()
+        # When the tail saw each outcome, per partition (outcomes go to their request's
+        # partition): the pauses of a partition's answers (topology_faults.longest_pause).
+        self.arrivals: defaultdict[int, list[float]] = defaultdict(list)
         self.stop = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -623,6 +657,8 @@ class Tail:
                 for tp, records in batch.items():
                     for record in records:
                         self._note(tp.topic, record.value)
+                        if tp.topic != topics.DEAD_LETTER:
+                            self.arrivals[tp.partition].append(time.monotonic())
         finally:
             await consumer.stop()
 
@@ -788,6 +824,7 @@ class _Run:
             started_at=datetime.now(UTC).isoformat(),
         )
         app_id = f"faults-{uuid.uuid4().hex[:6]}"
+        self.app_id = app_id
         env = {
             "MIGRATOR_BATCH_SIZE": str(config.batch_size),
             "MIGRATOR_AUDIT_EVERY_S": str(AUDIT_EVERY_S),
@@ -797,16 +834,24 @@ class _Run:
             # that never comes. Run control has its own tests (test_run_control.py).
             "MIGRATOR_FAILURE_BUDGET": "off",
         }
-        self.slots = [
-            Slot(f"worker-{n}", Worker(stack, app_id=app_id, extra_env=dict(env)))
-            for n in range(1, config.workers + 1)
-        ]
+        if config.partitions is not None:
+            env["MIGRATOR_TOPIC_PARTITIONS"] = str(config.partitions)
+        self.env = env
+        self.slots = [self.new_slot(n) for n in range(1, config.workers + 1)]
         self.supervisor = Supervisor(self.slots, self.clock, self.log)
         self.tail = Tail(stack)
         self.flood: Flood | None = None
         # The schedule's own randomness, from the run's seed: the faults' order, which worker,
         # when after the backlog drained, how soon a killed worker comes back.
         self.rng = random.Random(config.seed * 7919 + 1)
+
+    def new_slot(self, number: int) -> Slot:
+        name = f"worker-{number}"
+        env = dict(self.env)
+        if self.config.static_members:
+            env["MIGRATOR_INSTANCE_ID"] = name
+        app_id = self.slots[0].worker.app_id if getattr(self, "slots", None) else self.app_id
+        return Slot(name, Worker(self.stack, app_id=app_id, extra_env=env))
 
     def clock(self) -> float:
         return time.monotonic() - self.t0
@@ -850,7 +895,8 @@ class _Run:
             tasks.append(asyncio.ensure_future(self.flood.run()))
             await asyncio.sleep(config.warmup_s)
             faults = list(config.faults)
-            self.rng.shuffle(faults)
+            if not config.ordered:
+                self.rng.shuffle(faults)
             self.log(f"seed {config.seed}: faults in this order: {', '.join(faults)}")
             for number, fault in enumerate(faults):
                 self.supervisor.current = f"{fault} #{number + 1}"
@@ -973,6 +1019,10 @@ class _Run:
         return candidates[self.rng.randrange(len(candidates))]
 
     async def _inject(self, fault: str, number: int) -> Recovery:
+        if fault in TOPOLOGY_FAULTS:
+            from topology_faults import inject
+
+            return await inject(self, fault, number)
         slot = await self._pick_worker(number) if fault in WORKER_FAULTS else None
         fault_at = time.monotonic()
         backlog = len(self._backlog(fault_at))

@@ -131,6 +131,25 @@ async def test_topics_with_another_partition_count_are_refused(stack_settings: S
     assert set(counts.values()) == {stack_settings.topic_partitions}  # nothing was changed
 
 
+async def test_topics_less_replicated_than_asked_are_refused_in_one_line(
+    stack_settings: Settings,
+) -> None:
+    """The stack's topics have one copy: settings asking for two are refused before anything
+    is created, naming the variables and the topics."""
+    from streams.topic_admin import TopicUnderReplicated
+
+    await ensure_topics(stack_settings)
+    safer = stack_settings.model_copy(
+        update={"topic_replication_factor": 2, "topic_min_insync_replicas": 2}
+    )
+    with pytest.raises(TopicUnderReplicated) as refused:
+        await ensure_topics(safer)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "MIGRATOR_TOPIC_REPLICATION_FACTOR=2" in message and topics.REQUESTED in message
+    assert "MIGRATOR_TOPIC_MIN_INSYNC_REPLICAS=2" in message
+
+
 async def test_the_mirror_writes_a_session_under_the_contract_keys_and_removes_it(
     redis_client: aioredis.Redis,
 ) -> None:

@@ -291,3 +291,65 @@ async def test_a_quiet_partition_is_committed_past_trailing_markers_and_only_the
     await transactions.settle()
     await transactions.settle()
     assert probe.fetches == fetched  # 0 is at its end, 1 waits for a batch to move it
+
+
+async def test_a_failed_commit_closes_the_producer_and_registers_the_id_again() -> None:
+    """A commit whose outcome is unknown (timed out) must not be retried on the same producer:
+    the next attempt registers the transactional id anew (a new epoch fences the old one's
+    requests still in flight), then publishes."""
+    from aiokafka.errors import KafkaTimeoutError
+    from aiokafka.producer.transaction_manager import TransactionManager
+
+    made: list[Any] = []
+
+    class Client:
+        async def close(self) -> None:
+            pass
+
+    class Producer:
+        _sender = None
+        _closed = False
+        client = Client()
+
+        def __init__(self, fail_commit: bool) -> None:
+            self._txn_manager = TransactionManager("a-migrate-0", 60_000)
+            self.fail_commit = fail_commit
+            self.commits = 0
+
+        async def start(self) -> None:
+            self._txn_manager.set_pid_and_epoch(1, len(made))
+
+        async def stop(self) -> None:
+            pass
+
+        async def begin_transaction(self) -> None:
+            self._txn_manager.begin_transaction()
+
+        async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
+            pass
+
+        async def commit_transaction(self) -> None:
+            if self.fail_commit:
+                raise KafkaTimeoutError("commit timed out")
+            self.commits += 1
+            self._txn_manager.committing_transaction()
+            self._txn_manager.complete_transaction()
+
+        async def abort_transaction(self) -> None:
+            self._txn_manager.aborting_transaction()
+            self._txn_manager.complete_transaction()
+
+    def new_producer(transactional_id: str) -> Any:
+        producer = Producer(fail_commit=not made)
+        made.append(producer)
+        return producer
+
+    transactions = PartitionTransactions(
+        source_topic="requests", group_id="g", app_id="a", new_producer=new_producer
+    )
+    transactions.positions.assign({0}, {0: None})
+    assert await transactions.publish(0, transactions.epoch, [], 41)
+    assert len(made) == 2, "the producer whose commit failed was used again"
+    assert made[0]._closed and not made[1]._closed
+    assert made[1].commits == 1
+    assert transactions.positions.next[0] == 42
