@@ -51,6 +51,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from agents.core.offset_ranges import OffsetRanges
 from streams.codecs import Send
 from streams.faust_internals import abandon_producer, producer_registered, transaction_open
+from streams.group_offsets import GroupOffsets
 from streams.partition_positions import Positions
 from streams.partition_reader import PartitionReader
 
@@ -77,12 +78,15 @@ class PartitionTransactions:
         app_id: str,
         new_producer: ProducerFactory,
         probe: PartitionReader | None = None,
+        group_offsets: GroupOffsets | None = None,
     ) -> None:
         self.source_topic = source_topic
         self.group_id = group_id
         self.app_id = app_id
         self._new_producer = new_producer
         self._probe = probe
+        # The group's committed offsets, read after a failed transaction (``_committed_after``).
+        self._group_offsets = group_offsets
         self.positions = Positions()
         self._producers: dict[int, AIOKafkaProducer] = {}
         self._lock = asyncio.Lock()
@@ -133,6 +137,7 @@ class PartitionTransactions:
         """Commit ``sends`` with the partition's offset ``last_offset + 1``, retrying while
         Kafka is away. False when the partition is no longer this worker's (nothing committed)."""
         delay, ceiling = _RETRY_S
+        failed = False
         while True:
             if not self.positions.owns(partition, epoch):
                 return False
@@ -141,6 +146,8 @@ class PartitionTransactions:
                 await asyncio.sleep(delay)
                 delay = min(ceiling, delay * 2)
                 continue
+            if failed and await self._committed_after(partition, epoch, last_offset):
+                return True
             try:
                 async with self._in_use.setdefault(partition, asyncio.Lock()):
                     return await self._commit(producer, partition, epoch, sends, last_offset)
@@ -155,6 +162,7 @@ class PartitionTransactions:
                 # A failed commit leaves the transaction abortable: end it before the next one.
                 await self._abort(producer)
                 await self._recover(partition, producer)
+                failed = True
                 await asyncio.sleep(delay)
                 delay = min(ceiling, delay * 2)
 
@@ -223,6 +231,8 @@ class PartitionTransactions:
                 await self._stop(partition)
         if self._probe is not None:
             await self._probe.stop()
+        if self._group_offsets is not None:
+            await self._group_offsets.close()
 
     async def claim(
         self, partition: int, offsets: Sequence[int], seek: Callable[[int], Awaitable[None]]
@@ -342,6 +352,35 @@ class PartitionTransactions:
                 del self._producers[partition]
                 log.info("partition %d: producer closed; its id is registered again", partition)
                 await abandon_producer(producer)
+
+    async def _committed_after(self, partition: int, epoch: int, last_offset: int) -> bool:
+        """After a failed transaction and the id's new registration: whether the failed one
+        committed after all (a commit that timed out at the client but reached the
+        coordinator). The registration has ended it, committed or aborted, so the group's
+        offset now says which; if it is past the batch, its answers are on the topics and
+        sending them again would answer every record of the batch twice. When the offset
+        cannot be read, the batch is sent again (a duplicate is found by the answer audit; a
+        batch never sent would be a loss)."""
+        if self._group_offsets is None:
+            return False
+        try:
+            offset = (await self._group_offsets.committed()).get(partition)
+        except Exception as exc:  # noqa: BLE001 - Kafka away: send again, as before
+            log.info("partition %d: committed offset not readable (%r)", partition, exc)
+            return False
+        if offset is None or offset <= last_offset:
+            return False
+        async with self._lock:
+            if epoch != self.positions.epoch:
+                return False
+            self.positions.next[partition] = max(self.positions.next.get(partition) or 0, offset)
+        log.warning(
+            "partition %d: the transaction that failed had committed (the group is at %d): "
+            "its answers are not sent again",
+            partition,
+            offset,
+        )
+        return True
 
     async def _start(self, partition: int) -> AIOKafkaProducer | None:
         """Start the partition's producer: its first request fences the previous owner's."""

@@ -26,6 +26,7 @@ from streams import topics
 from streams.codecs import Send
 from streams.exactly_once import PartitionTransactions
 from streams.faust_internals import exclude_from_faust_commits, seek_to_committed, seeker
+from streams.group_offsets import GroupOffsets
 from streams.partition_reader import PartitionReader
 from streams.settings import Settings
 
@@ -224,6 +225,7 @@ def new_publisher(settings: Settings, app: faust.App) -> BatchPublisher:
             settings, transactional_id
         ),
         probe=PartitionReader(settings.kafka_bootstrap_servers),
+        group_offsets=GroupOffsets(settings.kafka_bootstrap_servers, settings.app_id),
     )
     return TransactionalPublisher(app, transactions)
 

@@ -344,12 +344,46 @@ async def test_a_failed_commit_closes_the_producer_and_registers_the_id_again() 
         made.append(producer)
         return producer
 
+    class Offsets:
+        """The group's committed offsets as Kafka says after the new registration."""
+
+        def __init__(self, committed: dict[int, int]) -> None:
+            self.now, self.reads = committed, 0
+
+        async def committed(self) -> dict[int, int]:
+            self.reads += 1
+            return self.now
+
+        async def close(self) -> None:
+            pass
+
+    # The failed commit did not reach the coordinator: the group is still below the batch.
+    offsets = Offsets({0: 30})
     transactions = PartitionTransactions(
-        source_topic="requests", group_id="g", app_id="a", new_producer=new_producer
+        source_topic="requests",
+        group_id="g",
+        app_id="a",
+        new_producer=new_producer,
+        group_offsets=offsets,  # type: ignore[arg-type]
     )
-    transactions.positions.assign({0}, {0: None})
+    transactions.positions.assign({0}, {0: 30})
     assert await transactions.publish(0, transactions.epoch, [], 41)
     assert len(made) == 2, "the producer whose commit failed was used again"
     assert made[0]._closed and not made[1]._closed
-    assert made[1].commits == 1
+    assert made[1].commits == 1 and offsets.reads == 1
+    assert transactions.positions.next[0] == 42
+
+    # It did (the client timed out, the coordinator committed): the batch is not sent again.
+    made.clear()
+    offsets = Offsets({0: 42})
+    transactions = PartitionTransactions(
+        source_topic="requests",
+        group_id="g",
+        app_id="a",
+        new_producer=new_producer,
+        group_offsets=offsets,  # type: ignore[arg-type]
+    )
+    transactions.positions.assign({0}, {0: 30})
+    assert await transactions.publish(0, transactions.epoch, [], 41)
+    assert len(made) == 2 and made[1].commits == 0, "the committed batch was sent again"
     assert transactions.positions.next[0] == 42
