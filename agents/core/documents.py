@@ -75,8 +75,11 @@ def document_from_plan(plan: MigrationPlan) -> dict[str, Any]:
     )
 
 
-def document_from_row(row: Row) -> dict[str, Any]:
-    """From a ``session_documents.sql`` row."""
+def document_from_row(
+    row: Row, *, steps: Iterable[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """From a ``session_documents.sql`` row; ``steps``: these instead of the row's own (a row
+    of ``migrator verify``'s chunk query carries its steps as masks, not as rows)."""
     return session_document(
         session_id=row["session_id"],
         user_id=row["user_id"],
@@ -88,7 +91,11 @@ def document_from_row(row: Row) -> dict[str, Any]:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         steps=(
-            _step_entry(int(s["step_number"]), s["step_key"], s["status"], bool(s["required"]))
-            for s in row["steps"]
+            (
+                _step_entry(int(s["step_number"]), s["step_key"], s["status"], bool(s["required"]))
+                for s in row["steps"]
+            )
+            if steps is None
+            else steps
         ),
     )

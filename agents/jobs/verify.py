@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any
 
 from agents.core.catalog import STEPS
-from agents.core.documents import document_from_row, session_document
+from agents.core.documents import document_from_row
 from agents.core.planner import PlanError, plan_migration
 from agents.core.verify_rules import (
     Finding,
@@ -269,18 +269,7 @@ def _steps_json(completed: int, skipped: int) -> bytes:
 def _document_bytes(row: Record) -> bytes:
     """The bytes the mirror holds for this session if it equals PostgreSQL's compact row (the
     steps from the catalog; ``documents.session_document``'s keys, in its order)."""
-    head = session_document(
-        session_id=row["session_id"],
-        user_id=row["user_id"],
-        workspace_id=row["workspace_id"],
-        status=row["status"],
-        current_step=row["current_step"],
-        completion_percentage=row["completion_percentage"],
-        steps_completed=row["steps_completed"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        steps=(),
-    )
+    head = document_from_row(row, steps=())
     del head["steps"]
     return redis_mirror.encode_document_with_steps(
         head, _steps_json(row["completed"] or 0, row["skipped"] or 0)

@@ -357,16 +357,21 @@ async def test_a_failed_commit_closes_the_producer_and_registers_the_id_again() 
         async def close(self) -> None:
             pass
 
+    def at_30(offsets: Offsets) -> PartitionTransactions:
+        """The partition owned from offset 30, the group's offsets read from ``offsets``."""
+        transactions = PartitionTransactions(
+            source_topic="requests",
+            group_id="g",
+            app_id="a",
+            new_producer=new_producer,
+            group_offsets=offsets,  # type: ignore[arg-type]
+        )
+        transactions.positions.assign({0}, {0: 30})
+        return transactions
+
     # The failed commit did not reach the coordinator: the group is still below the batch.
     offsets = Offsets({0: 30})
-    transactions = PartitionTransactions(
-        source_topic="requests",
-        group_id="g",
-        app_id="a",
-        new_producer=new_producer,
-        group_offsets=offsets,  # type: ignore[arg-type]
-    )
-    transactions.positions.assign({0}, {0: 30})
+    transactions = at_30(offsets)
     assert await transactions.publish(0, transactions.epoch, [], 41)
     assert len(made) == 2, "the producer whose commit failed was used again"
     assert made[0]._closed and not made[1]._closed
@@ -375,15 +380,7 @@ async def test_a_failed_commit_closes_the_producer_and_registers_the_id_again() 
 
     # It did (the client timed out, the coordinator committed): the batch is not sent again.
     made.clear()
-    offsets = Offsets({0: 42})
-    transactions = PartitionTransactions(
-        source_topic="requests",
-        group_id="g",
-        app_id="a",
-        new_producer=new_producer,
-        group_offsets=offsets,  # type: ignore[arg-type]
-    )
-    transactions.positions.assign({0}, {0: 30})
+    transactions = at_30(Offsets({0: 42}))
     assert await transactions.publish(0, transactions.epoch, [], 41)
     assert len(made) == 2 and made[1].commits == 0, "the committed batch was sent again"
     assert transactions.positions.next[0] == 42
