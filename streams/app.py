@@ -64,6 +64,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "broker_commit_interval": 1.0,
         "stream_buffer_maxsize": max(4096, settings.batch_size * 4),
         "producer_max_request_size": topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
+        "producer_max_batch_size": topics.PRODUCE_BATCH_BYTES,
         "consumer_max_fetch_size": FETCH_BYTES_PER_PARTITION,
         "web_transport": "tcp://",
         # 404 and 405 answer JSON like every other error (the routes themselves: register_views).

@@ -207,6 +207,7 @@ def new_transactional_producer(settings: Settings, transactional_id: str) -> AIO
         enable_idempotence=True,
         acks="all",
         max_request_size=topics.MAX_DEAD_LETTER_BYTES + 64 * 1024,
+        max_batch_size=topics.PRODUCE_BATCH_BYTES,
         request_timeout_ms=15_000,
     )
 
