@@ -79,12 +79,15 @@ class PartitionReader:
     async def offsets_since(
         self, topic: str, partitions: Sequence[int], timestamp_ms: int
     ) -> dict[int, int]:
-        """Each partition's first offset whose record is at or after ``timestamp_ms``; its end
-        when there is none yet."""
+        """Each partition's first offset whose record is at or after ``timestamp_ms``; when there
+        is none yet, its end as read *before* the lookup. A transaction that commits between the
+        two reads puts its records at or past that end; an end read after the lookup would
+        pass over them (the answer audit began past answers committed while it looked, and
+        reported their requests unanswered)."""
         await self.start()
         tps = [TopicPartition(topic, p) for p in partitions]
-        found = await self._consumer.offsets_for_times(dict.fromkeys(tps, timestamp_ms))
         ends = await self.ends(topic, partitions)
+        found = await self._consumer.offsets_for_times(dict.fromkeys(tps, timestamp_ms))
         return {
             tp.partition: ends[tp.partition]
             if meta is None

@@ -217,6 +217,14 @@ class RunConfig:
         return max(30.0, 0.6 * sum(_FAULT_COST_S[f] for f in self.faults))
 
 
+def run_seed(variable: str) -> int:
+    """The seed named by the environment ``variable`` when set (to run a failing seed again),
+    else a new one: a fixed seed would try one flood and one schedule forever and hide a
+    failure that comes one run in N."""
+    given = os.environ.get(variable, "")
+    return int(given) if given else random.SystemRandom().randrange(1, 1_000_000)
+
+
 def soak_schedule(kills: int) -> tuple[str, ...]:
     """``kills`` worker SIGKILLs with the other fault kinds spread evenly between them."""
     others = [f for f in FAULT_KINDS if f != "worker_kill"]

@@ -17,13 +17,11 @@ with ``-m "not faults"``.
 
 from __future__ import annotations
 
-import os
-import random
 import tempfile
 from pathlib import Path
 
 import pytest
-from faults import CI_FAULTS, RunConfig, describe_failures, run_faults
+from faults import CI_FAULTS, RunConfig, describe_failures, run_faults, run_seed
 from harness import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -32,17 +30,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 MAX_RECOVERY_S = 60.0
 
 
-def run_seed() -> int:
-    """``MIGRATOR_FAULT_SEED`` when set (to run a failing seed again), else a new one."""
-    given = os.environ.get("MIGRATOR_FAULT_SEED", "")
-    return int(given) if given else random.SystemRandom().randrange(1, 1_000_000)
-
-
 @pytest.mark.timeout(1200)
 async def test_every_fault_during_a_flood_keeps_outcomes_state_and_counters_exact(
     stack: Stack, request: pytest.FixtureRequest
 ) -> None:
-    seed = run_seed()
+    seed = run_seed("MIGRATOR_FAULT_SEED")
     again = f"again: MIGRATOR_FAULT_SEED={seed} scripts/test -m faults"
     # On the terminal even when the run passes (CI's log says which schedule it tried).
     capture = request.config.pluginmanager.getplugin("capturemanager")

@@ -13,7 +13,9 @@ PostgreSQL, counters equal to the topics, no worker that exited by itself.
 The rolling restart (about 70 s) runs with ``make test``; the other two take minutes each on a
 2-core machine: marked ``topology``, left out of ``make test`` (pyproject's addopts) and run by
 ``make soak SOAK_TOPOLOGY=1`` (or ``pytest -m topology``). Each test prints its recovery table
-and notes (generations, leaders, spread).
+and notes (generations, leaders, spread). The scaling run takes a new seed each time, printed
+first (a fixed one tried one flood and one schedule forever); ``MIGRATOR_SCALE_SEED=N`` runs a
+seed again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults import RunConfig, RunReport, describe_failures, run_faults
+from faults import RunConfig, RunReport, describe_failures, run_faults, run_seed
 from harness import Stack, start_stack, stop_stack
 
 # The rolling restart takes about 70 s: it runs in CI (make test); the others in make soak.
@@ -107,16 +109,20 @@ async def test_broker_faults_on_a_three_broker_cluster(
 async def test_scaling_out_and_in_during_a_flood(
     own_stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    seed = run_seed("MIGRATOR_SCALE_SEED")
+    again = f"again: MIGRATOR_SCALE_SEED={seed} scripts/test -m topology -k scaling"
+    with capsys.disabled():
+        print(f"\nscale run seed {seed} ({again})", flush=True)
     config = RunConfig(
         users=6000,
         faults=("scale_out", "scale_in"),
         workers=1,
         ordered=True,
         partitions=8,
-        seed=23,
+        seed=seed,
     )
     report = await run_faults(config, own_stack)
     failures = _report("scale", report, capsys)
-    assert not failures, "\n".join([*failures, report.render(examples=3)])
+    assert not failures, "\n".join([f"seed {seed} ({again})", *failures, report.render(examples=3)])
     spread = [note for note in report.notes if note.startswith("after scale_out")]
     assert spread == ["after scale_out: 3 workers hold [2, 3, 3] request partitions"], spread
