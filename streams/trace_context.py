@@ -21,12 +21,6 @@ from dataclasses import dataclass
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-# What the AsyncAPI document says of each trace header, on requests and on answers.
-TRACE_HEADERS = {
-    TRACEPARENT: "W3C trace context: 00-{trace-id}-{parent-id}-{flags} (one header; an "
-    "invalid one is ignored and a new trace started)",
-    TRACESTATE: "W3C vendor trace state, carried beside a valid traceparent (optional)",
-}
 # W3C: a vendor must propagate at least 512 characters of tracestate; longer ones may be cut.
 # Dropped whole here rather than cut, so a carried tracestate is always the one that came.
 _MAX_TRACESTATE = 512
@@ -99,17 +93,19 @@ def _is_hex(text: str) -> bool:
     return all(c in _HEX for c in text)
 
 
-def incoming(headers: Sequence[tuple[str, bytes | None]] | None) -> TraceContext | None:
-    """The trace a record carries: its one valid ``traceparent`` (two are no trace: which one
-    would be meant?) with its ``tracestate`` (several are joined, as in HTTP), or None."""
-    parents: list[bytes | None] = []
+def incoming(headers: Sequence[tuple[str, bytes | str | None]] | None) -> TraceContext | None:
+    """The trace a record (or an HTTP call) carries: its one valid ``traceparent`` (two are no
+    trace: which one would be meant?) with its ``tracestate`` (several are joined, as in HTTP),
+    or None."""
+    parents: list[bytes | str | None] = []
     states: list[str] = []
     for name, value in headers or ():
         lowered = name.lower()
         if lowered == TRACEPARENT:
             parents.append(value)
         elif lowered == TRACESTATE and value:
-            states.append(value.decode("ascii", "replace").strip())
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            states.append(text.strip())
     if len(parents) != 1:
         return None
     context = parse_traceparent(parents[0])
@@ -162,7 +158,6 @@ __all__ = [
     "SAMPLED",
     "TRACEPARENT",
     "TRACESTATE",
-    "TRACE_HEADERS",
     "TraceContext",
     "continued_or_new",
     "incoming",
