@@ -35,6 +35,10 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   then one with ``at_least_once``: what exactly-once costs in throughput and CPU. Off in
   ``--quick`` (``--guarantees`` turns it on): two more worker starts would double CI's smoke run,
   and 2,000-user floods are too short to tell the guarantees apart.
+- tracing on vs off: the flood twice more, likewise, one fresh worker with tracing off (no
+  ``OTEL_*`` variables) then one with it on, exporting every span over OTLP/HTTP to a minimal
+  receiver in this process (``scripts/otlp_receiver.py``, which counts them): what tracing costs
+  in throughput and CPU. Off in ``--quick`` (``--tracing`` turns it on).
 - baseline (a reference line, not the service): the batch applier applying one user per
   PostgreSQL transaction, no Kafka, on a tenth of the users (at most 5,000).
 
@@ -71,6 +75,7 @@ from typing import Any, Protocol
 import aiohttp
 import bench_idle
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from otlp_receiver import OtlpReceiver
 
 from streams.stack.ports import free_port
 
@@ -125,6 +130,7 @@ class Plan:
     stack_dir: Path = STACK_DIR
     flood_only: bool = False
     guarantee_users: int | None = None  # None: no exactly-once vs at-least-once floods
+    tracing_users: int | None = None  # None: no tracing on vs off floods
     idle_window: bench_idle.Window | None = None  # None: no idle-cost window
     warm_users: int = 0  # a throwaway flood before the first measured one (0: none)
 
@@ -156,6 +162,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     stack_dir = Path(args.stack_dir).resolve() if args.stack_dir else STACK_DIR
     with_guarantees = (not args.quick) if args.guarantees is None else args.guarantees
+    with_tracing = (not args.quick) if args.tracing is None else args.tracing
     return Plan(
         sizes=sizes,
         idle_requests=5 if args.quick else 10,
@@ -168,6 +175,9 @@ def build_plan(args: argparse.Namespace) -> Plan:
         flood_only=args.flood_only,
         guarantee_users=(
             min(sizes[-1], GUARANTEE_MOST) if with_guarantees and not args.flood_only else None
+        ),
+        tracing_users=(
+            min(sizes[-1], GUARANTEE_MOST) if with_tracing and not args.flood_only else None
         ),
         idle_window=(None if args.flood_only else QUICK_IDLE_WINDOW if args.quick else IDLE_WINDOW),
         warm_users=warm_users(args.quick, sizes[0]),
@@ -997,6 +1007,59 @@ def guarantee_summary(eos: dict[str, Any], alo: dict[str, Any]) -> dict[str, Any
     }
 
 
+TRACING = ("off", "on")
+
+
+async def tracings(ctx: Context, users: int, first_index: int) -> dict[str, Any]:
+    """The flood with tracing off, then on, a fresh worker each, like ``guarantees``: the only
+    difference between the two runs is the ``OTEL_*`` variables. With tracing on the worker
+    exports every span (no sampling) over OTLP/HTTP to a receiver in this process."""
+    plain = {name: value for name, value in ctx.env.items() if not name.startswith("OTEL_")}
+    runs: dict[str, dict[str, Any]] = {}
+    with OtlpReceiver(free_port(), keep=False) as receiver:
+        traced = {
+            **plain,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "onboarding-migrator-bench",
+        }
+        for number, mode in enumerate(TRACING):
+            ids = await seed(ctx.env, users, f"t{number}-")
+            progress(f"tracing {mode}: {users:,} users seeded, worker")
+            worker = Worker(traced if mode == "on" else plain, ctx.directory, first_index + number)
+            worker.start()
+            try:
+                await worker.wait_ready(ctx.http)
+                first_batch_s = await warm_up(ctx, worker, f"tw{number}-")
+                before = receiver.count
+                result = await flood(ctx, worker, ids)
+            finally:
+                worker.stop()  # exports what the worker still holds before it exits
+            result["warm_up_s"] = round(first_batch_s, 3)
+            result["tracing"] = mode
+            result["spans_received"] = receiver.count - before
+            runs[mode] = result
+            progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
+    return tracing_summary(runs["on"], runs["off"])
+
+
+def tracing_summary(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
+    """What tracing costs: the share of the untraced throughput it gives up, and CPU."""
+    worker_cpu = {
+        "on": on["cpu_s_per_1000_users"]["worker"],
+        "off": off["cpu_s_per_1000_users"]["worker"],
+    }
+    return {
+        "users": on["users"],
+        "order": list(TRACING),
+        "tracing_cost_pct_of_throughput": percent_less(on["users_per_s"], off["users_per_s"]),
+        "tracing_extra_worker_cpu_pct": percent_more(worker_cpu["on"], worker_cpu["off"]),
+        "worker_cpu_s_per_1000_users": worker_cpu,
+        "spans_received": on["spans_received"],
+        "on": on,
+        "off": off,
+    }
+
+
 def percent_more(value: float, reference: float) -> float | None:
     """How many % ``value`` is above ``reference`` (negative: below); None without a reference."""
     if not reference or math.isnan(reference) or math.isnan(value):
@@ -1060,6 +1123,10 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         guarantee_result = None
         if plan.guarantee_users is not None:
             guarantee_result = await guarantees(ctx, plan.guarantee_users, len(plan.sizes))
+        tracing_result = None
+        if plan.tracing_users is not None:
+            first = len(plan.sizes) + len(GUARANTEES)
+            tracing_result = await tracings(ctx, plan.tracing_users, first)
         # Last of the floods: its requests are read by its own group, and a service worker
         # started after it would find them waiting under the service's.
         progress(f"hand-written pipeline: {plan.sizes[-1]:,} users")
@@ -1067,7 +1134,11 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         reference["ratio"] = round(floods[-1]["users_per_s"] / reference["users_per_s"], 3)
         progress(f"baseline: {plan.baseline_users:,} users, one transaction each")
         base_result = await baseline(ctx, plan.baseline_users)
-    optional = {"idle_cost": idle_cost_result, "guarantees": guarantee_result}
+    optional = {
+        "idle_cost": idle_cost_result,
+        "guarantees": guarantee_result,
+        "tracing": tracing_result,
+    }
     return {
         "floods": floods,
         "idle": idle_result,
@@ -1145,6 +1216,7 @@ def run(plan: Plan) -> dict[str, Any]:
             "baseline_users": plan.baseline_users,
             "flood_only": plan.flood_only,
             "guarantee_users": plan.guarantee_users,
+            "tracing_users": plan.tracing_users,
             "idle_window_s": plan.idle_window.seconds if plan.idle_window else None,
             "app_id": APP_ID,
             "worker_env": worker_settings(env),
@@ -1227,6 +1299,8 @@ def table(report: dict[str, Any]) -> str:
     ]
     if "guarantees" in report:
         lines += ["", *guarantee_lines(report["guarantees"])]
+    if "tracing" in report:
+        lines += ["", *tracing_lines(report["tracing"])]
     lines += [
         "",
         f"reference only (not the service): {base['what']}",
@@ -1298,6 +1372,35 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tracing_lines(summary: dict[str, Any]) -> list[str]:
+    """The table's tracing on vs off section."""
+    lines = [
+        f"tracing on vs off: the flood again on {summary['users']:,} freshly seeded users each, "
+        f"a fresh worker each ({' then '.join(summary['order'])}; on: every span exported over "
+        "OTLP/HTTP to a receiver in this process)",
+        f"  {'tracing':<14} {'users/s':>9} {'RSS MiB':>8} | CPU s per 1,000 users: "
+        f"{'worker':>6} {'kafka':>6} {'postgres':>8} {'redis':>6}",
+    ]
+    for mode in summary["order"]:
+        run, cpu = summary[mode], summary[mode]["cpu_s_per_1000_users"]
+        lines.append(
+            f"  {mode:<14} {run['users_per_s']:>9,.0f} {run['worker_peak_rss_mib']:>8.0f} | "
+            f"{'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} {cpu['postgres']:>8.2f} "
+            f"{cpu['redis']:>6.2f}"
+        )
+    cost = summary["tracing_cost_pct_of_throughput"]
+    extra = summary["tracing_extra_worker_cpu_pct"]
+    cpu = summary["worker_cpu_s_per_1000_users"]
+    lines.append(
+        f"  tracing costs {'n/a' if cost is None else f'{cost:.1f} %'} of throughput "
+        f"({summary['on']['users_per_s']:,.0f} vs {summary['off']['users_per_s']:,.0f} "
+        f"users/s); worker CPU per 1,000 users {cpu['on']:.2f} vs {cpu['off']:.2f} s "
+        f"({'n/a' if extra is None else f'{extra:+.1f} %'}); {summary['spans_received']:,} "
+        "spans received; one flood each, so a few % either way is this machine's noise"
+    )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="make bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1324,6 +1427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="exactly-once vs at-least-once floods (default: on, off with --quick)",
+    )
+    parser.add_argument(
+        "--tracing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tracing off vs on floods, spans exported over OTLP/HTTP (default: on, off with "
+        "--quick)",
     )
     parser.add_argument(
         "--flood-only",
