@@ -123,10 +123,12 @@ async def _answer(
     last_offset = records[-1].origin.offset
     with trace.stage(KAFKA_SPAN, {"messaging.batch.message_count": len(sends)}):
         published = await publisher.publish(partition, epoch, sends, last_offset)
-    if published:
-        if partition in applied.totals:
-            set_stat(context.stats, str(partition), applied.totals[partition])
-        context.control.observe(applied.judged)
+    if not published:
+        trace.unpublished()
+        return
+    if partition in applied.totals:
+        set_stat(context.stats, str(partition), applied.totals[partition])
+    context.control.observe(applied.judged)
 
 
 async def apply_cancelling(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ TRACESTATE = "tracestate"
 # W3C: a vendor must propagate at least 512 characters of tracestate; longer ones may be cut.
 # Dropped whole here rather than cut, so a carried tracestate is always the one that came.
 _MAX_TRACESTATE = 512
-_HEX = frozenset("0123456789abcdef")
+# version-traceid-parentid-flags, lowercase hex (W3C: uppercase is invalid).
+_FIELDS = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 # The sampled flag on the traces the service starts: "the caller may have recorded", so that a
@@ -70,27 +72,17 @@ def parse_traceparent(value: bytes | str | None) -> TraceContext | None:
         except UnicodeDecodeError:
             return None
     value = value.strip(" \t")
-    if len(value) < 55:
+    if len(value) < 55 or not _FIELDS.match(value):
         return None
     version = value[:2]
-    if not _is_hex(version) or version == "ff":
-        return None
-    if version == "00" and len(value) != 55:
-        return None
+    if version == "ff" or (version == "00" and len(value) != 55):
+        return None  # version 00 has exactly these four fields
     if len(value) > 55 and value[55] != "-":
         return None  # a later version may add fields, each after a dash
-    if value[2] != "-" or value[35] != "-" or value[52] != "-":
-        return None
-    trace_id, span_id, flags = value[3:35], value[36:52], value[53:55]
-    if not (_is_hex(trace_id) and _is_hex(span_id) and _is_hex(flags)):
-        return None
+    trace_id, span_id = value[3:35], value[36:52]
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    return TraceContext(trace_id, span_id, flags)
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in _HEX for c in text)
+    return TraceContext(trace_id, span_id, value[53:55])
 
 
 def incoming(headers: Sequence[tuple[str, bytes | str | None]] | None) -> TraceContext | None:
