@@ -1008,17 +1008,21 @@ def guarantee_summary(eos: dict[str, Any], alo: dict[str, Any]) -> dict[str, Any
 
 
 TRACING = ("off", "on")
+SAMPLER_VARIABLES = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
 
 
 async def tracings(ctx: Context, users: int, first_index: int) -> dict[str, Any]:
     """The flood with tracing off, then on, a fresh worker each, like ``guarantees``: the only
     difference between the two runs is the ``OTEL_*`` variables. With tracing on the worker
-    exports every span (no sampling) over OTLP/HTTP to a receiver in this process."""
+    exports its spans over OTLP/HTTP to a receiver in this process: every span, unless the
+    bench's own environment names a sampler (``OTEL_TRACES_SAMPLER``, ``…_ARG``: passed on)."""
     plain = {name: value for name, value in ctx.env.items() if not name.startswith("OTEL_")}
+    sampler = {name: ctx.env[name] for name in SAMPLER_VARIABLES if name in ctx.env}
     runs: dict[str, dict[str, Any]] = {}
     with OtlpReceiver(free_port(), keep=False) as receiver:
         traced = {
             **plain,
+            **sampler,
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_SERVICE_NAME": "onboarding-migrator-bench",
         }
@@ -1037,6 +1041,7 @@ async def tracings(ctx: Context, users: int, first_index: int) -> dict[str, Any]
             result["warm_up_s"] = round(first_batch_s, 3)
             result["tracing"] = mode
             result["spans_received"] = receiver.count - before
+            result["sampler"] = sampler if mode == "on" else {}
             runs[mode] = result
             progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
     return tracing_summary(runs["on"], runs["off"])
@@ -1374,9 +1379,11 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
 
 def tracing_lines(summary: dict[str, Any]) -> list[str]:
     """The table's tracing on vs off section."""
+    sampler = summary["on"].get("sampler") or {}
+    sampled = " ".join(f"{k}={v}" for k, v in sampler.items()) or "every span"
     lines = [
         f"tracing on vs off: the flood again on {summary['users']:,} freshly seeded users each, "
-        f"a fresh worker each ({' then '.join(summary['order'])}; on: every span exported over "
+        f"a fresh worker each ({' then '.join(summary['order'])}; on: {sampled} exported over "
         "OTLP/HTTP to a receiver in this process)",
         f"  {'tracing':<14} {'users/s':>9} {'RSS MiB':>8} | CPU s per 1,000 users: "
         f"{'worker':>6} {'kafka':>6} {'postgres':>8} {'redis':>6}",
