@@ -969,23 +969,29 @@ async def guarantees(ctx: Context, users: int, first_index: int) -> dict[str, An
     """
     runs: dict[str, dict[str, Any]] = {}
     for number, mode in enumerate(GUARANTEES):
-        ids = await seed(ctx.env, users, f"g{number}-")
-        progress(f"{mode}: {users:,} users seeded, worker")
-        worker = Worker(
-            {**ctx.env, "MIGRATOR_PROCESSING_GUARANTEE": mode}, ctx.directory, first_index + number
-        )
-        worker.start()
-        try:
-            await worker.wait_ready(ctx.http)
-            first_batch_s = await warm_up(ctx, worker, f"gw{number}-")
-            result = await flood(ctx, worker, ids)
-        finally:
-            worker.stop()
-        result["warm_up_s"] = round(first_batch_s, 3)
-        result["guarantee"] = mode
-        runs[mode] = result
-        progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
+        env = {**ctx.env, "MIGRATOR_PROCESSING_GUARANTEE": mode}
+        runs[mode] = await fresh_flood(ctx, env, first_index + number, users, f"g{number}", mode)
+        runs[mode]["guarantee"] = mode
     return guarantee_summary(runs["exactly_once"], runs["at_least_once"])
+
+
+async def fresh_flood(
+    ctx: Context, env: dict[str, str], index: int, users: int, prefix: str, label: str
+) -> dict[str, Any]:
+    """The flood on ``users`` freshly seeded users, by a fresh worker started with ``env``."""
+    ids = await seed(ctx.env, users, f"{prefix}-")
+    progress(f"{label}: {users:,} users seeded, worker")
+    worker = Worker(env, ctx.directory, index)
+    worker.start()
+    try:
+        await worker.wait_ready(ctx.http)
+        first_batch_s = await warm_up(ctx, worker, f"{prefix}w-")
+        result = await flood(ctx, worker, ids)
+    finally:
+        worker.stop()
+    result["warm_up_s"] = round(first_batch_s, 3)
+    progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
+    return result
 
 
 def guarantee_summary(eos: dict[str, Any], alo: dict[str, Any]) -> dict[str, Any]:
@@ -1027,23 +1033,16 @@ async def tracings(ctx: Context, users: int, first_index: int) -> dict[str, Any]
             "OTEL_SERVICE_NAME": "onboarding-migrator-bench",
         }
         for number, mode in enumerate(TRACING):
-            ids = await seed(ctx.env, users, f"t{number}-")
-            progress(f"tracing {mode}: {users:,} users seeded, worker")
-            worker = Worker(traced if mode == "on" else plain, ctx.directory, first_index + number)
-            worker.start()
-            try:
-                await worker.wait_ready(ctx.http)
-                first_batch_s = await warm_up(ctx, worker, f"tw{number}-")
-                before = receiver.count
-                result = await flood(ctx, worker, ids)
-            finally:
-                worker.stop()  # exports what the worker still holds before it exits
-            result["warm_up_s"] = round(first_batch_s, 3)
-            result["tracing"] = mode
-            result["spans_received"] = receiver.count - before
-            result["sampler"] = sampler if mode == "on" else {}
-            runs[mode] = result
-            progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
+            env = traced if mode == "on" else plain
+            label = f"tracing {mode}"
+            runs[mode] = await fresh_flood(
+                ctx, env, first_index + number, users, f"t{number}", label
+            )
+            runs[mode]["tracing"] = mode
+            # Every span the worker exported, its warm-up's too (the worker exports what it still
+            # holds as it stops); none from the untraced one.
+            runs[mode]["spans_received"] = receiver.count
+            runs[mode]["sampler"] = sampler if mode == "on" else {}
     return tracing_summary(runs["on"], runs["off"])
 
 
@@ -1345,6 +1344,22 @@ def reference_lines(ref: dict[str, Any], flood: dict[str, Any]) -> list[str]:
     ]
 
 
+def side_by_side(summary: dict[str, Any], what: str) -> list[str]:
+    """A comparison's table: a header, then a row per flood in the order they ran."""
+    lines = [
+        f"  {what:<14} {'users/s':>9} {'RSS MiB':>8} | CPU s per 1,000 users: "
+        f"{'worker':>6} {'kafka':>6} {'postgres':>8} {'redis':>6}"
+    ]
+    for mode in summary["order"]:
+        run, cpu = summary[mode], summary[mode]["cpu_s_per_1000_users"]
+        lines.append(
+            f"  {mode:<14} {run['users_per_s']:>9,.0f} {run['worker_peak_rss_mib']:>8.0f} | "
+            f"{'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} {cpu['postgres']:>8.2f} "
+            f"{cpu['redis']:>6.2f}"
+        )
+    return lines
+
+
 def guarantee_lines(summary: dict[str, Any]) -> list[str]:
     """The table's exactly-once vs at-least-once section."""
 
@@ -1354,16 +1369,8 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
     lines = [
         f"exactly-once vs at-least-once: the flood again on {summary['users']:,} freshly seeded "
         f"users each, a fresh worker per guarantee ({' then '.join(summary['order'])})",
-        f"  {'guarantee':<14} {'users/s':>9} {'RSS MiB':>8} | CPU s per 1,000 users: "
-        f"{'worker':>6} {'kafka':>6} {'postgres':>8} {'redis':>6}",
+        *side_by_side(summary, "guarantee"),
     ]
-    for mode in summary["order"]:
-        run, cpu = summary[mode], summary[mode]["cpu_s_per_1000_users"]
-        lines.append(
-            f"  {mode:<14} {run['users_per_s']:>9,.0f} {run['worker_peak_rss_mib']:>8.0f} | "
-            f"{'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} {cpu['postgres']:>8.2f} "
-            f"{cpu['redis']:>6.2f}"
-        )
     cost = summary["exactly_once_cost_pct_of_throughput"]
     cpu = summary["worker_cpu_s_per_1000_users"]
     lines.append(
@@ -1385,16 +1392,8 @@ def tracing_lines(summary: dict[str, Any]) -> list[str]:
         f"tracing on vs off: the flood again on {summary['users']:,} freshly seeded users each, "
         f"a fresh worker each ({' then '.join(summary['order'])}; on: {sampled} exported over "
         "OTLP/HTTP to a receiver in this process)",
-        f"  {'tracing':<14} {'users/s':>9} {'RSS MiB':>8} | CPU s per 1,000 users: "
-        f"{'worker':>6} {'kafka':>6} {'postgres':>8} {'redis':>6}",
+        *side_by_side(summary, "tracing"),
     ]
-    for mode in summary["order"]:
-        run, cpu = summary[mode], summary[mode]["cpu_s_per_1000_users"]
-        lines.append(
-            f"  {mode:<14} {run['users_per_s']:>9,.0f} {run['worker_peak_rss_mib']:>8.0f} | "
-            f"{'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} {cpu['postgres']:>8.2f} "
-            f"{cpu['redis']:>6.2f}"
-        )
     cost = summary["tracing_cost_pct_of_throughput"]
     extra = summary["tracing_extra_worker_cpu_pct"]
     cpu = summary["worker_cpu_s_per_1000_users"]

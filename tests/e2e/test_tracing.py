@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 import urllib.request
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ADMIN_TOKEN, MIGRATOR, Stack, Worker, seed
+from harness import ADMIN_TOKEN, Stack, Worker, cli, seed
 
 from streams import topics
 from streams.cli.kafka_io import read_records
@@ -57,14 +56,6 @@ def worker(stack: Stack, receiver: OtlpReceiver) -> Iterator[Worker]:
     ).start()
     yield running
     running.stop()
-
-
-def _cli(stack: Stack, *args: str) -> str:
-    result = subprocess.run(
-        [*MIGRATOR, *args], env=stack.env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def _plan_traces(path: Path) -> dict[str, str]:
@@ -135,11 +126,11 @@ async def test_every_answer_of_a_flood_belongs_to_its_request_s_trace(
 
     # 1. migrator enqueue: a trace per request, shown in the plan.
     plan = tmp_path / "enqueue.jsonl"
-    shown = _cli(stack, "enqueue", "--ids", ",".join(users[:80]), "--plan-out", str(plan))
+    shown = cli(stack, "enqueue", "--ids", ",".join(users[:80]), "--plan-out", str(plan))
     planned = _plan_traces(plan)
     assert len(set(planned.values())) == 80
     assert all(f"trace_id={t}" in shown for t in list(planned.values())[:5])
-    _cli(stack, "enqueue", "--from-plan", str(plan), "--execute")
+    cli(stack, "enqueue", "--from-plan", str(plan), "--execute")
     expected.update(planned)
 
     # 2. POST migrate: a trace per request, or the call's own trace for all of them.
@@ -194,7 +185,7 @@ async def test_every_answer_of_a_flood_belongs_to_its_request_s_trace(
 
     # 5. migrator replay of the ghost's failure: a new trace, fixed by the replay's plan.
     replay_plan = tmp_path / "replay.jsonl"
-    _cli(stack, "replay", "--ids", ghost, "--execute", "--plan-out", str(replay_plan))
+    cli(stack, "replay", "--ids", ghost, "--execute", "--plan-out", str(replay_plan))
     replay_trace = _plan_traces(replay_plan)[ghost_request]
     assert replay_trace != ghost_trace
     answers = await _answers(stack, 152 + 3)

@@ -156,36 +156,7 @@ def test_tracing_cost_is_the_share_of_untraced_throughput_given_up() -> None:
         "  tracing costs 2.0 % of throughput (2,450 vs 2,500 users/s); worker CPU per 1,000 "
         "users 0.31 vs 0.30 s (+3.3 %); 8,123 spans received"
     )
-    report = _report(
-        idle={"requests": 5, "gap_s": 0.5, "p50_ms": 20.0, "max_ms": 30.0},
-        half_load={
-            "requests": 100,
-            "achieved_rate_per_s": 1000.0,
-            "seconds": 5.0,
-            "p50_ms": 100.0,
-            "p99_ms": 200.0,
-            "max_ms": 250.0,
-            "p50_ms_per_second": [90, 110],
-            "cpu_s_per_1000_requests": {"worker": 0.3, "kafka": 0.2, "postgres": 0.2},
-        },
-        tracing=summary,
-        baseline={
-            "what": "one user per transaction",
-            "users": 200,
-            "users_per_s": 100.0,
-            "seconds": 2.0,
-            "cpu_s_per_1000_users": {"postgres": 1.0, "redis": 0.1},
-        },
-        reference={
-            "what": "the same writes by hand",
-            "users": 2000,
-            "users_per_s": 2500.0,
-            "seconds": 0.8,
-            "ratio": 0.8,
-            "cpu_s_per_1000_users": {"reference": 0.2, "kafka": 0.1, "postgres": 0.2, "redis": 0},
-        },
-    )
-    assert "  tracing costs 2.0 % of throughput" in bench_e2e.table(report)
+    assert "  tracing costs 2.0 % of throughput" in bench_e2e.table(_full_report(tracing=summary))
 
 
 @pytest.mark.parametrize(
@@ -215,9 +186,9 @@ def test_a_flood_only_report_prints_the_floods_alone() -> None:
     assert "idle" not in text and "reference only" not in text
 
 
-def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
-    report = _report(
-        idle_cost=_idle_cost(),
+def _full_report(**extra: Any) -> dict[str, Any]:
+    """A full run's report: floods, idle, half load, baseline and reference, and ``extra``."""
+    return _report(
         idle={"requests": 5, "gap_s": 0.5, "p50_ms": 20.0, "max_ms": 30.0},
         half_load={
             "requests": 100,
@@ -229,7 +200,6 @@ def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
             "p50_ms_per_second": [90, 110],
             "cpu_s_per_1000_requests": {"worker": 0.3, "kafka": 0.2, "postgres": 0.2},
         },
-        guarantees=bench_e2e.guarantee_summary(_flood(2000.0, 0.36), _flood(2500.0, 0.30)),
         baseline={
             "what": "one user per transaction",
             "users": 200,
@@ -245,6 +215,14 @@ def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
             "ratio": 0.8,
             "cpu_s_per_1000_users": {"reference": 0.2, "kafka": 0.1, "postgres": 0.2, "redis": 0},
         },
+        **extra,
+    )
+
+
+def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
+    report = _full_report(
+        idle_cost=_idle_cost(),
+        guarantees=bench_e2e.guarantee_summary(_flood(2000.0, 0.36), _flood(2500.0, 0.30)),
     )
     lines = bench_e2e.table(report).splitlines()
     order = [
