@@ -224,6 +224,7 @@ class _SpanBatch:
                 links=self._links,
                 start_time=self._started_ns,
             )
+            self._ids.next = None  # taken by now; never left for another span to take
             if failed is not None:
                 span.set_status(failed)
             span.end(end_time=ended_ns)
