@@ -32,6 +32,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agents.batch_transaction import POSTGRES_STAGE, REDIS_STAGE
 from schemas.events import Rejection
 from streams.codecs import Answer, Consumed
 from streams.settings import Settings
@@ -43,11 +44,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The names of the spans, for the README and the tests.
+# The names of the spans, for the README and the tests (the batch applier names its own two).
 REQUEST_SPAN = "process user-migration-requested"
 BATCH_SPAN = "migrate batch"
-POSTGRES_SPAN = "postgresql transaction"
-REDIS_SPAN = "redis mirror"
+POSTGRES_SPAN = POSTGRES_STAGE
+REDIS_SPAN = REDIS_STAGE
 KAFKA_SPAN = "kafka transaction"
 
 _NO_SPAN: AbstractContextManager[None] = nullcontext()
@@ -142,7 +143,7 @@ class _SpanBatch:
     and what it was answered: an SDK span costs about half as much that way as one made first
     and then given three links and its attributes one call at a time, and a request the sampler
     leaves out costs no span at all. Its ids are chosen when the batch begins, since its answer
-    carries them (``contexts``), and handed to the SDK then (``_PlannedIds``).
+    carries them (``contexts``), and handed to the SDK when it is made (``_PlannedIds``).
     """
 
     def __init__(self, traced: Traced, records: Sequence[Consumed], partition: int) -> None:
