@@ -24,7 +24,7 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from agents.batch_transaction import Applied, BatchAttempt, Unavailable
+from agents.batch_transaction import Applied, BatchAttempt, Stage, Unavailable, no_stage
 from agents.core.decide import Rejected, Work
 from agents.core.outcomes import failed_outcome
 from agents.core.retry import RetryPolicy
@@ -65,11 +65,14 @@ class BatchApplier:
         retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
         app_id: str = "",
+        stage: Stage = no_stage,
     ) -> None:
+        """``stage``: spans around each try's PostgreSQL transaction and Redis mirror (the
+        worker's tracing; none by default)."""
         self._store = store
         self._retry = retry or RetryPolicy()
         self._clock = clock
-        self._attempt = BatchAttempt(store, mirror, clock=clock, app_id=app_id)
+        self._attempt = BatchAttempt(store, mirror, clock=clock, app_id=app_id, stage=stage)
         # Set while a batch waits for PostgreSQL to come back; ``health`` shows it.
         self.waiting_for: str | None = None
 

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,6 +36,18 @@ from agents.stores.protocol import BatchStore, BatchTransaction, SessionMirror
 from schemas.events import ErrorCode, Outcome, parse_outcome
 
 log = logging.getLogger(__name__)
+
+
+# A span around one stage of a try, named ``postgresql transaction`` or ``redis mirror``: the
+# worker's tracing (``streams.tracing``) hands one in; nothing is traced without it.
+Stage = Callable[[str], AbstractContextManager[object]]
+POSTGRES_STAGE = "postgresql transaction"
+REDIS_STAGE = "redis mirror"
+_NO_SPAN: AbstractContextManager[object] = nullcontext()
+
+
+def no_stage(name: str) -> AbstractContextManager[object]:
+    return _NO_SPAN
 
 
 class Unavailable(Exception):
@@ -107,11 +120,13 @@ class BatchAttempt:
         *,
         clock: Callable[[], datetime],
         app_id: str = "",
+        stage: Stage = no_stage,
     ) -> None:
         self._store = store
         self._mirror = mirror
         self._clock = clock
         self._app_id = app_id
+        self._stage = stage
         self.redis_down = False
 
     async def apply_once(
@@ -130,37 +145,38 @@ class BatchAttempt:
         now = self._clock()
         mirror = MirrorPlan()
         try:
-            async with self._store.transaction() as tx:
-                known = await self._answered_before(tx, batch, rejected)
-                results: dict[int, Answer] = dict(known.works)
-                repeats: set[int] = set()
-                fresh = [(p, work) for p, work in enumerate(batch) if p not in known.works]
-                new_rejections = [
-                    r for r in rejected if (r.partition, r.offset) not in known.rejected
-                ]
-                if forced is not None:
-                    for position, work in fresh:
-                        results[position] = answer(forced(work))
-                    await tx.insert_audit(
-                        [
-                            audit_row(work, "Failed", *results[position], now)
-                            for position, work in fresh
-                        ]
+            with self._stage(POSTGRES_STAGE):
+                async with self._store.transaction() as tx:
+                    known = await self._answered_before(tx, batch, rejected)
+                    results: dict[int, Answer] = dict(known.works)
+                    repeats: set[int] = set()
+                    fresh = [(p, work) for p, work in enumerate(batch) if p not in known.works]
+                    new_rejections = [
+                        r for r in rejected if (r.partition, r.offset) not in known.rejected
+                    ]
+                    if forced is not None:
+                        for position, work in fresh:
+                            results[position] = answer(forced(work))
+                        await tx.insert_audit(
+                            [
+                                audit_row(work, "Failed", *results[position], now)
+                                for position, work in fresh
+                            ]
+                        )
+                    else:
+                        index = {id(work): position for position, work in fresh}
+                        for wave in waves([work for _, work in fresh]):
+                            answers, wave_mirror, again = await self._apply_wave(tx, wave, now)
+                            mirror = mirror.then(wave_mirror)
+                            for work, done in zip(wave, answers, strict=True):
+                                results[index[id(work)]] = done
+                            repeats.update(index[id(work)] for work in again)
+                    answered = [(work, results[position]) for position, work in fresh]
+                    await tx.insert_processed_records(
+                        processed_rows(self._app_id, answered, new_rejections, now=now)
                     )
-                else:
-                    index = {id(work): position for position, work in fresh}
-                    for wave in waves([work for _, work in fresh]):
-                        answers, wave_mirror, again = await self._apply_wave(tx, wave, now)
-                        mirror = mirror.then(wave_mirror)
-                        for work, done in zip(wave, answers, strict=True):
-                            results[index[id(work)]] = done
-                        repeats.update(index[id(work)] for work in again)
-                answered = [(work, results[position]) for position, work in fresh]
-                await tx.insert_processed_records(
-                    processed_rows(self._app_id, answered, new_rejections, now=now)
-                )
-                totals = await self._count(tx, answered, new_rejections, now)
-                pending = await self._write_mirror(tx, mirror, now)
+                    totals = await self._count(tx, answered, new_rejections, now)
+                    pending = await self._write_mirror(tx, mirror, now)
         except StoreUnavailable as exc:
             raise Unavailable(ErrorCode.DATABASE_UNAVAILABLE, str(exc)) from exc
         return Applied([results[p] for p in range(len(batch))], totals, pending, frozenset(repeats))
@@ -260,11 +276,14 @@ class BatchAttempt:
             live = [doc for doc in documents.values() if doc is not None]
             keep = {doc["session_id"] for doc in live}
             try:
-                await self._mirror.write_sessions(
-                    live,
-                    stale_sessions=sorted(plan.stale_sessions - keep),
-                    users_without_session=sorted(u for u, doc in documents.items() if doc is None),
-                )
+                with self._stage(REDIS_STAGE):
+                    await self._mirror.write_sessions(
+                        live,
+                        stale_sessions=sorted(plan.stale_sessions - keep),
+                        users_without_session=sorted(
+                            u for u, doc in documents.items() if doc is None
+                        ),
+                    )
                 return 0
             except MirrorUnavailable as exc:
                 # Whatever Redis says (down, loading, read-only, out of memory), PostgreSQL

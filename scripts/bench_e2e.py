@@ -35,6 +35,10 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   then one with ``at_least_once``: what exactly-once costs in throughput and CPU. Off in
   ``--quick`` (``--guarantees`` turns it on): two more worker starts would double CI's smoke run,
   and 2,000-user floods are too short to tell the guarantees apart.
+- tracing on vs off: the flood twice more, likewise, one fresh worker with tracing off (no
+  ``OTEL_*`` variables) then one with it on, exporting every span over OTLP/HTTP to a minimal
+  receiver in this process (``scripts/otlp_receiver.py``, which counts them): what tracing costs
+  in throughput and CPU. Off in ``--quick`` (``--tracing`` turns it on).
 - baseline (a reference line, not the service): the batch applier applying one user per
   PostgreSQL transaction, no Kafka, on a tenth of the users (at most 5,000).
 
@@ -71,6 +75,7 @@ from typing import Any, Protocol
 import aiohttp
 import bench_idle
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from otlp_receiver import OtlpReceiver
 
 from streams.stack.ports import free_port
 
@@ -125,6 +130,7 @@ class Plan:
     stack_dir: Path = STACK_DIR
     flood_only: bool = False
     guarantee_users: int | None = None  # None: no exactly-once vs at-least-once floods
+    tracing_users: int | None = None  # None: no tracing on vs off floods
     idle_window: bench_idle.Window | None = None  # None: no idle-cost window
     warm_users: int = 0  # a throwaway flood before the first measured one (0: none)
 
@@ -156,6 +162,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     stack_dir = Path(args.stack_dir).resolve() if args.stack_dir else STACK_DIR
     with_guarantees = (not args.quick) if args.guarantees is None else args.guarantees
+    with_tracing = (not args.quick) if args.tracing is None else args.tracing
     return Plan(
         sizes=sizes,
         idle_requests=5 if args.quick else 10,
@@ -168,6 +175,9 @@ def build_plan(args: argparse.Namespace) -> Plan:
         flood_only=args.flood_only,
         guarantee_users=(
             min(sizes[-1], GUARANTEE_MOST) if with_guarantees and not args.flood_only else None
+        ),
+        tracing_users=(
+            min(sizes[-1], GUARANTEE_MOST) if with_tracing and not args.flood_only else None
         ),
         idle_window=(None if args.flood_only else QUICK_IDLE_WINDOW if args.quick else IDLE_WINDOW),
         warm_users=warm_users(args.quick, sizes[0]),
@@ -959,23 +969,29 @@ async def guarantees(ctx: Context, users: int, first_index: int) -> dict[str, An
     """
     runs: dict[str, dict[str, Any]] = {}
     for number, mode in enumerate(GUARANTEES):
-        ids = await seed(ctx.env, users, f"g{number}-")
-        progress(f"{mode}: {users:,} users seeded, worker")
-        worker = Worker(
-            {**ctx.env, "MIGRATOR_PROCESSING_GUARANTEE": mode}, ctx.directory, first_index + number
-        )
-        worker.start()
-        try:
-            await worker.wait_ready(ctx.http)
-            first_batch_s = await warm_up(ctx, worker, f"gw{number}-")
-            result = await flood(ctx, worker, ids)
-        finally:
-            worker.stop()
-        result["warm_up_s"] = round(first_batch_s, 3)
-        result["guarantee"] = mode
-        runs[mode] = result
-        progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
+        env = {**ctx.env, "MIGRATOR_PROCESSING_GUARANTEE": mode}
+        runs[mode] = await fresh_flood(ctx, env, first_index + number, users, f"g{number}", mode)
+        runs[mode]["guarantee"] = mode
     return guarantee_summary(runs["exactly_once"], runs["at_least_once"])
+
+
+async def fresh_flood(
+    ctx: Context, env: dict[str, str], index: int, users: int, prefix: str, label: str
+) -> dict[str, Any]:
+    """The flood on ``users`` freshly seeded users, by a fresh worker started with ``env``."""
+    ids = await seed(ctx.env, users, f"{prefix}-")
+    progress(f"{label}: {users:,} users seeded, worker")
+    worker = Worker(env, ctx.directory, index)
+    worker.start()
+    try:
+        await worker.wait_ready(ctx.http)
+        first_batch_s = await warm_up(ctx, worker, f"{prefix}w-")
+        result = await flood(ctx, worker, ids)
+    finally:
+        worker.stop()
+    result["warm_up_s"] = round(first_batch_s, 3)
+    progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
+    return result
 
 
 def guarantee_summary(eos: dict[str, Any], alo: dict[str, Any]) -> dict[str, Any]:
@@ -994,6 +1010,57 @@ def guarantee_summary(eos: dict[str, Any], alo: dict[str, Any]) -> dict[str, Any
         "worker_cpu_s_per_1000_users": worker_cpu,
         "exactly_once": eos,
         "at_least_once": alo,
+    }
+
+
+TRACING = ("off", "on")
+SAMPLER_VARIABLES = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
+
+
+async def tracings(ctx: Context, users: int, first_index: int) -> dict[str, Any]:
+    """The flood with tracing off, then on, a fresh worker each, like ``guarantees``: the only
+    difference between the two runs is the ``OTEL_*`` variables. With tracing on the worker
+    exports its spans over OTLP/HTTP to a receiver in this process: every span, unless the
+    bench's own environment names a sampler (``OTEL_TRACES_SAMPLER``, ``…_ARG``: passed on)."""
+    plain = {name: value for name, value in ctx.env.items() if not name.startswith("OTEL_")}
+    sampler = {name: ctx.env[name] for name in SAMPLER_VARIABLES if name in ctx.env}
+    runs: dict[str, dict[str, Any]] = {}
+    with OtlpReceiver(free_port(), keep=False) as receiver:
+        traced = {
+            **plain,
+            **sampler,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "onboarding-migrator-bench",
+        }
+        for number, mode in enumerate(TRACING):
+            env = traced if mode == "on" else plain
+            label = f"tracing {mode}"
+            runs[mode] = await fresh_flood(
+                ctx, env, first_index + number, users, f"t{number}", label
+            )
+            runs[mode]["tracing"] = mode
+            # Every span the worker exported, its warm-up's too (the worker exports what it still
+            # holds as it stops); none from the untraced one.
+            runs[mode]["spans_received"] = receiver.count
+            runs[mode]["sampler"] = sampler if mode == "on" else {}
+    return tracing_summary(runs["on"], runs["off"])
+
+
+def tracing_summary(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
+    """What tracing costs: the share of the untraced throughput it gives up, and CPU."""
+    worker_cpu = {
+        "on": on["cpu_s_per_1000_users"]["worker"],
+        "off": off["cpu_s_per_1000_users"]["worker"],
+    }
+    return {
+        "users": on["users"],
+        "order": list(TRACING),
+        "tracing_cost_pct_of_throughput": percent_less(on["users_per_s"], off["users_per_s"]),
+        "tracing_extra_worker_cpu_pct": percent_more(worker_cpu["on"], worker_cpu["off"]),
+        "worker_cpu_s_per_1000_users": worker_cpu,
+        "spans_received": on["spans_received"],
+        "on": on,
+        "off": off,
     }
 
 
@@ -1060,6 +1127,10 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         guarantee_result = None
         if plan.guarantee_users is not None:
             guarantee_result = await guarantees(ctx, plan.guarantee_users, len(plan.sizes))
+        tracing_result = None
+        if plan.tracing_users is not None:
+            first = len(plan.sizes) + len(GUARANTEES)
+            tracing_result = await tracings(ctx, plan.tracing_users, first)
         # Last of the floods: its requests are read by its own group, and a service worker
         # started after it would find them waiting under the service's.
         progress(f"hand-written pipeline: {plan.sizes[-1]:,} users")
@@ -1067,7 +1138,11 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         reference["ratio"] = round(floods[-1]["users_per_s"] / reference["users_per_s"], 3)
         progress(f"baseline: {plan.baseline_users:,} users, one transaction each")
         base_result = await baseline(ctx, plan.baseline_users)
-    optional = {"idle_cost": idle_cost_result, "guarantees": guarantee_result}
+    optional = {
+        "idle_cost": idle_cost_result,
+        "guarantees": guarantee_result,
+        "tracing": tracing_result,
+    }
     return {
         "floods": floods,
         "idle": idle_result,
@@ -1145,6 +1220,7 @@ def run(plan: Plan) -> dict[str, Any]:
             "baseline_users": plan.baseline_users,
             "flood_only": plan.flood_only,
             "guarantee_users": plan.guarantee_users,
+            "tracing_users": plan.tracing_users,
             "idle_window_s": plan.idle_window.seconds if plan.idle_window else None,
             "app_id": APP_ID,
             "worker_env": worker_settings(env),
@@ -1227,6 +1303,8 @@ def table(report: dict[str, Any]) -> str:
     ]
     if "guarantees" in report:
         lines += ["", *guarantee_lines(report["guarantees"])]
+    if "tracing" in report:
+        lines += ["", *tracing_lines(report["tracing"])]
     lines += [
         "",
         f"reference only (not the service): {base['what']}",
@@ -1266,6 +1344,22 @@ def reference_lines(ref: dict[str, Any], flood: dict[str, Any]) -> list[str]:
     ]
 
 
+def side_by_side(summary: dict[str, Any], what: str) -> list[str]:
+    """A comparison's table: a header, then a row per flood in the order they ran."""
+    lines = [
+        f"  {what:<14} {'users/s':>9} {'RSS MiB':>8} | CPU s per 1,000 users: "
+        f"{'worker':>6} {'kafka':>6} {'postgres':>8} {'redis':>6}"
+    ]
+    for mode in summary["order"]:
+        run, cpu = summary[mode], summary[mode]["cpu_s_per_1000_users"]
+        lines.append(
+            f"  {mode:<14} {run['users_per_s']:>9,.0f} {run['worker_peak_rss_mib']:>8.0f} | "
+            f"{'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} {cpu['postgres']:>8.2f} "
+            f"{cpu['redis']:>6.2f}"
+        )
+    return lines
+
+
 def guarantee_lines(summary: dict[str, Any]) -> list[str]:
     """The table's exactly-once vs at-least-once section."""
 
@@ -1275,16 +1369,8 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
     lines = [
         f"exactly-once vs at-least-once: the flood again on {summary['users']:,} freshly seeded "
         f"users each, a fresh worker per guarantee ({' then '.join(summary['order'])})",
-        f"  {'guarantee':<14} {'users/s':>9} {'RSS MiB':>8} | CPU s per 1,000 users: "
-        f"{'worker':>6} {'kafka':>6} {'postgres':>8} {'redis':>6}",
+        *side_by_side(summary, "guarantee"),
     ]
-    for mode in summary["order"]:
-        run, cpu = summary[mode], summary[mode]["cpu_s_per_1000_users"]
-        lines.append(
-            f"  {mode:<14} {run['users_per_s']:>9,.0f} {run['worker_peak_rss_mib']:>8.0f} | "
-            f"{'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} {cpu['postgres']:>8.2f} "
-            f"{cpu['redis']:>6.2f}"
-        )
     cost = summary["exactly_once_cost_pct_of_throughput"]
     cpu = summary["worker_cpu_s_per_1000_users"]
     lines.append(
@@ -1294,6 +1380,29 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
         f"{cpu['exactly_once']:.2f} vs {cpu['at_least_once']:.2f} s "
         f"({pct(summary['exactly_once_extra_worker_cpu_pct'])}); one flood each, so a few % "
         "either way is this machine's noise"
+    )
+    return lines
+
+
+def tracing_lines(summary: dict[str, Any]) -> list[str]:
+    """The table's tracing on vs off section."""
+    sampler = summary["on"].get("sampler") or {}
+    sampled = " ".join(f"{k}={v}" for k, v in sampler.items()) or "every span"
+    lines = [
+        f"tracing on vs off: the flood again on {summary['users']:,} freshly seeded users each, "
+        f"a fresh worker each ({' then '.join(summary['order'])}; on: {sampled} exported over "
+        "OTLP/HTTP to a receiver in this process)",
+        *side_by_side(summary, "tracing"),
+    ]
+    cost = summary["tracing_cost_pct_of_throughput"]
+    extra = summary["tracing_extra_worker_cpu_pct"]
+    cpu = summary["worker_cpu_s_per_1000_users"]
+    lines.append(
+        f"  tracing costs {'n/a' if cost is None else f'{cost:.1f} %'} of throughput "
+        f"({summary['on']['users_per_s']:,.0f} vs {summary['off']['users_per_s']:,.0f} "
+        f"users/s); worker CPU per 1,000 users {cpu['on']:.2f} vs {cpu['off']:.2f} s "
+        f"({'n/a' if extra is None else f'{extra:+.1f} %'}); {summary['spans_received']:,} "
+        "spans received; one flood each, so a few % either way is this machine's noise"
     )
     return lines
 
@@ -1324,6 +1433,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="exactly-once vs at-least-once floods (default: on, off with --quick)",
+    )
+    parser.add_argument(
+        "--tracing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tracing off vs on floods, spans exported over OTLP/HTTP (default: on, off with "
+        "--quick)",
     )
     parser.add_argument(
         "--flood-only",

@@ -80,6 +80,7 @@ from streams import topics
 from streams.codecs import Consumed, Origin, batch_records
 from streams.connections import create_pool
 from streams.settings import Settings
+from streams.trace_context import continued_or_new
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_ID = "bench-reference"
@@ -249,7 +250,8 @@ class Pipeline:
 
     async def publish(self, batch: Sequence[Consumed], answers: Sequence[Answer]) -> None:
         """One outcome per request on its request's partition; returns once all are acked."""
-        sends = batch_records(list(zip(batch, answers, strict=True)))
+        traces = [continued_or_new(record.headers) for record in batch]
+        sends = batch_records(list(zip(batch, answers, strict=True)), traces)
         futures = [
             await self.producer.send(
                 self.topic_prefix + send.topic,

@@ -31,6 +31,7 @@ from streams.resources import Resources
 from streams.revalidation_sampler import Revalidator
 from streams.run_event_publisher import RunEventPublisher
 from streams.settings import Settings
+from streams.tracing import WorkerTracing, new_tracing
 from streams.web.views import json_errors, register_views
 
 # How much of each request partition one fetch brings (Kafka's own default). A record larger
@@ -86,11 +87,16 @@ PublisherFactory = Callable[[Settings, faust.App], BatchPublisher]
 
 
 def create_app(
-    settings: Settings, *, publisher: PublisherFactory = new_publisher
+    settings: Settings,
+    *,
+    publisher: PublisherFactory = new_publisher,
+    tracing: WorkerTracing | None = None,
 ) -> ServiceContext:
     """Build the worker: the app, its topic and table, the publisher of the delivery guarantee
-    (chosen once, here: ``publisher``), the services it runs, the agent and the views."""
+    (chosen once, here: ``publisher``), its tracing (chosen once too, from the ``OTEL_*``
+    variables unless given), the services it runs, the agent and the views."""
     configure_worker_consumer()
+    tracing = tracing or new_tracing(settings)
     app: MigratorApp[BatchPublisher] = MigratorApp(
         settings.app_id,
         rebalance=lambda app: publisher(settings, app),
@@ -117,7 +123,7 @@ def create_app(
             key_type=str, value_type=None, key_serializer="raw", value_serializer="json"
         ),
     )
-    resources = Resources(settings, app.rebalance)
+    resources = Resources(settings, app.rebalance, tracing)
     control = ControlWatcher(settings, app, resources)
     app.assignment_listeners.append(control.on_assigned)
     revalidator = Revalidator(
@@ -153,6 +159,7 @@ def create_app(
         pruner=pruner,
         run_events=run_events,
         hooks=hooks,
+        tracing=tracing,
     )
     # Every service the worker runs, in one place (Faust starts instances as well as classes).
     services: list[Any] = [

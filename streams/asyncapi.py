@@ -25,6 +25,7 @@ from schemas.events import (
 from schemas.run_events import HOOK_NAMES, RunEvent
 from streams import topics
 from streams.codecs import FAILURE_HEADERS, HEADER_PREFIX, ORIGIN_HEADERS, REQUEST_HEADERS
+from streams.trace_context import TRACEPARENT, TRACESTATE
 
 _REF = "#/components/schemas/{model}"
 FILE_NAME = "asyncapi.json"
@@ -98,18 +99,48 @@ _CONTROL_SCHEMAS = {
 
 
 def _headers(what: str) -> dict[str, Any]:
+    """The headers of a message: the service's own (``migrator-*``, none on requests) and the
+    W3C trace context (every answer carries its request's trace, one header each)."""
     names = {
+        "requests": {},
         "outcomes": {**ORIGIN_HEADERS, **REQUEST_HEADERS},
         "failed outcomes": {**FAILURE_HEADERS, **REQUEST_HEADERS},
     }.get(what, FAILURE_HEADERS)
     return {
         "type": "object",
-        "description": f"On {what}: UTF-8 text, one value per name.",
+        "description": f"On {what}: text, one value per name.",
         "properties": {
-            HEADER_PREFIX + name: {"type": "string", "description": text}
-            for name, text in names.items()
+            **{
+                HEADER_PREFIX + name: {"type": "string", "description": text}
+                for name, text in names.items()
+            },
+            **{name: {"type": "string", "description": text} for name, text in _TRACE[what]},
         },
     }
+
+
+_TRACE = {
+    "requests": [
+        (
+            TRACEPARENT,
+            "W3C trace context (optional): continued by the worker; absent or invalid, "
+            "the worker starts a new trace (enqueue, replay and the HTTP API set it)",
+        ),
+        (TRACESTATE, "W3C vendor trace state, beside a valid traceparent (optional)"),
+    ],
+    **{
+        what: [
+            (
+                TRACEPARENT,
+                "W3C trace context of the request's trace (always, exactly one): its "
+                "parent is the worker's span of the request when tracing is on, else the "
+                "request's own traceparent, or a new trace's",
+            ),
+            (TRACESTATE, "the request's tracestate, carried beside it (if it had one)"),
+        ]
+        for what in ("outcomes", "failed outcomes", "dead letters")
+    },
+}
 
 
 def _message(name: str, title: str, schema: str, *, key: str, headers: str | None = None) -> Any:
@@ -235,6 +266,7 @@ def asyncapi_document(version: str) -> dict[str, Any]:
                     "Migration request",
                     "MigrationRequest",
                     key="must equal user_id; another key is dead-lettered",
+                    headers="requests",
                 ),
                 "migratedOutcome": _message(
                     "migratedOutcome",

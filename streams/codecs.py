@@ -2,7 +2,9 @@
 dead letters and Kafka headers. Pure functions over plain values: no Faust, no I/O.
 
 Header names share the ``migrator-`` prefix and carry UTF-8 text, one value per name, so tools can
-filter failures and dead letters without parsing JSON (contract §3).
+filter failures and dead letters without parsing JSON (contract §3). Every answer also carries the
+W3C ``traceparent`` (and ``tracestate``) of its request's trace, exactly once
+(``streams.trace_context``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from schemas.events import (
     Rejection,
 )
 from streams import topics
+from streams.trace_context import TraceContext, without_trace_headers
 
 HEADER_PREFIX = "migrator-"
 
@@ -83,14 +86,20 @@ class Consumed:
 Answer = Rejection | tuple[Outcome, bytes]
 
 
-def batch_records(answers: Sequence[tuple[Consumed, Answer]]) -> list[Send]:
+def batch_records(
+    answers: Sequence[tuple[Consumed, Answer]], traces: Sequence[TraceContext]
+) -> list[Send]:
     """The Kafka records of a batch's answers, in the records' order: each outcome on its
     topic keyed by the user id, each rejection as a dead letter with the original bytes; every
-    one names the request record it answers in its headers."""
-    return [_record(record, answer) for record, answer in answers]
+    one names the request record it answers in its headers, and carries its trace
+    (``traces``, one per answer, in the same order)."""
+    return [
+        _record(record, answer, trace)
+        for (record, answer), trace in zip(answers, traces, strict=True)
+    ]
 
 
-def _record(record: Consumed, answer: Answer) -> Send:
+def _record(record: Consumed, answer: Answer, trace: TraceContext) -> Send:
     origin = record.origin
     if isinstance(answer, Rejection):
         value, headers = dead_letter(
@@ -100,15 +109,20 @@ def _record(record: Consumed, answer: Answer) -> Send:
             headers=record.headers,
             reason=answer.reason,
             message=answer.message,
+            trace=trace,
         )
         return Send(topics.DEAD_LETTER, record.key, value, headers)
     outcome, json = answer
     error = outcome.error
     headers = (
-        origin_headers(origin)
-        if error is None
-        else failure_headers(origin, code=error.code.value, retryable=error.retryable)
-    ) + request_headers(outcome)
+        (
+            origin_headers(origin)
+            if error is None
+            else failure_headers(origin, code=error.code.value, retryable=error.retryable)
+        )
+        + request_headers(outcome)
+        + trace.headers()
+    )
     return Send(
         topics.OUTCOME_TOPICS[outcome.outcome], outcome.user_id.encode("utf-8"), json, headers
     )
@@ -188,12 +202,15 @@ def dead_letter(
     headers: Sequence[tuple[str, bytes | None]],
     reason: DeadLetterReason,
     message: str,
+    trace: TraceContext,
 ) -> tuple[bytes, Headers]:
     """The dead-letter value (JSON bytes) and its headers; the original bytes are kept as base64.
 
     The original record's own headers follow the ``migrator-*`` ones as Kafka headers too (a
-    tool that routes or traces by header sees them on the dead letter), except any that claim
-    the ``migrator-`` prefix: the service's headers are never two. The envelope keeps them all.
+    tool that routes by header sees them on the dead letter), except any that claim the
+    ``migrator-`` prefix and its trace headers: the service's headers are never two, and the
+    dead letter's ``traceparent``/``tracestate`` are ``trace``'s (the request's trace as the
+    worker continued it), one each. The envelope keeps the original headers all, unaltered.
     """
     letter = DeadLetter(
         schema_version=SCHEMA_VERSION,
@@ -210,8 +227,10 @@ def dead_letter(
         ),
     )
     carried = [
-        (name, raw or b"") for name, raw in headers if not name.lower().startswith(HEADER_PREFIX)
+        (name, raw or b"")
+        for name, raw in without_trace_headers(headers)
+        if not name.lower().startswith(HEADER_PREFIX)
     ]
     return letter.model_dump_json().encode("utf-8"), (
-        failure_headers(origin, code=reason, retryable=False) + carried
+        failure_headers(origin, code=reason, retryable=False) + carried + trace.headers()
     )

@@ -21,6 +21,7 @@ from streams.resources import Resources
 from streams.revalidation_sampler import Revalidator
 from streams.run_event_publisher import RunEventPublisher
 from streams.settings import Settings
+from streams.tracing import Untraced, WorkerTracing
 
 
 @dataclass
@@ -48,6 +49,7 @@ class ServiceContext:
     pruner: ProcessedPruner
     run_events: RunEventPublisher | None = None  # None: MIGRATOR_RUN_EVENTS=off
     hooks: HookRunner | None = None  # None: no MIGRATOR_HOOKS_DIR
+    tracing: WorkerTracing = field(default_factory=Untraced)  # chosen once by create_app
     in_flight: InFlight = field(default_factory=InFlight)
     history: OutcomeHistory = field(default_factory=OutcomeHistory)
     agents: dict[str, Any] = field(default_factory=dict)

@@ -7,7 +7,8 @@ bytes kept), **apply** the batch (``agents.batch_applier``: one PostgreSQL trans
 records every answer and advances the counters; the requests of a run cancelled on the control
 topic are answered ``cancelled`` without being decided, ``apply_cancelling``), **build** the
 Kafka records of the answers (``streams.codecs``, pure), **publish** them (one Kafka transaction
-with the partition's offset under exactly-once).
+with the partition's offset under exactly-once). Each answer carries its request's trace; with
+tracing on, each request gets a span linked to the batch's transactions (``streams.tracing``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from streams.codecs import Answer, Consumed, batch_records
 from streams.context import ServiceContext
 from streams.faust_internals import set_stat
 from streams.lanes import Lanes
+from streams.tracing import KAFKA_SPAN, BatchTrace
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,19 @@ async def process_batch(context: ServiceContext, events: Sequence[Any]) -> None:
     if not claimed:
         return
     records = [Consumed.of(event.message) for event in claimed]
+    with context.tracing.batch(records, partition) as trace:
+        await _answer(context, partition, epoch, records, trace)
+
+
+async def _answer(
+    context: ServiceContext,
+    partition: int,
+    epoch: int,
+    records: Sequence[Consumed],
+    trace: BatchTrace,
+) -> None:
+    """Decode, apply, build and publish the claimed records of one batch, within its trace."""
+    publisher = context.publisher
     requests = [(record, decode_request(record.key, record.value)) for record in records]
     valid = [(record, r) for record, r in requests if isinstance(r, MigrationRequest)]
     rejections = [
@@ -103,11 +118,17 @@ async def process_batch(context: ServiceContext, events: Sequence[Any]) -> None:
         (record, r if isinstance(r, Rejection) else answered[record.origin.offset])
         for record, r in requests
     ]
+    trace.answered(answers)
+    sends = batch_records(answers, trace.contexts)
     last_offset = records[-1].origin.offset
-    if await publisher.publish(partition, epoch, batch_records(answers), last_offset):
-        if partition in applied.totals:
-            set_stat(context.stats, str(partition), applied.totals[partition])
-        context.control.observe(applied.judged)
+    with trace.stage(KAFKA_SPAN, {"messaging.batch.message_count": len(sends)}):
+        published = await publisher.publish(partition, epoch, sends, last_offset)
+    if not published:
+        trace.unpublished()
+        return
+    if partition in applied.totals:
+        set_stat(context.stats, str(partition), applied.totals[partition])
+    context.control.observe(applied.judged)
 
 
 async def apply_cancelling(

@@ -23,6 +23,7 @@ from streams.group_offsets import GroupOffsets
 from streams.publishers import BatchPublisher
 from streams.settings import Settings
 from streams.topic_admin import ensure_topics
+from streams.tracing import WorkerTracing
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,20 @@ _MIRROR_LOOK_S = 1.0
 class Resources(Service):
     """Owns the PostgreSQL pool and the Redis client for the worker's lifetime; agents borrow.
 
-    The publisher is stopped with them: its producers outlive no pool.
+    The publisher is stopped with them: its producers outlive no pool; the tracing exports its
+    last spans after them.
     """
 
-    def __init__(self, settings: Settings, publisher: BatchPublisher, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: BatchPublisher,
+        tracing: WorkerTracing,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.tracing = tracing
         self.pool: Any = None
         self.redis: Any = None
         self.batch_applier: BatchApplier | None = None
@@ -61,6 +70,7 @@ class Resources(Service):
                 max_delay_s=self.settings.retry_max_delay_s,
             ),
             app_id=self.settings.app_id,
+            stage=self.tracing.stage,
         )
         self.ready.set()
 
@@ -91,3 +101,5 @@ class Resources(Service):
             await self.redis.aclose()
         if self.pool is not None:
             await self.pool.close()
+        # Blocks while the exporter sends what it still holds (bounded by its own timeout).
+        await asyncio.to_thread(self.tracing.shutdown)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from agents.core.control_state import FailureBudget
 
 ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
+Tracing = Literal["off", "otlp", "console"]
 
 # Tokens people paste from examples; accepting them would make the admin API (or users' data)
 # public in practice.
@@ -129,6 +130,8 @@ class Settings(BaseModel):
     hooks_dir: str | None = None
     # The longest a hook may run before it is killed (and logged as timed out).
     hook_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+    # Spans exported (streams.tracing), from the standard OTEL_* variables (``tracing_from``).
+    tracing: Tracing = "off"
 
     @field_validator("run_events", mode="before")
     @classmethod
@@ -250,7 +253,10 @@ class Settings(BaseModel):
         Raises ``SettingsError`` naming the variable at fault: start-up fails with one clear line.
         """
         env = os.environ if environ is None else environ
-        values = {field: env[name] for field, name in _ENV_NAMES.items() if env.get(name, "") != ""}
+        values: dict[str, object] = {
+            field: env[name] for field, name in _ENV_NAMES.items() if env.get(name, "") != ""
+        }
+        values["tracing"] = tracing_from(env)
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -262,3 +268,47 @@ class Settings(BaseModel):
                 field = str(error["loc"][0])
                 problems.append(f"{_ENV_NAMES.get(field, field)}: {error['msg']}")
             raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+_OTLP_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+
+
+def tracing_from(env: Mapping[str, str]) -> Tracing:
+    """Whether and where spans are exported, by the standard OpenTelemetry variables.
+
+    Off unless asked: ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console`` or ``none``) or an OTLP
+    endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) turns it
+    on; ``OTEL_SDK_DISABLED=true`` turns it off whatever else is set. Only OTLP over HTTP
+    (``http/protobuf``) is installed. The SDK reads the rest of the ``OTEL_*`` variables itself.
+    Raises ``SettingsError`` naming the variable at fault.
+    """
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return "off"
+    exporters = [
+        name.strip().lower() for name in env.get("OTEL_TRACES_EXPORTER", "").split(",") if name
+    ]
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not exporters:
+        exporters = ["otlp"] if endpoint else ["none"]
+    if len(exporters) > 1 or exporters[0] not in ("otlp", "console", "none"):
+        raise SettingsError(
+            f"invalid configuration: OTEL_TRACES_EXPORTER: {env['OTEL_TRACES_EXPORTER']!r} is "
+            "not one of otlp, console, none"
+        )
+    chosen = exporters[0]
+    if chosen == "none":
+        return "off"
+    if chosen == "otlp":
+        for name in _OTLP_PROTOCOLS:
+            protocol = env.get(name, "").strip()
+            if protocol:
+                if protocol != "http/protobuf":
+                    raise SettingsError(
+                        f"invalid configuration: {name}: {protocol!r} is not supported "
+                        "(only http/protobuf is installed)"
+                    )
+                break
+        return "otlp"
+    return "console"

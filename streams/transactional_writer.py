@@ -41,6 +41,7 @@ class KafkaUnavailable(Exception):
 
 
 Record = tuple[bytes | None, bytes]  # key, value of one record
+Headers = Sequence[tuple[str, bytes]]
 
 
 async def _nothing() -> None:
@@ -65,14 +66,16 @@ class TransactionalWriter(Service):
         records: Sequence[Record],
         *,
         before_commit: Callable[[], Awaitable[None]] = _nothing,
+        headers: Sequence[Headers] | None = None,
     ) -> None:
         """Publish ``records``, all or none; ``before_commit`` runs once they are sent and
-        before they become visible (a run's bookkeeping). Raises ``KafkaUnavailable`` within
+        before they become visible (a run's bookkeeping). ``headers``: each record's Kafka
+        headers, in the same order (none if not given). Raises ``KafkaUnavailable`` within
         ``WRITE_TIMEOUT_S`` when Kafka does not take them."""
         async with self._lock:
             try:
                 await asyncio.wait_for(
-                    self._transaction(records, before_commit), timeout=WRITE_TIMEOUT_S
+                    self._transaction(records, before_commit, headers), timeout=WRITE_TIMEOUT_S
                 )
             except (KafkaError, OSError, TimeoutError) as exc:
                 await self._drop()
@@ -89,11 +92,18 @@ class TransactionalWriter(Service):
                 raise
 
     async def _transaction(
-        self, records: Sequence[Record], before_commit: Callable[[], Awaitable[None]]
+        self,
+        records: Sequence[Record],
+        before_commit: Callable[[], Awaitable[None]],
+        headers: Sequence[Headers] | None,
     ) -> None:
         producer = await self._ready_producer()
         await producer.begin_transaction()
-        futures = [await producer.send(self._topic, value, key=key) for key, value in records]
+        each = headers if headers is not None else [()] * len(records)
+        futures = [
+            await producer.send(self._topic, value, key=key, headers=list(extra) or None)
+            for (key, value), extra in zip(records, each, strict=True)
+        ]
         await asyncio.gather(*futures)
         await before_commit()
         await producer.commit_transaction()

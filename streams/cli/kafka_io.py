@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -17,6 +17,7 @@ from streams.connections import start_kafka_client
 from streams.faust_internals import refresh_metadata
 from streams.requests_out import encode
 from streams.settings import Settings
+from streams.trace_context import TraceContext
 
 # The command line says in one line when Kafka is away; aiokafka's own log lines would repeat it.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -29,8 +30,10 @@ async def publish(
     total: int,
     rate_per_s: float | None = None,
     label: str = "publishing",
+    trace: Callable[[MigrationRequest], TraceContext] | None = None,
 ) -> int:
     """Publish requests keyed by user id; ``rate_per_s`` caps the pace. Returns how many.
+    ``trace(request)``: the trace the request starts, carried in its ``traceparent`` header.
 
     The topics are created first if missing (as a worker would), so requests can be queued
     before the first worker ever started."""
@@ -55,7 +58,8 @@ async def publish(
         pending: list[asyncio.Future[object]] = []
         for request in requests:
             key, value = encode(request)
-            pending.append(await producer.send(topics.REQUESTED, value, key=key))
+            headers = None if trace is None else trace(request).headers()
+            pending.append(await producer.send(topics.REQUESTED, value, key=key, headers=headers))
             sent += 1
             if len(pending) >= 5_000:
                 confirmed += await _confirmed(pending)

@@ -71,9 +71,12 @@ def _eta(remaining: int, rate: float) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
-def sample_lines(requests: Sequence[MigrationRequest], limit: int) -> list[str]:
+def sample_lines(
+    requests: Sequence[MigrationRequest], limit: int, trace_ids: Sequence[str]
+) -> list[str]:
+    """A plan's sample: each request with its id, attempt and the trace it starts."""
     return [
-        f"  {r.action:<8} {r.user_id:<32} request_id={r.request_id} attempt={r.attempt}"
-        + ("  (dry run)" if r.dry_run else "")
-        for r in requests[:limit]
+        f"  {r.action:<8} {r.user_id:<32} request_id={r.request_id} attempt={r.attempt} "
+        f"trace_id={trace_id}" + ("  (dry run)" if r.dry_run else "")
+        for r, trace_id in zip(requests[:limit], trace_ids, strict=False)
     ]

@@ -2,7 +2,12 @@
 
 A plan is built once, with its request ids fixed, and what ``--execute`` publishes is that plan:
 in the same run, or later from the file ``--plan-out`` wrote (``--from-plan FILE --execute``),
-request for request. The file is JSON Lines: a header object, then one request per line.
+request for request. The file is JSON Lines: a header object, then one request per line (with
+the ``trace_id`` it starts: an added field, which readers of requests ignore).
+
+Each request starts a trace of its own, fixed by the plan like its request id
+(``trace_context.planned_trace``): the plan shows the trace ids that ``--execute`` publishes in
+the requests' ``traceparent`` headers, in this run or later from the plan's file.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from streams import topics
 from streams.cli.errors import CliError
 from streams.cli.output import sample_lines
 from streams.settings import Settings
+from streams.trace_context import TraceContext, planned_trace
 
 PLAN_FORMAT = "migrator-plan/1"
 
@@ -38,6 +44,10 @@ class Plan:
     # The run the requests belong to, and what was selected for it (kept with the run).
     run_id: str | None = None
     selection: dict[str, object] = field(default_factory=dict)
+
+    def trace(self, request: MigrationRequest) -> TraceContext:
+        """The trace ``request`` starts when this plan is published."""
+        return planned_trace(self.plan_id, request.request_id)
 
 
 def add_plan_options(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +88,9 @@ def write_plan(plan: Plan, path: str) -> None:
     with Path(path).open("w", encoding="utf-8") as out:
         out.write(json.dumps(header, ensure_ascii=False) + "\n")
         for request in plan.requests:
-            out.write(request.model_dump_json(exclude_none=True) + "\n")
+            line = request.model_dump_json(exclude_none=True)
+            trace_id = plan.trace(request).trace_id
+            out.write(f'{line[:-1]},"trace_id":"{trace_id}"}}\n')
 
 
 def read_plan(path: str, command: str) -> Plan:
@@ -138,7 +150,8 @@ def carry_out(
     shown = plan.requests[: max(args.sample, 0)]
     if shown:
         out(f"  sample ({len(shown)} of {count}):")
-        for line in sample_lines(shown, len(shown)):
+        trace_ids = [plan.trace(request).trace_id for request in shown]
+        for line in sample_lines(shown, len(shown), trace_ids):
             out("  " + line)
     if args.plan_out:
         write_plan(plan, args.plan_out)
@@ -161,9 +174,19 @@ def carry_out(
     for run_id, added in asyncio.run(_record_runs(settings, plan)).items():
         out(f"run {run_id}: {added} request(s) added; follow it with: migrator runs show {run_id}")
     sent = asyncio.run(
-        publish(settings, plan.requests, total=count, rate_per_s=rate_per_s, label=plan.command)
+        publish(
+            settings,
+            plan.requests,
+            total=count,
+            rate_per_s=rate_per_s,
+            label=plan.command,
+            trace=plan.trace,
+        )
     )
-    out(f"published {sent} request(s) to {topics.REQUESTED}")
+    out(
+        f"published {sent} request(s) to {topics.REQUESTED}, each starting its own trace "
+        "(trace ids: the sample above; every one in the plan's file, --plan-out)"
+    )
     return 0
 
 

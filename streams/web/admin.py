@@ -17,6 +17,7 @@ from agents.stores import postgres
 from agents.stores.runs import record_run, run_summaries
 from streams.control_topic import cancel_value, request_ends
 from streams.requests_out import encode, new_requests
+from streams.trace_context import TraceContext, new_trace
 from streams.transactional_writer import TransactionalWriter
 from streams.web.inputs import RequestOptions
 from streams.web.readouts import Readouts
@@ -85,10 +86,12 @@ class Admin:
         action: str,
         options: RequestOptions,
         selection: dict[str, Any] | None = None,
-    ) -> list[str]:
-        """Publish one request per user, all or none (``TransactionalWriter``); their request ids.
-        A run's count grows in a PostgreSQL transaction that commits after the Kafka one: a
-        call that publishes nothing adds nothing to its run."""
+        trace: TraceContext | None = None,
+    ) -> list[tuple[str, str]]:
+        """Publish one request per user, all or none (``TransactionalWriter``); their request
+        ids and trace ids. Each request starts a trace of its own, or continues ``trace`` (the
+        HTTP call's ``traceparent``). A run's count grows in a PostgreSQL transaction that
+        commits after the Kafka one: a call that publishes nothing adds nothing to its run."""
         now = datetime.now(UTC)
         requests = new_requests(
             user_ids,
@@ -102,9 +105,11 @@ class Admin:
         records = [encode(request) for request in requests]
         if not records:
             return []
+        traces = [trace or new_trace() for _ in requests]
+        headers = [t.headers() for t in traces]
         run_id = options.run_id
         if run_id is None:
-            await self.writer.write(records)
+            await self.writer.write(records, headers=headers)
         else:
             await self.context.resources.applier()
             async with self._pool.acquire() as conn, conn.transaction():
@@ -120,5 +125,8 @@ class Admin:
                         now=now,
                     )
 
-                await self.writer.write(records, before_commit=count_in_run)
-        return [str(request.request_id) for request in requests]
+                await self.writer.write(records, before_commit=count_in_run, headers=headers)
+        return [
+            (str(request.request_id), t.trace_id)
+            for request, t in zip(requests, traces, strict=True)
+        ]

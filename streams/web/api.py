@@ -106,6 +106,11 @@ class Accepted(BaseModel):
     dry_run: bool
     count: int
     request_ids: list[str]
+    trace_ids: list[str] = Field(
+        default_factory=list,
+        description="the W3C trace id of each request, in request_ids' order: each request "
+        "starts a trace, or continues the call's traceparent header; its outcome carries it",
+    )
     held_out_rolled_back: int | None = Field(
         None, description='with "all": rolled-back users left out'
     )

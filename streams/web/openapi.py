@@ -111,6 +111,16 @@ def _choice(name: str, *values: str) -> dict[str, Any]:
 
 
 _USER = _path("user_id", USER_ID_PATTERN)
+# W3C trace context of the call: each published request continues it; absent or invalid (never
+# refused), each request starts a trace of its own.
+_TRACEPARENT = {
+    "name": "traceparent",
+    "in": "header",
+    "required": False,
+    "description": "W3C trace context continued by every request published (optional; an "
+    "invalid one is ignored)",
+    "schema": {"type": "string"},
+}
 _RUN = _path("run_id", RUN_ID_PATTERN)
 
 
@@ -164,10 +174,10 @@ def _publish(action: str, *, bulk: bool) -> _Operation:
         f"{action}{'Many' if bulk else 'One'}",
         f"publish {action} requests" + ("" if bulk else " for one user"),
         {
-            "202": _json(api.Accepted, "published; the request ids"),
+            "202": _json(api.Accepted, "published; the request ids and their trace ids"),
             **_errors(400, 401, 403, 413, 503),
         },
-        parameters=() if bulk else (_USER,),
+        parameters=(_TRACEPARENT,) if bulk else (_USER, _TRACEPARENT),
         body=api.BulkBody if bulk else api.OptionsBody,
         body_required=bulk,
     )

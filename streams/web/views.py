@@ -30,6 +30,7 @@ from agents.jobs.validation import UnknownUser
 from agents.stores import postgres
 from streams import topics
 from streams.control_topic import pause_value, throttle_value
+from streams.trace_context import incoming
 from streams.transactional_writer import KafkaUnavailable, TransactionalWriter
 from streams.web import api, user_ids
 from streams.web.admin import Admin
@@ -149,8 +150,13 @@ class PublishView(ServiceView):
                         selection = {"kind": "percent", "percent": bulk.percent}
         except InputError as error:
             return self.refuse(error)
+        # A call that carries a valid traceparent is continued by every request it publishes;
+        # an invalid one is ignored (each request starts its own trace), never refused.
+        trace = incoming(list(request.headers.items()))
         try:
-            ids = await admin.publish_requests(user_ids, self.action, options, selection)
+            published = await admin.publish_requests(
+                user_ids, self.action, options, selection, trace
+            )
         except KafkaUnavailable as exc:
             return self.json({"error": str(exc)}, status=503)
         except _POSTGRES_ERRORS as exc:
@@ -158,8 +164,9 @@ class PublishView(ServiceView):
         answer: dict[str, object] = {
             "action": self.action,
             "dry_run": options.dry_run,
-            "count": len(ids),
-            "request_ids": ids,
+            "count": len(published),
+            "request_ids": [request_id for request_id, _ in published],
+            "trace_ids": [trace_id for _, trace_id in published],
             "run_id": options.run_id,
             **held_out,
         }

@@ -213,6 +213,15 @@ class Worker:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def cli(stack: Stack, *args: str) -> str:
+    """``migrator ARGS`` against the stack; its standard output (failing the test on an error)."""
+    result = subprocess.run(
+        [*MIGRATOR, *args], env=stack.env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def _decode(data: bytes, headers: Any) -> Any:
     if "json" in (headers.get("Content-Type") or ""):
         return json.loads(data)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from harness import (
     ADMIN_TOKEN,
-    MIGRATOR,
     Stack,
     Worker,
+    cli,
     produce,
     produce_requests,
     read_all,
@@ -159,7 +159,7 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
     assert failed.headers["migrator-request-id"] == value["request_id"].encode()
     assert failed.headers["migrator-run-id"] == b""
 
-    plan = _cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user)
+    plan = cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user)
     assert "replay: 1 user(s) whose latest request failed" in plan
     assert "unknown_legacy_step 1 (not retryable)" in plan and "WARNING" in plan
     assert "nothing was published" in plan
@@ -169,7 +169,7 @@ async def test_replay_republishes_failed_requests_after_the_data_is_fixed(
             "array_remove(completed_steps, 'legacy_wizard') WHERE user_id = $1",
             user,
         )
-    _cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user, "--execute")
+    cli(stack, "replay", "--code", "unknown_legacy_step", "--ids", user, "--execute")
     done = await reads_for(stack, topics.MIGRATED, value["request_id"])
     assert len(done) == 1 and done[0].value["attempt"] == 2
 
@@ -330,11 +330,3 @@ def test_admin_endpoints_answer_403_without_a_configured_token(stack: Stack) -> 
         assert status == 403 and "MIGRATOR_ADMIN_TOKEN" in body["error"]
     finally:
         tokenless.stop()
-
-
-def _cli(stack: Stack, *args: str) -> str:
-    result = subprocess.run(
-        [*MIGRATOR, *args], env=stack.env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout

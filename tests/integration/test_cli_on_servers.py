@@ -234,13 +234,15 @@ async def test_a_plan_file_is_published_exactly(
     assert "published 2 request(s)" in done.stdout
 
     published = [
-        json.loads(record.value)
+        {**json.loads(record.value), "trace_id": dict(record.headers)["traceparent"][3:35].decode()}
         async for record in read_records(settings, topics.REQUESTED)
         if record.value is not None and unique.encode() in record.value
     ]
+    # Each request as planned, and in its traceparent header the trace the plan gave it.
     assert sorted(published, key=lambda r: r["user_id"]) == sorted(
         requests, key=lambda r: r["user_id"]
     )
+    assert all(f"trace_id={r['trace_id']}" in planned.stdout for r in requests)
 
 
 async def test_rollback_plans_who_holds_a_session(

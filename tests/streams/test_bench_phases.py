@@ -144,6 +144,31 @@ def test_exactly_once_cost_is_the_share_of_at_least_once_throughput_given_up() -
     )
 
 
+def test_tracing_cost_is_the_share_of_untraced_throughput_given_up() -> None:
+    on = {**_flood(2450.0, 0.31), "spans_received": 8_123}
+    summary = bench_e2e.tracing_summary(on, _flood(2500.0, 0.30))
+    assert summary["tracing_cost_pct_of_throughput"] == 2.0
+    assert summary["order"] == ["off", "on"] and summary["spans_received"] == 8_123
+    lines = bench_e2e.tracing_lines(summary)
+    assert lines[0].startswith("tracing on vs off: the flood again on 2,000 freshly seeded")
+    assert lines[2].split()[:2] == ["off", "2,500"] and lines[3].split()[:2] == ["on", "2,450"]
+    assert lines[4].startswith(
+        "  tracing costs 2.0 % of throughput (2,450 vs 2,500 users/s); worker CPU per 1,000 "
+        "users 0.31 vs 0.30 s (+3.3 %); 8,123 spans received"
+    )
+    assert "  tracing costs 2.0 % of throughput" in bench_e2e.table(_full_report(tracing=summary))
+
+
+@pytest.mark.parametrize(
+    ("given", "tracing_users"),
+    [({}, 100_000), ({"quick": True}, None), ({"quick": True, "tracing": True}, 2_000)],
+)
+def test_the_plan_floods_with_tracing_on_and_off_unless_quick(
+    given: dict[str, Any], tracing_users: int | None
+) -> None:
+    assert bench_e2e.build_plan(_args(**given)).tracing_users == tracing_users
+
+
 def test_a_faster_exactly_once_run_is_a_negative_cost_and_no_reference_none() -> None:
     assert bench_e2e.percent_less(2600.0, 2500.0) == -4.0
     assert bench_e2e.percent_more(0.27, 0.30) == -10.0
@@ -161,9 +186,9 @@ def test_a_flood_only_report_prints_the_floods_alone() -> None:
     assert "idle" not in text and "reference only" not in text
 
 
-def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
-    report = _report(
-        idle_cost=_idle_cost(),
+def _full_report(**extra: Any) -> dict[str, Any]:
+    """A full run's report: floods, idle, half load, baseline and reference, and ``extra``."""
+    return _report(
         idle={"requests": 5, "gap_s": 0.5, "p50_ms": 20.0, "max_ms": 30.0},
         half_load={
             "requests": 100,
@@ -175,7 +200,6 @@ def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
             "p50_ms_per_second": [90, 110],
             "cpu_s_per_1000_requests": {"worker": 0.3, "kafka": 0.2, "postgres": 0.2},
         },
-        guarantees=bench_e2e.guarantee_summary(_flood(2000.0, 0.36), _flood(2500.0, 0.30)),
         baseline={
             "what": "one user per transaction",
             "users": 200,
@@ -191,6 +215,14 @@ def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
             "ratio": 0.8,
             "cpu_s_per_1000_users": {"reference": 0.2, "kafka": 0.1, "postgres": 0.2, "redis": 0},
         },
+        **extra,
+    )
+
+
+def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
+    report = _full_report(
+        idle_cost=_idle_cost(),
+        guarantees=bench_e2e.guarantee_summary(_flood(2000.0, 0.36), _flood(2500.0, 0.30)),
     )
     lines = bench_e2e.table(report).splitlines()
     order = [
@@ -217,6 +249,7 @@ def _args(**given: Any) -> argparse.Namespace:
         "json": None,
         "stack_dir": None,
         "guarantees": None,
+        "tracing": None,
         "flood_only": False,
     }
     return argparse.Namespace(**{**values, **given})

@@ -12,9 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents.core import counters
 from schemas.events import DeadLetter, DeadLetterReason, MigratedOutcome
 from streams.codecs import HEADER_PREFIX, Origin, dead_letter, failure_headers
+from streams.trace_context import TraceContext
 from streams.web.metrics import WorkerMetrics, prometheus_text
 
 ORIGIN = Origin("user-migration-requested", 3, 1234, 1_700_000_000_000)
+TRACE = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
 
 
 def test_dead_letter_keeps_every_byte_of_the_original() -> None:
@@ -26,6 +28,7 @@ def test_dead_letter_keeps_every_byte_of_the_original() -> None:
         headers=[("h", b"\x01"), ("h", None)],
         reason=DeadLetterReason.NOT_UTF8,
         message="not UTF-8",
+        trace=TRACE,
     )
     letter = DeadLetter.model_validate_json(raw)
     assert letter.reason is DeadLetterReason.NOT_UTF8 and letter.schema_version == 1
@@ -34,8 +37,9 @@ def test_dead_letter_keeps_every_byte_of_the_original() -> None:
     assert letter.original.headers == [["h", "AQ=="], ["h", None]]
     assert (letter.original.partition, letter.original.offset) == (3, 1234)
     assert dict(headers)[HEADER_PREFIX + "error-code"] == b"not_utf8"
-    # The original headers ride along as Kafka headers too, after the service's own.
-    assert headers[-2:] == [("h", b"\x01"), ("h", b"")]
+    # The original headers ride along as Kafka headers too, after the service's own, and the
+    # request's trace comes last.
+    assert headers[-3:] == [("h", b"\x01"), ("h", b""), ("traceparent", TRACE.traceparent.encode())]
 
 
 def test_a_dead_letter_never_carries_two_service_headers_of_one_name() -> None:
@@ -46,6 +50,7 @@ def test_a_dead_letter_never_carries_two_service_headers_of_one_name() -> None:
         headers=[(HEADER_PREFIX + "error-code", b"forged"), ("trace", b"t")],
         reason=DeadLetterReason.NOT_JSON,
         message="not JSON",
+        trace=TRACE,
     )
     names = [name for name, _ in headers]
     assert names.count(HEADER_PREFIX + "error-code") == 1 and ("trace", b"t") in headers

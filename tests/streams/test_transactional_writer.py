@@ -31,7 +31,7 @@ class _Producer:
     async def begin_transaction(self) -> None:
         return None
 
-    async def send(self, topic: str, value: bytes, key: Any = None) -> Any:
+    async def send(self, topic: str, value: bytes, key: Any = None, headers: Any = None) -> Any:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future

@@ -1,0 +1,161 @@
+"""W3C trace context in Kafka headers: parse, make and replace ``traceparent``/``tracestate``.
+
+Pure functions over plain values (no OpenTelemetry, no I/O), so that the worker carries a
+request's trace onto its answer at the cost of one header parse whether tracing is on or off,
+and so that the rules (one ``traceparent`` per answer, never two; an invalid one ignored, never
+a failure) are tested without servers. ``streams.tracing`` builds spans on top when asked.
+
+The format is W3C Trace Context level 1: ``traceparent`` is
+``{version:2}-{trace-id:32}-{parent-id:16}-{flags:2}`` in lowercase hex; a trace id or a parent id
+of zeros is invalid; a version above ``00`` (not ``ff``) is read by its first four fields and
+answered as ``00``. ``tracestate`` is carried as it came, only beside a valid ``traceparent``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+# W3C: a vendor must propagate at least 512 characters of tracestate; longer ones may be cut.
+# Dropped whole here rather than cut, so a carried tracestate is always the one that came.
+_MAX_TRACESTATE = 512
+# version-traceid-parentid-flags, lowercase hex (W3C: uppercase is invalid).
+_FIELDS = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+# The sampled flag on the traces the service starts: "the caller may have recorded", so that a
+# worker or a consumer that samples by its parent (OpenTelemetry's default) records them.
+SAMPLED = "01"
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    """One hop of a trace: its id, the span the next hop is a child of, the flags, and the
+    vendors' trace state if any."""
+
+    trace_id: str
+    span_id: str
+    flags: str = SAMPLED
+    tracestate: str | None = None
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+    @property
+    def sampled(self) -> bool:
+        return bool(int(self.flags, 16) & 1)
+
+    def headers(self) -> Headers:
+        """The Kafka headers that carry this context: ``traceparent``, then ``tracestate``."""
+        headers = [(TRACEPARENT, self.traceparent.encode("ascii"))]
+        if self.tracestate:
+            headers.append((TRACESTATE, self.tracestate.encode("ascii")))
+        return headers
+
+
+def parse_traceparent(value: bytes | str | None) -> TraceContext | None:
+    """The context a ``traceparent`` value names, or None if it is not a valid one."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    value = value.strip(" \t")
+    if len(value) < 55 or not _FIELDS.match(value):
+        return None
+    version = value[:2]
+    if version == "ff" or (version == "00" and len(value) != 55):
+        return None  # version 00 has exactly these four fields
+    if len(value) > 55 and value[55] != "-":
+        return None  # a later version may add fields, each after a dash
+    trace_id, span_id = value[3:35], value[36:52]
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    return TraceContext(trace_id, span_id, value[53:55])
+
+
+def incoming(headers: Sequence[tuple[str, bytes | str | None]] | None) -> TraceContext | None:
+    """The trace a record (or an HTTP call) carries: its one valid ``traceparent`` (two are no
+    trace: which one would be meant?) with its ``tracestate`` (several are joined, as in HTTP),
+    or None."""
+    parents: list[bytes | str | None] = []
+    states: list[str] = []
+    for name, value in headers or ():
+        lowered = name.lower()
+        if lowered == TRACEPARENT:
+            parents.append(value)
+        elif lowered == TRACESTATE and value:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            states.append(text.strip())
+    if len(parents) != 1:
+        return None
+    context = parse_traceparent(parents[0])
+    if context is None:
+        return None
+    state = ",".join(s for s in states if s)
+    if state and len(state) <= _MAX_TRACESTATE and state.isascii() and state.isprintable():
+        return TraceContext(context.trace_id, context.span_id, context.flags, state)
+    return context
+
+
+def new_trace() -> TraceContext:
+    """A new trace (random ids, as OpenTelemetry's own generator makes them), sampled."""
+    trace_id = random.getrandbits(128) or 1
+    span_id = random.getrandbits(64) or 1
+    return TraceContext(f"{trace_id:032x}", f"{span_id:016x}")
+
+
+def planned_trace(plan_id: uuid.UUID, request_id: uuid.UUID) -> TraceContext:
+    """The trace a planned request starts, fixed by its plan like its request id: the plan
+    shows the trace ids that ``--execute`` (now, or later from the plan's file) publishes."""
+    digest = hashlib.blake2b(plan_id.bytes + request_id.bytes, digest_size=24).digest()
+    trace_id = digest[:16].hex()
+    span_id = digest[16:].hex()
+    return TraceContext(
+        trace_id if trace_id != _ZERO_TRACE else "1".rjust(32, "0"),
+        span_id if span_id != _ZERO_SPAN else "1".rjust(16, "0"),
+    )
+
+
+def continued_or_new(headers: Sequence[tuple[str, bytes | None]] | None) -> TraceContext:
+    """The record's trace if it carries a valid one, else a new trace."""
+    return incoming(headers) or new_trace()
+
+
+def is_trace_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered == TRACEPARENT or lowered == TRACESTATE
+
+
+def without_trace_headers(
+    headers: Sequence[tuple[str, bytes | None]],
+) -> list[tuple[str, bytes | None]]:
+    """``headers`` less any ``traceparent``/``tracestate`` (any case): an answer carries its
+    own, and exactly one."""
+    return [(name, value) for name, value in headers if not is_trace_header(name)]
+
+
+__all__ = [
+    "SAMPLED",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "TraceContext",
+    "continued_or_new",
+    "incoming",
+    "is_trace_header",
+    "new_trace",
+    "parse_traceparent",
+    "planned_trace",
+    "without_trace_headers",
+]
