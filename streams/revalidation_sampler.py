@@ -4,8 +4,9 @@ Each worker validates ``MIGRATOR_REVALIDATE_PER_S`` × (its share of the request
 users per second, so the cluster's load is the configured rate whatever the number of workers,
 alternating a recently migrated user and any migrated user. Mismatches are counted by check
 (``agents.core.revalidation_tally``), reported with the worker's status, and summed by ``stats``,
-``/metrics`` and the dashboard. It never repairs: ``migrator resync-redis --ids`` does, on an
-operator's word.
+``/metrics`` and the dashboard. A mismatch is counted only once confirmed under the user's row
+lock (``validate_user``): a batch in flight is not one. It never repairs: ``migrator
+resync-redis --ids`` does, on an operator's word.
 """
 
 from __future__ import annotations

@@ -55,8 +55,27 @@ class ValidationReport:
         }
 
 
-async def validate_user(pool: Pool, client: Client, user_id: str) -> ValidationReport:
-    rows = await postgres.validation_rows(pool, user_id)
+# How long a confirming read waits for a writer of the user (a batch holds its rows for one
+# transaction, well under a second unless PostgreSQL is in trouble).
+CONFIRM_WAIT_S = 10.0
+
+
+async def validate_user(
+    pool: Pool, client: Client, user_id: str, *, confirm_wait_s: float = CONFIRM_WAIT_S
+) -> ValidationReport:
+    """The user's state, checked. A first read takes no lock; a failed check is read again
+    holding the user's legacy row, and that second report is the answer. A batch writes Redis
+    before PostgreSQL commits (both under the row lock), so a lock-free read can land between
+    the two: a rollback's key already deleted, its session not yet. That is a write in flight,
+    not a mismatch, and it must not be reported as one (``UserBusy`` if the lock never comes)."""
+    report = await _checked(client, user_id, await postgres.validation_rows(pool, user_id))
+    if report.ok:
+        return report
+    async with postgres.user_held(pool, user_id, confirm_wait_s) as conn:
+        return await _checked(client, user_id, await postgres.validation_rows_on(conn, user_id))
+
+
+async def _checked(client: Client, user_id: str, rows: postgres.ValidationRows) -> ValidationReport:
     pointer, redis_doc = await redis_mirror.read_session(client, user_id)
     legacy_status = rows.legacy.status if rows.legacy is not None else None
     effect = rows.latest_effect

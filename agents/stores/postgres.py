@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple, TypeAlias
 from uuid import UUID
@@ -193,6 +193,28 @@ class ValidationRows(NamedTuple):
 async def validation_rows(pool: asyncpg.Pool, user_id: str) -> ValidationRows:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         return await validation_rows_on(conn, user_id)
+
+
+class UserBusy(StoreError):
+    """A user's legacy row stayed locked past the wait: a writer holds it (a batch, a repair)."""
+
+
+@asynccontextmanager
+async def user_held(pool: asyncpg.Pool, user_id: str, wait_s: float) -> AsyncIterator[Conn]:
+    """A connection holding a share lock on the user's legacy row, for reads that must not see
+    a writer halfway. Every writer of a user's session and mirror holds that row ``FOR UPDATE``
+    while it writes Redis and until PostgreSQL commits; the share lock waits for such a writer
+    to finish and keeps the next one out until the reads are done (reads block nobody else)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = {max(1, int(wait_s * 1000))}")
+        try:
+            await conn.execute(sql.query("share_legacy_row"), user_id)
+        except asyncpg.exceptions.LockNotAvailableError as exc:
+            raise UserBusy(
+                f"user {user_id!r} is being written (its legacy row stayed locked over"
+                f" {wait_s:g} s); try again"
+            ) from exc
+        yield conn
 
 
 async def validation_rows_on(conn: Conn, user_id: str) -> ValidationRows:

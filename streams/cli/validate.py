@@ -25,6 +25,7 @@ _STATE = {"migrated": "migrated", "rolled_back": "rolled back", "never_migrated"
 
 def _validate(args: argparse.Namespace) -> int:
     from agents.jobs.validation import UnknownUser, validate_user
+    from agents.stores.postgres import UserBusy
     from streams.connections import opened
 
     user_id = check_id(args.user_id, "USER_ID")
@@ -44,7 +45,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
-    except UnknownUser as exc:
+    except (UnknownUser, UserBusy) as exc:
         raise CliError(str(exc)) from None
 
 

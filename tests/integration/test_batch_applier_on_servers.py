@@ -196,6 +196,47 @@ async def test_migrate_validate_rollback_restores_the_exact_row(
     assert (report.state, report.ok) == ("rolled_back", True), report.as_dict()
 
 
+class HeldMirror(RedisMirror):
+    """The real mirror, whose batch then waits (rows locked, PostgreSQL not yet committed)
+    until the test lets it go: the moment a lock-free read sees Redis ahead of PostgreSQL."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(client)
+        self.written = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write_sessions(self, *args: Any, **kwargs: Any) -> None:
+        await super().write_sessions(*args, **kwargs)
+        self.written.set()
+        await self.release.wait()
+
+
+async def test_validate_waits_for_a_rollback_between_its_redis_write_and_its_commit(
+    core: BatchApplier, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    user = uid(unique, "v-inflight")
+    await insert_legacy(pool, user)
+    await core.apply([work(user)])
+    held = HeldMirror(redis_client)
+    rollback = asyncio.create_task(
+        BatchApplier(PostgresStore(pool), held, retry=FAST_RETRY).apply([work(user, "rollback")])
+    )
+    try:
+        await asyncio.wait_for(held.written.wait(), 10)
+        assert await redis_client.exists(redis_mirror.user_key(user)) == 0  # Redis is ahead
+        with pytest.raises(postgres.UserBusy, match="being written"):
+            await validate_user(pool, redis_client, user, confirm_wait_s=0.2)
+        validating = asyncio.create_task(validate_user(pool, redis_client, user))
+        await asyncio.sleep(0.3)
+        assert not validating.done()  # waiting for the batch's row lock
+    finally:
+        held.release.set()  # a failure above fails the test rather than hanging it
+    [rolled_back] = (await rollback).outcomes
+    report = await validating
+    assert rolled_back.outcome == "rolled_back"
+    assert (report.state, report.ok) == ("rolled_back", True), report.as_dict()
+
+
 async def test_validate_knows_never_migrated_rolled_back_drift_and_unknown_users(
     core: BatchApplier, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
 ) -> None:
