@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from streams import span_export, tracing
+from streams import traced
 from streams.codecs import Consumed, Origin
 from streams.settings import Settings
 from streams.span_export import (
@@ -149,9 +149,9 @@ def test_a_request_span_says_what_the_sdk_would_have_said() -> None:
     """The same span made through the SDK (the console and fallback path) and encoded by the
     OTLP exporter's encoder: equal but for the W3C flags, which the SDK's encoder leaves out."""
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=RESOURCE, id_generator=tracing._PlannedIds())  # type: ignore[arg-type]
+    provider = TracerProvider(resource=RESOURCE, id_generator=traced._PlannedIds())  # type: ignore[arg-type]
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.Traced(provider).requests_out(_batch("Fenced: no"))
+    traced.Traced(provider).requests_out(_batch("Fenced: no"))
     sdk = ExportTraceServiceRequest.FromString(
         encode_spans(exporter.get_finished_spans()).SerializeToString()
     )
@@ -234,7 +234,7 @@ def test_batches_larger_than_the_queue_are_warned_of_at_start(
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "50")
-    with caplog.at_level(logging.WARNING, "streams.tracing"):
+    with caplog.at_level(logging.WARNING, "streams.traced"):
         new_tracing(Settings(batch_size=500), sender=Kept()).shutdown()
         assert "MIGRATOR_BATCH_SIZE=500 exceeds OTEL_BSP_MAX_QUEUE_SIZE=100" in caplog.text
         caplog.clear()
@@ -329,8 +329,8 @@ def test_spans_reach_an_otlp_http_receiver_by_either_route(
     """``client``: bytes encoded here, POSTed by the exporter's client; ``sdk``: this exporter
     version has no such route, so request spans are made through the SDK (said once)."""
     if route == "sdk":
-        monkeypatch.setattr(span_export, "private_post", lambda exporter: None)
-    with caplog.at_level(logging.WARNING, "streams.tracing"):
+        monkeypatch.setattr(traced, "private_post", lambda exporter: None)
+    with caplog.at_level(logging.WARNING, "streams.traced"):
         worker = new_tracing(Settings(tracing="otlp"))
     assert ("request spans go through the SDK" in caplog.text) == (route == "sdk")
     with worker.batch([_record(5, [("traceparent", PARENT.encode())])], 0) as trace:
