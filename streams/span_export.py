@@ -288,9 +288,10 @@ class SpanExport(SpanProcessor):
     processor) and the request spans (``put_requests``).
 
     Like the SDK's batch span processor: the thread exports when ``max_export_batch_size`` spans
-    are waiting or ``schedule_delay`` has passed; a span that finds the queue full is dropped
-    (counted in ``dropped``, said once in the log), never waited for; ``shutdown`` exports what is
-    queued, for at most the export timeout. Encoding happens in the thread, off the event loop.
+    are waiting or ``schedule_delay`` has passed; a span that finds the queue full is dropped,
+    never waited for (the worker must not slow down for its tracing): the first drop is logged,
+    the rest counted (``dropped``) and totalled at ``shutdown``, which exports what is queued,
+    for at most the export timeout. Encoding happens in the thread, off the event loop.
     """
 
     def __init__(
@@ -329,6 +330,8 @@ class SpanExport(SpanProcessor):
             log.warning(
                 "tracing: %d spans not exported within OTEL_BSP_EXPORT_TIMEOUT", self._queued
             )
+        if self.dropped:
+            log.warning("tracing: %d spans were dropped (the export queue was full)", self.dropped)
         self._sender.close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
