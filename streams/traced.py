@@ -19,9 +19,9 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -95,11 +95,12 @@ class _SpanBatch:
         self._spans: list[RequestSpan] = []  # of the requests the sampler keeps
         self.contexts = []
         should_sample = traced.sampler.should_sample
+        parent_context = traced.parent_context
         root = Context()
         consumer = SpanKind.CONSUMER
         for record in records:
             parent = incoming(record.headers)
-            context = root if parent is None else _remote(parent)
+            context = root if parent is None else parent_context(parent)
             trace_id = random.getrandbits(128) or 1 if parent is None else int(parent.trace_id, 16)
             span_id = random.getrandbits(64) or 1
             decision = should_sample(context, trace_id, REQUEST_SPAN, consumer).decision
@@ -185,6 +186,31 @@ def _remote(parent: TraceContext) -> Context:
     return set_span_in_context(NonRecordingSpan(remote))
 
 
+class _ParentContexts:
+    """The context a sampler is given for a record's remote parent.
+
+    The SDK's own samplers (every one ``OTEL_TRACES_SAMPLER`` names, but for plugins) decide by
+    the parent's flags and remoteness and by the trace id, never by the parent's span id: for
+    them one context per flags value stands for every parent, which saves making one per record
+    (about 1.2 µs, a fifth of what tracing adds to a record before its span is encoded). Any
+    other sampler is given each record's own parent.
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        self._shared = type(sampler).__module__ == sampling.__name__
+        self._by_flags: dict[str, Context] = {}
+
+    def of(self, parent: TraceContext) -> Context:
+        if not self._shared:
+            return _remote(parent)
+        context = self._by_flags.get(parent.flags)
+        if context is None:
+            context = self._by_flags[parent.flags] = _remote(
+                TraceContext(parent.trace_id, parent.span_id, parent.flags)
+            )
+        return context
+
+
 class _PlannedIds:
     """The SDK's id generator for request spans whose ids were chosen before they were made
     (their answers carry them): ``next`` is taken by the next span made; random ids otherwise,
@@ -243,6 +269,7 @@ class Traced:
     ) -> None:
         self.provider = provider
         self.sampler = provider.sampler
+        self.parent_context = _ParentContexts(self.sampler).of
         self.tracer = provider.get_tracer(SCOPE)
         ids = provider.id_generator
         assert isinstance(ids, _PlannedIds)

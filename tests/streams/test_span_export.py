@@ -19,6 +19,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import get_current_span
 
 from streams import traced
 from streams.codecs import Consumed, Origin
@@ -31,7 +39,7 @@ from streams.span_export import (
     SpanExport,
 )
 from streams.stack.ports import free_port
-from streams.trace_context import TraceContext
+from streams.trace_context import TraceContext, new_trace
 from streams.tracing import (
     BATCH_SPAN,
     KAFKA_SPAN,
@@ -311,6 +319,33 @@ def test_a_failed_batch_marks_its_spans_failed_and_ends_them() -> None:
     assert sorted(span.name for span in finished) == sorted({REQUEST_SPAN, BATCH_SPAN, KAFKA_SPAN})
     assert all(span.status.code == PbStatus.STATUS_CODE_ERROR for span in finished)
     assert all(span.end_time_unix_nano for span in finished)
+
+
+def test_the_sdk_s_samplers_decide_by_the_parent_s_flags_others_by_the_parent_itself() -> None:
+    class Plugin(Sampler):
+        """A sampler from elsewhere: it may read anything of the parent."""
+
+        def should_sample(
+            self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any
+        ) -> SamplingResult:
+            if name == REQUEST_SPAN:
+                seen.append(get_current_span(parent_context).get_span_context().span_id)
+            return SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self) -> str:
+            return "plugin"
+
+    seen: list[int] = []
+    parents = [new_trace(), TraceContext(TRACE_ID, "00f067aa0ba902b7", "00"), new_trace()]
+    records = [_record(n, parent.headers()) for n, parent in enumerate(parents)]
+    for sampler, flags in (
+        (Plugin(), ["01", "01", "01"]),
+        (ParentBased(ALWAYS_ON), ["01", "00", "01"]),
+    ):
+        provider = TracerProvider(sampler=sampler, id_generator=traced._PlannedIds())  # type: ignore[arg-type]
+        batch = traced.Traced(provider, lambda spans: None).batch(records, 0)
+        assert [context.flags for context in batch.contexts] == flags
+    assert seen == [int(parent.span_id, 16) for parent in parents]
 
 
 @pytest.fixture
