@@ -70,9 +70,13 @@ def _tag(number: int, wire_type: int) -> bytes:
     return _varint(number << 3 | wire_type)
 
 
+# The tags of length-delimited fields by number (every field OTLP spans use is below 16).
+_DELIMITED_TAGS = [_tag(number, 2) for number in range(16)]
+
+
 def _delimited(number: int, payload: bytes) -> bytes:
     """Field ``number`` holding ``payload`` (a string, bytes or a message)."""
-    return _tag(number, 2) + _varint(len(payload)) + payload
+    return _DELIMITED_TAGS[number] + _varint(len(payload)) + payload
 
 
 def _fixed32(number: int, value: int) -> bytes:
