@@ -217,8 +217,8 @@ class RequestSpanEncoder:
 class Sender(Protocol):
     """Where encoded export requests go."""
 
-    def send(self, body: bytes) -> bool:
-        """POST one ``ExportTraceServiceRequest``; False if it was not accepted."""
+    def send(self, body: bytes) -> None:
+        """POST one ``ExportTraceServiceRequest`` (a failure is the sender's to report)."""
         ...
 
     def close(self) -> None: ...
@@ -229,15 +229,16 @@ class OtlpHttpSender:
 
     The exporter (1.45) has no public method taking encoded bytes: its ``export`` takes SDK
     spans and encodes them itself. Its client's ``export(bytes)`` is private, so it is looked up
-    once, at start (``otlp_http_sender``), and request spans go through the SDK when it is gone.
+    once, at start (``private_post``), and request spans go through the SDK when it is gone. The
+    client retries and logs a failed export itself.
     """
 
     def __init__(self, exporter: OTLPSpanExporter, post: Callable[[bytes], Any]) -> None:
         self._close: Callable[[], object] = exporter.shutdown
         self._post = post
 
-    def send(self, body: bytes) -> bool:
-        return bool(self._post(body).success)
+    def send(self, body: bytes) -> None:
+        self._post(body)
 
     def close(self) -> None:
         self._close()
@@ -351,13 +352,13 @@ class SpanExport(SpanProcessor):
             full = self._queued + count > self.limits.max_queue_size
             if full:
                 self.dropped += count
-                first = self.dropped == count
             else:
                 self._items.append(item)
                 self._queued += count
                 if self._queued >= self.limits.max_export_batch_size:
                     self._changed.notify_all()
-        if full and first:
+            first_drop = full and self.dropped == count
+        if first_drop:
             log.warning(
                 "tracing: spans dropped, the export queue is full (OTEL_BSP_MAX_QUEUE_SIZE=%d); "
                 "further drops are counted, not logged",
@@ -403,7 +404,7 @@ class SpanExport(SpanProcessor):
         encode = self._encoder.encode
         body += b"".join(encode(item) for item in taken if isinstance(item, RequestSpans))
         try:
-            self._sender.send(body)  # a failure is logged by the exporter's client
+            self._sender.send(body)
         except Exception:  # the thread must outlive any one export
             log.exception("tracing: an export failed")
         with self._changed:
