@@ -40,6 +40,7 @@ from schemas.events import Rejection
 from streams.codecs import Answer, Consumed
 from streams.settings import Settings
 from streams.span_export import (
+    ExportLimits,
     OtlpHttpSender,
     RequestSpan,
     RequestSpanEncoder,
@@ -323,15 +324,15 @@ def new_traced(settings: Settings, sender: Sender | None) -> Traced:
         id_generator=_PlannedIds(),  # type: ignore[arg-type]  # an IdGenerator by its methods
     )
     log.info("tracing on: %s exporter", settings.tracing)
+    limits = ExportLimits.from_env()
+    _warn_if_batches_overflow(settings, limits.max_queue_size)
     if sender is None and settings.tracing == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         return Traced(provider)
-
     if sender is None:
         sender = _otlp_sender(provider)
         if sender is None:
             return Traced(provider)
-    export = SpanExport(sender, RequestSpanEncoder(resource, SCOPE, REQUEST_SPAN))
+    export = SpanExport(sender, RequestSpanEncoder(resource, SCOPE, REQUEST_SPAN), limits)
     provider.add_span_processor(export)
-    _warn_if_batches_overflow(settings, export.limits.max_queue_size)
     return Traced(provider, export.put_requests)
