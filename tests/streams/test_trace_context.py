@@ -1,5 +1,5 @@
-"""W3C trace context in Kafka headers: parsing, one traceparent per answer, and the spans the
-worker makes of a batch (in memory, no servers)."""
+"""W3C trace context in Kafka headers: parsing, one traceparent per answer, and when tracing is
+on (the spans themselves: ``test_span_export``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 
 from agents.core.decide import Work
 from agents.core.outcomes import failed_outcome
@@ -27,15 +24,7 @@ from streams.trace_context import (
     planned_trace,
     without_trace_headers,
 )
-from streams.tracing import (
-    BATCH_SPAN,
-    KAFKA_SPAN,
-    POSTGRES_SPAN,
-    REDIS_SPAN,
-    REQUEST_SPAN,
-    Untraced,
-    new_tracing,
-)
+from streams.tracing import Untraced
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -195,57 +184,3 @@ def test_tracing_off_loads_no_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-async def test_each_request_span_continues_its_trace_and_links_to_the_batch_s_stages() -> None:
-    exporter = InMemorySpanExporter()
-    tracing = new_tracing(Settings(), processor=SimpleSpanProcessor(exporter))
-    records = [
-        _record(1, b"{}", [("traceparent", PARENT.encode()), ("tracestate", b"v=1")]),
-        _record(2, b"{}", [("traceparent", b"invalid")]),
-    ]
-    with tracing.batch(records, 0) as trace:
-        with tracing.stage(POSTGRES_SPAN), tracing.stage(REDIS_SPAN):
-            pass
-        with trace.stage(KAFKA_SPAN):
-            pass
-        contexts = trace.contexts
-    # Outside a batch, a stage is nothing.
-    with tracing.stage(POSTGRES_SPAN):
-        pass
-    tracing.shutdown()
-    spans = {span.name: span for span in exporter.get_finished_spans() if span.name != REQUEST_SPAN}
-    requests = [span for span in exporter.get_finished_spans() if span.name == REQUEST_SPAN]
-    assert set(spans) == {BATCH_SPAN, POSTGRES_SPAN, REDIS_SPAN, KAFKA_SPAN}
-    assert len(requests) == 2 and all(r.kind is SpanKind.CONSUMER for r in requests)
-    continued, started = requests
-    # The first continues the record's trace, a child of its traceparent's span.
-    assert f"{continued.context.trace_id:032x}" == TRACE_ID
-    assert continued.parent is not None and f"{continued.parent.span_id:016x}" == "00f067aa0ba902b7"
-    # The second had an invalid one: a trace of its own, started here.
-    assert started.parent is None and f"{started.context.trace_id:032x}" != TRACE_ID
-    # What each answer carries: the request span's own context (and the tracestate).
-    for span, context in zip(requests, contexts, strict=True):
-        assert context.trace_id == f"{span.context.trace_id:032x}"
-        assert context.span_id == f"{span.context.span_id:016x}"
-    assert contexts[0].tracestate == "v=1" and contexts[1].tracestate is None
-    # Links to every stage, and the stages' own tree: Redis inside PostgreSQL, both in the batch.
-    stages = {spans[name].context.span_id for name in (POSTGRES_SPAN, REDIS_SPAN, KAFKA_SPAN)}
-    for request in requests:
-        assert {link.context.span_id for link in request.links} == stages
-    batch = spans[BATCH_SPAN].context
-    assert spans[POSTGRES_SPAN].parent.span_id == batch.span_id  # type: ignore[union-attr]
-    assert spans[KAFKA_SPAN].parent.span_id == batch.span_id  # type: ignore[union-attr]
-    assert spans[REDIS_SPAN].parent.span_id == spans[POSTGRES_SPAN].context.span_id  # type: ignore[union-attr]
-
-
-async def test_a_failed_batch_marks_its_spans_failed_and_ends_them() -> None:
-    exporter = InMemorySpanExporter()
-    tracing = new_tracing(Settings(), processor=SimpleSpanProcessor(exporter))
-    with pytest.raises(RuntimeError), tracing.batch([_record(1, b"{}", [])], 0) as trace:
-        with trace.stage(KAFKA_SPAN):
-            raise RuntimeError("fenced")
-    tracing.shutdown()
-    finished = exporter.get_finished_spans()
-    assert {span.name for span in finished} == {REQUEST_SPAN, BATCH_SPAN, KAFKA_SPAN}
-    assert all(not span.status.is_ok for span in finished)

@@ -1,0 +1,424 @@
+"""Request spans written straight to OTLP protobuf, and the one thread that exports every span.
+
+Why: a request span made through the OpenTelemetry SDK cost the worker about 52 µs (the span
+object, its links and attributes, the batch span processor, the exporter's protobuf encoding),
+about 18 % of a flood's throughput with every request traced. A request span always has the same
+shape (one name, kind consumer, its batch's start and end, a few attributes, links to its batch's
+stage spans), so it is kept as plain values (``RequestSpans``) and written to the OTLP wire
+format by hand (``RequestSpanEncoder``), a few µs a span.
+
+The SDK still makes a batch's own spans, a handful per batch. They and the request spans share
+one bounded queue and one background thread (``SpanExport``): one queue bound
+(``OTEL_BSP_MAX_QUEUE_SIZE``) for all spans, and one HTTP connection, never two racing exports.
+The POST is the OTLP/HTTP exporter's own client (``OtlpHttpSender``), so endpoint, headers,
+compression, timeout and retries follow the standard ``OTEL_EXPORTER_OTLP_*`` variables.
+
+Only imported when tracing is on (it loads the SDK).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+from streams.trace_context import TraceContext
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Span
+
+log = logging.getLogger(__name__)
+
+# OTLP's span flags: the low byte is the W3C trace flags; the context's remoteness is said too.
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
+_SPAN_KIND_CONSUMER = 5
+_STATUS_CODE_ERROR = 2
+_U64 = (1 << 64) - 1
+
+
+# The protobuf wire format, as much of it as OTLP spans need: varints, length-delimited fields,
+# fixed-width integers. Tags are written as constants where the field is fixed.
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
+
+
+def _tag(number: int, wire_type: int) -> bytes:
+    return _varint(number << 3 | wire_type)
+
+
+# The tags of length-delimited fields by number (every field OTLP spans use is below 16).
+_DELIMITED_TAGS = [_tag(number, 2) for number in range(16)]
+
+
+def _delimited(number: int, payload: bytes) -> bytes:
+    """Field ``number`` holding ``payload`` (a string, bytes or a message)."""
+    return _DELIMITED_TAGS[number] + _varint(len(payload)) + payload
+
+
+def _fixed32(number: int, value: int) -> bytes:
+    return _tag(number, 5) + struct.pack("<I", value)
+
+
+def _fixed64(number: int, value: int) -> bytes:
+    return _tag(number, 1) + struct.pack("<Q", value)
+
+
+def _any_value(value: object) -> bytes:
+    """An ``AnyValue``: every type an OpenTelemetry attribute (or a resource's) may have."""
+    if isinstance(value, bool):  # before int: a bool is an int
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _delimited(1, value.encode())
+    if isinstance(value, int):
+        return b"\x18" + _varint(value & _U64)  # int64: negatives as two's complement
+    if isinstance(value, float):
+        return b"\x21" + struct.pack("<d", value)
+    if isinstance(value, bytes):
+        return _delimited(7, value)
+    if isinstance(value, Mapping):
+        return _delimited(6, _attributes(1, value))
+    if isinstance(value, Sequence):
+        return _delimited(5, b"".join(_delimited(1, _any_value(item)) for item in value))
+    return b""  # None: an empty value
+
+
+def _key_value(key: str, value: object) -> bytes:
+    return _delimited(1, key.encode()) + _delimited(2, _any_value(value))
+
+
+def _attributes(number: int, attributes: Mapping[str, object]) -> bytes:
+    return b"".join(_delimited(number, _key_value(k, v)) for k, v in attributes.items())
+
+
+@dataclass(slots=True)
+class RequestSpan:
+    """One request span as plain values; its ids were planned when its batch began (its answer
+    carries them), and its attributes are filled in as the batch goes."""
+
+    trace_id: int
+    span_id: int
+    parent: TraceContext | None  # the record's traceparent: None makes the span a trace's root
+    attributes: dict[str, str | int | bool]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpans:
+    """A batch's request spans: what they share (times, links, status), said once."""
+
+    start_ns: int
+    end_ns: int
+    # (trace id, span id, W3C trace flags) of each stage span of the batch.
+    links: tuple[tuple[int, int, int], ...]
+    error: str | None  # the batch failed: every request span says why
+    spans: Sequence[RequestSpan]
+
+    def parts(self, most: int) -> Iterator[RequestSpans]:
+        """The spans in slices of at most ``most``: an export never exceeds its batch size."""
+        if len(self.spans) <= most:
+            yield self
+            return
+        for start in range(0, len(self.spans), most):
+            part = self.spans[start : start + most]
+            yield RequestSpans(self.start_ns, self.end_ns, self.links, self.error, part)
+
+
+class RequestSpanEncoder:
+    """Writes ``RequestSpans`` as one OTLP ``ExportTraceServiceRequest``.
+
+    What every span of the process shares (resource, scope, name, kind) is encoded once, here;
+    what a batch's spans share (times, links, status) once per batch; per span only its ids, its
+    parent and its attributes. Requests of several encodings concatenated are still one valid
+    request (protobuf merges repeated fields), so an export POSTs them together.
+    """
+
+    def __init__(self, resource: Resource, scope: str, span_name: str) -> None:
+        resource_attributes = _attributes(1, resource.attributes)
+        self._resource = _delimited(1, resource_attributes)
+        self._resource_schema = (
+            _delimited(3, resource.schema_url.encode()) if resource.schema_url else b""
+        )
+        self._scope = _delimited(1, _delimited(1, scope.encode()))
+        self._name_and_kind = (
+            _delimited(5, span_name.encode()) + b"\x30" + _varint(_SPAN_KIND_CONSUMER)
+        )
+        self._keys: dict[str, bytes] = {}
+
+    def encode(self, batch: RequestSpans) -> bytes:
+        shared = self._shared(batch)
+        spans = b"".join(_delimited(2, self._span(span, shared)) for span in batch.spans)
+        scope_spans = _delimited(2, self._scope + spans)
+        return _delimited(1, self._resource + scope_spans + self._resource_schema)
+
+    def _shared(self, batch: RequestSpans) -> tuple[bytes, bytes]:
+        """What every span of the batch carries, before and after its attributes."""
+        times = _fixed64(7, batch.start_ns) + _fixed64(8, batch.end_ns)
+        links = b"".join(
+            _delimited(
+                13,
+                b"\x0a\x10"
+                + trace_id.to_bytes(16, "big")
+                + b"\x12\x08"
+                + span_id.to_bytes(8, "big")
+                + _fixed32(6, _HAS_IS_REMOTE | flags),
+            )
+            for trace_id, span_id, flags in batch.links
+        )
+        status = b""
+        if batch.error is not None:
+            status = _delimited(15, _delimited(2, batch.error.encode()) + b"\x18\x02")
+        return self._name_and_kind + times, links + status
+
+    def _span(self, span: RequestSpan, shared: tuple[bytes, bytes]) -> bytes:
+        parent = span.parent
+        parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08"]
+        parts.append(span.span_id.to_bytes(8, "big"))
+        if parent is None:
+            flags = b"\x85\x01\x01\x01\x00\x00"  # field 16, fixed32 0x101: sampled, local parent
+        else:
+            if parent.tracestate:
+                parts.append(_delimited(3, parent.tracestate.encode()))
+            parts += (b"\x22\x08", bytes.fromhex(parent.span_id))
+            flags = b"\x85\x01\x01\x03\x00\x00"  # 0x301: sampled, remote parent
+        parts.append(shared[0])
+        keys = self._keys
+        for key, value in span.attributes.items():
+            encoded_key = keys.get(key)
+            if encoded_key is None:
+                encoded_key = keys[key] = _delimited(1, key.encode())
+            parts.append(_delimited(9, encoded_key + _delimited(2, _any_value(value))))
+        parts += (shared[1], flags)
+        return b"".join(parts)
+
+
+class Sender(Protocol):
+    """Where encoded export requests go."""
+
+    def send(self, body: bytes) -> None:
+        """POST one ``ExportTraceServiceRequest`` (a failure is the sender's to report)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class OtlpHttpSender:
+    """The OTLP/HTTP exporter's own HTTP client, given bytes already encoded.
+
+    The exporter (1.45) has no public method taking encoded bytes: its ``export`` takes SDK
+    spans and encodes them itself. Its client's ``export(bytes)`` is private, so it is looked up
+    once, at start (``private_post``), and request spans go through the SDK when it is gone. The
+    client retries and logs a failed export itself.
+    """
+
+    def __init__(self, exporter: OTLPSpanExporter, post: Callable[[bytes], Any]) -> None:
+        self._close: Callable[[], object] = exporter.shutdown
+        self._post = post
+
+    def send(self, body: bytes) -> None:
+        self._post(body)
+
+    def close(self) -> None:
+        self._close()
+
+
+def private_post(exporter: OTLPSpanExporter) -> Callable[[bytes], Any] | None:
+    """The exporter's client's method that POSTs encoded bytes, if this version has it."""
+    post = getattr(getattr(exporter, "_client", None), "export", None)
+    return post if callable(post) else None
+
+
+@dataclass(frozen=True)
+class ExportLimits:
+    """The batch span processor's standard variables, honoured by ``SpanExport``."""
+
+    max_queue_size: int = 2048
+    schedule_delay_s: float = 5.0
+    max_export_batch_size: int = 512
+    export_timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> ExportLimits:
+        """From ``OTEL_BSP_*``; a value that is not a positive integer is reported and its
+        default used, as the SDK does."""
+        queue = _positive(env, "OTEL_BSP_MAX_QUEUE_SIZE", cls.max_queue_size)
+        return cls(
+            max_queue_size=queue,
+            schedule_delay_s=_positive(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
+            max_export_batch_size=min(
+                queue, _positive(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", cls.max_export_batch_size)
+            ),
+            export_timeout_s=_positive(env, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000,
+        )
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value > 0:
+        return value
+    log.warning("%s=%r is not a positive integer: %d is used", name, raw, default)
+    return default
+
+
+class SpanExport(SpanProcessor):
+    """One bounded queue and one thread for all the worker's spans: the SDK's (as its span
+    processor) and the request spans (``put_requests``).
+
+    Like the SDK's batch span processor: the thread exports when ``max_export_batch_size`` spans
+    are waiting or ``schedule_delay`` has passed; a span that finds the queue full is dropped,
+    never waited for (the worker must not slow down for its tracing): the first drop is logged,
+    the rest counted (``dropped``) and totalled at ``shutdown``, which exports what is queued,
+    for at most the export timeout. Encoding happens in the thread, off the event loop.
+    """
+
+    def __init__(
+        self, sender: Sender, encoder: RequestSpanEncoder, limits: ExportLimits | None = None
+    ) -> None:
+        self._sender = sender
+        self._encoder = encoder
+        self.limits = limits or ExportLimits.from_env()
+        self._items: deque[ReadableSpan | RequestSpans] = deque()
+        self._queued = 0  # spans in ``_items``
+        self._exporting = 0  # spans taken and not yet sent
+        self._flush_now = False
+        self._stopping = False
+        self._changed = threading.Condition()
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="span-export", daemon=True)
+        self._thread.start()
+
+    def put_requests(self, batch: RequestSpans) -> None:
+        for part in batch.parts(self.limits.max_export_batch_size):
+            self._put(part, len(part.spans))
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is not None and span.context.trace_flags.sampled:
+            self._put(span, 1)
+
+    def shutdown(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        self._thread.join(self.limits.export_timeout_s)
+        if self._thread.is_alive():
+            log.warning(
+                "tracing: %d spans not exported within OTEL_BSP_EXPORT_TIMEOUT", self._queued
+            )
+        if self.dropped:
+            log.warning("tracing: %d spans were dropped (the export queue was full)", self.dropped)
+        self._sender.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        with self._changed:
+            self._flush_now = True
+            self._changed.notify_all()
+            return self._changed.wait_for(
+                lambda: self._queued + self._exporting == 0, timeout_millis / 1000
+            )
+
+    def _put(self, item: ReadableSpan | RequestSpans, count: int) -> None:
+        with self._changed:
+            full = self._queued + count > self.limits.max_queue_size
+            if full:
+                self.dropped += count
+            else:
+                self._items.append(item)
+                self._queued += count
+                if self._queued >= self.limits.max_export_batch_size:
+                    self._changed.notify_all()
+            first_drop = full and self.dropped == count
+        if first_drop:
+            log.warning(
+                "tracing: spans dropped, the export queue is full (OTEL_BSP_MAX_QUEUE_SIZE=%d); "
+                "further drops are counted, not logged",
+                self.limits.max_queue_size,
+            )
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(self._due, self.limits.schedule_delay_s)
+                taken = self._take()
+                stopping = self._stopping
+            if taken:
+                self._export(taken)
+            elif stopping:
+                return
+
+    def _due(self) -> bool:
+        return (
+            self._stopping or self._flush_now or self._queued >= self.limits.max_export_batch_size
+        )
+
+    def _take(self) -> list[ReadableSpan | RequestSpans]:
+        """Queued items up to one export's worth of spans (called holding the lock)."""
+        taken: list[ReadableSpan | RequestSpans] = []
+        spans = 0
+        while self._items:
+            item = self._items[0]
+            count = len(item.spans) if isinstance(item, RequestSpans) else 1
+            if taken and spans + count > self.limits.max_export_batch_size:
+                break
+            taken.append(self._items.popleft())
+            spans += count
+        self._queued -= spans
+        self._exporting = spans
+        if not self._items:
+            self._flush_now = False
+        return taken
+
+    def _export(self, taken: list[ReadableSpan | RequestSpans]) -> None:
+        sdk_spans = [item for item in taken if isinstance(item, ReadableSpan)]
+        body = encode_spans(sdk_spans).SerializePartialToString() if sdk_spans else b""
+        encode = self._encoder.encode
+        body += b"".join(encode(item) for item in taken if isinstance(item, RequestSpans))
+        try:
+            self._sender.send(body)
+        except Exception:  # the thread must outlive any one export
+            log.exception("tracing: an export failed")
+        with self._changed:
+            self._exporting = 0
+            self._changed.notify_all()
+
+
+__all__ = [
+    "ExportLimits",
+    "OtlpHttpSender",
+    "RequestSpan",
+    "RequestSpanEncoder",
+    "RequestSpans",
+    "Sender",
+    "SpanExport",
+    "private_post",
+]

@@ -1,0 +1,408 @@
+"""The worker's spans as exported: request spans written to OTLP protobuf by hand, decoded here
+with the generated OTLP classes, and the one queue and thread that export every span."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status as PbStatus
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import get_current_span
+
+from streams import traced
+from streams.codecs import Consumed, Origin
+from streams.settings import Settings
+from streams.span_export import (
+    ExportLimits,
+    RequestSpan,
+    RequestSpanEncoder,
+    RequestSpans,
+    SpanExport,
+)
+from streams.stack.ports import free_port
+from streams.trace_context import TraceContext, new_trace
+from streams.tracing import (
+    BATCH_SPAN,
+    KAFKA_SPAN,
+    POSTGRES_SPAN,
+    REDIS_SPAN,
+    REQUEST_SPAN,
+    SCOPE,
+    new_tracing,
+)
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+from otlp_receiver import OtlpReceiver  # noqa: E402
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+RESOURCE = Resource(
+    {"service.name": "svc", "n": -3, "on": True, "ratio": 0.5, "list": ["a", "b"]},
+    "https://schema/1",
+)
+
+
+class Kept:
+    """A sender that keeps what it is given (and can hold the export thread up)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.closed = False
+        self.go = threading.Event()
+        self.go.set()
+
+    def send(self, body: bytes) -> None:
+        self.go.wait(10)
+        self.bodies.append(body)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def requests(self) -> list[ExportTraceServiceRequest]:
+        return [ExportTraceServiceRequest.FromString(body) for body in self.bodies]
+
+    def spans(self) -> list[PbSpan]:
+        return [
+            span
+            for request in self.requests()
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
+
+
+def _value(any_value: Any) -> Any:
+    kind = any_value.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(_value(v) for v in any_value.array_value.values)
+    return getattr(any_value, kind)
+
+
+def _attributes(pairs: Any) -> dict[str, Any]:
+    return {pair.key: _value(pair.value) for pair in pairs}
+
+
+def _batch(error: str | None = None) -> RequestSpans:
+    root = RequestSpan(0xA1 << 100, 0xB2, None, {"migrator.answer": "migrated", "n": 7})
+    continued = RequestSpan(
+        int(TRACE_ID, 16),
+        0xC3,
+        TraceContext(TRACE_ID, "00f067aa0ba902b7", "01", "v=1"),
+        {"migrator.answer": "dead_letter", "migrator.published": False, "big": 2**62},
+    )
+    links = ((0xD4, 0xE5, 1), (0xD4, 0xF6, 1))
+    return RequestSpans(
+        1_700_000_000_000_000_001, 1_700_000_000_500_000_002, links, error, [root, continued]
+    )
+
+
+def test_a_request_span_decodes_field_by_field() -> None:
+    body = RequestSpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN).encode(_batch("Fenced: no"))
+    (resource_spans,) = ExportTraceServiceRequest.FromString(body).resource_spans
+    assert _attributes(resource_spans.resource.attributes) == dict(RESOURCE.attributes)
+    assert resource_spans.schema_url == "https://schema/1"
+    (scope_spans,) = resource_spans.scope_spans
+    assert scope_spans.scope.name == SCOPE and scope_spans.scope.version == ""
+    root, continued = scope_spans.spans
+    for span in (root, continued):
+        assert span.name == REQUEST_SPAN and span.kind == PbSpan.SPAN_KIND_CONSUMER
+        assert span.start_time_unix_nano == 1_700_000_000_000_000_001
+        assert span.end_time_unix_nano == 1_700_000_000_500_000_002
+        assert [(k.trace_id.hex(), k.span_id.hex(), k.flags) for k in span.links] == [
+            (f"{0xD4:032x}", f"{0xE5:016x}", 0x101),
+            (f"{0xD4:032x}", f"{0xF6:016x}", 0x101),
+        ]
+        assert span.status.code == PbStatus.STATUS_CODE_ERROR
+        assert span.status.message == "Fenced: no"
+        assert not span.events and not span.dropped_attributes_count
+    assert root.trace_id == (0xA1 << 100).to_bytes(16, "big")
+    assert root.span_id.hex() == f"{0xB2:016x}"
+    assert root.parent_span_id == b"" and root.trace_state == ""
+    assert root.flags == 0x101  # sampled; its parent (none) is not remote
+    assert _attributes(root.attributes) == {"migrator.answer": "migrated", "n": 7}
+    assert continued.trace_id.hex() == TRACE_ID and continued.span_id.hex() == f"{0xC3:016x}"
+    assert continued.parent_span_id.hex() == "00f067aa0ba902b7"
+    assert continued.trace_state == "v=1"
+    assert continued.flags == 0x301  # sampled, child of a remote parent
+    assert _attributes(continued.attributes) == {
+        "migrator.answer": "dead_letter",
+        "migrator.published": False,
+        "big": 2**62,
+    }
+
+
+def test_a_request_span_says_what_the_sdk_would_have_said() -> None:
+    """The same span made through the SDK (the console and fallback path) and encoded by the
+    OTLP exporter's encoder: equal but for the W3C flags, which the SDK's encoder leaves out."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE, id_generator=traced._PlannedIds())  # type: ignore[arg-type]
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traced.Traced(provider).requests_out(_batch("Fenced: no"))
+    sdk = ExportTraceServiceRequest.FromString(
+        encode_spans(exporter.get_finished_spans()).SerializeToString()
+    )
+    ours = ExportTraceServiceRequest.FromString(
+        RequestSpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN).encode(_batch("Fenced: no"))
+    )
+    for request in (sdk, ours):
+        for span in request.resource_spans[0].scope_spans[0].spans:
+            span.flags &= ~0xFF
+            for link in span.links:
+                link.flags &= ~0xFF
+    assert ours == sdk
+
+
+def test_a_batch_larger_than_an_export_is_exported_in_parts() -> None:
+    kept = Kept()
+    export = SpanExport(kept, _encoder(), ExportLimits(10, 60, 2, 5))
+    spans = [RequestSpan(n + 1, n + 1, None, {}) for n in range(5)]
+    export.put_requests(RequestSpans(1, 2, (), None, spans))
+    export.shutdown()
+    assert [len(_spans_of(body)) for body in kept.bodies] == [2, 2, 1]
+    assert sorted(span.span_id[-1] for span in kept.spans()) == [1, 2, 3, 4, 5]
+
+
+def test_a_full_queue_drops_spans_counts_them_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kept = Kept()
+    kept.go.clear()  # the thread is held in its first export
+    export = SpanExport(kept, _encoder(), ExportLimits(4, 0.01, 2, 5))
+    export.put_requests(_spans(2))
+    _wait_for(lambda: export._exporting == 2)
+    with caplog.at_level(logging.WARNING, "streams.span_export"):
+        for _ in range(4):
+            export.put_requests(_spans(2))  # 4 fit, 4 do not
+    assert export.dropped == 4
+    assert len(caplog.records) == 1 and "OTEL_BSP_MAX_QUEUE_SIZE=4" in caplog.text
+    kept.go.set()
+    with caplog.at_level(logging.WARNING, "streams.span_export"):
+        export.shutdown()
+    assert len(kept.spans()) == 6
+    assert "4 spans were dropped" in caplog.records[-1].message
+
+
+def test_shutdown_exports_what_is_queued_and_closes_the_sender() -> None:
+    kept = Kept()
+    export = SpanExport(kept, _encoder(), ExportLimits(100, 600, 50, 5))  # never due by time
+    export.put_requests(_spans(3))
+    assert kept.bodies == []
+    export.shutdown()
+    assert len(kept.spans()) == 3 and kept.closed
+
+
+def test_force_flush_exports_now() -> None:
+    kept = Kept()
+    export = SpanExport(kept, _encoder(), ExportLimits(100, 600, 50, 5))
+    export.put_requests(_spans(3))
+    assert export.force_flush(5000)
+    assert len(kept.spans()) == 3
+    export.shutdown()
+
+
+def test_the_limits_are_the_batch_span_processor_s_variables(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert ExportLimits.from_env({}) == ExportLimits(2048, 5.0, 512, 30.0)
+    env = {
+        "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1000",  # at most the queue
+        "OTEL_BSP_EXPORT_TIMEOUT": "1500",
+    }
+    assert ExportLimits.from_env(env) == ExportLimits(100, 0.2, 100, 1.5)
+    with caplog.at_level(logging.WARNING, "streams.span_export"):
+        assert ExportLimits.from_env({"OTEL_BSP_MAX_QUEUE_SIZE": "x"}).max_queue_size == 2048
+    assert "OTEL_BSP_MAX_QUEUE_SIZE" in caplog.text
+
+
+def test_batches_larger_than_the_queue_are_warned_of_at_start(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "50")
+    with caplog.at_level(logging.WARNING, "streams.traced"):
+        new_tracing(Settings(batch_size=500), sender=Kept()).shutdown()
+        assert "MIGRATOR_BATCH_SIZE=500 exceeds OTEL_BSP_MAX_QUEUE_SIZE=100" in caplog.text
+        caplog.clear()
+        new_tracing(Settings(batch_size=100), sender=Kept()).shutdown()
+        assert caplog.text == ""
+
+
+def _record(offset: int, headers: list[tuple[str, bytes | None]]) -> Consumed:
+    return Consumed(Origin("user-migration-requested", 0, offset, None), b"u-1", b"{}", headers)
+
+
+def test_each_request_span_continues_its_trace_and_links_to_the_batch_s_stages() -> None:
+    kept = Kept()
+    worker = new_tracing(Settings(), sender=kept)
+    records = [
+        _record(1, [("traceparent", PARENT.encode()), ("tracestate", b"v=1")]),
+        _record(2, [("traceparent", b"invalid")]),
+        _record(3, [("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-00".encode())]),
+    ]
+    with worker.batch(records, 0) as trace:
+        with worker.stage(POSTGRES_SPAN), worker.stage(REDIS_SPAN):
+            pass
+        with trace.stage(KAFKA_SPAN):
+            pass
+        trace.unpublished()
+        contexts = trace.contexts
+    # Outside a batch, a stage is nothing.
+    with worker.stage(POSTGRES_SPAN):
+        pass
+    worker.shutdown()
+    assert len(kept.bodies) == 1  # the SDK's spans and the request spans, one POST
+    (sdk, requests) = kept.requests()[0].resource_spans
+    assert _attributes(sdk.resource.attributes) == _attributes(requests.resource.attributes)
+    assert _attributes(requests.resource.attributes)["service.name"] == "onboarding-migrator"
+    spans = {span.name: span for span in sdk.scope_spans[0].spans}
+    assert set(spans) == {BATCH_SPAN, POSTGRES_SPAN, REDIS_SPAN, KAFKA_SPAN}
+    # The third record's parent was not sampled: no span, and its answer says so.
+    continued, started = requests.scope_spans[0].spans
+    assert contexts[2].flags == "00" and contexts[2].trace_id == TRACE_ID
+    assert continued.trace_id.hex() == TRACE_ID
+    assert continued.parent_span_id.hex() == "00f067aa0ba902b7"
+    assert started.parent_span_id == b"" and started.trace_id.hex() != TRACE_ID
+    # What each answer carries: the request span's own context (and the tracestate).
+    for span, context in zip((continued, started), contexts, strict=False):
+        assert (span.trace_id.hex(), span.span_id.hex(), context.flags) == (
+            context.trace_id,
+            context.span_id,
+            "01",
+        )
+        assert _attributes(span.attributes) == {"migrator.published": False}
+    assert contexts[0].tracestate == "v=1" and contexts[1].tracestate is None
+    # Links to every stage, and the stages' own tree: Redis inside PostgreSQL, both in the batch.
+    stages = {spans[name].span_id for name in (POSTGRES_SPAN, REDIS_SPAN, KAFKA_SPAN)}
+    for request in (continued, started):
+        assert {link.span_id for link in request.links} == stages
+        assert {link.trace_id for link in request.links} == {spans[BATCH_SPAN].trace_id}
+        assert request.start_time_unix_nano >= spans[BATCH_SPAN].start_time_unix_nano
+        assert request.end_time_unix_nano == spans[BATCH_SPAN].end_time_unix_nano
+    batch = spans[BATCH_SPAN].span_id
+    assert spans[POSTGRES_SPAN].parent_span_id == batch
+    assert spans[KAFKA_SPAN].parent_span_id == batch
+    assert spans[REDIS_SPAN].parent_span_id == spans[POSTGRES_SPAN].span_id
+
+
+def test_a_failed_batch_marks_its_spans_failed_and_ends_them() -> None:
+    kept = Kept()
+    worker = new_tracing(Settings(), sender=kept)
+    with pytest.raises(RuntimeError), worker.batch([_record(1, [])], 0) as trace:
+        with trace.stage(KAFKA_SPAN):
+            raise RuntimeError("fenced")
+    worker.shutdown()
+    finished = kept.spans()
+    assert sorted(span.name for span in finished) == sorted({REQUEST_SPAN, BATCH_SPAN, KAFKA_SPAN})
+    assert all(span.status.code == PbStatus.STATUS_CODE_ERROR for span in finished)
+    assert all(span.end_time_unix_nano for span in finished)
+
+
+def test_the_sdk_s_samplers_decide_by_the_parent_s_flags_others_by_the_parent_itself() -> None:
+    class Plugin(Sampler):
+        """A sampler from elsewhere: it may read anything of the parent."""
+
+        def should_sample(
+            self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any
+        ) -> SamplingResult:
+            if name == REQUEST_SPAN:
+                seen.append(get_current_span(parent_context).get_span_context().span_id)
+            return SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self) -> str:
+            return "plugin"
+
+    seen: list[int] = []
+    parents = [new_trace(), TraceContext(TRACE_ID, "00f067aa0ba902b7", "00"), new_trace()]
+    records = [_record(n, parent.headers()) for n, parent in enumerate(parents)]
+    for sampler, flags in (
+        (Plugin(), ["01", "01", "01"]),
+        (ParentBased(ALWAYS_ON), ["01", "00", "01"]),
+    ):
+        provider = TracerProvider(sampler=sampler, id_generator=traced._PlannedIds())  # type: ignore[arg-type]
+        batch = traced.Traced(provider, lambda spans: None).batch(records, 0)
+        assert [context.flags for context in batch.contexts] == flags
+    assert seen == [int(parent.span_id, 16) for parent in parents]
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
+    with OtlpReceiver(free_port()) as running:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", running.endpoint)
+        yield running
+
+
+@pytest.mark.parametrize("route", ["client", "sdk"])
+def test_spans_reach_an_otlp_http_receiver_by_either_route(
+    route: str,
+    receiver: OtlpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``client``: bytes encoded here, POSTed by the exporter's client; ``sdk``: this exporter
+    version has no such route, so request spans are made through the SDK (said once)."""
+    if route == "sdk":
+        monkeypatch.setattr(traced, "private_post", lambda exporter: None)
+    with caplog.at_level(logging.WARNING, "streams.traced"):
+        worker = new_tracing(Settings(tracing="otlp"))
+    assert ("request spans go through the SDK" in caplog.text) == (route == "sdk")
+    with worker.batch([_record(5, [("traceparent", PARENT.encode())])], 0) as trace:
+        with trace.stage(KAFKA_SPAN):
+            pass
+        context = trace.contexts[0]
+    worker.shutdown()
+    by_name = {span.name: span for span in receiver.spans}
+    assert set(by_name) == {REQUEST_SPAN, BATCH_SPAN, KAFKA_SPAN}
+    request = by_name[REQUEST_SPAN]
+    assert (request.trace_id, request.span_id) == (context.trace_id, context.span_id)
+    assert request.parent_span_id == "00f067aa0ba902b7" and request.kind == 5
+    assert request.links == ((by_name[KAFKA_SPAN].trace_id, by_name[KAFKA_SPAN].span_id),)
+    assert {span.service for span in receiver.spans} == {"onboarding-migrator"}
+
+
+def _encoder() -> RequestSpanEncoder:
+    return RequestSpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN)
+
+
+def _spans(count: int) -> RequestSpans:
+    return RequestSpans(1, 2, (), None, [RequestSpan(n + 1, n + 1, None, {}) for n in range(count)])
+
+
+def _spans_of(body: bytes) -> list[PbSpan]:
+    return [
+        span
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+
+
+def _wait_for(condition: Any, timeout_s: float = 5) -> None:
+    done = threading.Event()
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        done.wait(0.01)
+    raise AssertionError("not reached in time")
