@@ -35,10 +35,12 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   then one with ``at_least_once``: what exactly-once costs in throughput and CPU. Off in
   ``--quick`` (``--guarantees`` turns it on): two more worker starts would double CI's smoke run,
   and 2,000-user floods are too short to tell the guarantees apart.
-- tracing on vs off: the flood twice more, likewise, one fresh worker with tracing off (no
-  ``OTEL_*`` variables) then one with it on, exporting every span over OTLP/HTTP to a minimal
-  receiver in this process (``scripts/otlp_receiver.py``, which counts them): what tracing costs
-  in throughput and CPU. Off in ``--quick`` (``--tracing`` turns it on).
+- tracing on vs off: the flood in pairs (``--tracing-pairs``, 3; one in ``--quick``), likewise,
+  one fresh worker with tracing off (no ``OTEL_*`` variables) and one with it on, alternating
+  which goes first, the cost taken within each pair and its median reported; the traced worker
+  exports every span over OTLP/HTTP to a minimal receiver in this process
+  (``scripts/otlp_receiver.py``, which counts them): what tracing costs in throughput and CPU.
+  Off in ``--quick`` (``--tracing`` turns it on).
 - baseline (a reference line, not the service): the batch applier applying one user per
   PostgreSQL transaction, no Kafka, on a tenth of the users (at most 5,000).
 
@@ -131,8 +133,20 @@ class Plan:
     flood_only: bool = False
     guarantee_users: int | None = None  # None: no exactly-once vs at-least-once floods
     tracing_users: int | None = None  # None: no tracing on vs off floods
+    tracing_pairs: int = 1  # pairs of tracing off/on floods, alternating their order
     idle_window: bench_idle.Window | None = None  # None: no idle-cost window
     warm_users: int = 0  # a throwaway flood before the first measured one (0: none)
+
+
+def positive(text: str) -> int:
+    """A whole number of at least 1, or a one-line usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -179,6 +193,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         tracing_users=(
             min(sizes[-1], GUARANTEE_MOST) if with_tracing and not args.flood_only else None
         ),
+        tracing_pairs=args.tracing_pairs or (1 if args.quick else TRACING_PAIRS),
         idle_window=(None if args.flood_only else QUICK_IDLE_WINDOW if args.quick else IDLE_WINDOW),
         warm_users=warm_users(args.quick, sizes[0]),
     )
@@ -1015,16 +1030,23 @@ def guarantee_summary(eos: dict[str, Any], alo: dict[str, Any]) -> dict[str, Any
 
 TRACING = ("off", "on")
 SAMPLER_VARIABLES = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
+# Pairs of tracing off/on floods in a full bench: one pair's difference was 3 % in one run and
+# 16 % in the next on this machine, the noise of two floods minutes apart.
+TRACING_PAIRS = 3
 
 
-async def tracings(ctx: Context, users: int, first_index: int) -> dict[str, Any]:
-    """The flood with tracing off, then on, a fresh worker each, like ``guarantees``: the only
-    difference between the two runs is the ``OTEL_*`` variables. With tracing on the worker
-    exports its spans over OTLP/HTTP to a receiver in this process: every span, unless the
-    bench's own environment names a sampler (``OTEL_TRACES_SAMPLER``, ``…_ARG``: passed on)."""
+async def tracings(ctx: Context, users: int, first_index: int, pairs: int) -> dict[str, Any]:
+    """The flood with tracing off and on, ``pairs`` times, a fresh worker each, like
+    ``guarantees``: the only difference between the runs of a pair is the ``OTEL_*`` variables.
+    The pairs alternate their order (off first in odd pairs, on first in even ones), so that a
+    drift of the machine falls on both sides; each pair's cost is taken within the pair. With
+    tracing on the worker exports its spans over OTLP/HTTP to a receiver in this process: every
+    span, unless the bench's own environment names a sampler (``OTEL_TRACES_SAMPLER``,
+    ``…_ARG``: passed on)."""
     plain = {name: value for name, value in ctx.env.items() if not name.startswith("OTEL_")}
     sampler = {name: ctx.env[name] for name in SAMPLER_VARIABLES if name in ctx.env}
-    runs: dict[str, dict[str, Any]] = {}
+    done: list[dict[str, dict[str, Any]]] = []
+    index = first_index
     with OtlpReceiver(free_port(), keep=False) as receiver:
         traced = {
             **plain,
@@ -1032,22 +1054,30 @@ async def tracings(ctx: Context, users: int, first_index: int) -> dict[str, Any]
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_SERVICE_NAME": "onboarding-migrator-bench",
         }
-        for number, mode in enumerate(TRACING):
-            env = traced if mode == "on" else plain
-            label = f"tracing {mode}"
-            runs[mode] = await fresh_flood(
-                ctx, env, first_index + number, users, f"t{number}", label
-            )
-            runs[mode]["tracing"] = mode
-            # Every span the worker exported, its warm-up's too (the worker exports what it still
-            # holds as it stops); none from the untraced one.
-            runs[mode]["spans_received"] = receiver.count
-            runs[mode]["sampler"] = sampler if mode == "on" else {}
-    return tracing_summary(runs["on"], runs["off"])
+        for pair in range(pairs):
+            runs: dict[str, dict[str, Any]] = {}
+            for mode in TRACING if pair % 2 == 0 else TRACING[::-1]:
+                env = traced if mode == "on" else plain
+                label = f"tracing {mode} ({pair + 1}/{pairs})"
+                before = receiver.count
+                runs[mode] = await fresh_flood(ctx, env, index, users, f"t{index}", label)
+                index += 1
+                runs[mode]["tracing"] = mode
+                # Every span the worker exported, its warm-up's too (the worker exports what it
+                # still holds as it stops); none from an untraced one.
+                runs[mode]["spans_received"] = receiver.count - before
+                runs[mode]["sampler"] = sampler if mode == "on" else {}
+            done.append(runs)
+    return tracing_summary(done)
 
 
-def tracing_summary(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
-    """What tracing costs: the share of the untraced throughput it gives up, and CPU."""
+def tracing_summary(pairs: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """What tracing costs: the median over the pairs of the share of the untraced throughput
+    given up within a pair, and CPU. ``on`` and ``off`` are the runs of the median pair."""
+    costs = [percent_less(p["on"]["users_per_s"], p["off"]["users_per_s"]) for p in pairs]
+    ranked = sorted(range(len(pairs)), key=lambda i: math.inf if costs[i] is None else costs[i])
+    middle = pairs[ranked[(len(ranked) - 1) // 2]]
+    on, off = middle["on"], middle["off"]
     worker_cpu = {
         "on": on["cpu_s_per_1000_users"]["worker"],
         "off": off["cpu_s_per_1000_users"]["worker"],
@@ -1058,7 +1088,18 @@ def tracing_summary(on: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
         "tracing_cost_pct_of_throughput": percent_less(on["users_per_s"], off["users_per_s"]),
         "tracing_extra_worker_cpu_pct": percent_more(worker_cpu["on"], worker_cpu["off"]),
         "worker_cpu_s_per_1000_users": worker_cpu,
-        "spans_received": on["spans_received"],
+        "spans_received": sum(p["on"]["spans_received"] for p in pairs),
+        "pairs": [
+            {
+                "first": next(iter(p)),
+                "users_per_s": {mode: p[mode]["users_per_s"] for mode in TRACING},
+                "worker_cpu_s_per_1000_users": {
+                    mode: p[mode]["cpu_s_per_1000_users"]["worker"] for mode in TRACING
+                },
+                "tracing_cost_pct_of_throughput": cost,
+            }
+            for p, cost in zip(pairs, costs, strict=True)
+        ],
         "on": on,
         "off": off,
     }
@@ -1130,7 +1171,7 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         tracing_result = None
         if plan.tracing_users is not None:
             first = len(plan.sizes) + len(GUARANTEES)
-            tracing_result = await tracings(ctx, plan.tracing_users, first)
+            tracing_result = await tracings(ctx, plan.tracing_users, first, plan.tracing_pairs)
         # Last of the floods: its requests are read by its own group, and a service worker
         # started after it would find them waiting under the service's.
         progress(f"hand-written pipeline: {plan.sizes[-1]:,} users")
@@ -1221,6 +1262,7 @@ def run(plan: Plan) -> dict[str, Any]:
             "flood_only": plan.flood_only,
             "guarantee_users": plan.guarantee_users,
             "tracing_users": plan.tracing_users,
+            "tracing_pairs": plan.tracing_pairs,
             "idle_window_s": plan.idle_window.seconds if plan.idle_window else None,
             "app_id": APP_ID,
             "worker_env": worker_settings(env),
@@ -1385,24 +1427,31 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def tracing_lines(summary: dict[str, Any]) -> list[str]:
-    """The table's tracing on vs off section."""
+    """The table's tracing on vs off section: the median pair's runs, then every pair's cost."""
     sampler = summary["on"].get("sampler") or {}
     sampled = " ".join(f"{k}={v}" for k, v in sampler.items()) or "every span"
+    pairs = summary.get("pairs") or []
     lines = [
         f"tracing on vs off: the flood again on {summary['users']:,} freshly seeded users each, "
-        f"a fresh worker each ({' then '.join(summary['order'])}; on: {sampled} exported over "
-        "OTLP/HTTP to a receiver in this process)",
+        f"a fresh worker each, {len(pairs)} pair(s), alternating which goes first (on: "
+        f"{sampled} exported over OTLP/HTTP to a receiver in this process); the median pair:",
         *side_by_side(summary, "tracing"),
     ]
     cost = summary["tracing_cost_pct_of_throughput"]
     extra = summary["tracing_extra_worker_cpu_pct"]
     cpu = summary["worker_cpu_s_per_1000_users"]
+    each = ", ".join(
+        "n/a"
+        if p["tracing_cost_pct_of_throughput"] is None
+        else f"{p['tracing_cost_pct_of_throughput']:.1f} %"
+        for p in pairs
+    )
     lines.append(
         f"  tracing costs {'n/a' if cost is None else f'{cost:.1f} %'} of throughput "
         f"({summary['on']['users_per_s']:,.0f} vs {summary['off']['users_per_s']:,.0f} "
         f"users/s); worker CPU per 1,000 users {cpu['on']:.2f} vs {cpu['off']:.2f} s "
         f"({'n/a' if extra is None else f'{extra:+.1f} %'}); {summary['spans_received']:,} "
-        "spans received; one flood each, so a few % either way is this machine's noise"
+        f"spans received; each pair: {each}"
     )
     return lines
 
@@ -1440,6 +1489,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="tracing off vs on floods, spans exported over OTLP/HTTP (default: on, off with "
         "--quick)",
+    )
+    parser.add_argument(
+        "--tracing-pairs",
+        type=positive,
+        metavar="N",
+        help=f"pairs of tracing off/on floods (default {TRACING_PAIRS}, 1 with --quick)",
     )
     parser.add_argument(
         "--flood-only",

@@ -144,19 +144,41 @@ def test_exactly_once_cost_is_the_share_of_at_least_once_throughput_given_up() -
     )
 
 
-def test_tracing_cost_is_the_share_of_untraced_throughput_given_up() -> None:
-    on = {**_flood(2450.0, 0.31), "spans_received": 8_123}
-    summary = bench_e2e.tracing_summary(on, _flood(2500.0, 0.30))
+def test_tracing_cost_is_the_median_pair_s_share_of_untraced_throughput_given_up() -> None:
+    def pair(off: float, on: float, spans: int) -> dict[str, dict[str, Any]]:
+        return {"off": _flood(off, 0.30), "on": {**_flood(on, 0.31), "spans_received": spans}}
+
+    # Costs 2 %, 10 % and -1 %: the median pair is the first, whatever order they ran in.
+    pairs = [pair(2500.0, 2450.0, 8_000), pair(2600.0, 2340.0, 8_100), pair(2400.0, 2424.0, 23)]
+    summary = bench_e2e.tracing_summary(pairs)
     assert summary["tracing_cost_pct_of_throughput"] == 2.0
-    assert summary["order"] == ["off", "on"] and summary["spans_received"] == 8_123
+    assert [p["tracing_cost_pct_of_throughput"] for p in summary["pairs"]] == [2.0, 10.0, -1.0]
+    assert summary["order"] == ["off", "on"] and summary["spans_received"] == 16_123
     lines = bench_e2e.tracing_lines(summary)
     assert lines[0].startswith("tracing on vs off: the flood again on 2,000 freshly seeded")
+    assert "3 pair(s), alternating which goes first" in lines[0]
     assert lines[2].split()[:2] == ["off", "2,500"] and lines[3].split()[:2] == ["on", "2,450"]
-    assert lines[4].startswith(
+    assert lines[4] == (
         "  tracing costs 2.0 % of throughput (2,450 vs 2,500 users/s); worker CPU per 1,000 "
-        "users 0.31 vs 0.30 s (+3.3 %); 8,123 spans received"
+        "users 0.31 vs 0.30 s (+3.3 %); 16,123 spans received; each pair: 2.0 %, 10.0 %, -1.0 %"
     )
     assert "  tracing costs 2.0 % of throughput" in bench_e2e.table(_full_report(tracing=summary))
+
+
+@pytest.mark.parametrize(
+    ("given", "pairs"), [({}, 3), ({"quick": True}, 1), ({"tracing_pairs": 5}, 5)]
+)
+def test_the_plan_floods_tracing_in_three_pairs_unless_told(
+    given: dict[str, Any], pairs: int
+) -> None:
+    assert bench_e2e.build_plan(_args(**given)).tracing_pairs == pairs
+
+
+def test_tracing_pairs_must_be_a_positive_whole_number() -> None:
+    assert bench_e2e.positive("2") == 2
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench_e2e.positive(bad)
 
 
 @pytest.mark.parametrize(
@@ -250,6 +272,7 @@ def _args(**given: Any) -> argparse.Namespace:
         "stack_dir": None,
         "guarantees": None,
         "tracing": None,
+        "tracing_pairs": None,
         "flood_only": False,
     }
     return argparse.Namespace(**{**values, **given})
