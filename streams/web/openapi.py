@@ -229,7 +229,14 @@ _OPERATIONS: tuple[_Operation, ...] = (
         "validate",
         "one user's state (migrated, rolled back, never migrated) and its checks (the "
         "read or admin token)",
-        {"200": _json(api.Validation, "the report"), **_read_errors(400, 404)},
+        {
+            "200": _json(api.Validation, "the report"),
+            **_read_errors(400, 404),
+            "503": _json(
+                api.ErrorAnswer,
+                "PostgreSQL did not answer, or a writer held the user's row over 10 s",
+            ),
+        },
         parameters=(_USER,),
         security=_READ,
     ),

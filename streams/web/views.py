@@ -252,6 +252,10 @@ class Validate(ServiceView):
             report = await self.readouts.validate(user_id)
         except UnknownUser as exc:
             return self.refuse(InputError(404, str(exc)))
+        except postgres.UserBusy as exc:  # a writer held the user's row past the wait
+            return self.json({"error": str(exc)}, status=503)
+        except _POSTGRES_ERRORS as exc:
+            return self.unavailable(exc)
         return self.json(api.answer(api.Validation, report.as_dict()))
 
 
