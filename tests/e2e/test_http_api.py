@@ -37,6 +37,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from agents.jobs.resync import resync_users
+from agents.stores.redis_mirror import user_key
 from streams import topics
 from streams.connections import opened
 
@@ -248,6 +250,32 @@ def test_aggregates_stay_open_and_name_nobody(worker: Worker, people: tuple[str,
     assert progress["stats"].get("revalidation") is None
     status, run = worker.get(f"{API}/runs/{RUN}")
     assert run["failed_by_code"] == {"unknown_legacy_step": 1} and run["migrated"] == 1
+
+
+async def test_validate_answers_503_while_a_writer_holds_the_user_past_the_wait(
+    stack: Stack, worker: Worker, people: tuple[str, str]
+) -> None:
+    """A failed check is read again under the user's row lock; a writer that keeps the row
+    longer than validate waits (10 s) gets a 503 naming it, never a false report or a 500."""
+    migrated, _ = people
+    async with opened(stack.settings) as (pool, client):
+        await client.delete(user_key(migrated))  # a real mismatch, so validate confirms it
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM legacy_onboarding_status WHERE user_id = $1 FOR UPDATE", migrated
+            )
+            started = time.monotonic()
+            status, body = await asyncio.to_thread(
+                worker.get, f"{API}/validate/{migrated}", token=READ_TOKEN, timeout=30
+            )
+            waited = time.monotonic() - started
+        assert status == 503 and "is being written" in body["error"], body
+        assert 9 < waited < 20, waited
+        status, report = worker.get(f"{API}/validate/{migrated}", token=READ_TOKEN)
+        assert status == 200 and report["state"] == "migrated", report
+        failed = [c["name"] for c in report["checks"] if not c["ok"]]
+        assert "session_in_redis" in failed, report
+        assert await resync_users(pool, client, [migrated]) == 1  # as an operator would
 
 
 def test_reads_of_users_data_are_refused_when_no_token_is_configured(
