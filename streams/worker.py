@@ -7,8 +7,10 @@ from deep inside a client library.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from pathlib import Path
+from typing import Any
 
 from streams.connections import DependencyUnavailable, connect, create_redis, unreachable
 from streams.logs import logging_config
@@ -45,6 +47,29 @@ def use_event_loop(name: str) -> None:
         asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
 
 
+# The youngest generation is collected once this many more container objects were made than
+# freed (CPython's default: 700). See ``settle_garbage_collector``.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_garbage_collector() -> None:
+    """Once the worker has started: what exists now (modules, classes, the app, its clients)
+    lives as long as the process, so it is frozen out of the collector's sight; and the young
+    generation is collected less often.
+
+    Why: a batch's objects live across its database transaction (tens of ms), long enough to
+    outlive CPython's default young collections (every 700 net allocations, about every 0.5 ms
+    in a flood). So they were promoted to the oldest generation, which filled fast and was
+    collected in full, every 120,000 startup objects scanned each time, about 60 ms a pass:
+    1.4 s of 12 s of the worker's CPU on a 30,000-user flood, and the event loop stopped for
+    each pass. Measured the same way, with both changes: 0.06 s.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+
+
 def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
     try:
         asyncio.run(check_dependencies(settings))
@@ -60,7 +85,13 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> int:
 
     context = create_app(settings)
     level = loglevel or settings.log_level
-    worker = faust.Worker(
+
+    class Worker(faust.Worker):
+        async def on_startup_finished(self, *args: Any, **kwargs: Any) -> None:
+            await super().on_startup_finished(*args, **kwargs)
+            settle_garbage_collector()
+
+    worker = Worker(
         context.app, loglevel=level, logging_config=logging_config(level, settings.log_format)
     )
     worker.execute_from_commandline()

@@ -391,6 +391,11 @@ class WorkerIdentity(BaseModel):
     host: str
     app_id: str
     event_loop: str | None = Field(default=None, description="uvloop or asyncio")
+    gc_frozen_objects: int | None = Field(
+        default=None,
+        description="objects frozen out of the garbage collector's sight once the worker had "
+        "started (0 before then)",
+    )
 
 
 class Health(BaseModel):

@@ -8,6 +8,7 @@ run control) are ``streams.web.admin``'s; the worker's own status row is the hea
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import time
@@ -323,6 +324,8 @@ class Readouts:
             "app_id": self.context.settings.app_id,
             # "uvloop" or "asyncio": the loop this worker really runs (MIGRATOR_EVENT_LOOP)
             "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+            # streams.worker.settle_garbage_collector: what the worker froze once it had started
+            "gc_frozen_objects": gc.get_freeze_count(),
         }
 
     async def health(self) -> tuple[bool, dict[str, Any]]:

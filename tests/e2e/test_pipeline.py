@@ -182,6 +182,7 @@ def test_health_answers_ok(worker: Worker) -> None:
     status, health = worker.get(f"{API}/health")
     assert status == 200 and health["ok"] is True
     assert health["worker"]["event_loop"] == "uvloop"  # MIGRATOR_EVENT_LOOP's default
+    assert health["worker"]["gc_frozen_objects"] > 50_000  # settled once it had started
 
 
 def test_admin_posts_refuse_a_missing_or_wrong_token_and_bad_bodies(worker: Worker) -> None:

@@ -95,6 +95,28 @@ def test_the_worker_runs_uvloop_unless_told_asyncio() -> None:
     loop.close()
 
 
+def test_the_settled_collector_no_longer_sees_what_existed_and_collects_the_young_less_often() -> (
+    None
+):
+    import gc
+
+    from streams.worker import GC_YOUNG_THRESHOLD, settle_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_freeze_count() > 10_000  # every module, class and function loaded so far
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+        # Something made afterwards is still collected: a cycle with nothing pointing at it.
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
 def test_run_events_are_on_and_hooks_off_by_default(tmp_path: Path) -> None:
     settings = Settings.from_env({})
     assert settings.run_events and settings.hooks_dir is None and settings.hook_timeout_s == 30
