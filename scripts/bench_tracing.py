@@ -9,7 +9,7 @@ the worker runs (``streams.tracing``, ``streams.span_export``), in batches of 50
 - ``sdk``: made through the SDK (``Traced``'s SDK path: console exporter, or no route for
   encoded bytes), through its batch span processor, encoded by the OTLP exporter's encoder.
 - ``sdk + send``: the same, POSTed by the OTLP/HTTP exporter to an in-process receiver.
-- ``encode``: the plain values encoded straight to OTLP protobuf (``RequestSpanEncoder``).
+- ``encode``: the plain values encoded straight to OTLP protobuf (``SpanEncoder``).
 - ``encode + send``: through ``SpanExport`` (queue, thread, encoding) and the exporter's HTTP
   client to the receiver.
 - ``worker, all in``: what tracing adds to a batch per record, from the records: parsing each
@@ -39,11 +39,11 @@ from schemas.events import DeadLetterReason, Rejection
 from streams.codecs import Consumed, Origin
 from streams.settings import Settings
 from streams.span_export import (
+    BatchSpans,
     ExportLimits,
     OtlpHttpSender,
     RequestSpan,
-    RequestSpanEncoder,
-    RequestSpans,
+    SpanEncoder,
     SpanExport,
     private_post,
 )
@@ -63,7 +63,7 @@ BATCH = 500
 RESOURCE = Resource.create({"service.name": "onboarding-migrator-bench"})
 
 
-def batches(spans: int) -> list[RequestSpans]:
+def batches(spans: int) -> list[BatchSpans]:
     """What the worker hands over per batch of migrated requests, each continuing its trace."""
     links = tuple((new_trace_int(), new_span_int(), 1) for _ in range(3))
     out = []
@@ -80,7 +80,7 @@ def batches(spans: int) -> list[RequestSpans]:
                 RequestSpan(int(parent.trace_id, 16), new_span_int(), parent, attributes)
             )
         now = time.time_ns()
-        out.append(RequestSpans(now, now + 40_000_000, links, None, requests))
+        out.append(BatchSpans(now, now + 40_000_000, links, None, requests))
     return out
 
 
@@ -100,41 +100,41 @@ class EncodeOnly(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def sdk_path(exporter: SpanExporter, spans: int) -> Callable[[list[RequestSpans]], None]:
+def sdk_path(exporter: SpanExporter, spans: int) -> Callable[[list[BatchSpans]], None]:
     processor = BatchSpanProcessor(exporter, max_queue_size=spans, schedule_delay_millis=200)
     provider = TracerProvider(resource=RESOURCE, id_generator=_PlannedIds())  # type: ignore[arg-type]
     provider.add_span_processor(processor)
-    requests_out = Traced(provider).requests_out
+    out = Traced(provider).out
 
-    def run(work: list[RequestSpans]) -> None:
+    def run(work: list[BatchSpans]) -> None:
         for batch in work:
-            requests_out(batch)
+            out(batch)
         provider.force_flush()
         provider.shutdown()
 
     return run
 
 
-def encode_path() -> Callable[[list[RequestSpans]], None]:
-    encode = RequestSpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN).encode
+def encode_path() -> Callable[[list[BatchSpans]], None]:
+    encode = SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN).encode
 
-    def run(work: list[RequestSpans]) -> None:
+    def run(work: list[BatchSpans]) -> None:
         for batch in work:
             encode(batch)
 
     return run
 
 
-def export_path(endpoint: str, spans: int) -> Callable[[list[RequestSpans]], None]:
+def export_path(endpoint: str, spans: int) -> Callable[[list[BatchSpans]], None]:
     exporter = OTLPSpanExporter(endpoint=endpoint)
     post = private_post(exporter)
     assert post is not None, "this exporter has no client.export(bytes)"
-    encoder = RequestSpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN)
+    encoder = SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN)
     export = SpanExport(OtlpHttpSender(exporter, post), encoder, ExportLimits(spans, 0.2, 512))
 
-    def run(work: list[RequestSpans]) -> None:
+    def run(work: list[BatchSpans]) -> None:
         for batch in work:
-            export.put_requests(batch)
+            export.put(batch)
         export.shutdown()
         assert export.dropped == 0
 
@@ -154,12 +154,12 @@ def records(spans: int) -> list[list[Consumed]]:
     ]
 
 
-def worker_path(spans: int) -> Callable[[list[RequestSpans]], None]:
+def worker_path(spans: int) -> Callable[[list[BatchSpans]], None]:
     tracing = new_tracing(Settings(tracing="otlp", batch_size=BATCH))
     work = records(spans)
     rejection = Rejection(DeadLetterReason.NOT_JSON, "not JSON")
 
-    def run(_: list[RequestSpans]) -> None:
+    def run(_: list[BatchSpans]) -> None:
         for batch in work:
             with tracing.batch(batch, 0) as trace:
                 with tracing.stage(POSTGRES_SPAN), tracing.stage(REDIS_SPAN):
@@ -172,7 +172,7 @@ def worker_path(spans: int) -> Callable[[list[RequestSpans]], None]:
     return run
 
 
-def measure(make: Callable[[], Callable[[list[RequestSpans]], None]], spans: int) -> float:
+def measure(make: Callable[[], Callable[[list[BatchSpans]], None]], spans: int) -> float:
     """µs of process CPU per span, the best of three runs (the least disturbed)."""
     best = float("inf")
     for _ in range(3):

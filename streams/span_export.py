@@ -1,17 +1,20 @@
-"""Request spans written straight to OTLP protobuf, and the one thread that exports every span.
+"""A batch's spans written straight to OTLP protobuf, and the one thread that exports them.
 
-Why: a request span made through the OpenTelemetry SDK cost the worker about 52 µs (the span
-object, its links and attributes, the batch span processor, the exporter's protobuf encoding),
-about 18 % of a flood's throughput with every request traced. A request span always has the same
-shape (one name, kind consumer, its batch's start and end, a few attributes, links to its batch's
-stage spans), so it is kept as plain values (``RequestSpans``) and written to the OTLP wire
-format by hand (``RequestSpanEncoder``), a few µs a span.
+Why: a span made through the OpenTelemetry SDK cost the worker about 52 µs (the span object,
+its links and attributes, the batch span processor, the exporter's protobuf encoding), about
+18 % of a flood's throughput with every request traced. A batch's spans always have the same
+shapes (a span per request: one name, kind consumer, its batch's start and end, a few
+attributes, links to its batch's stage spans; the batch span and a span per stage), so they are
+kept as plain values (``BatchSpans``) and written to the OTLP wire format by hand
+(``SpanEncoder``), a few µs a span. The batch's own spans took the SDK's path until
+2026-12-03: on a flood, four SDK spans a batch exported from the same thread cost the worker
+more than every request span together (a pair of 30,000-user floods: +0.3 % of the worker's
+CPU with them encoded elsewhere, +13 % with them in the export).
 
-The SDK still makes a batch's own spans, a handful per batch. They and the request spans share
-one bounded queue and one background thread (``SpanExport``): one queue bound
-(``OTEL_BSP_MAX_QUEUE_SIZE``) for all spans, and one HTTP connection, never two racing exports.
-The POST is the OTLP/HTTP exporter's own client (``OtlpHttpSender``), so endpoint, headers,
-compression, timeout and retries follow the standard ``OTEL_EXPORTER_OTLP_*`` variables.
+One bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``) and one background thread (``SpanExport``)
+export every span, over one HTTP connection. The POST is the OTLP/HTTP exporter's own client
+(``OtlpHttpSender``), so endpoint, headers, compression, timeout and retries follow the
+standard ``OTEL_EXPORTER_OTLP_*`` variables.
 
 Only imported when tracing is on (it loads the SDK).
 """
@@ -27,22 +30,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-
 from streams.trace_context import TraceContext
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import Span
 
 log = logging.getLogger(__name__)
 
 # OTLP's span flags: the low byte is the W3C trace flags; the context's remoteness is said too.
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
+_SPAN_KIND_INTERNAL = 1
 _SPAN_KIND_CONSUMER = 5
 _STATUS_CODE_ERROR = 2
 _U64 = (1 << 64) - 1
@@ -125,9 +124,24 @@ class RequestSpan:
     attributes: dict[str, str | int | bool]
 
 
+@dataclass(slots=True)
+class StageSpan:
+    """One of a batch's own spans, the batch span or one of its stages, as plain values."""
+
+    name: str
+    span_id: int
+    parent_span_id: int  # 0: the batch span, the root of the batch's own trace
+    start_ns: int
+    end_ns: int = 0
+    attributes: Mapping[str, str | int] | None = None
+    error: str | None = None  # the stage failed: why
+
+
 @dataclass(frozen=True, slots=True)
-class RequestSpans:
-    """A batch's request spans: what they share (times, links, status), said once."""
+class BatchSpans:
+    """A batch's spans: its request spans, with what they share (times, links, status) said
+    once, and its own spans (``own``: the batch span and its stages, in the trace
+    ``trace_id``; none when that trace was not sampled)."""
 
     start_ns: int
     end_ns: int
@@ -135,27 +149,39 @@ class RequestSpans:
     links: tuple[tuple[int, int, int], ...]
     error: str | None  # the batch failed: every request span says why
     spans: Sequence[RequestSpan]
+    trace_id: int = 0
+    own: Sequence[StageSpan] = ()
 
-    def parts(self, most: int) -> Iterator[RequestSpans]:
+    @property
+    def count(self) -> int:
+        return len(self.spans) + len(self.own)
+
+    def parts(self, most: int) -> Iterator[BatchSpans]:
         """The spans in slices of at most ``most``: an export never exceeds its batch size."""
-        if len(self.spans) <= most:
+        if self.count <= most:
             yield self
             return
+        for start in range(0, len(self.own), most):
+            own = self.own[start : start + most]
+            yield BatchSpans(
+                self.start_ns, self.end_ns, self.links, self.error, (), self.trace_id, own
+            )
         for start in range(0, len(self.spans), most):
-            part = self.spans[start : start + most]
-            yield RequestSpans(self.start_ns, self.end_ns, self.links, self.error, part)
+            requests = self.spans[start : start + most]
+            yield BatchSpans(self.start_ns, self.end_ns, self.links, self.error, requests)
 
 
-class RequestSpanEncoder:
-    """Writes ``RequestSpans`` as one OTLP ``ExportTraceServiceRequest``.
+class SpanEncoder:
+    """Writes ``BatchSpans`` as one OTLP ``ExportTraceServiceRequest``.
 
-    What every span of the process shares (resource, scope, name, kind) is encoded once, here;
-    what a batch's spans share (times, links, status) once per batch; per span only its ids, its
-    parent and its attributes. Requests of several encodings concatenated are still one valid
-    request (protobuf merges repeated fields), so an export POSTs them together.
+    What every span of the process shares (resource, scope; a request span's name and kind) is
+    encoded once, here; what a batch's request spans share (times, links, status) once per
+    batch; per request span only its ids, its parent and its attributes. Requests of several
+    encodings concatenated are still one valid request (protobuf merges repeated fields), so an
+    export POSTs them together.
     """
 
-    def __init__(self, resource: Resource, scope: str, span_name: str) -> None:
+    def __init__(self, resource: Resource, scope: str, request_span_name: str) -> None:
         resource_attributes = _attributes(1, resource.attributes)
         self._resource = _delimited(1, resource_attributes)
         self._resource_schema = (
@@ -163,17 +189,22 @@ class RequestSpanEncoder:
         )
         self._scope = _delimited(1, _delimited(1, scope.encode()))
         self._name_and_kind = (
-            _delimited(5, span_name.encode()) + b"\x30" + _varint(_SPAN_KIND_CONSUMER)
+            _delimited(5, request_span_name.encode()) + b"\x30" + _varint(_SPAN_KIND_CONSUMER)
         )
         self._keys: dict[str, bytes] = {}
 
-    def encode(self, batch: RequestSpans) -> bytes:
-        shared = self._shared(batch)
-        spans = b"".join(_delimited(2, self._span(span, shared)) for span in batch.spans)
-        scope_spans = _delimited(2, self._scope + spans)
+    def encode(self, batch: BatchSpans) -> bytes:
+        parts = []
+        if batch.spans:
+            shared = self._shared(batch)
+            parts += [_delimited(2, self._span(span, shared)) for span in batch.spans]
+        if batch.own:
+            trace_id = b"\x0a\x10" + batch.trace_id.to_bytes(16, "big")
+            parts += [_delimited(2, self._own(span, trace_id)) for span in batch.own]
+        scope_spans = _delimited(2, self._scope + b"".join(parts))
         return _delimited(1, self._resource + scope_spans + self._resource_schema)
 
-    def _shared(self, batch: RequestSpans) -> tuple[bytes, bytes]:
+    def _shared(self, batch: BatchSpans) -> tuple[bytes, bytes]:
         """What every span of the batch carries, before and after its attributes."""
         times = _fixed64(7, batch.start_ns) + _fixed64(8, batch.end_ns)
         links = b"".join(
@@ -204,14 +235,36 @@ class RequestSpanEncoder:
             parts += (b"\x22\x08", bytes.fromhex(parent.span_id))
             flags = b"\x85\x01\x01\x03\x00\x00"  # 0x301: sampled, remote parent
         parts.append(shared[0])
-        keys = self._keys
-        for key, value in span.attributes.items():
-            encoded_key = keys.get(key)
-            if encoded_key is None:
-                encoded_key = keys[key] = _delimited(1, key.encode())
-            parts.append(_delimited(9, encoded_key + _delimited(2, _any_value(value))))
+        key = self._key
+        for name, value in span.attributes.items():
+            parts.append(_delimited(9, key(name) + _delimited(2, _any_value(value))))
         parts += (shared[1], flags)
         return b"".join(parts)
+
+    def _own(self, span: StageSpan, trace_id: bytes) -> bytes:
+        parts = [trace_id, b"\x12\x08", span.span_id.to_bytes(8, "big")]
+        if span.parent_span_id:
+            parts += (b"\x22\x08", span.parent_span_id.to_bytes(8, "big"))
+        parts += (
+            _delimited(5, span.name.encode()),
+            b"\x30" + _varint(_SPAN_KIND_INTERNAL),
+            _fixed64(7, span.start_ns),
+            _fixed64(8, span.end_ns),
+        )
+        for key, value in (span.attributes or {}).items():
+            parts.append(_delimited(9, self._key(key) + _delimited(2, _any_value(value))))
+        if span.error is None:
+            parts.append(b"\x7a\x00")  # an unset status, written as the SDK's encoder does
+        else:
+            parts.append(_delimited(15, _delimited(2, span.error.encode()) + b"\x18\x02"))
+        parts.append(b"\x85\x01\x01\x01\x00\x00")  # sampled, local parent
+        return b"".join(parts)
+
+    def _key(self, key: str) -> bytes:
+        encoded = self._keys.get(key)
+        if encoded is None:
+            encoded = self._keys[key] = _delimited(1, key.encode())
+        return encoded
 
 
 class Sender(Protocol):
@@ -229,7 +282,7 @@ class OtlpHttpSender:
 
     The exporter (1.45) has no public method taking encoded bytes: its ``export`` takes SDK
     spans and encodes them itself. Its client's ``export(bytes)`` is private, so it is looked up
-    once, at start (``private_post``), and request spans go through the SDK when it is gone. The
+    once, at start (``private_post``), and every span goes through the SDK when it is gone. The
     client retries and logs a failed export itself.
     """
 
@@ -288,9 +341,8 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     return default
 
 
-class SpanExport(SpanProcessor):
-    """One bounded queue and one thread for all the worker's spans: the SDK's (as its span
-    processor) and the request spans (``put_requests``).
+class SpanExport:
+    """One bounded queue and one thread for all the worker's spans.
 
     Like the SDK's batch span processor: the thread exports when ``max_export_batch_size`` spans
     are waiting or ``schedule_delay`` has passed; a span that finds the queue full is dropped,
@@ -300,12 +352,12 @@ class SpanExport(SpanProcessor):
     """
 
     def __init__(
-        self, sender: Sender, encoder: RequestSpanEncoder, limits: ExportLimits | None = None
+        self, sender: Sender, encoder: SpanEncoder, limits: ExportLimits | None = None
     ) -> None:
         self._sender = sender
         self._encoder = encoder
         self.limits = limits or ExportLimits.from_env()
-        self._items: deque[ReadableSpan | RequestSpans] = deque()
+        self._items: deque[BatchSpans] = deque()
         self._queued = 0  # spans in ``_items``
         self._exporting = 0  # spans taken and not yet sent
         self._flush_now = False
@@ -315,16 +367,9 @@ class SpanExport(SpanProcessor):
         self._thread = threading.Thread(target=self._run, name="span-export", daemon=True)
         self._thread.start()
 
-    def put_requests(self, batch: RequestSpans) -> None:
+    def put(self, batch: BatchSpans) -> None:
         for part in batch.parts(self.limits.max_export_batch_size):
-            self._put(part, len(part.spans))
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if span.context is not None and span.context.trace_flags.sampled:
-            self._put(span, 1)
+            self._put(part, part.count)
 
     def shutdown(self) -> None:
         with self._changed:
@@ -347,7 +392,7 @@ class SpanExport(SpanProcessor):
                 lambda: self._queued + self._exporting == 0, timeout_millis / 1000
             )
 
-    def _put(self, item: ReadableSpan | RequestSpans, count: int) -> None:
+    def _put(self, item: BatchSpans, count: int) -> None:
         with self._changed:
             full = self._queued + count > self.limits.max_queue_size
             if full:
@@ -381,13 +426,12 @@ class SpanExport(SpanProcessor):
             self._stopping or self._flush_now or self._queued >= self.limits.max_export_batch_size
         )
 
-    def _take(self) -> list[ReadableSpan | RequestSpans]:
+    def _take(self) -> list[BatchSpans]:
         """Queued items up to one export's worth of spans (called holding the lock)."""
-        taken: list[ReadableSpan | RequestSpans] = []
+        taken: list[BatchSpans] = []
         spans = 0
         while self._items:
-            item = self._items[0]
-            count = len(item.spans) if isinstance(item, RequestSpans) else 1
+            count = self._items[0].count
             if taken and spans + count > self.limits.max_export_batch_size:
                 break
             taken.append(self._items.popleft())
@@ -398,13 +442,10 @@ class SpanExport(SpanProcessor):
             self._flush_now = False
         return taken
 
-    def _export(self, taken: list[ReadableSpan | RequestSpans]) -> None:
-        sdk_spans = [item for item in taken if isinstance(item, ReadableSpan)]
-        body = encode_spans(sdk_spans).SerializePartialToString() if sdk_spans else b""
+    def _export(self, taken: list[BatchSpans]) -> None:
         encode = self._encoder.encode
-        body += b"".join(encode(item) for item in taken if isinstance(item, RequestSpans))
         try:
-            self._sender.send(body)
+            self._sender.send(b"".join(encode(item) for item in taken))
         except Exception:  # the thread must outlive any one export
             log.exception("tracing: an export failed")
         with self._changed:
@@ -413,12 +454,13 @@ class SpanExport(SpanProcessor):
 
 
 __all__ = [
+    "BatchSpans",
     "ExportLimits",
     "OtlpHttpSender",
     "RequestSpan",
-    "RequestSpanEncoder",
-    "RequestSpans",
     "Sender",
+    "SpanEncoder",
     "SpanExport",
+    "StageSpan",
     "private_post",
 ]

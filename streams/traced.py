@@ -1,9 +1,9 @@
-"""The worker's tracing when it is on: the SDK for a batch's spans, plain values for its
-request spans (``streams.tracing`` decides, and imports this module only then, so that tracing
-off loads no OpenTelemetry module).
+"""The worker's tracing when it is on: a batch's spans as plain values, the SDK for its sampler,
+its resource and its exporters (``streams.tracing`` decides, and imports this module only then,
+so that tracing off loads no OpenTelemetry module).
 
 See ``streams.tracing`` for the spans and why they are linked as they are, and
-``streams.span_export`` for why request spans skip the SDK.
+``streams.span_export`` for why the spans skip the SDK.
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ from schemas.events import Rejection
 from streams.codecs import Answer, Consumed
 from streams.settings import Settings
 from streams.span_export import (
+    BatchSpans,
     ExportLimits,
     OtlpHttpSender,
     RequestSpan,
-    RequestSpanEncoder,
-    RequestSpans,
     Sender,
+    SpanEncoder,
     SpanExport,
+    StageSpan,
     private_post,
 )
 from streams.trace_context import TraceContext, incoming
@@ -62,40 +63,44 @@ _CURRENT: ContextVar[_SpanBatch | None] = ContextVar("migrator_batch_trace", def
 
 
 class _SpanBatch:
-    """A batch when tracing is on: a span per request, a batch span, a span per stage.
+    """A batch when tracing is on: a span per request, a batch span, a span per stage, all as
+    plain values (``span_export``), handed over together once the batch is over (``Traced.out``:
+    encoded straight to OTLP, or made through the SDK).
 
-    The batch and stage spans are the SDK's. A request span is kept as plain values
-    (``span_export.RequestSpan``) and handed over once its batch is over, all at once, with what
-    it is linked to and what it was answered (``Traced.requests_out``: encoded straight to OTLP,
-    or made through the SDK). Its ids are chosen when the batch begins, since its answer carries
-    them (``contexts``); a request the sampler leaves out gets no span at all.
+    A request span's ids are chosen when the batch begins, since its answer carries them
+    (``contexts``); a request the sampler leaves out gets no span at all. The batch's own spans
+    are a trace of their own, sampled as one: when the sampler leaves it out, the request spans
+    still link to its stages (by ids no exporter will see, as the SDK would have made them).
     """
 
     def __init__(self, traced: Traced, records: Sequence[Consumed], partition: int) -> None:
         sample = Decision.RECORD_AND_SAMPLE
-        tracer = self._tracer = traced.tracer
-        self._requests_out = traced.requests_out
-        # What every request of the batch shares is said once, on the batch span.
-        self._root = tracer.start_span(
-            BATCH_SPAN,
-            context=Context(),
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": records[0].origin.topic if records else "",
-                "messaging.destination.partition.id": str(partition),
-                "messaging.batch.message_count": len(records),
-            },
-        )
+        should_sample = traced.sampler.should_sample
+        self._out = traced.out
         self._started_ns = time.time_ns()
-        self._open: list[Span] = []
+        # What every request of the batch shares is said once, on the batch span.
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": records[0].origin.topic if records else "",
+            "messaging.destination.partition.id": str(partition),
+            "messaging.batch.message_count": len(records),
+        }
+        self._trace_id = random.getrandbits(128) or 1
+        decision = should_sample(
+            Context(), self._trace_id, BATCH_SPAN, SpanKind.INTERNAL, attributes
+        )
+        self._flags = 1 if decision.decision is sample else 0
+        self._root = StageSpan(BATCH_SPAN, random.getrandbits(64) or 1, 0, self._started_ns)
+        self._root.attributes = attributes
+        self._own: list[StageSpan] = [self._root]
+        self._open: list[StageSpan] = []
         self._links: list[tuple[int, int, int]] = []
         self._token: Any = None
         self._published = True
         self._attributes: list[dict[str, str | int | bool]] = []
         self._spans: list[RequestSpan] = []  # of the requests the sampler keeps
         self.contexts = []
-        should_sample = traced.sampler.should_sample
         parent_context = traced.parent_context
         root = Context()
         consumer = SpanKind.CONSUMER
@@ -104,12 +109,12 @@ class _SpanBatch:
             context = root if parent is None else parent_context(parent)
             trace_id = random.getrandbits(128) or 1 if parent is None else int(parent.trace_id, 16)
             span_id = random.getrandbits(64) or 1
-            decision = should_sample(context, trace_id, REQUEST_SPAN, consumer).decision
-            sampled = decision is sample
-            attributes: dict[str, str | int | bool] = {}
-            self._attributes.append(attributes)
+            decision = should_sample(context, trace_id, REQUEST_SPAN, consumer)
+            sampled = decision.decision is sample
+            request_attributes: dict[str, str | int | bool] = {}
+            self._attributes.append(request_attributes)
             if sampled:
-                self._spans.append(RequestSpan(trace_id, span_id, parent, attributes))
+                self._spans.append(RequestSpan(trace_id, span_id, parent, request_attributes))
             self.contexts.append(
                 TraceContext(
                     f"{trace_id:032x}",
@@ -127,34 +132,36 @@ class _SpanBatch:
         _CURRENT.reset(self._token)
         failed = None
         if error is not None:
-            failed = f"{type(error).__name__}: {error}"[:200]
-            self._root.set_status(Status(StatusCode.ERROR, failed))
-        ended_ns = time.time_ns()
+            failed = self._root.error = f"{type(error).__name__}: {error}"[:200]
+        ended_ns = self._root.end_ns = time.time_ns()
         if not self._published:
             for span in self._spans:
                 span.attributes["migrator.published"] = False
-        if self._spans:
+        own = self._own if self._flags else ()
+        if self._spans or own:
             links = tuple(self._links)
-            self._requests_out(RequestSpans(self._started_ns, ended_ns, links, failed, self._spans))
-        self._root.end(end_time=ended_ns)
+            self._out(
+                BatchSpans(
+                    self._started_ns, ended_ns, links, failed, self._spans, self._trace_id, own
+                )
+            )
 
     @contextmanager
     def stage(self, name: str, attributes: Mapping[str, str | int] | None = None) -> Iterator[None]:
         parent = self._open[-1] if self._open else self._root
-        span = self._tracer.start_span(
-            name, context=set_span_in_context(parent), attributes=attributes
-        )
-        linked = span.get_span_context()
-        self._links.append((linked.trace_id, linked.span_id, int(linked.trace_flags)))
+        span = StageSpan(name, random.getrandbits(64) or 1, parent.span_id, time.time_ns())
+        span.attributes = attributes
+        self._own.append(span)
+        self._links.append((self._trace_id, span.span_id, self._flags))
         self._open.append(span)
         try:
             yield
         except BaseException as error:
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:200]))
+            span.error = f"{type(error).__name__}: {error}"[:200]
             raise
         finally:
             self._open.pop()
-            span.end()
+            span.end_ns = time.time_ns()
 
     def answered(self, answers: Sequence[tuple[Consumed, Answer]]) -> None:
         for attributes, (record, answer) in zip(self._attributes, answers, strict=True):
@@ -233,21 +240,23 @@ class _PlannedIds:
         return True
 
 
-class _SdkRequestSpans:
-    """Request spans made through the SDK, for the console exporter (a debugging aid, where the
-    SDK's cost does not matter) and in case the OTLP exporter lacks the route for bytes encoded
-    here (``span_export.private_post``)."""
+class _SdkSpans:
+    """A batch's spans made through the SDK after the fact, with the ids, times and parents
+    they were given: for the console exporter (a debugging aid, where the SDK's cost does not
+    matter), and in case the OTLP exporter lacks the route for bytes encoded here
+    (``span_export.private_post``)."""
 
     def __init__(self, tracer: Tracer, ids: _PlannedIds) -> None:
         self._tracer = tracer
         self._ids = ids
 
-    def __call__(self, batch: RequestSpans) -> None:
+    def __call__(self, batch: BatchSpans) -> None:
         links = [Link(SpanContext(t, s, False, TraceFlags(f))) for t, s, f in batch.links]
         failed = None if batch.error is None else Status(StatusCode.ERROR, batch.error)
         for request in batch.spans:
-            self._ids.next = (request.trace_id, request.span_id)
-            span = self._tracer.start_span(
+            span = self._start(
+                request.trace_id,
+                request.span_id,
                 REQUEST_SPAN,
                 context=None if request.parent is None else _remote(request.parent),
                 kind=SpanKind.CONSUMER,
@@ -255,26 +264,52 @@ class _SdkRequestSpans:
                 links=links,
                 start_time=batch.start_ns,
             )
-            self._ids.next = None  # taken by now; never left for another span to take
             if failed is not None:
                 span.set_status(failed)
             span.end(end_time=batch.end_ns)
+        for own in batch.own:
+            parent = None
+            if own.parent_span_id:
+                flags = TraceFlags(TraceFlags.SAMPLED)
+                parent_span = SpanContext(batch.trace_id, own.parent_span_id, False, flags)
+                parent = set_span_in_context(NonRecordingSpan(parent_span))
+            span = self._start(
+                batch.trace_id,
+                own.span_id,
+                own.name,
+                context=parent or Context(),
+                attributes=own.attributes,
+                start_time=own.start_ns,
+            )
+            if own.error is not None:
+                span.set_status(Status(StatusCode.ERROR, own.error))
+            span.end(end_time=own.end_ns)
+
+    def _start(self, trace_id: int, span_id: int, name: str, **options: Any) -> Span:
+        self._ids.next = (trace_id, span_id)
+        try:
+            return self._tracer.start_span(name, **options)
+        finally:
+            self._ids.next = None  # taken by now; never left for another span to take
 
 
 class Traced:
-    """Tracing on: the SDK's tracer provider, owned here (not installed globally), and where
-    the request spans go."""
+    """Tracing on: the SDK's tracer provider, owned here (not installed globally), for its
+    sampler and exporters, and where a batch's spans go."""
 
     def __init__(
-        self, provider: TracerProvider, requests_out: Callable[[RequestSpans], None] | None = None
+        self,
+        provider: TracerProvider,
+        out: Callable[[BatchSpans], None] | None = None,
+        close: Callable[[], None] | None = None,
     ) -> None:
         self.provider = provider
         self.sampler = provider.sampler
         self.parent_context = _ParentContexts(self.sampler).of
-        self.tracer = provider.get_tracer(SCOPE)
         ids = provider.id_generator
         assert isinstance(ids, _PlannedIds)
-        self.requests_out = requests_out or _SdkRequestSpans(self.tracer, ids)
+        self.out = out or _SdkSpans(provider.get_tracer(SCOPE), ids)
+        self._close = close
 
     def batch(self, records: Sequence[Consumed], partition: int) -> BatchTrace:
         return _SpanBatch(self, records, partition)
@@ -284,6 +319,8 @@ class Traced:
         return _NO_SPAN if current is None else current.stage(name)
 
     def shutdown(self) -> None:
+        if self._close is not None:
+            self._close()
         self.provider.shutdown()
 
 
@@ -294,8 +331,8 @@ def _otlp_sender(provider: TracerProvider) -> Sender | None:
     post = private_post(exporter)
     if post is None:
         log.warning(
-            "tracing: the OTLP exporter has no client.export(bytes); request spans go through "
-            "the SDK (about 50 µs a span instead of about 7)"
+            "tracing: the OTLP exporter has no client.export(bytes); spans go through the SDK "
+            "(about 50 µs a span instead of about 7)"
         )
         provider.add_span_processor(BatchSpanProcessor(exporter))
         return None
@@ -333,6 +370,5 @@ def new_traced(settings: Settings, sender: Sender | None) -> Traced:
         sender = _otlp_sender(provider)
         if sender is None:
             return Traced(provider)
-    export = SpanExport(sender, RequestSpanEncoder(resource, SCOPE, REQUEST_SPAN), limits)
-    provider.add_span_processor(export)
-    return Traced(provider, export.put_requests)
+    export = SpanExport(sender, SpanEncoder(resource, SCOPE, REQUEST_SPAN), limits)
+    return Traced(provider, export.put, export.shutdown)

@@ -7,13 +7,12 @@ for a ``BatchTrace`` per batch and never tests the mode again:
 - ``Untraced`` (the default): no OpenTelemetry SDK is even imported, no span is made. Each
   answer still carries its request's trace (``streams.trace_context``): the request's own
   ``traceparent`` passed through as it came, or a new trace when it had none or an invalid one.
-- ``Traced`` (``streams.traced``, imported only then): an SDK tracer provider (sampler,
-  service name, resource from the ``OTEL_*`` variables, read where the SDK reads them) for a
-  batch's own spans. Request spans, one per record and so the bulk of the cost, skip the SDK:
-  they are kept as plain values and encoded straight to OTLP (``streams.span_export``), and
-  exported with the batch spans by one queue and one thread through the OTLP/HTTP exporter's
-  client. The console exporter (for a look without a collector) takes the SDK's path for
-  every span.
+- ``Traced`` (``streams.traced``, imported only then): an SDK tracer provider for its
+  sampler, service name and resource (from the ``OTEL_*`` variables, read where the SDK reads
+  them). The spans themselves skip the SDK: a batch's spans are kept as plain values and
+  encoded straight to OTLP (``streams.span_export``), exported by one queue and one thread
+  through the OTLP/HTTP exporter's client. The console exporter (for a look without a
+  collector) makes them through the SDK once the batch is over.
 
 The spans of a batch: one ``process user-migration-requested`` span per request record (kind
 consumer), a child of the record's ``traceparent`` (or the root of a new trace), and per batch a

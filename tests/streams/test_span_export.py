@@ -32,11 +32,12 @@ from streams import traced
 from streams.codecs import Consumed, Origin
 from streams.settings import Settings
 from streams.span_export import (
+    BatchSpans,
     ExportLimits,
     RequestSpan,
-    RequestSpanEncoder,
-    RequestSpans,
+    SpanEncoder,
     SpanExport,
+    StageSpan,
 )
 from streams.stack.ports import free_port
 from streams.trace_context import TraceContext, new_trace
@@ -103,7 +104,7 @@ def _attributes(pairs: Any) -> dict[str, Any]:
     return {pair.key: _value(pair.value) for pair in pairs}
 
 
-def _batch(error: str | None = None) -> RequestSpans:
+def _batch(error: str | None = None, *, own: bool = False) -> BatchSpans:
     root = RequestSpan(0xA1 << 100, 0xB2, None, {"migrator.answer": "migrated", "n": 7})
     continued = RequestSpan(
         int(TRACE_ID, 16),
@@ -112,13 +113,25 @@ def _batch(error: str | None = None) -> RequestSpans:
         {"migrator.answer": "dead_letter", "migrator.published": False, "big": 2**62},
     )
     links = ((0xD4, 0xE5, 1), (0xD4, 0xF6, 1))
-    return RequestSpans(
-        1_700_000_000_000_000_001, 1_700_000_000_500_000_002, links, error, [root, continued]
+    stages = (
+        StageSpan("batch", 0xE4, 0, 1_700_000_000_000_000_001, 1_700_000_000_500_000_002, {"k": 3}),
+        StageSpan("stage", 0xE5, 0xE4, 1_700_000_000_100_000_000, 1_700_000_000_200_000_000),
+        StageSpan("failed", 0xF6, 0xE5, 1_700_000_000_150_000_000, 1_700_000_000_160_000_000),
+    )
+    stages[2].error = "Fenced: no"
+    return BatchSpans(
+        1_700_000_000_000_000_001,
+        1_700_000_000_500_000_002,
+        links,
+        error,
+        [root, continued],
+        0xD4 if own else 0,
+        stages if own else (),
     )
 
 
 def test_a_request_span_decodes_field_by_field() -> None:
-    body = RequestSpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN).encode(_batch("Fenced: no"))
+    body = SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN).encode(_batch("Fenced: no"))
     (resource_spans,) = ExportTraceServiceRequest.FromString(body).resource_spans
     assert _attributes(resource_spans.resource.attributes) == dict(RESOURCE.attributes)
     assert resource_spans.schema_url == "https://schema/1"
@@ -152,19 +165,21 @@ def test_a_request_span_decodes_field_by_field() -> None:
     }
 
 
-def test_a_request_span_says_what_the_sdk_would_have_said() -> None:
-    """The same span made through the SDK (the console and fallback path) and encoded by the
+def test_a_batch_s_spans_say_what_the_sdk_would_have_said() -> None:
+    """The same spans made through the SDK (the console and fallback path) and encoded by the
     OTLP exporter's encoder: equal but for the W3C flags, which the SDK's encoder leaves out."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=RESOURCE, id_generator=traced._PlannedIds())  # type: ignore[arg-type]
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    traced.Traced(provider).requests_out(_batch("Fenced: no"))
+    traced.Traced(provider).out(_batch("Fenced: no", own=True))
     sdk = ExportTraceServiceRequest.FromString(
         encode_spans(exporter.get_finished_spans()).SerializeToString()
     )
     ours = ExportTraceServiceRequest.FromString(
-        RequestSpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN).encode(_batch("Fenced: no"))
+        SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN).encode(_batch("Fenced: no", own=True))
     )
+    names = [span.name for span in ours.resource_spans[0].scope_spans[0].spans]
+    assert names == [REQUEST_SPAN, REQUEST_SPAN, "batch", "stage", "failed"]
     for request in (sdk, ours):
         for span in request.resource_spans[0].scope_spans[0].spans:
             span.flags &= ~0xFF
@@ -177,7 +192,7 @@ def test_a_batch_larger_than_an_export_is_exported_in_parts() -> None:
     kept = Kept()
     export = SpanExport(kept, _encoder(), ExportLimits(10, 60, 2, 5))
     spans = [RequestSpan(n + 1, n + 1, None, {}) for n in range(5)]
-    export.put_requests(RequestSpans(1, 2, (), None, spans))
+    export.put(BatchSpans(1, 2, (), None, spans))
     export.shutdown()
     assert [len(_spans_of(body)) for body in kept.bodies] == [2, 2, 1]
     assert sorted(span.span_id[-1] for span in kept.spans()) == [1, 2, 3, 4, 5]
@@ -189,11 +204,11 @@ def test_a_full_queue_drops_spans_counts_them_and_says_so_once(
     kept = Kept()
     kept.go.clear()  # the thread is held in its first export
     export = SpanExport(kept, _encoder(), ExportLimits(4, 0.01, 2, 5))
-    export.put_requests(_spans(2))
+    export.put(_spans(2))
     _wait_for(lambda: export._exporting == 2)
     with caplog.at_level(logging.WARNING, "streams.span_export"):
         for _ in range(4):
-            export.put_requests(_spans(2))  # 4 fit, 4 do not
+            export.put(_spans(2))  # 4 fit, 4 do not
     assert export.dropped == 4
     assert len(caplog.records) == 1 and "OTEL_BSP_MAX_QUEUE_SIZE=4" in caplog.text
     kept.go.set()
@@ -206,7 +221,7 @@ def test_a_full_queue_drops_spans_counts_them_and_says_so_once(
 def test_shutdown_exports_what_is_queued_and_closes_the_sender() -> None:
     kept = Kept()
     export = SpanExport(kept, _encoder(), ExportLimits(100, 600, 50, 5))  # never due by time
-    export.put_requests(_spans(3))
+    export.put(_spans(3))
     assert kept.bodies == []
     export.shutdown()
     assert len(kept.spans()) == 3 and kept.closed
@@ -215,7 +230,7 @@ def test_shutdown_exports_what_is_queued_and_closes_the_sender() -> None:
 def test_force_flush_exports_now() -> None:
     kept = Kept()
     export = SpanExport(kept, _encoder(), ExportLimits(100, 600, 50, 5))
-    export.put_requests(_spans(3))
+    export.put(_spans(3))
     assert export.force_flush(5000)
     assert len(kept.spans()) == 3
     export.shutdown()
@@ -273,14 +288,28 @@ def test_each_request_span_continues_its_trace_and_links_to_the_batch_s_stages()
     with worker.stage(POSTGRES_SPAN):
         pass
     worker.shutdown()
-    assert len(kept.bodies) == 1  # the SDK's spans and the request spans, one POST
-    (sdk, requests) = kept.requests()[0].resource_spans
-    assert _attributes(sdk.resource.attributes) == _attributes(requests.resource.attributes)
-    assert _attributes(requests.resource.attributes)["service.name"] == "onboarding-migrator"
-    spans = {span.name: span for span in sdk.scope_spans[0].spans}
+    assert len(kept.bodies) == 1  # the batch's spans, one POST
+    (resource_spans,) = kept.requests()[0].resource_spans
+    assert _attributes(resource_spans.resource.attributes)["service.name"] == "onboarding-migrator"
+    (scope_spans,) = resource_spans.scope_spans
+    assert scope_spans.scope.name == SCOPE
+    requests = [span for span in scope_spans.spans if span.name == REQUEST_SPAN]
+    spans = {span.name: span for span in scope_spans.spans if span.name != REQUEST_SPAN}
     assert set(spans) == {BATCH_SPAN, POSTGRES_SPAN, REDIS_SPAN, KAFKA_SPAN}
+    for span in spans.values():
+        assert span.kind == PbSpan.SPAN_KIND_INTERNAL and span.flags == 0x101
+        assert span.end_time_unix_nano >= span.start_time_unix_nano > 0
+        assert span.status.code == PbStatus.STATUS_CODE_UNSET
+    assert _attributes(spans[BATCH_SPAN].attributes) == {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": "user-migration-requested",
+        "messaging.destination.partition.id": "0",
+        "messaging.batch.message_count": 3,
+    }
+    assert spans[BATCH_SPAN].parent_span_id == b""
     # The third record's parent was not sampled: no span, and its answer says so.
-    continued, started = requests.scope_spans[0].spans
+    continued, started = requests
     assert contexts[2].flags == "00" and contexts[2].trace_id == TRACE_ID
     assert continued.trace_id.hex() == TRACE_ID
     assert continued.parent_span_id.hex() == "00f067aa0ba902b7"
@@ -347,6 +376,28 @@ def test_the_sdk_s_samplers_decide_by_the_parent_s_flags_others_by_the_parent_it
     assert seen == [int(parent.span_id, 16) for parent in parents]
 
 
+def test_a_batch_whose_own_trace_is_sampled_out_exports_its_request_spans_alone() -> None:
+    class RequestsOnly(Sampler):
+        def should_sample(
+            self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any
+        ) -> SamplingResult:
+            keep = Decision.RECORD_AND_SAMPLE if name == REQUEST_SPAN else Decision.DROP
+            return SamplingResult(keep)
+
+        def get_description(self) -> str:
+            return "requests only"
+
+    out: list[BatchSpans] = []
+    provider = TracerProvider(sampler=RequestsOnly(), id_generator=traced._PlannedIds())  # type: ignore[arg-type]
+    worker = traced.Traced(provider, out.append)
+    with worker.batch([_record(1, [])], 0) as trace, trace.stage(KAFKA_SPAN):
+        pass
+    (batch,) = out
+    assert len(batch.spans) == 1 and batch.own == ()
+    ((_, _, flags),) = batch.links  # the stage it went through, by an id no exporter sees
+    assert flags == 0
+
+
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
     with OtlpReceiver(free_port()) as running:
@@ -362,12 +413,12 @@ def test_spans_reach_an_otlp_http_receiver_by_either_route(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """``client``: bytes encoded here, POSTed by the exporter's client; ``sdk``: this exporter
-    version has no such route, so request spans are made through the SDK (said once)."""
+    version has no such route, so every span is made through the SDK (said once)."""
     if route == "sdk":
         monkeypatch.setattr(traced, "private_post", lambda exporter: None)
     with caplog.at_level(logging.WARNING, "streams.traced"):
         worker = new_tracing(Settings(tracing="otlp"))
-    assert ("request spans go through the SDK" in caplog.text) == (route == "sdk")
+    assert ("spans go through the SDK" in caplog.text) == (route == "sdk")
     with worker.batch([_record(5, [("traceparent", PARENT.encode())])], 0) as trace:
         with trace.stage(KAFKA_SPAN):
             pass
@@ -382,12 +433,12 @@ def test_spans_reach_an_otlp_http_receiver_by_either_route(
     assert {span.service for span in receiver.spans} == {"onboarding-migrator"}
 
 
-def _encoder() -> RequestSpanEncoder:
-    return RequestSpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN)
+def _encoder() -> SpanEncoder:
+    return SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN)
 
 
-def _spans(count: int) -> RequestSpans:
-    return RequestSpans(1, 2, (), None, [RequestSpan(n + 1, n + 1, None, {}) for n in range(count)])
+def _spans(count: int) -> BatchSpans:
+    return BatchSpans(1, 2, (), None, [RequestSpan(n + 1, n + 1, None, {}) for n in range(count)])
 
 
 def _spans_of(body: bytes) -> list[PbSpan]:
