@@ -6,10 +6,9 @@ its links and attributes, the batch span processor, the exporter's protobuf enco
 shapes (a span per request: one name, kind consumer, its batch's start and end, a few
 attributes, links to its batch's stage spans; the batch span and a span per stage), so they are
 kept as plain values (``BatchSpans``) and written to the OTLP wire format by hand
-(``SpanEncoder``), a few µs a span. The batch's own spans took the SDK's path until
-2026-12-03: on a flood, four SDK spans a batch exported from the same thread cost the worker
-more than every request span together (a pair of 30,000-user floods: +0.3 % of the worker's
-CPU with them encoded elsewhere, +13 % with them in the export).
+(``SpanEncoder``), a few µs a span. The batch's own spans are written the same way, so that no
+span goes through the SDK on the worker's path (its encoder also hashed the resource, as JSON,
+once per span); the SDK's sampler still decides which spans there are.
 
 One bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``) and one background thread (``SpanExport``)
 export every span, over one HTTP connection. The POST is the OTLP/HTTP exporter's own client
