@@ -1,0 +1,2 @@
+-- Back to the plan cache's configured mode (ends custom_plans).
+RESET plan_cache_mode
