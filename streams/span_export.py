@@ -85,6 +85,17 @@ def _fixed64(number: int, value: int) -> bytes:
     return _tag(number, 1) + struct.pack("<Q", value)
 
 
+# A span's flags (field 16): sampled, and whether its parent is remote.
+_SAMPLED_LOCAL_PARENT = _fixed32(16, _HAS_IS_REMOTE | 1)
+_SAMPLED_REMOTE_PARENT = _fixed32(16, _HAS_IS_REMOTE | _IS_REMOTE | 1)
+_KIND_INTERNAL = b"\x30" + _varint(_SPAN_KIND_INTERNAL)
+
+
+def _error_status(message: str) -> bytes:
+    """A span's status (field 15): an error, and why."""
+    return _delimited(15, _delimited(2, message.encode()) + b"\x18" + _varint(_STATUS_CODE_ERROR))
+
+
 def _any_value(value: object) -> bytes:
     """An ``AnyValue``: every type an OpenTelemetry attribute (or a resource's) may have."""
     if isinstance(value, bool):  # before int: a bool is an int
@@ -219,7 +230,7 @@ class SpanEncoder:
         )
         status = b""
         if batch.error is not None:
-            status = _delimited(15, _delimited(2, batch.error.encode()) + b"\x18\x02")
+            status = _error_status(batch.error)
         return self._name_and_kind + times, links + status
 
     def _span(self, span: RequestSpan, shared: tuple[bytes, bytes]) -> bytes:
@@ -227,12 +238,12 @@ class SpanEncoder:
         parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08"]
         parts.append(span.span_id.to_bytes(8, "big"))
         if parent is None:
-            flags = b"\x85\x01\x01\x01\x00\x00"  # field 16, fixed32 0x101: sampled, local parent
+            flags = _SAMPLED_LOCAL_PARENT
         else:
             if parent.tracestate:
                 parts.append(_delimited(3, parent.tracestate.encode()))
             parts += (b"\x22\x08", bytes.fromhex(parent.span_id))
-            flags = b"\x85\x01\x01\x03\x00\x00"  # 0x301: sampled, remote parent
+            flags = _SAMPLED_REMOTE_PARENT
         parts.append(shared[0])
         key = self._key
         for name, value in span.attributes.items():
@@ -246,17 +257,15 @@ class SpanEncoder:
             parts += (b"\x22\x08", span.parent_span_id.to_bytes(8, "big"))
         parts += (
             _delimited(5, span.name.encode()),
-            b"\x30" + _varint(_SPAN_KIND_INTERNAL),
+            _KIND_INTERNAL,
             _fixed64(7, span.start_ns),
             _fixed64(8, span.end_ns),
         )
         for key, value in (span.attributes or {}).items():
             parts.append(_delimited(9, self._key(key) + _delimited(2, _any_value(value))))
-        if span.error is None:
-            parts.append(b"\x7a\x00")  # an unset status, written as the SDK's encoder does
-        else:
-            parts.append(_delimited(15, _delimited(2, span.error.encode()) + b"\x18\x02"))
-        parts.append(b"\x85\x01\x01\x01\x00\x00")  # sampled, local parent
+        # An unset status is written empty, as the SDK's encoder does.
+        parts.append(b"\x7a\x00" if span.error is None else _error_status(span.error))
+        parts.append(_SAMPLED_LOCAL_PARENT)
         return b"".join(parts)
 
     def _key(self, key: str) -> bytes:
@@ -368,7 +377,7 @@ class SpanExport:
 
     def put(self, batch: BatchSpans) -> None:
         for part in batch.parts(self.limits.max_export_batch_size):
-            self._put(part, part.count)
+            self._put(part)
 
     def shutdown(self) -> None:
         with self._changed:
@@ -391,7 +400,8 @@ class SpanExport:
                 lambda: self._queued + self._exporting == 0, timeout_millis / 1000
             )
 
-    def _put(self, item: BatchSpans, count: int) -> None:
+    def _put(self, item: BatchSpans) -> None:
+        count = item.count
         with self._changed:
             full = self._queued + count > self.limits.max_queue_size
             if full:

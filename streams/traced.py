@@ -91,8 +91,8 @@ class _SpanBatch:
             Context(), self._trace_id, BATCH_SPAN, SpanKind.INTERNAL, attributes
         )
         self._flags = 1 if decision.decision is sample else 0
-        self._root = StageSpan(BATCH_SPAN, random.getrandbits(64) or 1, 0, self._started_ns)
-        self._root.attributes = attributes
+        root_id = random.getrandbits(64) or 1
+        self._root = StageSpan(BATCH_SPAN, root_id, 0, self._started_ns, attributes=attributes)
         self._own: list[StageSpan] = [self._root]
         self._open: list[StageSpan] = []
         self._links: list[tuple[int, int, int]] = []
@@ -149,8 +149,8 @@ class _SpanBatch:
     @contextmanager
     def stage(self, name: str, attributes: Mapping[str, str | int] | None = None) -> Iterator[None]:
         parent = self._open[-1] if self._open else self._root
-        span = StageSpan(name, random.getrandbits(64) or 1, parent.span_id, time.time_ns())
-        span.attributes = attributes
+        span_id = random.getrandbits(64) or 1
+        span = StageSpan(name, span_id, parent.span_id, time.time_ns(), attributes=attributes)
         self._own.append(span)
         self._links.append((self._trace_id, span.span_id, self._flags))
         self._open.append(span)
