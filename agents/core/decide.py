@@ -104,9 +104,12 @@ def decide(
             f"legacy row of {request.user_id} says 'migrated' but no session exists",
         )
     try:
-        plan = plan_migration(
-            legacy, session_id=session_id_for(request.user_id, request.request_id), now=now
-        )
+        # A record's Kafka time is the same on every delivery; outside Kafka, the batch's clock.
+        requested_ms = work.timestamp_ms
+        if requested_ms is None:
+            requested_ms = int(now.timestamp() * 1000)
+        session_id = session_id_for(request.user_id, request.request_id, requested_ms)
+        plan = plan_migration(legacy, session_id=session_id, now=now)
     except PlanError as error:
         return Failed(error.code, error.message)
     return Migrate(plan)

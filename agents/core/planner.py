@@ -1,7 +1,8 @@
 """Legacy row in, migration plan out (contract §6). Pure: no I/O, no clock, no random ids.
 
-``now`` and the session id are passed in, and the session id is derived from the request
-(uuid5), so a redelivered request plans exactly the same session as the first delivery did.
+``now`` and the session id are passed in. The session id is derived from the request and the
+time its record was written to Kafka (a name-based id ordered by that time), so a redelivered
+record plans exactly the same session as its first delivery did.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from agents.core.manifest import (
     check_answers,
     checksum_and_tokens,
 )
-from agents.core.name_uuids import name_uuid
+from agents.core.name_uuids import time_ordered_name_uuid
 from schemas.canonical import sha256_hex
 from schemas.events import ErrorCode, SessionStatusName
 from schemas.legacy import LegacyRow, LegacyStatus
@@ -79,8 +80,10 @@ class MigrationPlan:
         )
 
 
-def session_id_for(user_id: str, request_id: uuid.UUID) -> uuid.UUID:
-    return name_uuid(_SESSION_NAMESPACE, f"{user_id}/{request_id}")
+def session_id_for(user_id: str, request_id: uuid.UUID, requested_ms: int) -> uuid.UUID:
+    """``requested_ms``: when the request's record was written (Unix milliseconds), so that
+    sessions' ids, the key of their step rows, grow with time (see ``name_uuids``)."""
+    return time_ordered_name_uuid(_SESSION_NAMESPACE, f"{user_id}/{request_id}", requested_ms)
 
 
 @dataclass(frozen=True)

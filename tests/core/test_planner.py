@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import uuid
 
 import pytest
 from support.factories import NOW, REQUIRED_LEGACY, SESSION, UPDATED, row
@@ -151,7 +152,7 @@ def test_manifest_carries_unicode_answers_and_its_checksum_recomputes() -> None:
 def test_manifest_is_a_pure_function_of_the_legacy_row() -> None:
     legacy = row(status="completed", answers={"company_name": "Acme"})
     assert build_manifest(legacy) == build_manifest(legacy)
-    other = plan_migration(legacy, session_id=session_id_for("x", SESSION), now=UPDATED)
+    other = plan_migration(legacy, session_id=session_id_for("x", SESSION, 0), now=UPDATED)
     assert (
         other.manifest_checksum
         == plan_migration(legacy, session_id=SESSION, now=NOW).manifest_checksum
@@ -165,6 +166,12 @@ def test_snapshot_and_its_hash_are_in_the_plan() -> None:
     assert result.legacy_sha256 == legacy.snapshot_sha256()
 
 
-def test_session_ids_are_derived_from_user_and_request() -> None:
-    assert session_id_for("u", SESSION) == session_id_for("u", SESSION)
-    assert session_id_for("u", SESSION) != session_id_for("v", SESSION)
+def test_session_ids_are_derived_from_user_request_and_time_and_sort_by_time() -> None:
+    at = 1_796_000_000_000
+    assert session_id_for("u", SESSION, at) == session_id_for("u", SESSION, at)
+    assert session_id_for("u", SESSION, at) != session_id_for("v", SESSION, at)
+    assert session_id_for("u", SESSION, at) != session_id_for("u", uuid.uuid4(), at)
+    later = [session_id_for(f"u{n}", uuid.uuid4(), at + n) for n in range(1, 200)]
+    assert sorted(later) == later
+    assert all(s.version == 7 and s.variant == uuid.RFC_4122 for s in later)
+    assert later[0].int >> 80 == at + 1

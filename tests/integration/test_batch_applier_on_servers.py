@@ -259,14 +259,28 @@ async def test_validate_knows_never_migrated_rolled_back_drift_and_unknown_users
         await validate_user(pool, redis_client, uid(unique, "v-nobody"))
 
 
-async def test_steps_of_a_session_that_does_not_exist_are_refused(pool: asyncpg.Pool) -> None:
-    # The statement-level check of DDL 007 stands in for the row-level foreign key.
-    with pytest.raises(asyncpg.ForeignKeyViolationError, match="does not exist"):
-        await pool.execute(
-            "INSERT INTO onboarding_steps (session_id, step_number, step_key, status, required)"
-            " VALUES ($1, 1, 'account_created', 'pending', true)",
-            uuid.uuid4(),
-        )
+async def test_steps_of_a_session_that_does_not_exist_are_refused(
+    core: BatchApplier, pool: asyncpg.Pool, unique: str
+) -> None:
+    # The statement-level check of DDL 007 and 016 stands in for the row-level foreign key: one
+    # orphan among a real session's rows still refuses the whole statement.
+    user = uid(unique, "orphan")
+    await insert_legacy(pool, user)
+    [migrated] = (await core.apply([work(user)])).outcomes
+    await pool.execute(
+        "DELETE FROM onboarding_steps WHERE session_id = $1 AND step_number IN (1, 2)",
+        migrated.session_id,
+    )
+    insert = (
+        "INSERT INTO onboarding_steps (session_id, step_number, step_key, status, required)"
+        " SELECT unnest($1::uuid[]), unnest($2::smallint[]), 'account_created', 'pending', true"
+    )
+    orphan = uuid.uuid4()
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match=f"session {orphan} does not"):
+        await pool.execute(insert, [migrated.session_id, orphan, migrated.session_id], [1, 1, 2])
+    await pool.execute(insert, [migrated.session_id, migrated.session_id], [1, 2])
+    steps = "SELECT count(*) FROM onboarding_steps WHERE session_id = $1"
+    assert await pool.fetchval(steps, migrated.session_id) == 24
 
 
 async def test_connection_killed_mid_batch_leaves_nothing_and_the_retry_succeeds(
