@@ -67,6 +67,12 @@ METRICS: dict[str, tuple[str, bool, str, str]] = {
         "HEAD uses less CPU",
         "HEAD uses more CPU",
     ),
+    "postgres_cpu_s_per_1000_users": (
+        "PostgreSQL CPU s/1,000 users",
+        False,
+        "HEAD costs PG less",
+        "HEAD costs PG more",
+    ),
 }
 CANNOT_TELL = "cannot tell at this noise"
 _IMPORT_CHECK = (
@@ -197,16 +203,17 @@ def table(report: dict[str, Any]) -> str:
         "run on its own fresh stack, the order alternating (REF first in odd pairs)",
         "",
         f"  {'pair':>4}  {'side':<4}  {'commit':<10} {'users/s':>9}  "
-        f"{'worker CPU s/1,000 users':>24}",
+        f"{'worker CPU s/1,000 users':>24}  {'PostgreSQL CPU s/1,000 users':>28}",
     ]
     for run in report["runs"]:
         lines.append(
             f"  {run['pair']:>4}  {run['side']:<4}  {run['commit']:<10} "
-            f"{run['users_per_s']:>9,.0f}  {run['worker_cpu_s_per_1000_users']:>24.3f}"
+            f"{run['users_per_s']:>9,.0f}  {run['worker_cpu_s_per_1000_users']:>24.3f}  "
+            f"{run['postgres_cpu_s_per_1000_users']:>28.3f}"
         )
     lines += [
         "",
-        f"  {'metric':<25} {'REF median (min-max)':<24} {'HEAD median (min-max)':<24} "
+        f"  {'metric':<29} {'REF median (min-max)':<24} {'HEAD median (min-max)':<24} "
         f"{'HEAD vs REF':>11} {'p':>6}  verdict",
     ]
     for metric, result in report["metrics"].items():
@@ -218,7 +225,7 @@ def table(report: dict[str, Any]) -> str:
         }
         change = result["head_vs_ref_median_pct"]
         lines.append(
-            f"  {name:<25} {shown['ref']:<24} {shown['head']:<24} "
+            f"  {name:<29} {shown['ref']:<24} {shown['head']:<24} "
             f"{'n/a' if change is None else f'{change:+.1f} %':>11} {result['p_value']:>6.3f}  "
             f"{result['verdict']}"
         )
@@ -356,6 +363,7 @@ class Side:
                 "commit": self.commit.short,
                 "users_per_s": float(flood["users_per_s"]),
                 "worker_cpu_s_per_1000_users": float(flood["cpu_s_per_1000_users"]["worker"]),
+                "postgres_cpu_s_per_1000_users": float(flood["cpu_s_per_1000_users"]["postgres"]),
                 "report": str(report_path),
             }
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
@@ -423,7 +431,8 @@ def compare(ref: Commit, head: Commit, pairs: int, users: int, out_dir: Path) ->
             runs.append(run)
             progress(
                 f"  {run['users_per_s']:,.0f} users/s, worker "
-                f"{run['worker_cpu_s_per_1000_users']:.3f} CPU s per 1,000 users"
+                f"{run['worker_cpu_s_per_1000_users']:.3f}, PostgreSQL "
+                f"{run['postgres_cpu_s_per_1000_users']:.3f} CPU s per 1,000 users"
             )
     finally:
         for side in added:

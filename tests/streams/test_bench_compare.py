@@ -31,6 +31,7 @@ def _runs(ref: list[float], head: list[float], cpu: float = 0.3) -> list[dict[st
                 "commit": "abc1234" if side == "REF" else "def5678",
                 "users_per_s": value,
                 "worker_cpu_s_per_1000_users": cpu,
+                "postgres_cpu_s_per_1000_users": cpu / 2,
             }
         )
     return runs
@@ -121,7 +122,11 @@ def test_the_summary_groups_each_sides_runs_in_run_order() -> None:
     runs = _runs([2500.0, 2510.0, 2490.0], [2700.0, 2690.0, 2710.0])
     result = bench_compare.summary(runs, 3)
     assert set(result) == {"rule", "alpha", "metrics"}
-    assert set(result["metrics"]) == {"users_per_s", "worker_cpu_s_per_1000_users"}
+    assert set(result["metrics"]) == {
+        "users_per_s",
+        "worker_cpu_s_per_1000_users",
+        "postgres_cpu_s_per_1000_users",
+    }
     users = result["metrics"]["users_per_s"]
     assert users["ref"]["values"] == [2500.0, 2510.0, 2490.0]
     assert users["head"]["values"] == [2700.0, 2690.0, 2710.0]
