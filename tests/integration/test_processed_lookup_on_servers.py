@@ -5,37 +5,12 @@ table grown by a flood. The lookup must still go by the index, not scan the tabl
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest
 
-from agents.jobs.schema import apply_schema
 from agents.stores.postgres_batch import PostgresTransaction
-from streams.connections import connect
-from streams.settings import Settings
 
 APP_ID = "lookup-plan"
 ROWS_PER_PARTITION = 5_000
-
-
-@pytest.fixture
-async def own_database(stack_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """A database of its own: the test empties ``processed_records`` and analyzes it, which
-    would change the plans of every other test's statements in the session's database."""
-    admin = await connect(stack_settings)
-    name = f"test_plan_{uuid.uuid4().hex[:10]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = stack_settings.database_url.rpartition("/")
-    conn = await connect(stack_settings.model_copy(update={"database_url": f"{base}/{name}"}))
-    try:
-        await apply_schema(conn)
-        yield conn
-    finally:
-        await conn.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _scans(conn: asyncpg.Connection) -> tuple[int, int]:
