@@ -44,6 +44,7 @@ _SPAN_KIND_INTERNAL = 1
 _SPAN_KIND_CONSUMER = 5
 _STATUS_CODE_ERROR = 2
 _U64 = (1 << 64) - 1
+_FEW_VALUES = 64  # see SpanEncoder._field
 
 
 # The protobuf wire format, as much of it as OTLP spans need: varints, length-delimited fields,
@@ -202,6 +203,10 @@ class SpanEncoder:
             _delimited(5, request_span_name.encode()) + b"\x30" + _varint(_SPAN_KIND_CONSUMER)
         )
         self._keys: dict[str, bytes] = {}
+        # Whole attribute fields by (key, value), for keys with few string values (an answer, an
+        # error code): most of a request span's attributes are then one dict lookup each.
+        self._fields: dict[tuple[str, object], bytes] = {}
+        self._values_seen: dict[str, int] = {}
 
     def encode(self, batch: BatchSpans) -> bytes:
         parts = []
@@ -245,11 +250,25 @@ class SpanEncoder:
             parts += (b"\x22\x08", bytes.fromhex(parent.span_id))
             flags = _SAMPLED_REMOTE_PARENT
         parts.append(shared[0])
-        key = self._key
-        for name, value in span.attributes.items():
-            parts.append(_delimited(9, key(name) + _delimited(2, _any_value(value))))
+        fields, field = self._fields, self._field
+        for item in span.attributes.items():
+            encoded = fields.get(item)
+            parts.append(field(item) if encoded is None else encoded)
         parts += (shared[1], flags)
         return b"".join(parts)
+
+    def _field(self, item: tuple[str, object]) -> bytes:
+        """A span's attribute as its field (9); kept for reuse while its key has had at most
+        ``_FEW_VALUES`` values (a request id or an offset never repeats: not kept)."""
+        key, value = item
+        encoded = _delimited(9, self._key(key) + _delimited(2, _any_value(value)))
+        # Strings only: a cached True would also be found for the int 1 (they hash alike).
+        if type(value) is str:
+            seen = self._values_seen.get(key, 0)
+            if seen < _FEW_VALUES:
+                self._values_seen[key] = seen + 1
+                self._fields[item] = encoded
+        return encoded
 
     def _own(self, span: StageSpan, trace_id: bytes) -> bytes:
         parts = [trace_id, b"\x12\x08", span.span_id.to_bytes(8, "big")]

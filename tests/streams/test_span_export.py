@@ -188,6 +188,40 @@ def test_a_batch_s_spans_say_what_the_sdk_would_have_said() -> None:
     assert ours == sdk
 
 
+def test_attributes_encoded_once_and_reused_say_the_same_and_unique_values_are_not_kept() -> None:
+    """The encoder keeps the fields of attributes with few string values (an answer, an error
+    code); what it writes from them is what it writes afresh, ids that never repeat are not
+    kept, and an int is never mistaken for the bool it hashes alike."""
+    encoder = SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN)
+    spans = [
+        RequestSpan(
+            n + 1,
+            n + 1,
+            None,
+            {
+                "messaging.kafka.offset": n,
+                "migrator.request_id": f"{n:036d}",
+                "migrator.answer": "failed" if n % 3 else "migrated",
+                "flag": True if n % 2 else 1,
+            },
+        )
+        for n in range(300)
+    ]
+    batch = BatchSpans(1, 2, (), None, spans)
+    first, again = encoder.encode(batch), encoder.encode(batch)
+    assert first == again == SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN).encode(batch)
+    decoded = ExportTraceServiceRequest.FromString(again).resource_spans[0].scope_spans[0].spans
+    for n, span in enumerate(decoded):
+        attributes = {pair.key: pair.value for pair in span.attributes}
+        assert attributes["migrator.request_id"].string_value == f"{n:036d}"
+        assert attributes["migrator.answer"].string_value == ("failed" if n % 3 else "migrated")
+        assert attributes["flag"].WhichOneof("value") == ("bool_value" if n % 2 else "int_value")
+    kept_keys = [key for key, _ in encoder._fields]
+    assert kept_keys.count("migrator.answer") == 2
+    assert kept_keys.count("migrator.request_id") <= 64  # the first ones, then no more
+    assert "flag" not in kept_keys and "messaging.kafka.offset" not in kept_keys
+
+
 def test_a_batch_larger_than_an_export_is_exported_in_parts() -> None:
     kept = Kept()
     export = SpanExport(kept, _encoder(), ExportLimits(10, 60, 2, 5))
