@@ -6,23 +6,12 @@ table grown by a flood. The lookup must still go by the index, not scan the tabl
 from __future__ import annotations
 
 import asyncpg
+from support.table_scans import table_scans
 
 from agents.stores.postgres_batch import PostgresTransaction
 
 APP_ID = "lookup-plan"
 ROWS_PER_PARTITION = 5_000
-
-
-async def _scans(conn: asyncpg.Connection) -> tuple[int, int]:
-    """Sequential and index scans of ``processed_records`` this connection made and has not yet
-    reported (PostgreSQL 15 and later keep earlier transactions' counts here until they are
-    flushed, so compare two readings)."""
-    row = await conn.fetchrow(
-        "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = $1",
-        "processed_records",
-    )
-    assert row is not None
-    return row["seq_scan"], row["idx_scan"]
 
 
 async def test_the_lookup_goes_by_the_index_after_the_table_grew_from_empty(
@@ -45,13 +34,13 @@ async def test_the_lookup_goes_by_the_index_after_the_table_grew_from_empty(
         ROWS_PER_PARTITION,
     )
     async with conn.transaction():
-        before = await _scans(conn)
+        before = await table_scans(conn, "processed_records")
         # A large batch, whose probes the planner would rather replace by hashing the table.
         asked = [
             (3, offset) for offset in range(ROWS_PER_PARTITION - 300, ROWS_PER_PARTITION + 100)
         ]
         found = await store.processed_records(APP_ID, asked)
-        after = await _scans(conn)
+        after = await table_scans(conn, "processed_records")
     assert sorted(found) == asked[:300]
     assert after[0] - before[0] == 0  # no scan of the table (the trap: one, hashing it all)
     assert after[1] - before[1] >= 1  # by the primary key

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+from support.table_scans import table_scans
 
 from agents.core.rows import ManifestRow, SessionRow, StepsRow
 from agents.stores.postgres_batch import PostgresTransaction
@@ -27,17 +28,6 @@ def _sessions(count: int, tag: str) -> tuple[list[SessionRow], list[StepsRow]]:
         for n, sid in enumerate(ids)
     ]
     return sessions, [StepsRow(sid, CODES, now) for sid in ids]
-
-
-async def _scans(conn: asyncpg.Connection) -> tuple[int, int]:
-    """Sequential and index scans of ``onboarding_sessions`` this connection made and has not
-    yet reported (compare two readings: see ``test_processed_lookup_on_servers``)."""
-    row = await conn.fetchrow(
-        "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = $1",
-        "onboarding_sessions",
-    )
-    assert row is not None
-    return row["seq_scan"], row["idx_scan"]
 
 
 async def test_the_check_probes_each_new_session_once_after_the_table_grew_from_empty(
@@ -61,9 +51,9 @@ async def test_the_check_probes_each_new_session_once_after_the_table_grew_from_
     )
     sessions, steps = _sessions(400, "flood")
     async with conn.transaction():
-        before = await _scans(conn)
+        before = await table_scans(conn, "onboarding_sessions")
         await store.insert_sessions(sessions, steps, no_manifests)
-        after = await _scans(conn)
+        after = await table_scans(conn, "onboarding_sessions")
     assert after[0] - before[0] == 0  # no scan of every session (the trap: one per statement)
     assert after[1] - before[1] == len(sessions)  # one probe per session, not one per step row
     count = "SELECT count(*) FROM onboarding_steps WHERE session_id = ANY($1::uuid[])"
