@@ -98,9 +98,28 @@ def legacy_row_from_record(record: Row) -> LegacyRow:
 async def session_documents(
     conn: Conn | asyncpg.Pool, user_ids: Sequence[str]
 ) -> list[asyncpg.Record]:
+    """The sessions of ``user_ids`` with their steps, planned afresh on every call.
+
+    A cached generic plan made while the tables were nearly empty (a new migration, before
+    autovacuum's next analyze) read every step row on every later call: 113 ms a call for one
+    user at 100,000 sessions, and the re-validation sampler calls it all through a flood
+    (``sql/queries/session_documents.sql`` says how the statement itself avoids the same trap)."""
     if not user_ids:
         return []
-    return list(await conn.fetch(sql.query("session_documents"), list(user_ids)))
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as held:
+            return await session_documents(held, user_ids)
+    if not conn.is_in_transaction():
+        async with conn.transaction():
+            return await _session_documents(conn, user_ids)
+    return await _session_documents(conn, user_ids)
+
+
+async def _session_documents(conn: Conn, user_ids: Sequence[str]) -> list[asyncpg.Record]:
+    await conn.execute(sql.query("custom_plans"))
+    records = await conn.fetch(sql.query("session_documents"), list(user_ids))
+    await conn.execute(sql.query("reset_plans"))  # a failure rolls both back anyway
+    return list(records)
 
 
 async def session_users_page(conn: Conn | asyncpg.Pool, after: str, limit: int) -> list[str]:
