@@ -115,8 +115,14 @@ async def session_documents(
 
 
 async def _session_documents(conn: Conn, user_ids: Sequence[str]) -> list[asyncpg.Record]:
+    return await fetch_planned_afresh(conn, "session_documents", list(user_ids))
+
+
+async def fetch_planned_afresh(conn: Conn, name: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of query ``name``, planned for these arguments and the tables' current size,
+    never by a cached generic plan (``custom_plans``); inside the caller's transaction."""
     await conn.execute(sql.query("custom_plans"))
-    records = await conn.fetch(sql.query("session_documents"), list(user_ids))
+    records = await conn.fetch(sql.query(name), *args)
     await conn.execute(sql.query("reset_plans"))  # a failure rolls both back anyway
     return list(records)
 

@@ -30,6 +30,7 @@ from agents.core.state import LedgerEntry, StoredSession
 from agents.stores.postgres import (
     CATALOG,
     Conn,
+    fetch_planned_afresh,
     legacy_row_from_record,
     ping,
     session_documents,
@@ -79,11 +80,9 @@ class PostgresTransaction:
         if not positions:
             return {}
         partitions, offsets = zip(*positions, strict=True)
-        await self.conn.execute(sql.query("custom_plans"))
-        records = await self.conn.fetch(
-            sql.query("processed_records"), app_id, list(partitions), list(offsets)
+        records = await fetch_planned_afresh(
+            self.conn, "processed_records", app_id, list(partitions), list(offsets)
         )
-        await self.conn.execute(sql.query("reset_plans"))  # a failure rolls both back anyway
         return {
             (r["source_partition"], r["source_offset"]): (bytes(r["record_digest"]), r["outcome"])
             for r in records
