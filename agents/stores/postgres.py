@@ -439,7 +439,7 @@ async def failure_samples(conn: Conn | asyncpg.Pool, *, sample: int) -> list[asy
 
 
 # Re-validation picks (the background sampler), read-only: both read a bounded number of pages
-# (the audit log's primary key; 32 tuple positions of the sessions' table), so a pick costs the
+# (the audit log's primary key; 100 tuple positions of the sessions' table), so a pick costs the
 # same on ten thousand users as on ten million.
 
 # "Recently migrated": among the audit log's latest rows.
@@ -457,7 +457,7 @@ async def recent_migrated_users(conn: Conn | asyncpg.Pool, count: int) -> list[s
 
 
 async def any_migrated_user(conn: Conn | asyncpg.Pool) -> str | None:
-    """The user of a session picked nearly uniformly (``any_session_user.sql`` says how); None when
+    """The user of a session picked uniformly (``any_session_user.sql`` says how); None when
     there is none, or, rarely, when a few rounds of random positions all missed."""
     for _ in range(3):
         user = await conn.fetchval(sql.query("any_session_user"))
