@@ -22,6 +22,11 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   seconds of load, and every later phase (the hand-written pipeline too) finds it warm.
 - idle: single requests on an idle worker, publish → outcome visible, p50 and max.
 - half load: requests paced at half the flood rate, per-request latency p50 / p99 / max.
+  Before it, a throwaway half load of the same rate and length (none in ``--quick``), reported
+  apart: the flood warmed the broker's paths for large transactions, not those for small ones,
+  and a broker that has not run them yet spends a third of a core compiling them (its C2
+  compiler threads, measured per thread in /proc: 0.35 cores in the first 20 s of half load,
+  0.07 by the fourth), which doubled the half load's p50.
 - hand-written pipeline (a reference line, not the service): ``scripts/bench_reference.py``
   makes the service's writes of a migrate with aiokafka, asyncpg and redis-py directly,
   at-least-once, in a process of its own; flooded like the service once the worker has stopped,
@@ -136,6 +141,7 @@ class Plan:
     tracing_pairs: int = 1  # pairs of tracing off/on floods, alternating their order
     idle_window: bench_idle.Window | None = None  # None: no idle-cost window
     warm_users: int = 0  # a throwaway flood before the first measured one (0: none)
+    half_load_warm: bool = False  # a throwaway half load before the measured one
 
 
 def positive(text: str) -> int:
@@ -196,6 +202,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         tracing_pairs=args.tracing_pairs or (1 if args.quick else TRACING_PAIRS),
         idle_window=(None if args.flood_only else QUICK_IDLE_WINDOW if args.quick else IDLE_WINDOW),
         warm_users=warm_users(args.quick, sizes[0]),
+        half_load_warm=not args.quick,
     )
 
 
@@ -807,15 +814,23 @@ async def idle(ctx: Context, worker: Worker, count: int, gap_s: float) -> dict[s
     }
 
 
+# The half load's publisher batches as an upstream service's producer does by default since
+# Kafka 4.0 (KIP-1030: linger.ms 5). With 0, this client sent a produce request per record or
+# two: about 400 a second at 900 records a second, which cost the co-located broker 0.17-0.30
+# of a core and this client 0.25 (0.07-0.09 and 0.15 with 5 ms, measured alone), on a machine
+# whose two cores the worker, PostgreSQL and Redis share. Each latency counts the wait.
+HALF_LOAD_LINGER_MS = 5
+
+
 async def half_load(
-    ctx: Context, worker: Worker, flood_rate: float, duration_s: float
+    ctx: Context, worker: Worker, flood_rate: float, duration_s: float, prefix: str = "half-"
 ) -> dict[str, Any]:
     """Requests paced at half the flood rate: latency under a load the worker can sustain."""
     rate = max(1.0, flood_rate / 2)
-    ids = await seed(ctx.env, max(1, round(rate * duration_s)), "half-")
+    ids = await seed(ctx.env, max(1, round(rate * duration_s)), prefix)
     records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
     watcher = await OutcomeWatcher(ctx.bootstrap, keyed=True).open()
-    producer = await start_producer(ctx.bootstrap, linger_ms=0)
+    producer = await start_producer(ctx.bootstrap, linger_ms=HALF_LOAD_LINGER_MS)
     sent_at: dict[bytes, float] = {}
     processes = {"worker": worker.pid, **ctx.servers}
     cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
@@ -842,6 +857,7 @@ async def half_load(
         by_second.setdefault(int(moment - started), []).append(latency)
     return {
         "target_rate_per_s": round(rate, 1),
+        "publisher_linger_ms": HALF_LOAD_LINGER_MS,
         "achieved_rate_per_s": round(len(records) / max(paced_s, 1e-9), 1),
         "seconds": round(paced_s, 2),
         "requests": len(records),
@@ -1159,6 +1175,13 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
             progress(f"idle: {plan.idle_requests} single requests")
             idle_result = await idle(ctx, worker, plan.idle_requests, plan.idle_gap_s)
             rate = floods[-1]["users_per_s"]
+            half_warm_result = None
+            if plan.half_load_warm:
+                seconds = plan.half_load_s
+                progress(f"half load's warm-up: {rate / 2:,.0f} requests/s for {seconds:.0f}s")
+                half_warm_result = await half_load(
+                    ctx, worker, rate, plan.half_load_s, prefix="half-warm-"
+                )
             progress(f"half load: {rate / 2:,.0f} requests/s for {plan.half_load_s:.0f}s")
             half_result = await half_load(ctx, worker, rate, plan.half_load_s)
             worker_rss = peak_rss_mib(worker.pid)
@@ -1180,6 +1203,7 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         progress(f"baseline: {plan.baseline_users:,} users, one transaction each")
         base_result = await baseline(ctx, plan.baseline_users)
     optional = {
+        "half_load_warm_up": half_warm_result,
         "idle_cost": idle_cost_result,
         "guarantees": guarantee_result,
         "tracing": tracing_result,
@@ -1258,6 +1282,7 @@ def run(plan: Plan) -> dict[str, Any]:
             "idle_requests": plan.idle_requests,
             "idle_gap_s": plan.idle_gap_s,
             "half_load_s": plan.half_load_s,
+            "half_load_warm": plan.half_load_warm,
             "baseline_users": plan.baseline_users,
             "flood_only": plan.flood_only,
             "guarantee_users": plan.guarantee_users,
@@ -1335,14 +1360,21 @@ def table(report: dict[str, Any]) -> str:
         f"  idle      {idle_r['requests']:>6} single requests {idle_r['gap_s']} s apart: "
         f"p50 {idle_r['p50_ms']:,.0f} ms, max {idle_r['max_ms']:,.0f} ms",
         f"  half load {half['requests']:>6} requests at {half['achieved_rate_per_s']:,.0f}/s for "
-        f"{half['seconds']:.0f} s: p50 {half['p50_ms']:,.0f} ms, p99 {half['p99_ms']:,.0f} ms, "
-        f"max {half['max_ms']:,.0f} ms",
+        f"{half['seconds']:.0f} s (publisher linger {half['publisher_linger_ms']} ms): "
+        f"p50 {half['p50_ms']:,.0f} ms, p99 {half['p99_ms']:,.0f} ms, max {half['max_ms']:,.0f} ms",
         f"{'':12}p50 of each second: {min(half['p50_ms_per_second']):,}"
         f"-{max(half['p50_ms_per_second']):,} ms; CPU s per 1,000 requests: worker "
         f"{half['cpu_s_per_1000_requests']['worker']:.2f}, kafka "
         f"{half['cpu_s_per_1000_requests']['kafka']:.2f}, postgres "
         f"{half['cpu_s_per_1000_requests']['postgres']:.2f}",
     ]
+    if "half_load_warm_up" in report:
+        warm = report["half_load_warm_up"]
+        lines.append(
+            f"{'':12}its warm-up just before (a throwaway half load, the broker compiling its "
+            f"small-transaction paths): p50 {warm['p50_ms']:,.0f} ms, p99 {warm['p99_ms']:,.0f} "
+            f"ms; Kafka CPU s per 1,000 requests {warm['cpu_s_per_1000_requests']['kafka']:.2f}"
+        )
     if "guarantees" in report:
         lines += ["", *guarantee_lines(report["guarantees"])]
     if "tracing" in report:

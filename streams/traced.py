@@ -102,15 +102,18 @@ class _SpanBatch:
         self._spans: list[RequestSpan] = []  # of the requests the sampler keeps
         self.contexts = []
         parent_context = traced.parent_context
+        by_parent = traced.decisions.by_parent
         root = Context()
         consumer = SpanKind.CONSUMER
         for record in records:
             parent = incoming(record.headers)
-            context = root if parent is None else parent_context(parent)
             trace_id = random.getrandbits(128) or 1 if parent is None else int(parent.trace_id, 16)
             span_id = random.getrandbits(64) or 1
-            decision = should_sample(context, trace_id, REQUEST_SPAN, consumer)
-            sampled = decision.decision is sample
+            sampled = by_parent.get(None if parent is None else parent.flags)
+            if sampled is None:
+                context = root if parent is None else parent_context(parent)
+                decision = should_sample(context, trace_id, REQUEST_SPAN, consumer)
+                sampled = decision.decision is sample
             request_attributes: dict[str, str | int | bool] = {}
             self._attributes.append(request_attributes)
             if sampled:
@@ -219,6 +222,47 @@ class _ParentContexts:
         return context
 
 
+# The SDK's samplers whose decision for a request span depends on its parent's flags alone (or on
+# nothing): never on the trace id, the span's name, kind or attributes, or the parent's ids.
+_BY_FLAGS_ALONE = tuple(
+    sampler.get_description()
+    for sampler in (
+        sampling.ALWAYS_ON,
+        sampling.ALWAYS_OFF,
+        sampling.ParentBased(sampling.ALWAYS_ON),
+        sampling.ParentBased(sampling.ALWAYS_OFF),
+    )
+)
+
+
+class _Decisions:
+    """Whether a request span is sampled, decided once per kind of parent when the sampler allows.
+
+    The default sampler (``parentbased_always_on``) and the other three named in
+    ``_BY_FLAGS_ALONE`` decide by whether there is a parent and by its sampled flag, nothing
+    else; for them ``by_parent`` holds the decision for no parent (key None) and for each flags
+    value, asked of the sampler itself, so a record costs a lookup instead of a sampler call
+    (1.3-1.6 µs measured, of the 7-8 µs tracing adds to a record). Any other sampler (a ratio,
+    a plugin) is asked for every record: ``by_parent`` is empty.
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.by_parent: dict[str | None, bool] = {}
+        if type(sampler).__module__ != sampling.__name__:
+            return
+        if sampler.get_description() not in _BY_FLAGS_ALONE:
+            return
+        sample = Decision.RECORD_AND_SAMPLE
+        kind = SpanKind.CONSUMER
+        self.by_parent[None] = (
+            sampler.should_sample(Context(), 1, REQUEST_SPAN, kind).decision is sample
+        )
+        for flags in (f"{value:02x}" for value in range(256)):
+            remote = _remote(TraceContext("0" * 31 + "1", "0" * 15 + "1", flags))
+            decision = sampler.should_sample(remote, 1, REQUEST_SPAN, kind).decision
+            self.by_parent[flags] = decision is sample
+
+
 class _PlannedIds:
     """The SDK's id generator for request spans whose ids were chosen before they were made
     (their answers carry them): ``next`` is taken by the next span made; random ids otherwise,
@@ -306,6 +350,7 @@ class Traced:
         self.provider = provider
         self.sampler = provider.sampler
         self.parent_context = _ParentContexts(self.sampler).of
+        self.decisions = _Decisions(self.sampler)
         ids = provider.id_generator
         assert isinstance(ids, _PlannedIds)
         self.out = out or _SdkSpans(provider.get_tracer(SCOPE), ids)

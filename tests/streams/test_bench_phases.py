@@ -216,6 +216,7 @@ def _full_report(**extra: Any) -> dict[str, Any]:
             "requests": 100,
             "achieved_rate_per_s": 1000.0,
             "seconds": 5.0,
+            "publisher_linger_ms": 5,
             "p50_ms": 100.0,
             "p99_ms": 200.0,
             "max_ms": 250.0,
@@ -262,6 +263,16 @@ def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
     assert any(line.startswith("  service / hand-written = 0.80") for line in lines)
     assert any(line.startswith("  idle: worker CPU 25.0 ms/s") for line in lines)
     assert any("exactly-once costs 20.0 % of throughput" in line for line in lines)
+
+
+def test_the_half_loads_warm_up_is_shown_after_the_measured_half_load() -> None:
+    warm = {"p50_ms": 250.0, "p99_ms": 700.0, "cpu_s_per_1000_requests": {"kafka": 0.8}}
+    lines = bench_e2e.table(_full_report(half_load_warm_up=warm)).splitlines()
+    half = next(i for i, line in enumerate(lines) if line.startswith("  half load"))
+    assert "(publisher linger 5 ms)" in lines[half]
+    assert "its warm-up just before" in lines[half + 2]
+    assert "p50 250 ms, p99 700 ms; Kafka CPU s per 1,000 requests 0.80" in lines[half + 2]
+    assert "warm-up" not in bench_e2e.table(_full_report())
 
 
 def _args(**given: Any) -> argparse.Namespace:

@@ -20,11 +20,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
     ParentBased,
+    ParentBasedTraceIdRatio,
     Sampler,
     SamplingResult,
+    TraceIdRatioBased,
 )
 from opentelemetry.trace import get_current_span
 
@@ -408,6 +411,51 @@ def test_the_sdk_s_samplers_decide_by_the_parent_s_flags_others_by_the_parent_it
         batch = traced.Traced(provider, lambda spans: None).batch(records, 0)
         assert [context.flags for context in batch.contexts] == flags
     assert seen == [int(parent.span_id, 16) for parent in parents]
+
+
+@pytest.mark.parametrize(
+    ("sampler", "by_flags_alone"),
+    [
+        (ParentBased(ALWAYS_ON), True),
+        (ParentBased(ALWAYS_OFF), True),
+        (ALWAYS_ON, True),
+        (ALWAYS_OFF, True),
+        (TraceIdRatioBased(0.5), False),
+        (ParentBasedTraceIdRatio(0.5), False),
+    ],
+)
+def test_a_request_span_is_sampled_as_its_sampler_says_asked_once_per_flags_when_it_can_be(
+    sampler: Sampler, by_flags_alone: bool
+) -> None:
+    parents: list[TraceContext | None] = [None, new_trace(), None]
+    parents += [
+        TraceContext(f"{n:032x}", "00f067aa0ba902b7", ("00", "01")[n % 2]) for n in range(1, 80)
+    ]
+    records = [_record(n, [] if p is None else p.headers()) for n, p in enumerate(parents)]
+    provider = TracerProvider(sampler=sampler, id_generator=traced._PlannedIds())  # type: ignore[arg-type]
+    worker = traced.Traced(provider, lambda spans: None)
+    asked: list[str] = []
+    ask = sampler.should_sample
+
+    def counted(*args: Any, **kwargs: Any) -> SamplingResult:
+        asked.append(args[2])
+        return ask(*args, **kwargs)
+
+    sampler.should_sample = counted  # type: ignore[method-assign]
+    try:
+        batch = worker.batch(records, 0)
+    finally:
+        del sampler.should_sample
+    expected = []
+    for record in batch.contexts:
+        trace_id = int(record.trace_id, 16)
+        parent = next((p for p in parents if p is not None and p.trace_id == record.trace_id), None)
+        context = traced.Context() if parent is None else traced._remote(parent)
+        decision = sampler.should_sample(context, trace_id, REQUEST_SPAN, traced.SpanKind.CONSUMER)
+        expected.append("01" if decision.decision is Decision.RECORD_AND_SAMPLE else "00")
+    assert [context.flags for context in batch.contexts] == expected
+    assert asked.count(REQUEST_SPAN) == (0 if by_flags_alone else len(records))
+    assert bool(worker.decisions.by_parent) is by_flags_alone
 
 
 def test_a_batch_whose_own_trace_is_sampled_out_exports_its_request_spans_alone() -> None:
