@@ -27,19 +27,25 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   and a broker that has not run them yet spends a third of a core compiling them (its C2
   compiler threads, measured per thread in /proc: 0.35 cores in the first 20 s of half load,
   0.07 by the fourth), which doubled the half load's p50.
+- rounds (``--rounds``, 3; one in ``--quick``): the service's flood again (exactly-once, a
+  fresh worker), at-least-once (below) and the hand-written pipeline, one after the other on
+  the same number of freshly seeded users (the last flood's, at most 100,000), the order
+  rotated by one each round. Every comparison is taken within a round, minutes apart at most,
+  and the median round reported with each round's figure: two floods of the same code ten
+  minutes apart differed by up to 40 % on this shared machine, more than any effect measured.
 - hand-written pipeline (a reference line, not the service): ``scripts/bench_reference.py``
   makes the service's writes of a migrate with aiokafka, asyncpg and redis-py directly,
-  at-least-once, in a process of its own; flooded like the service once the worker has stopped,
-  with as many freshly seeded users as the last flood. ``service / hand-written`` is the last
-  flood's users/s over its users/s.
+  at-least-once, in a process of its own, on topics of its own (``bench-reference.`` and the
+  service's names) so that it can run between the service's floods. ``service /
+  hand-written`` is the service's users/s over its users/s, within each round.
 - idle cost: right after the (last) flood has drained, a quiet window with nothing published:
   the worker's CPU ms/s and the PostgreSQL transactions and statements, Redis commands and Kafka
   requests per second it causes (scripts/bench_idle.py says how each is counted).
-- exactly-once vs at-least-once: the flood twice more on the same stack, the same number of
-  freshly seeded users each, one fresh worker with ``MIGRATOR_PROCESSING_GUARANTEE=exactly_once``
-  then one with ``at_least_once``: what exactly-once costs in throughput and CPU. Off in
-  ``--quick`` (``--guarantees`` turns it on): two more worker starts would double CI's smoke run,
-  and 2,000-user floods are too short to tell the guarantees apart.
+- exactly-once vs at-least-once: in each round, one fresh worker with
+  ``MIGRATOR_PROCESSING_GUARANTEE=exactly_once`` and one with ``at_least_once``: what
+  exactly-once costs in throughput and CPU. Off in ``--quick`` (``--guarantees`` turns it on):
+  more worker starts would lengthen CI's smoke run, and 2,000-user floods are too short to tell
+  the guarantees apart.
 - tracing on vs off: the flood in pairs (``--tracing-pairs``, 3; one in ``--quick``), likewise,
   one fresh worker with tracing off (no ``OTEL_*`` variables) and one with it on, alternating
   which goes first, the cost taken within each pair and its median reported; the traced worker
@@ -106,6 +112,15 @@ STALL_S = 90.0
 # The exactly-once vs at-least-once floods take the last flood's size, at most this many.
 GUARANTEE_MOST = DEFAULT_USERS
 GUARANTEES = ("exactly_once", "at_least_once")
+# The hand-written pipeline's own topics (the service's names behind this prefix): with topics of
+# its own it can run between the service's floods, whose workers would otherwise find its
+# requests waiting in the service's request topic.
+REFERENCE_TOPICS = "bench-reference."
+# Rounds of the comparisons: the service (exactly-once), at-least-once and the hand-written
+# pipeline flooded one after the other, the order rotated each round; every comparison is taken
+# within a round and its median reported. One flood each, minutes apart, differed by up to 40 %
+# on this shared machine (the same code: 1,799 and 3,161 users/s in one run).
+ROUNDS = 3
 # The idle window: 30 s covers three rounds of the answer audit (every 10 s); --quick: a glimpse.
 IDLE_WINDOW = bench_idle.Window(settle_s=5.0, seconds=30.0)
 QUICK_IDLE_WINDOW = bench_idle.Window(settle_s=1.0, seconds=5.0)
@@ -139,6 +154,7 @@ class Plan:
     guarantee_users: int | None = None  # None: no exactly-once vs at-least-once floods
     tracing_users: int | None = None  # None: no tracing on vs off floods
     tracing_pairs: int = 1  # pairs of tracing off/on floods, alternating their order
+    rounds: int = 1  # rounds of the service, at-least-once and hand-written floods
     idle_window: bench_idle.Window | None = None  # None: no idle-cost window
     warm_users: int = 0  # a throwaway flood before the first measured one (0: none)
     half_load_warm: bool = False  # a throwaway half load before the measured one
@@ -200,6 +216,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
             min(sizes[-1], GUARANTEE_MOST) if with_tracing and not args.flood_only else None
         ),
         tracing_pairs=args.tracing_pairs or (1 if args.quick else TRACING_PAIRS),
+        rounds=args.rounds or (1 if args.quick else ROUNDS),
         idle_window=(None if args.flood_only else QUICK_IDLE_WINDOW if args.quick else IDLE_WINDOW),
         warm_users=warm_users(args.quick, sizes[0]),
         half_load_warm=not args.quick,
@@ -486,7 +503,8 @@ class OutcomeWatcher:
     arrived; that is the moment an outcome consumer could have acted on it.
     """
 
-    def __init__(self, bootstrap: list[str], *, keyed: bool) -> None:
+    def __init__(self, bootstrap: list[str], *, keyed: bool, topic_prefix: str = "") -> None:
+        self._topics = tuple(topic_prefix + topic for topic in OUTCOME_TOPICS)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             isolation_level="read_committed",
@@ -497,7 +515,7 @@ class OutcomeWatcher:
         self._keyed = keyed
         self._task: asyncio.Task[None] | None = None
         self.count = 0
-        self.by_topic = dict.fromkeys(OUTCOME_TOPICS, 0)
+        self.by_topic = dict.fromkeys(self._topics, 0)
         self.times: list[float] = []  # arrival time of each batch …
         self.totals: list[int] = []  # … and the count once it was in
         self.arrivals: dict[bytes, float] = {}  # record key → first arrival (keyed watchers)
@@ -520,10 +538,10 @@ class OutcomeWatcher:
         await refresh_metadata(self._consumer)
         assigned = [
             TopicPartition(topic, partition)
-            for topic in OUTCOME_TOPICS
+            for topic in self._topics
             for partition in sorted(self._consumer.partitions_for_topic(topic) or ())
         ]
-        if len({tp.topic for tp in assigned}) != len(OUTCOME_TOPICS):
+        if len({tp.topic for tp in assigned}) != len(self._topics):
             raise BenchError("the outcome topics do not exist (the worker creates them)")
         self._consumer.assign(assigned)
         # read_committed end offsets are the last stable offsets: nothing before them is ours.
@@ -630,18 +648,19 @@ class Context:
     http: aiohttp.ClientSession
 
 
-async def warm_up(ctx: Context, worker: Answering, prefix: str) -> float:
+async def warm_up(ctx: Context, worker: Answering, prefix: str, topic_prefix: str = "") -> float:
     """A few requests before any measurement: partitions assigned, transactional producers up.
 
     Returns the seconds from publish to the last of their outcomes (the worker's first batch).
     """
     ids = await seed(ctx.env, 8, prefix)
-    watcher = await OutcomeWatcher(ctx.bootstrap, keyed=True).open()
+    watcher = await OutcomeWatcher(ctx.bootstrap, keyed=True, topic_prefix=topic_prefix).open()
     producer = await start_producer(ctx.bootstrap, linger_ms=0)
     try:
         started = time.monotonic()
         for user_id in ids:
-            await producer.send(REQUESTED_TOPIC, request_value(user_id), key=user_id.encode())
+            value = request_value(user_id)
+            await producer.send(topic_prefix + REQUESTED_TOPIC, value, key=user_id.encode())
         await producer.flush()
         await watcher.wait_keys([user_id.encode() for user_id in ids], worker, "warm-up")
         return max(watcher.arrivals.values()) - started
@@ -917,30 +936,55 @@ async def baseline(ctx: Context, users: int) -> dict[str, Any]:
     }
 
 
-async def hand_written(ctx: Context, users: int) -> dict[str, Any]:
+async def reference_topics(ctx: Context) -> None:
+    """The hand-written pipeline's topics (``REFERENCE_TOPICS``), as many partitions as the
+    service's; left as they are when they exist."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    from streams.settings import Settings
+
+    partitions = Settings.from_env(ctx.env).topic_partitions
+    admin = AIOKafkaAdminClient(bootstrap_servers=ctx.bootstrap)
+    await admin.start()
+    try:
+        for name in (REQUESTED_TOPIC, *OUTCOME_TOPICS):
+            try:
+                await admin.create_topics([NewTopic(REFERENCE_TOPICS + name, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def hand_written(ctx: Context, users: int, prefix: str = "ref") -> dict[str, Any]:
     """The hand-written pipeline (``scripts/bench_reference.py``: the service's writes of a
     migrate with aiokafka, asyncpg and redis-py, at-least-once, no framework) flooded like the
     service: its own freshly seeded users, published at once, users/s from the first publish to
     the N-th outcome read back, CPU per 1,000 users of its process (one of its own, as the
-    worker's) and of the servers. Run once the worker has stopped: both read the request topic.
+    worker's) and of the servers. Its topics are its own (``REFERENCE_TOPICS``), so it runs
+    between the service's floods; no worker runs meanwhile.
     """
     from bench_reference import ReferenceFailed, running
 
-    ids = await seed(ctx.env, users, "ref-")
+    await reference_topics(ctx)
+    ids = await seed(ctx.env, users, f"{prefix}-")
     records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
     try:
-        async with running(ctx.env, ctx.directory / "reference.log") as reference:
-            await warm_up(ctx, reference, "refw-")
-            watcher = await OutcomeWatcher(ctx.bootstrap, keyed=False).open()
+        log = ctx.directory / "reference.log"
+        async with running(ctx.env, log, topic_prefix=REFERENCE_TOPICS) as reference:
+            await warm_up(ctx, reference, f"{prefix}w-", REFERENCE_TOPICS)
+            watcher = await OutcomeWatcher(
+                ctx.bootstrap, keyed=False, topic_prefix=REFERENCE_TOPICS
+            ).open()
             producer = await start_producer(ctx.bootstrap, linger_ms=20)
             processes = {"reference": reference.pid, **ctx.servers}
             try:
                 cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
                 client_before = self_cpu_seconds()
                 started = time.monotonic()
-                futures = [
-                    await producer.send(REQUESTED_TOPIC, value, key=key) for key, value in records
-                ]
+                topic = REFERENCE_TOPICS + REQUESTED_TOPIC
+                futures = [await producer.send(topic, value, key=key) for key, value in records]
                 await asyncio.gather(*futures)
                 published = time.monotonic()
                 finished = await watcher.wait_count(users, reference, "hand-written flood")
@@ -966,7 +1010,8 @@ async def hand_written(ctx: Context, users: int) -> dict[str, Any]:
         "users_per_s": round(users / elapsed, 1),
         "publish_s": round(published - started, 3),
         "outcomes": {
-            topic.removeprefix("user-migration-"): n for topic, n in watcher.by_topic.items()
+            topic.removeprefix(REFERENCE_TOPICS).removeprefix("user-migration-"): n
+            for topic, n in watcher.by_topic.items()
         },
         "outcomes_total": watcher.count,
         "batches_with_warm_up": done.get("batches"),
@@ -991,19 +1036,67 @@ async def idle_cost(ctx: Context, worker: Worker, window: bench_idle.Window) -> 
         raise BenchError(f"idle cost: {exc}") from None
 
 
-async def guarantees(ctx: Context, users: int, first_index: int) -> dict[str, Any]:
-    """The flood once per delivery guarantee, exactly-once first, a fresh worker each.
+REFERENCE = "reference"
 
-    Same stack, same size, freshly seeded users each time, like the flood of ``--users`` sizes:
-    the only difference between the two runs is ``MIGRATOR_PROCESSING_GUARANTEE`` (and that the
-    second runs on a database one flood larger).
-    """
-    runs: dict[str, dict[str, Any]] = {}
-    for number, mode in enumerate(GUARANTEES):
-        env = {**ctx.env, "MIGRATOR_PROCESSING_GUARANTEE": mode}
-        runs[mode] = await fresh_flood(ctx, env, first_index + number, users, f"g{number}", mode)
-        runs[mode]["guarantee"] = mode
-    return guarantee_summary(runs["exactly_once"], runs["at_least_once"])
+
+def round_orders(modes: Sequence[str], rounds: int) -> list[list[str]]:
+    """Each round's order: ``modes`` rotated by one more each round, so that no mode always
+    runs first (on the warmest or coldest machine) or right after the same other one."""
+    return [[*modes[r % len(modes) :], *modes[: r % len(modes)]] for r in range(rounds)]
+
+
+async def comparison_rounds(
+    ctx: Context, users: int, first_index: int, rounds: int, *, guarantees: bool
+) -> list[dict[str, dict[str, Any]]]:
+    """``rounds`` rounds of floods on ``users`` freshly seeded users each: the service
+    (exactly-once), at-least-once when ``guarantees``, and the hand-written pipeline, in
+    ``round_orders``. A fresh worker per service flood, on the same stack; the only difference
+    between the service's runs is ``MIGRATOR_PROCESSING_GUARANTEE``."""
+    modes = [GUARANTEES[0], *(GUARANTEES[1:] if guarantees else ()), REFERENCE]
+    done: list[dict[str, dict[str, Any]]] = []
+    index = first_index
+    for number, order in enumerate(round_orders(modes, rounds)):
+        runs: dict[str, dict[str, Any]] = {}
+        for mode in order:
+            label = f"{mode} ({number + 1}/{rounds})"
+            if mode == REFERENCE:
+                progress(f"{label}: the hand-written pipeline, {users:,} users")
+                runs[mode] = await hand_written(ctx, users, f"ref{number}")
+                progress(f"  {runs[mode]['users_per_s']:,.0f} users/s")
+                continue
+            env = {**ctx.env, "MIGRATOR_PROCESSING_GUARANTEE": mode}
+            runs[mode] = await fresh_flood(ctx, env, index, users, f"g{index}", label)
+            runs[mode]["guarantee"] = mode
+            index += 1
+        done.append(runs)
+    return done
+
+
+def median_round(
+    rounds: Sequence[dict[str, dict[str, Any]]], values: Sequence[float | None]
+) -> dict[str, dict[str, Any]]:
+    """The round whose value is the median (a round without one ranks last)."""
+    ranked = sorted(range(len(rounds)), key=lambda i: math.inf if values[i] is None else values[i])
+    return rounds[ranked[(len(ranked) - 1) // 2]]
+
+
+def reference_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The service's flood as a share of the hand-written pipeline's, within each round; the
+    median round's reference run, with its ratio and every round's."""
+    ratios = [
+        round(r[GUARANTEES[0]]["users_per_s"] / r[REFERENCE]["users_per_s"], 3) for r in rounds
+    ]
+    middle = median_round(rounds, ratios)
+    service = middle[GUARANTEES[0]]
+    return {
+        **middle[REFERENCE],
+        "ratio": round(service["users_per_s"] / middle[REFERENCE]["users_per_s"], 3),
+        "ratios": ratios,
+        "service": {
+            "users_per_s": service["users_per_s"],
+            "worker_cpu_s_per_1000_users": service["cpu_s_per_1000_users"]["worker"],
+        },
+    }
 
 
 async def fresh_flood(
@@ -1025,8 +1118,15 @@ async def fresh_flood(
     return result
 
 
-def guarantee_summary(eos: dict[str, Any], alo: dict[str, Any]) -> dict[str, Any]:
-    """What exactly-once costs: the share of at-least-once throughput it gives up, and CPU."""
+def guarantee_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """What exactly-once costs: the share of at-least-once throughput it gives up within each
+    round, and CPU; ``exactly_once`` and ``at_least_once`` are the runs of the median round."""
+    costs = [
+        percent_less(r["exactly_once"]["users_per_s"], r["at_least_once"]["users_per_s"])
+        for r in rounds
+    ]
+    middle = median_round(rounds, costs)
+    eos, alo = middle["exactly_once"], middle["at_least_once"]
     worker_cpu = {
         "exactly_once": eos["cpu_s_per_1000_users"]["worker"],
         "at_least_once": alo["cpu_s_per_1000_users"]["worker"],
@@ -1039,6 +1139,14 @@ def guarantee_summary(eos: dict[str, Any], alo: dict[str, Any]) -> dict[str, Any
             worker_cpu["exactly_once"], worker_cpu["at_least_once"]
         ),
         "worker_cpu_s_per_1000_users": worker_cpu,
+        "rounds": [
+            {
+                "order": [mode for mode in r if mode in GUARANTEES],
+                "users_per_s": {mode: r[mode]["users_per_s"] for mode in GUARANTEES},
+                "exactly_once_cost_pct_of_throughput": cost,
+            }
+            for r, cost in zip(rounds, costs, strict=True)
+        ],
         "exactly_once": eos,
         "at_least_once": alo,
     }
@@ -1091,8 +1199,7 @@ def tracing_summary(pairs: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any
     """What tracing costs: the median over the pairs of the share of the untraced throughput
     given up within a pair, and CPU. ``on`` and ``off`` are the runs of the median pair."""
     costs = [percent_less(p["on"]["users_per_s"], p["off"]["users_per_s"]) for p in pairs]
-    ranked = sorted(range(len(pairs)), key=lambda i: math.inf if costs[i] is None else costs[i])
-    middle = pairs[ranked[(len(ranked) - 1) // 2]]
+    middle = median_round(pairs, costs)
     on, off = middle["on"], middle["off"]
     worker_cpu = {
         "on": on["cpu_s_per_1000_users"]["worker"],
@@ -1188,18 +1295,17 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         finally:
             if worker is not None:
                 worker.stop()
-        guarantee_result = None
-        if plan.guarantee_users is not None:
-            guarantee_result = await guarantees(ctx, plan.guarantee_users, len(plan.sizes))
+        with_guarantees = plan.guarantee_users is not None
+        compared = plan.guarantee_users or min(plan.sizes[-1], GUARANTEE_MOST)
+        rounds = await comparison_rounds(
+            ctx, compared, len(plan.sizes), plan.rounds, guarantees=with_guarantees
+        )
+        reference = reference_summary(rounds)
+        guarantee_result = guarantee_summary(rounds) if with_guarantees else None
         tracing_result = None
         if plan.tracing_users is not None:
-            first = len(plan.sizes) + len(GUARANTEES)
+            first = len(plan.sizes) + plan.rounds * len(GUARANTEES)
             tracing_result = await tracings(ctx, plan.tracing_users, first, plan.tracing_pairs)
-        # Last of the floods: its requests are read by its own group, and a service worker
-        # started after it would find them waiting under the service's.
-        progress(f"hand-written pipeline: {plan.sizes[-1]:,} users")
-        reference = await hand_written(ctx, plan.sizes[-1])
-        reference["ratio"] = round(floods[-1]["users_per_s"] / reference["users_per_s"], 3)
         progress(f"baseline: {plan.baseline_users:,} users, one transaction each")
         base_result = await baseline(ctx, plan.baseline_users)
     optional = {
@@ -1288,6 +1394,7 @@ def run(plan: Plan) -> dict[str, Any]:
             "guarantee_users": plan.guarantee_users,
             "tracing_users": plan.tracing_users,
             "tracing_pairs": plan.tracing_pairs,
+            "rounds": plan.rounds,
             "idle_window_s": plan.idle_window.seconds if plan.idle_window else None,
             "app_id": APP_ID,
             "worker_env": worker_settings(env),
@@ -1387,7 +1494,7 @@ def table(report: dict[str, Any]) -> str:
         f"{base['cpu_s_per_1000_users']['postgres']:.2f}, redis "
         f"{base['cpu_s_per_1000_users']['redis']:.2f})",
     ]
-    lines += reference_lines(report["reference"], report["floods"][-1])
+    lines += reference_lines(report["reference"])
     return "\n".join(lines)
 
 
@@ -1403,18 +1510,21 @@ def statement_lines(flood: dict[str, Any]) -> list[str]:
     return lines
 
 
-def reference_lines(ref: dict[str, Any], flood: dict[str, Any]) -> list[str]:
-    """The hand-written pipeline's line, and the service's flood of the same size against it."""
-    cpu = ref["cpu_s_per_1000_users"]
+def reference_lines(ref: dict[str, Any]) -> list[str]:
+    """The hand-written pipeline's line, and the service's flood of its round against it."""
+    cpu, service = ref["cpu_s_per_1000_users"], ref["service"]
+    ratios = ref.get("ratios") or [ref["ratio"]]
     return [
         "",
-        f"hand-written pipeline ({ref['what']}), on the same servers:",
+        f"hand-written pipeline ({ref['what']}), on the same servers, in each of {len(ratios)} "
+        "round(s) with the service's flood of the same size; the median round:",
         f"  {ref['users']:>9,} users: {ref['users_per_s']:,.0f} users/s ({ref['seconds']:.1f} s); "
         f"CPU s per 1,000 users: its process {cpu['reference']:.2f}, kafka {cpu['kafka']:.2f}, "
         f"postgres {cpu['postgres']:.2f}, redis {cpu['redis']:.2f}",
-        f"  service / hand-written = {ref['ratio']:.2f} ({flood['users_per_s']:,.0f} / "
+        f"  service / hand-written = {ref['ratio']:.2f} ({service['users_per_s']:,.0f} / "
         f"{ref['users_per_s']:,.0f} users/s); CPU per 1,000 users: worker "
-        f"{flood['cpu_s_per_1000_users']['worker']:.2f} s, hand-written {cpu['reference']:.2f} s",
+        f"{service['worker_cpu_s_per_1000_users']:.2f} s, hand-written {cpu['reference']:.2f} s; "
+        f"each round: {', '.join(f'{r:.2f}' for r in ratios)}",
     ]
 
 
@@ -1440,9 +1550,11 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{value:+.1f} %"
 
+    rounds = summary.get("rounds") or []
     lines = [
         f"exactly-once vs at-least-once: the flood again on {summary['users']:,} freshly seeded "
-        f"users each, a fresh worker per guarantee ({' then '.join(summary['order'])})",
+        f"users each, a fresh worker per guarantee, {len(rounds)} round(s) in rotated order; "
+        "the median round:",
         *side_by_side(summary, "guarantee"),
     ]
     cost = summary["exactly_once_cost_pct_of_throughput"]
@@ -1452,8 +1564,13 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
         f"({summary['exactly_once']['users_per_s']:,.0f} vs "
         f"{summary['at_least_once']['users_per_s']:,.0f} users/s); worker CPU per 1,000 users "
         f"{cpu['exactly_once']:.2f} vs {cpu['at_least_once']:.2f} s "
-        f"({pct(summary['exactly_once_extra_worker_cpu_pct'])}); one flood each, so a few % "
-        "either way is this machine's noise"
+        f"({pct(summary['exactly_once_extra_worker_cpu_pct'])}); each round: "
+        + ", ".join(
+            "n/a"
+            if r["exactly_once_cost_pct_of_throughput"] is None
+            else f"{r['exactly_once_cost_pct_of_throughput']:.1f} %"
+            for r in rounds
+        )
     )
     return lines
 
@@ -1527,6 +1644,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=positive,
         metavar="N",
         help=f"pairs of tracing off/on floods (default {TRACING_PAIRS}, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive,
+        metavar="N",
+        help=f"rounds of the service / at-least-once / hand-written floods (default {ROUNDS}, 1 "
+        "with --quick)",
     )
     parser.add_argument(
         "--flood-only",

@@ -127,8 +127,30 @@ def _flood(users_per_s: float, worker_cpu: float, users: int = 2_000) -> dict[st
     }
 
 
+def _round(eos: float, alo: float, reference: float) -> dict[str, dict[str, Any]]:
+    return {
+        "exactly_once": _flood(eos, 0.36),
+        "at_least_once": _flood(alo, 0.30),
+        "reference": {
+            **_flood(reference, 0.0),
+            "what": "the same writes by hand",
+            "cpu_s_per_1000_users": _REFERENCE_CPU,
+        },
+    }
+
+
+_REFERENCE_CPU = {"reference": 0.2, "kafka": 0.1, "postgres": 0.2, "redis": 0.0}
+
+
 def test_exactly_once_cost_is_the_share_of_at_least_once_throughput_given_up() -> None:
-    summary = bench_e2e.guarantee_summary(_flood(2000.0, 0.36), _flood(2500.0, 0.30))
+    # Costs 20 %, 50 % and -10 %: the median round is the first, whatever order they ran in.
+    rounds = [_round(2000.0, 2500.0, 1.0), _round(1000.0, 2000.0, 1.0), _round(2200, 2000, 1.0)]
+    summary = bench_e2e.guarantee_summary(rounds)
+    assert [r["exactly_once_cost_pct_of_throughput"] for r in summary["rounds"]] == [
+        20.0,
+        50.0,
+        -10.0,
+    ]
     assert summary["exactly_once_cost_pct_of_throughput"] == 20.0
     assert summary["exactly_once_extra_worker_cpu_pct"] == 20.0
     assert summary["worker_cpu_s_per_1000_users"] == {"exactly_once": 0.36, "at_least_once": 0.3}
@@ -136,12 +158,41 @@ def test_exactly_once_cost_is_the_share_of_at_least_once_throughput_given_up() -
     assert summary["users"] == 2_000
     lines = bench_e2e.guarantee_lines(summary)
     assert lines[0].startswith("exactly-once vs at-least-once: the flood again on 2,000 freshly")
+    assert "3 round(s) in rotated order" in lines[0]
     assert lines[2].split()[:2] == ["exactly_once", "2,000"]
     assert lines[3].split()[:2] == ["at_least_once", "2,500"]
-    assert lines[4].startswith(
+    assert lines[4] == (
         "  exactly-once costs 20.0 % of throughput (2,000 vs 2,500 users/s); worker CPU per "
-        "1,000 users 0.36 vs 0.30 s (+20.0 %)"
+        "1,000 users 0.36 vs 0.30 s (+20.0 %); each round: 20.0 %, 50.0 %, -10.0 %"
     )
+
+
+def test_the_service_is_a_share_of_the_hand_written_pipeline_of_its_own_round() -> None:
+    # Ratios 0.8, 0.5 and 1.1: the median round is the first.
+    rounds = [_round(2000.0, 1.0, 2500.0), _round(1000.0, 1.0, 2000.0), _round(2200, 1.0, 2000)]
+    summary = bench_e2e.reference_summary(rounds)
+    assert summary["ratio"] == 0.8 and summary["ratios"] == [0.8, 0.5, 1.1]
+    assert summary["users_per_s"] == 2500.0
+    assert summary["service"] == {"users_per_s": 2000.0, "worker_cpu_s_per_1000_users": 0.36}
+    lines = bench_e2e.reference_lines(summary)
+    assert "in each of 3 round(s)" in lines[1]
+    assert lines[3] == (
+        "  service / hand-written = 0.80 (2,000 / 2,500 users/s); CPU per 1,000 users: worker "
+        "0.36 s, hand-written 0.20 s; each round: 0.80, 0.50, 1.10"
+    )
+
+
+def test_each_round_rotates_the_order_by_one() -> None:
+    modes = ["exactly_once", "at_least_once", "reference"]
+    assert bench_e2e.round_orders(modes, 4) == [
+        ["exactly_once", "at_least_once", "reference"],
+        ["at_least_once", "reference", "exactly_once"],
+        ["reference", "exactly_once", "at_least_once"],
+        ["exactly_once", "at_least_once", "reference"],
+    ]
+    assert bench_e2e.round_orders(["exactly_once", "reference"], 1) == [
+        ["exactly_once", "reference"]
+    ]
 
 
 def test_tracing_cost_is_the_median_pair_s_share_of_untraced_throughput_given_up() -> None:
@@ -236,6 +287,8 @@ def _full_report(**extra: Any) -> dict[str, Any]:
             "users_per_s": 2500.0,
             "seconds": 0.8,
             "ratio": 0.8,
+            "ratios": [0.8],
+            "service": {"users_per_s": 2000.0, "worker_cpu_s_per_1000_users": 0.36},
             "cpu_s_per_1000_users": {"reference": 0.2, "kafka": 0.1, "postgres": 0.2, "redis": 0},
         },
         **extra,
@@ -245,7 +298,7 @@ def _full_report(**extra: Any) -> dict[str, Any]:
 def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
     report = _full_report(
         idle_cost=_idle_cost(),
-        guarantees=bench_e2e.guarantee_summary(_flood(2000.0, 0.36), _flood(2500.0, 0.30)),
+        guarantees=bench_e2e.guarantee_summary([_round(2000.0, 2500.0, 2500.0)]),
     )
     lines = bench_e2e.table(report).splitlines()
     order = [
@@ -284,6 +337,7 @@ def _args(**given: Any) -> argparse.Namespace:
         "guarantees": None,
         "tracing": None,
         "tracing_pairs": None,
+        "rounds": None,
         "flood_only": False,
     }
     return argparse.Namespace(**{**values, **given})
