@@ -105,7 +105,7 @@ def plan_effects(wave: Sequence[Work], decisions: Sequence[Decision], *, now: da
                     current_step=plan.current_step,
                     completion_percentage=plan.completion_percentage,
                     steps_completed=plan.steps_completed,
-                    legacy_snapshot=plan.legacy_snapshot,
+                    legacy_snapshot=plan.legacy_snapshot_json,
                     legacy_sha256=plan.legacy_sha256,
                     request_id=work.request.request_id,
                     created_at=now,
@@ -115,12 +115,13 @@ def plan_effects(wave: Sequence[Work], decisions: Sequence[Decision], *, now: da
             steps.append(StepsRow(plan.session_id, plan.step_codes, plan.completed_at))
             if plan.manifest is not None:
                 assert plan.manifest_checksum is not None and plan.token_estimate is not None
+                assert plan.manifest_json is not None
                 manifests.append(
                     ManifestRow(
                         session_id=plan.session_id,
                         user_id=plan.user_id,
                         version=MANIFEST_VERSION,
-                        manifest=plan.manifest,
+                        manifest=plan.manifest_json,
                         checksum=plan.manifest_checksum,
                         token_estimate=plan.token_estimate,
                         created_at=now,

@@ -12,6 +12,7 @@ from typing import Any
 
 from schemas.canonical import canonical_json, sha256_hex
 from schemas.legacy import LegacyRow
+from schemas.rows import JsonText
 
 MANIFEST_VERSION = 1
 
@@ -87,11 +88,12 @@ def manifest_checksum(manifest: dict[str, Any]) -> str:
     return sha256_hex(manifest)
 
 
-def checksum_and_tokens(manifest: dict[str, Any]) -> tuple[str, int]:
-    """``manifest_checksum`` and ``token_estimate`` from one canonical encoding (the planner
-    needs both for every completed user)."""
+def encoded_with_checksum_and_tokens(manifest: dict[str, Any]) -> tuple[JsonText, str, int]:
+    """The manifest's canonical JSON, its ``manifest_checksum`` and its ``token_estimate``, from
+    one encoding: the planner needs all three for every completed user (the canonical text is
+    what PostgreSQL stores; jsonb keeps the value, not the key order)."""
     canonical = canonical_json(manifest)
-    return hashlib.sha256(canonical).hexdigest(), _tokens(canonical)
+    return JsonText(canonical), hashlib.sha256(canonical).hexdigest(), _tokens(canonical)
 
 
 def token_estimate(manifest: dict[str, Any]) -> int:

@@ -7,6 +7,7 @@ record plans exactly the same session as its first delivery did.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,12 +19,13 @@ from agents.core.manifest import (
     InvalidAnswers,
     build_manifest,
     check_answers,
-    checksum_and_tokens,
+    encoded_with_checksum_and_tokens,
 )
 from agents.core.name_uuids import time_ordered_name_uuid
-from schemas.canonical import sha256_hex
+from schemas.canonical import canonical_json
 from schemas.events import ErrorCode, SessionStatusName
 from schemas.legacy import LegacyRow, LegacyStatus
+from schemas.rows import JsonText
 from schemas.session import SessionStep, StepStatus
 
 _SESSION_NAMESPACE = uuid.UUID("0b7f3c1e-58a4-4f0e-9d63-6c1f2a9e4b21")
@@ -65,6 +67,10 @@ class MigrationPlan:
     legacy_snapshot: dict[str, Any]
     legacy_sha256: str
     now: datetime
+    # The canonical JSON the checksums were computed over, handed to PostgreSQL as it is
+    # (``JsonText``) rather than encoded again: about 2 µs each of a migrated user's CPU.
+    manifest_json: JsonText | None
+    legacy_snapshot_json: JsonText
 
     @property
     def steps(self) -> tuple[SessionStep, ...]:
@@ -150,11 +156,12 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
     shape = _shape(frozenset(row.completed_steps), row.status == LegacyStatus.COMPLETED)
     session_status = shape.session_status
     completed = shape.completed
-    manifest = checksum = tokens = None
+    manifest = manifest_json = checksum = tokens = None
     if session_status == "completed":
         manifest = build_manifest(row, answers)
-        checksum, tokens = checksum_and_tokens(manifest)
+        manifest_json, checksum, tokens = encoded_with_checksum_and_tokens(manifest)
     snapshot = row.snapshot()
+    snapshot_json = canonical_json(snapshot)
     return MigrationPlan(
         user_id=row.user_id,
         session_id=session_id,
@@ -171,6 +178,8 @@ def plan_migration(row: LegacyRow, *, session_id: uuid.UUID, now: datetime) -> M
         manifest_checksum=checksum,
         token_estimate=tokens,
         legacy_snapshot=snapshot,
-        legacy_sha256=sha256_hex(snapshot),
+        legacy_sha256=hashlib.sha256(snapshot_json).hexdigest(),
         now=now,
+        manifest_json=manifest_json,
+        legacy_snapshot_json=JsonText(snapshot_json),
     )

@@ -24,7 +24,7 @@ class SessionRow(NamedTuple):
     current_step: int | None
     completion_percentage: float
     steps_completed: int
-    legacy_snapshot: dict[str, Any]
+    legacy_snapshot: dict[str, Any] | JsonText
     legacy_sha256: str
     request_id: UUID
     created_at: datetime
@@ -46,7 +46,7 @@ class ManifestRow(NamedTuple):
     session_id: UUID
     user_id: str
     version: int
-    manifest: dict[str, Any]
+    manifest: dict[str, Any] | JsonText
     checksum: str
     token_estimate: int
     created_at: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from agents.core.checks import session_consistency
 from agents.core.documents import document_from_plan
 from agents.core.manifest import manifest_checksum
 from agents.core.planner import plan_migration
+from schemas.canonical import canonical_json, sha256_hex
 from schemas.legacy import LegacyRow
 
 text = st.text(min_size=0, max_size=20)
@@ -51,6 +53,13 @@ def test_plan_invariants(legacy: LegacyRow) -> None:
     assert (result.manifest is not None) == (result.status == "completed")
     if result.manifest is not None:
         assert result.manifest_checksum == manifest_checksum(result.manifest)
+        # What PostgreSQL is handed is the text the checksum was computed over.
+        assert result.manifest_json == canonical_json(result.manifest)
+    else:
+        assert result.manifest_json is None
+    assert result.legacy_snapshot_json == canonical_json(result.legacy_snapshot)
+    assert result.legacy_sha256 == sha256_hex(result.legacy_snapshot)
+    assert json.loads(result.legacy_snapshot_json) == result.legacy_snapshot
     assert [s.required for s in result.steps] == [s.required for s in STEPS]
     assert plan_migration(legacy, session_id=SESSION, now=NOW) == result
 

@@ -156,7 +156,9 @@ class FakeTransaction:
                 current_step=row.current_step,
                 completion_percentage=row.completion_percentage,
                 steps_completed=row.steps_completed,
-                legacy_snapshot=row.legacy_snapshot,
+                legacy_snapshot=_json(row.legacy_snapshot)
+                if isinstance(row.legacy_snapshot, bytes)
+                else row.legacy_snapshot,
                 legacy_sha256=row.legacy_sha256,
                 bcm_version=newest.version if newest else None,
                 bcm_checksum=newest.checksum if newest else None,
