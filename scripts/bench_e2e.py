@@ -1072,12 +1072,10 @@ async def comparison_rounds(
     return done
 
 
-def median_round(
-    rounds: Sequence[dict[str, dict[str, Any]]], values: Sequence[float | None]
-) -> dict[str, dict[str, Any]]:
-    """The round whose value is the median (a round without one ranks last)."""
-    ranked = sorted(range(len(rounds)), key=lambda i: math.inf if values[i] is None else values[i])
-    return rounds[ranked[(len(ranked) - 1) // 2]]
+def median_index(values: Sequence[float | None]) -> int:
+    """Which round's value is the median (a round without one ranks last)."""
+    ranked = sorted(range(len(values)), key=lambda i: math.inf if values[i] is None else values[i])
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def reference_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -1086,11 +1084,11 @@ def reference_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, 
     ratios = [
         round(r[GUARANTEES[0]]["users_per_s"] / r[REFERENCE]["users_per_s"], 3) for r in rounds
     ]
-    middle = median_round(rounds, ratios)
-    service = middle[GUARANTEES[0]]
+    middle = median_index(ratios)
+    service = rounds[middle][GUARANTEES[0]]
     return {
-        **middle[REFERENCE],
-        "ratio": round(service["users_per_s"] / middle[REFERENCE]["users_per_s"], 3),
+        **rounds[middle][REFERENCE],
+        "ratio": ratios[middle],
         "ratios": ratios,
         "service": {
             "users_per_s": service["users_per_s"],
@@ -1125,7 +1123,7 @@ def guarantee_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, 
         percent_less(r["exactly_once"]["users_per_s"], r["at_least_once"]["users_per_s"])
         for r in rounds
     ]
-    middle = median_round(rounds, costs)
+    middle = rounds[median_index(costs)]
     eos, alo = middle["exactly_once"], middle["at_least_once"]
     worker_cpu = {
         "exactly_once": eos["cpu_s_per_1000_users"]["worker"],
@@ -1199,7 +1197,7 @@ def tracing_summary(pairs: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any
     """What tracing costs: the median over the pairs of the share of the untraced throughput
     given up within a pair, and CPU. ``on`` and ``off`` are the runs of the median pair."""
     costs = [percent_less(p["on"]["users_per_s"], p["off"]["users_per_s"]) for p in pairs]
-    middle = median_round(pairs, costs)
+    middle = pairs[median_index(costs)]
     on, off = middle["on"], middle["off"]
     worker_cpu = {
         "on": on["cpu_s_per_1000_users"]["worker"],
@@ -1286,9 +1284,7 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
             if plan.half_load_warm:
                 seconds = plan.half_load_s
                 progress(f"half load's warm-up: {rate / 2:,.0f} requests/s for {seconds:.0f}s")
-                half_warm_result = await half_load(
-                    ctx, worker, rate, plan.half_load_s, prefix="half-warm-"
-                )
+                half_warm_result = await half_load(ctx, worker, rate, seconds, prefix="half-warm-")
             progress(f"half load: {rate / 2:,.0f} requests/s for {plan.half_load_s:.0f}s")
             half_result = await half_load(ctx, worker, rate, plan.half_load_s)
             worker_rss = peak_rss_mib(worker.pid)
@@ -1513,7 +1509,7 @@ def statement_lines(flood: dict[str, Any]) -> list[str]:
 def reference_lines(ref: dict[str, Any]) -> list[str]:
     """The hand-written pipeline's line, and the service's flood of its round against it."""
     cpu, service = ref["cpu_s_per_1000_users"], ref["service"]
-    ratios = ref.get("ratios") or [ref["ratio"]]
+    ratios = ref["ratios"]
     return [
         "",
         f"hand-written pipeline ({ref['what']}), on the same servers, in each of {len(ratios)} "
@@ -1550,7 +1546,7 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{value:+.1f} %"
 
-    rounds = summary.get("rounds") or []
+    rounds = summary["rounds"]
     lines = [
         f"exactly-once vs at-least-once: the flood again on {summary['users']:,} freshly seeded "
         f"users each, a fresh worker per guarantee, {len(rounds)} round(s) in rotated order; "
