@@ -282,6 +282,13 @@ class PartitionTransactions:
             log.info("partition %d: could not look at offset %d (%r)", partition, start, exc)
             await self._probe.stop()  # started afresh by the next look
             return []
+        if after == start:
+            log.info(
+                "partition %d: no record came from offset %d in %g s",
+                partition,
+                start,
+                HOLE_PROBE_S,
+            )
         self.positions.prove_empty(
             partition, OffsetRanges((o, o + 1) for o in found).missing(start, after)
         )
