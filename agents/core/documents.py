@@ -12,6 +12,8 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
+from pydantic_core import to_json
+
 from agents.core.catalog import STEPS, STEPS_TOTAL
 from agents.core.planner import MigrationPlan
 from schemas.rows import Row
@@ -60,19 +62,36 @@ def _plan_steps(statuses: tuple[StepStatus, ...]) -> tuple[dict[str, Any], ...]:
     )
 
 
-def document_from_plan(plan: MigrationPlan) -> dict[str, Any]:
-    return session_document(
-        session_id=plan.session_id,
-        user_id=plan.user_id,
-        workspace_id=plan.workspace_id,
-        status=plan.status,
-        current_step=plan.current_step,
-        completion_percentage=plan.completion_percentage,
-        steps_completed=plan.steps_completed,
-        created_at=plan.now,
-        updated_at=plan.now,
-        steps=_plan_steps(plan.step_statuses),
+class PlannedDocument(dict[str, Any]):
+    """A fresh session's document, with its steps already encoded (``steps_json``): the mirror
+    writes the head and these bytes instead of encoding 24 step entries for every migrated
+    user (about 7 µs each). Equal to the plain document, and encoded to the same bytes."""
+
+    steps_json: bytes
+
+
+@cache
+def _plan_steps_json(statuses: tuple[StepStatus, ...]) -> bytes:
+    return to_json(_plan_steps(statuses))
+
+
+def document_from_plan(plan: MigrationPlan) -> PlannedDocument:
+    document = PlannedDocument(
+        session_document(
+            session_id=plan.session_id,
+            user_id=plan.user_id,
+            workspace_id=plan.workspace_id,
+            status=plan.status,
+            current_step=plan.current_step,
+            completion_percentage=plan.completion_percentage,
+            steps_completed=plan.steps_completed,
+            created_at=plan.now,
+            updated_at=plan.now,
+            steps=_plan_steps(plan.step_statuses),
+        )
     )
+    document.steps_json = _plan_steps_json(plan.step_statuses)
+    return document
 
 
 def document_from_row(

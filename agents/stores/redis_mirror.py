@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agents.core.documents import PlannedDocument
 from agents.stores.errors import MirrorUnavailable, describe
 
 SESSION_KEY = "onboarding:session:{session_id}"
@@ -205,6 +206,10 @@ async def ping(client: aioredis.Redis) -> bool:
 
 
 def _dumps(document: Mapping[str, Any]) -> bytes:
+    if isinstance(document, PlannedDocument):
+        head = dict(document)
+        del head["steps"]
+        return encode_document_with_steps(head, document.steps_json)
     return to_json(document)
 
 

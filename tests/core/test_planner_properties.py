@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic_core import to_json
 from support.factories import NOW, SESSION
 
 from agents.core.catalog import LEGACY_STEPS, STEPS
@@ -14,6 +15,7 @@ from agents.core.checks import session_consistency
 from agents.core.documents import document_from_plan
 from agents.core.manifest import manifest_checksum
 from agents.core.planner import plan_migration
+from agents.stores.redis_mirror import encode_document
 from schemas.canonical import canonical_json, sha256_hex
 from schemas.legacy import LegacyRow
 
@@ -82,3 +84,32 @@ def test_snapshot_round_trip_is_exact(legacy: LegacyRow) -> None:
     again = LegacyRow.from_snapshot(legacy.snapshot())
     assert again == legacy
     assert again.snapshot_sha256() == legacy.snapshot_sha256()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_canonical_json_is_the_contracts_encoding(value: object) -> None:
+    """Contract §6 defines canonical JSON as this ``json.dumps`` call; the encoder made once
+    must give the same bytes for any JSON value (unicode, nesting, floats, big integers)."""
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == expected.encode("utf-8")
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows)
+def test_a_planned_document_is_mirrored_as_its_plain_encoding(legacy: LegacyRow) -> None:
+    """The mirror writes a fresh session's head and its steps' cached JSON: the same bytes as
+    the whole document encoded."""
+    document = document_from_plan(plan_migration(legacy, session_id=SESSION, now=NOW))
+    plain = dict(document)
+    assert document == plain
+    assert encode_document(document) == to_json(plain)
