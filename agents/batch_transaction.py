@@ -33,7 +33,8 @@ from agents.core.effects import (
 from agents.core.outcomes import build_outcome
 from agents.stores.errors import MirrorUnavailable, StoreUnavailable
 from agents.stores.protocol import BatchStore, BatchTransaction, SessionMirror
-from schemas.events import ErrorCode, Outcome, parse_outcome
+from schemas.events import ErrorCode, Outcome, parse_outcome_json
+from schemas.rows import JsonText
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,8 @@ class BatchAttempt:
                 continue
             digest, outcome = hit
             if digest == work.digest and outcome is not None:
-                known.works[position] = answer(parse_outcome(outcome))
+                # The very bytes published the first time, and the outcome they say.
+                known.works[position] = Answer(parse_outcome_json(outcome), JsonText(outcome))
             else:
                 other_records.append((work.partition, work.offset))
         for rejection in rejected:

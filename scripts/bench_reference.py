@@ -75,7 +75,8 @@ from agents.core.outcomes import build_outcome
 from agents.core.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow
 from agents.stores.postgres import CATALOG, Conn, legacy_row_from_record
 from agents.stores.redis_mirror import session_key, user_key
-from schemas.events import MigrationRequest, decode_request, parse_outcome
+from schemas.events import MigrationRequest, decode_request, parse_outcome_json
+from schemas.rows import JsonText
 from streams import topics
 from streams.codecs import Consumed, Origin, batch_records
 from streams.connections import create_pool
@@ -166,7 +167,7 @@ class Pipeline:
             position = (row["source_partition"], row["source_offset"])
             if bytes(row["record_digest"]) != digests[position] or row["outcome"] is None:
                 raise Unsupported(f"position {position} was answered before for other bytes")
-            before[position] = answer(parse_outcome(row["outcome"]))
+            before[position] = Answer(parse_outcome_json(row["outcome"]), JsonText(row["outcome"]))
         return before
 
     async def _migrate(

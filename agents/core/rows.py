@@ -85,5 +85,5 @@ class ProcessedRow(NamedTuple):
     source_partition: int
     source_offset: int
     record_digest: bytes
-    outcome: JsonText | None
+    outcome: bytes | None  # the outcome as published, byte for byte
     processed_at: datetime

@@ -68,8 +68,8 @@ class PostgresTransaction:
 
     async def processed_records(
         self, app_id: str, positions: Sequence[tuple[int, int]]
-    ) -> dict[tuple[int, int], tuple[bytes, dict[str, Any] | None]]:
-        """Records already answered: position → (record digest, outcome or None).
+    ) -> dict[tuple[int, int], tuple[bytes, bytes | None]]:
+        """Records already answered: position → (record digest, the outcome's bytes or None).
 
         One primary-key probe per position (the query's shape), planned afresh each time: the
         pruner can leave the table nearly empty, and a generic plan cached while its statistics

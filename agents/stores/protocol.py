@@ -33,7 +33,7 @@ class BatchTransaction(Protocol):
 
     async def processed_records(
         self, app_id: str, positions: Sequence[Position]
-    ) -> dict[Position, tuple[bytes, dict[str, Any] | None]]: ...
+    ) -> dict[Position, tuple[bytes, bytes | None]]: ...
 
     async def forget_processed_records(
         self, app_id: str, positions: Sequence[Position]

@@ -426,6 +426,8 @@ async def test_two_workers_answering_one_record_at_once_agree(
     a, b = await asyncio.gather(first.apply(batch), second.apply(batch))
     assert a is not None and b is not None
     assert [o.model_dump() for o in a.outcomes] == [o.model_dump() for o in b.outcomes]
+    # The replayed answers are the very bytes the first worker published.
+    assert [x.json for x in a.answers] == [x.json for x in b.answers]
     assert {o.outcome for o in a.outcomes} == {"migrated", "rolled_back"}
     stored = await pool.fetchval(
         "SELECT totals FROM partition_counters WHERE app_id = $1", f"race-{unique}"

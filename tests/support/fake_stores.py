@@ -109,14 +109,13 @@ class FakeTransaction:
 
     async def processed_records(
         self, app_id: str, positions: Sequence[tuple[int, int]]
-    ) -> dict[tuple[int, int], tuple[bytes, dict[str, Any] | None]]:
+    ) -> dict[tuple[int, int], tuple[bytes, bytes | None]]:
         self._server.run("processed_records", positions=positions)
         found = {}
         for partition, offset in positions:
             row = self._t.processed.get((app_id, partition, offset))
             if row is not None:
-                outcome = None if row.outcome is None else _json(row.outcome)
-                found[(partition, offset)] = (row.record_digest, outcome)
+                found[(partition, offset)] = (row.record_digest, row.outcome)
         return found
 
     async def forget_processed_records(
