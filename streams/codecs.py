@@ -153,23 +153,32 @@ REQUEST_HEADERS = {
     "request-id": "the request_id the outcome answers",
     "run-id": "the run the request belongs to (empty if none)",
 }
+ORIGIN_TOPIC = HEADER_PREFIX + "original-topic"
 ORIGIN_PARTITION = HEADER_PREFIX + "original-partition"
 ORIGIN_OFFSET = HEADER_PREFIX + "original-offset"
+ORIGIN_TIMESTAMP = HEADER_PREFIX + "original-timestamp"
+REQUEST_ID = HEADER_PREFIX + "request-id"
+RUN_ID = HEADER_PREFIX + "run-id"
 
 
+# Written out rather than looped over the tables above: every answer carries them, and the loop
+# (a dict, a prefix joined and a text encoded per header) cost about 2.5 µs an answer.
 def origin_headers(origin: Origin) -> Headers:
-    values = {
-        "original-topic": origin.topic,
-        "original-partition": str(origin.partition),
-        "original-offset": str(origin.offset),
-        "original-timestamp": "" if origin.timestamp_ms is None else str(origin.timestamp_ms),
-    }
-    return [(HEADER_PREFIX + name, value.encode("utf-8")) for name, value in values.items()]
+    timestamp = origin.timestamp_ms
+    return [
+        (ORIGIN_TOPIC, origin.topic.encode("utf-8")),
+        (ORIGIN_PARTITION, b"%d" % origin.partition),
+        (ORIGIN_OFFSET, b"%d" % origin.offset),
+        (ORIGIN_TIMESTAMP, b"" if timestamp is None else b"%d" % timestamp),
+    ]
 
 
 def request_headers(outcome: Outcome) -> Headers:
-    values = {"request-id": str(outcome.request_id), "run-id": outcome.run_id or ""}
-    return [(HEADER_PREFIX + name, value.encode("utf-8")) for name, value in values.items()]
+    run_id = outcome.run_id
+    return [
+        (REQUEST_ID, str(outcome.request_id).encode("ascii")),
+        (RUN_ID, b"" if run_id is None else run_id.encode("utf-8")),
+    ]
 
 
 def failure_headers(origin: Origin, *, code: str, retryable: bool) -> Headers:

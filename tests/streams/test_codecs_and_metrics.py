@@ -143,6 +143,56 @@ def test_every_answer_names_its_request_record() -> None:
     assert answered_offset([]) is None and answered_offset(None) is None
 
 
+def test_the_headers_written_are_the_ones_documented() -> None:
+    """The AsyncAPI document lists ``ORIGIN_HEADERS`` and ``REQUEST_HEADERS``; the answers carry
+    exactly those, in that order, as UTF-8 text."""
+    from streams.codecs import ORIGIN_HEADERS, REQUEST_HEADERS, origin_headers, request_headers
+
+    outcome = MigratedOutcome.model_validate(
+        {
+            "schema_version": 1,
+            "event_id": str(uuid.uuid4()),
+            "request_id": "6f1d7a52-3c1e-4c57-9f0e-5b0d3f3f7a11",
+            "user_id": "u-1",
+            "action": "migrate",
+            "dry_run": False,
+            "attempt": 1,
+            "run_id": "wave-ü",
+            "duration_ms": 1.0,
+            "processed_at": datetime(2026, 12, 3, tzinfo=UTC),
+            "steps_total": 24,
+            "already_done": False,
+            "session_id": str(uuid.uuid4()),
+            "session_status": "in_progress",
+            "completion_percentage": 50.0,
+            "steps_completed": 12,
+            "legacy_snapshot_sha256": "0" * 64,
+        }
+    )
+    assert origin_headers(ORIGIN) == [
+        (HEADER_PREFIX + name, value)
+        for name, value in zip(
+            ORIGIN_HEADERS,
+            [b"user-migration-requested", b"3", b"1234", b"1700000000000"],
+            strict=True,
+        )
+    ]
+    assert origin_headers(Origin("t", 0, 0, None))[-1] == (
+        HEADER_PREFIX + "original-timestamp",
+        b"",
+    )
+    assert request_headers(outcome) == [
+        (HEADER_PREFIX + name, value)
+        for name, value in zip(
+            REQUEST_HEADERS,
+            [b"6f1d7a52-3c1e-4c57-9f0e-5b0d3f3f7a11", "wave-ü".encode()],
+            strict=True,
+        )
+    ]
+    unrun = outcome.model_copy(update={"run_id": None})
+    assert request_headers(unrun)[-1] == (HEADER_PREFIX + "run-id", b"")
+
+
 def test_the_audit_gauges_are_cluster_facts_per_partition() -> None:
     from streams.web.metrics import WorkerMetrics, prometheus_text
 
