@@ -46,12 +46,15 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   exactly-once costs in throughput and CPU. Off in ``--quick`` (``--guarantees`` turns it on):
   more worker starts would lengthen CI's smoke run, and 2,000-user floods are too short to tell
   the guarantees apart.
-- tracing on vs off: the flood in pairs (``--tracing-pairs``, 3; one in ``--quick``), likewise,
-  one fresh worker with tracing off (no ``OTEL_*`` variables) and one with it on, alternating
-  which goes first, the cost taken within each pair and its median reported; the traced worker
-  exports every span over OTLP/HTTP to a minimal receiver in this process
-  (``scripts/otlp_receiver.py``, which counts them): what tracing costs in throughput and CPU.
-  Off in ``--quick`` (``--tracing`` turns it on).
+- tracing off and on side by side (``--tracing-pairs``, 3 rounds; one in ``--quick``): two
+  fresh workers in the service's group at once, one with tracing off (no ``OTEL_*`` variables)
+  and one with it on, answering one flood, each the partitions it was assigned; which starts
+  first alternates by round. Tracing's cost is the traced worker's CPU per user of its share
+  over the untraced one's, within each round (their rates are shown too), the median round
+  reported: two workers sharing one flood share the machine's state, where two floods minutes
+  apart do not. The traced worker exports every span over OTLP/HTTP to a minimal receiver in
+  this process (``scripts/otlp_receiver.py``, which counts them). Off in ``--quick``
+  (``--tracing`` turns it on).
 - baseline (a reference line, not the service): the batch applier applying one user per
   PostgreSQL transaction, no Kafka, on a tenth of the users (at most 5,000).
 
@@ -519,6 +522,10 @@ class OutcomeWatcher:
         self.times: list[float] = []  # arrival time of each batch …
         self.totals: list[int] = []  # … and the count once it was in
         self.arrivals: dict[bytes, float] = {}  # record key → first arrival (keyed watchers)
+        # Per partition (an outcome is published to its request's partition number): how many
+        # outcomes, and when the last came; two workers sharing a flood each answer their own.
+        self.by_partition: dict[int, int] = {}
+        self.last_at: dict[int, float] = {}
 
     async def open(self) -> OutcomeWatcher:
         await self._consumer.start()
@@ -556,6 +563,10 @@ class OutcomeWatcher:
             got = 0
             for tp, records in batch.items():
                 self.by_topic[tp.topic] += len(records)
+                self.by_partition[tp.partition] = self.by_partition.get(tp.partition, 0) + len(
+                    records
+                )
+                self.last_at[tp.partition] = now
                 got += len(records)
                 if self._keyed:
                     for record in records:
@@ -1152,23 +1163,26 @@ def guarantee_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, 
 
 TRACING = ("off", "on")
 SAMPLER_VARIABLES = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
-# Pairs of tracing off/on floods in a full bench: one pair's difference was 3 % in one run and
-# 16 % in the next on this machine, the noise of two floods minutes apart.
+# Rounds of the traced and the untraced worker side by side. Taken one after the other, two
+# floods of the same code differed by up to 40 % in users/s on this machine and by 20 % in the
+# worker's CPU per user, far more than tracing costs. Two workers answering one flood at once
+# share the machine's state: in a trial of four rounds the traced worker's extra CPU per user
+# read +5.6, +4.1, +5.8 and +1.5 % while the CPU per user itself ranged 0.29-0.42 s per 1,000
+# users (two untraced workers side by side: see the README).
 TRACING_PAIRS = 3
 
 
 async def tracings(ctx: Context, users: int, first_index: int, pairs: int) -> dict[str, Any]:
-    """The flood with tracing off and on, ``pairs`` times, a fresh worker each, like
-    ``guarantees``: the only difference between the runs of a pair is the ``OTEL_*`` variables.
-    The pairs alternate their order (off first in odd pairs, on first in even ones), so that a
-    drift of the machine falls on both sides; each pair's cost is taken within the pair. With
-    tracing on the worker exports its spans over OTLP/HTTP to a receiver in this process: every
-    span, unless the bench's own environment names a sampler (``OTEL_TRACES_SAMPLER``,
+    """Tracing's cost side by side: in each round, two fresh workers in the service's group at
+    once, one with tracing off (no ``OTEL_*`` variables) and one with it on, answering one flood
+    of ``users``, each the partitions it was assigned; which starts first alternates by round.
+    Each round compares the two workers' CPU per 1,000 users of their own share, and their
+    rates. The traced worker exports its spans over OTLP/HTTP to a receiver in this process:
+    every span, unless the bench's own environment names a sampler (``OTEL_TRACES_SAMPLER``,
     ``…_ARG``: passed on)."""
     plain = {name: value for name, value in ctx.env.items() if not name.startswith("OTEL_")}
     sampler = {name: ctx.env[name] for name in SAMPLER_VARIABLES if name in ctx.env}
     done: list[dict[str, dict[str, Any]]] = []
-    index = first_index
     with OtlpReceiver(free_port(), keep=False) as receiver:
         traced = {
             **plain,
@@ -1177,49 +1191,165 @@ async def tracings(ctx: Context, users: int, first_index: int, pairs: int) -> di
             "OTEL_SERVICE_NAME": "onboarding-migrator-bench",
         }
         for pair in range(pairs):
-            runs: dict[str, dict[str, Any]] = {}
-            for mode in TRACING if pair % 2 == 0 else TRACING[::-1]:
-                env = traced if mode == "on" else plain
-                label = f"tracing {mode} ({pair + 1}/{pairs})"
-                before = receiver.count
-                runs[mode] = await fresh_flood(ctx, env, index, users, f"t{index}", label)
-                index += 1
-                runs[mode]["tracing"] = mode
-                # Every span the worker exported, its warm-up's too (the worker exports what it
-                # still holds as it stops); none from an untraced one.
-                runs[mode]["spans_received"] = receiver.count - before
-                runs[mode]["sampler"] = sampler if mode == "on" else {}
+            order = TRACING if pair % 2 == 0 else TRACING[::-1]
+            envs = {mode: traced if mode == "on" else plain for mode in order}
+            label = f"tracing off and on side by side ({pair + 1}/{pairs})"
+            before = receiver.count
+            runs = await paired_flood(ctx, envs, first_index + 2 * pair, users, f"t{pair}", label)
+            # Every span the traced worker exported, its warm-up's too.
+            runs["on"]["spans_received"] = receiver.count - before
+            runs["on"]["sampler"] = sampler
             done.append(runs)
     return tracing_summary(done)
 
 
-def tracing_summary(pairs: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """What tracing costs: the median over the pairs of the share of the untraced throughput
-    given up within a pair, and CPU. ``on`` and ``off`` are the runs of the median pair."""
-    costs = [percent_less(p["on"]["users_per_s"], p["off"]["users_per_s"]) for p in pairs]
-    middle = pairs[median_index(costs)]
-    on, off = middle["on"], middle["off"]
-    worker_cpu = {
-        "on": on["cpu_s_per_1000_users"]["worker"],
-        "off": off["cpu_s_per_1000_users"]["worker"],
+class _Both:
+    """Two workers as one ``Answering``: a wait fails at once if either has exited."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self._workers = workers
+
+    @property
+    def log_path(self) -> Path:
+        return self._workers[0].log_path
+
+    def check(self, doing: str) -> None:
+        for worker in self._workers:
+            worker.check(doing)
+
+
+async def paired_flood(
+    ctx: Context,
+    envs: dict[str, dict[str, str]],
+    first_index: int,
+    users: int,
+    prefix: str,
+    label: str,
+) -> dict[str, dict[str, Any]]:
+    """One flood on ``users`` freshly seeded users, answered by two fresh workers at once (one
+    per entry of ``envs``, started in that order) in the service's group: per worker, the
+    partitions it was assigned, how many of the flood's users they held, its CPU s per 1,000 of
+    them and its rate (its share over the time to its last outcome)."""
+    ids = await seed(ctx.env, users, f"{prefix}-")
+    progress(f"{label}: {users:,} users seeded, two workers")
+    workers = {
+        mode: Worker(env, ctx.directory, first_index + number)
+        for number, (mode, env) in enumerate(envs.items())
     }
+    both = _Both(list(workers.values()))
+    for worker in workers.values():
+        worker.start()
+    try:
+        for worker in workers.values():
+            await worker.wait_ready(ctx.http)
+        owned = await split_assignment(ctx, workers)
+        await warm_up(ctx, both, f"{prefix}w-")
+        records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
+        watcher = await OutcomeWatcher(ctx.bootstrap, keyed=False).open()
+        producer = await start_producer(ctx.bootstrap, linger_ms=20)
+        try:
+            cpu_before = {mode: cpu_seconds(w.pid) for mode, w in workers.items()}
+            started = time.monotonic()
+            futures = [
+                await producer.send(REQUESTED_TOPIC, value, key=key) for key, value in records
+            ]
+            await asyncio.gather(*futures)
+            finished = await watcher.wait_count(users, both, label)
+            cpu_after = {mode: cpu_seconds(w.pid) for mode, w in workers.items()}
+        finally:
+            await producer.stop()
+            await watcher.close()
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    runs: dict[str, dict[str, Any]] = {}
+    for mode, partitions in owned.items():
+        share = sum(watcher.by_partition.get(p, 0) for p in partitions)
+        if not share:
+            raise BenchError(f"{label}: the {mode} worker's partitions {partitions} held no user")
+        seconds = max(watcher.last_at[p] for p in partitions if p in watcher.last_at) - started
+        runs[mode] = {
+            "partitions": partitions,
+            "users": share,
+            "seconds": round(seconds, 3),
+            "users_per_s": round(share / seconds, 1),
+            "worker_cpu_s_per_1000_users": round(
+                (cpu_after[mode] - cpu_before[mode]) * 1000 / share, 3
+            ),
+        }
+    progress(
+        f"  {users / (finished - started):,.0f} users/s in all; "
+        + ", ".join(
+            f"{mode} {run['users_per_s']:,.0f} users/s, "
+            f"{run['worker_cpu_s_per_1000_users']:.3f} CPU s per 1,000"
+            for mode, run in runs.items()
+        )
+    )
+    return runs
+
+
+async def split_assignment(ctx: Context, workers: dict[str, Worker]) -> dict[str, list[int]]:
+    """Each worker's request partitions once the group has split them between the two (each
+    owns some, none owns one twice, every partition owned), from the workers' own status
+    reports (``GET …/workers``, the row marked ``this``)."""
+    deadline = time.monotonic() + 120
+    while True:
+        owned: dict[str, list[int]] = {}
+        for mode, worker in workers.items():
+            worker.check("while the group split the partitions")
+            async with ctx.http.get(f"{worker.url}/workers") as response:
+                body = await response.json(content_type=None)
+            rows = body.get("workers", []) if isinstance(body, dict) else []
+            owned[mode] = sorted(p for row in rows if row.get("this") for p in row["partitions"])
+        every = [p for partitions in owned.values() for p in partitions]
+        if all(owned.values()) and len(every) == len(set(every)) == topic_partitions(ctx):
+            return owned
+        if time.monotonic() > deadline:
+            raise BenchError(f"the two workers did not split the partitions in 120 s: {owned}")
+        await asyncio.sleep(0.5)
+
+
+def topic_partitions(ctx: Context) -> int:
+    from streams.settings import Settings
+
+    return Settings.from_env(ctx.env).topic_partitions
+
+
+def tracing_summary(pairs: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """What tracing costs: the traced worker's extra CPU per user over the untraced one's,
+    within each round, and the round with the median of it; that round's rates too."""
+    extras = [
+        percent_more(
+            p["on"]["worker_cpu_s_per_1000_users"], p["off"]["worker_cpu_s_per_1000_users"]
+        )
+        for p in pairs
+    ]
+    middle = median_index(extras)
+    on, off = pairs[middle]["on"], pairs[middle]["off"]
     return {
-        "users": on["users"],
+        "users": on["users"] + off["users"],
         "order": list(TRACING),
+        "tracing_extra_worker_cpu_pct": extras[middle],
         "tracing_cost_pct_of_throughput": percent_less(on["users_per_s"], off["users_per_s"]),
-        "tracing_extra_worker_cpu_pct": percent_more(worker_cpu["on"], worker_cpu["off"]),
-        "worker_cpu_s_per_1000_users": worker_cpu,
+        "worker_cpu_s_per_1000_users": {
+            "on": on["worker_cpu_s_per_1000_users"],
+            "off": off["worker_cpu_s_per_1000_users"],
+        },
         "spans_received": sum(p["on"]["spans_received"] for p in pairs),
         "pairs": [
             {
                 "first": next(iter(p)),
+                "partitions": {mode: p[mode]["partitions"] for mode in TRACING},
                 "users_per_s": {mode: p[mode]["users_per_s"] for mode in TRACING},
                 "worker_cpu_s_per_1000_users": {
-                    mode: p[mode]["cpu_s_per_1000_users"]["worker"] for mode in TRACING
+                    mode: p[mode]["worker_cpu_s_per_1000_users"] for mode in TRACING
                 },
-                "tracing_cost_pct_of_throughput": cost,
+                "tracing_extra_worker_cpu_pct": extra,
+                "tracing_cost_pct_of_throughput": percent_less(
+                    p["on"]["users_per_s"], p["off"]["users_per_s"]
+                ),
             }
-            for p, cost in zip(pairs, costs, strict=True)
+            for p, extra in zip(pairs, extras, strict=True)
         ],
         "on": on,
         "off": off,
@@ -1572,33 +1702,41 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def tracing_lines(summary: dict[str, Any]) -> list[str]:
-    """The table's tracing on vs off section: the median pair's runs, then every pair's cost."""
+    """The table's tracing section: the median round's two workers, then every round's cost."""
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:+.1f} %"
+
     sampler = summary["on"].get("sampler") or {}
     sampled = " ".join(f"{k}={v}" for k, v in sampler.items()) or "every span"
     pairs = summary.get("pairs") or []
     lines = [
-        f"tracing on vs off: the flood again on {summary['users']:,} freshly seeded users each, "
-        f"a fresh worker each, {len(pairs)} pair(s), alternating which goes first (on: "
-        f"{sampled} exported over OTLP/HTTP to a receiver in this process); the median pair:",
-        *side_by_side(summary, "tracing"),
+        f"tracing off and on side by side: two fresh workers in one group answering one flood of "
+        f"{summary['users']:,} freshly seeded users, each its own partitions, {len(pairs)} "
+        f"round(s), alternating which starts first (on: {sampled} exported over OTLP/HTTP to a "
+        "receiver in this process); the median round:",
+        f"  {'tracing':<8} {'partitions':<12} {'users':>7} {'users/s':>9} "
+        f"{'worker CPU s per 1,000 users':>29}",
     ]
-    cost = summary["tracing_cost_pct_of_throughput"]
-    extra = summary["tracing_extra_worker_cpu_pct"]
-    cpu = summary["worker_cpu_s_per_1000_users"]
-    each = ", ".join(
-        "n/a"
-        if p["tracing_cost_pct_of_throughput"] is None
-        else f"{p['tracing_cost_pct_of_throughput']:.1f} %"
-        for p in pairs
-    )
+    for mode in summary["order"]:
+        run = summary[mode]
+        partitions = ",".join(str(p) for p in run["partitions"])
+        lines.append(
+            f"  {mode:<8} {partitions:<12} {run['users']:>7,} {run['users_per_s']:>9,.0f} "
+            f"{run['worker_cpu_s_per_1000_users']:>29.3f}"
+        )
+    each = ", ".join(pct(p["tracing_extra_worker_cpu_pct"]) for p in pairs)
     lines.append(
-        f"  tracing costs {'n/a' if cost is None else f'{cost:.1f} %'} of throughput "
-        f"({summary['on']['users_per_s']:,.0f} vs {summary['off']['users_per_s']:,.0f} "
-        f"users/s); worker CPU per 1,000 users {cpu['on']:.2f} vs {cpu['off']:.2f} s "
-        f"({'n/a' if extra is None else f'{extra:+.1f} %'}); {summary['spans_received']:,} "
-        f"spans received; each pair: {each}"
+        f"  tracing costs the worker {pct(summary['tracing_extra_worker_cpu_pct'])} CPU per user "
+        f"(each round: {each}); the traced worker's rate "
+        f"{pct(_negated(summary['tracing_cost_pct_of_throughput']))} against the untraced one's; "
+        f"{summary['spans_received']:,} spans received"
     )
     return lines
+
+
+def _negated(value: float | None) -> float | None:
+    return None if value is None else -value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1639,7 +1777,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tracing-pairs",
         type=positive,
         metavar="N",
-        help=f"pairs of tracing off/on floods (default {TRACING_PAIRS}, 1 with --quick)",
+        help=f"rounds of a traced and an untraced worker side by side (default {TRACING_PAIRS}, "
+        "1 with --quick)",
     )
     parser.add_argument(
         "--rounds",

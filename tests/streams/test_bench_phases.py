@@ -195,25 +195,48 @@ def test_each_round_rotates_the_order_by_one() -> None:
     ]
 
 
-def test_tracing_cost_is_the_median_pair_s_share_of_untraced_throughput_given_up() -> None:
-    def pair(off: float, on: float, spans: int) -> dict[str, dict[str, Any]]:
-        return {"off": _flood(off, 0.30), "on": {**_flood(on, 0.31), "spans_received": spans}}
+def _share(partitions: list[int], users_per_s: float, cpu: float) -> dict[str, Any]:
+    return {
+        "partitions": partitions,
+        "users": 1_000,
+        "seconds": round(1_000 / users_per_s, 3),
+        "users_per_s": users_per_s,
+        "worker_cpu_s_per_1000_users": cpu,
+    }
 
-    # Costs 2 %, 10 % and -1 %: the median pair is the first, whatever order they ran in.
-    pairs = [pair(2500.0, 2450.0, 8_000), pair(2600.0, 2340.0, 8_100), pair(2400.0, 2424.0, 23)]
+
+def test_tracing_cost_is_the_median_round_s_extra_cpu_of_the_traced_worker() -> None:
+    def round_(first: str, off_cpu: float, on_cpu: float, spans: int) -> dict[str, Any]:
+        runs = {
+            "off": _share([2, 3], 1_250.0, off_cpu),
+            "on": {**_share([0, 1], 1_200.0, on_cpu), "spans_received": spans},
+        }
+        return {mode: runs[mode] for mode in (first, "on" if first == "off" else "off")}
+
+    # Extra CPU +5 %, +20 % and -2 % (the CPU per user itself from 0.30 to 0.50): the median
+    # round is the first, whatever order the rounds ran in or the workers started in.
+    pairs = [
+        round_("off", 0.400, 0.420, 8_000),
+        round_("on", 0.300, 0.360, 8_100),
+        round_("off", 0.500, 0.490, 23),
+    ]
     summary = bench_e2e.tracing_summary(pairs)
-    assert summary["tracing_cost_pct_of_throughput"] == 2.0
-    assert [p["tracing_cost_pct_of_throughput"] for p in summary["pairs"]] == [2.0, 10.0, -1.0]
-    assert summary["order"] == ["off", "on"] and summary["spans_received"] == 16_123
+    assert summary["tracing_extra_worker_cpu_pct"] == 5.0
+    assert [p["tracing_extra_worker_cpu_pct"] for p in summary["pairs"]] == [5.0, 20.0, -2.0]
+    assert [p["first"] for p in summary["pairs"]] == ["off", "on", "off"]
+    assert summary["tracing_cost_pct_of_throughput"] == 4.0
+    assert summary["worker_cpu_s_per_1000_users"] == {"on": 0.42, "off": 0.4}
+    assert summary["users"] == 2_000 and summary["spans_received"] == 16_123
     lines = bench_e2e.tracing_lines(summary)
-    assert lines[0].startswith("tracing on vs off: the flood again on 2,000 freshly seeded")
-    assert "3 pair(s), alternating which goes first" in lines[0]
-    assert lines[2].split()[:2] == ["off", "2,500"] and lines[3].split()[:2] == ["on", "2,450"]
+    assert lines[0].startswith("tracing off and on side by side: two fresh workers in one group")
+    assert "3 round(s), alternating which starts first" in lines[0]
+    assert lines[2].split() == ["off", "2,3", "1,000", "1,250", "0.400"]
+    assert lines[3].split() == ["on", "0,1", "1,000", "1,200", "0.420"]
     assert lines[4] == (
-        "  tracing costs 2.0 % of throughput (2,450 vs 2,500 users/s); worker CPU per 1,000 "
-        "users 0.31 vs 0.30 s (+3.3 %); 16,123 spans received; each pair: 2.0 %, 10.0 %, -1.0 %"
+        "  tracing costs the worker +5.0 % CPU per user (each round: +5.0 %, +20.0 %, -2.0 %); "
+        "the traced worker's rate -4.0 % against the untraced one's; 16,123 spans received"
     )
-    assert "  tracing costs 2.0 % of throughput" in bench_e2e.table(_full_report(tracing=summary))
+    assert "  tracing costs the worker +5.0 % CPU" in bench_e2e.table(_full_report(tracing=summary))
 
 
 @pytest.mark.parametrize(
