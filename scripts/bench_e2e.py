@@ -43,9 +43,13 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   requests per second it causes (scripts/bench_idle.py says how each is counted).
 - exactly-once vs at-least-once: in each round, one fresh worker with
   ``MIGRATOR_PROCESSING_GUARANTEE=exactly_once`` and one with ``at_least_once``: what
-  exactly-once costs in throughput and CPU. Off in ``--quick`` (``--guarantees`` turns it on):
-  more worker starts would lengthen CI's smoke run, and 2,000-user floods are too short to tell
-  the guarantees apart.
+  exactly-once costs in throughput and CPU. Then the two side by side (``paired_flood``, as for
+  tracing below), as many rounds: two fresh workers in one group, one per guarantee, answering
+  one flood, each its own partitions; the exactly-once worker's rate against the at-least-once
+  one's. They share the broker, so this is the worker's own cost of exactly-once with the
+  machine's drift taken out; the rounds before carry the broker's too. Off in ``--quick``
+  (``--guarantees`` turns it on): more worker starts would lengthen CI's smoke run, and
+  2,000-user floods are too short to tell the guarantees apart.
 - tracing off and on side by side (``--tracing-pairs``, 3 rounds; one in ``--quick``): two
   fresh workers in the service's group at once, one with tracing off (no ``OTEL_*`` variables)
   and one with it on, answering one flood, each the partitions it was assigned; which starts
@@ -1161,6 +1165,65 @@ def guarantee_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, 
     }
 
 
+async def paired_guarantees(
+    ctx: Context, users: int, first_index: int, pairs: int
+) -> dict[str, Any]:
+    """Exactly-once against at-least-once side by side: in each round two fresh workers in the
+    service's group at once, one per guarantee, answering one flood of ``users``, each the
+    partitions it was assigned; which starts first alternates by round. Both share the broker,
+    whose transaction work (markers, the coordinator) slows both: this isolates the worker's
+    own cost of exactly-once, the rounds of ``comparison_rounds`` carry the broker's too."""
+    done = []
+    for pair in range(pairs):
+        order = GUARANTEES if pair % 2 == 0 else GUARANTEES[::-1]
+        envs = {mode: {**ctx.env, "MIGRATOR_PROCESSING_GUARANTEE": mode} for mode in order}
+        label = f"exactly-once and at-least-once side by side ({pair + 1}/{pairs})"
+        done.append(await paired_flood(ctx, envs, first_index + 2 * pair, users, f"p{pair}", label))
+    return paired_summary(done, GUARANTEES, by="rate")
+
+
+def paired_summary(
+    pairs: Sequence[dict[str, dict[str, Any]]], order: tuple[str, str], *, by: str
+) -> dict[str, Any]:
+    """Two workers side by side, ``order[0]`` measured against ``order[1]`` within each round:
+    its rate given up (``rate_cost_pct``) and its extra CPU per user (``extra_cpu_pct``); the
+    round with the median of ``by`` ("rate" or "cpu") and its two runs."""
+    measured, reference = order
+
+    def rate_cost(p: dict[str, dict[str, Any]]) -> float | None:
+        return percent_less(p[measured]["users_per_s"], p[reference]["users_per_s"])
+
+    def extra_cpu(p: dict[str, dict[str, Any]]) -> float | None:
+        return percent_more(
+            p[measured]["worker_cpu_s_per_1000_users"],
+            p[reference]["worker_cpu_s_per_1000_users"],
+        )
+
+    each = [
+        {
+            "first": next(iter(p)),
+            "partitions": {mode: p[mode]["partitions"] for mode in order},
+            "users_per_s": {mode: p[mode]["users_per_s"] for mode in order},
+            "worker_cpu_s_per_1000_users": {
+                mode: p[mode]["worker_cpu_s_per_1000_users"] for mode in order
+            },
+            "rate_cost_pct": rate_cost(p),
+            "extra_cpu_pct": extra_cpu(p),
+        }
+        for p in pairs
+    ]
+    middle = median_index([e["rate_cost_pct" if by == "rate" else "extra_cpu_pct"] for e in each])
+    return {
+        "users": sum(run["users"] for run in pairs[middle].values()),
+        "order": list(order),
+        "median_by": by,
+        "rate_cost_pct": each[middle]["rate_cost_pct"],
+        "extra_cpu_pct": each[middle]["extra_cpu_pct"],
+        "pairs": each,
+        **{mode: pairs[middle][mode] for mode in order},
+    }
+
+
 TRACING = ("off", "on")
 SAMPLER_VARIABLES = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
 # Rounds of the traced and the untraced worker side by side. Taken one after the other, two
@@ -1318,41 +1381,9 @@ def topic_partitions(ctx: Context) -> int:
 def tracing_summary(pairs: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """What tracing costs: the traced worker's extra CPU per user over the untraced one's,
     within each round, and the round with the median of it; that round's rates too."""
-    extras = [
-        percent_more(
-            p["on"]["worker_cpu_s_per_1000_users"], p["off"]["worker_cpu_s_per_1000_users"]
-        )
-        for p in pairs
-    ]
-    middle = median_index(extras)
-    on, off = pairs[middle]["on"], pairs[middle]["off"]
     return {
-        "users": on["users"] + off["users"],
-        "order": list(TRACING),
-        "tracing_extra_worker_cpu_pct": extras[middle],
-        "tracing_cost_pct_of_throughput": percent_less(on["users_per_s"], off["users_per_s"]),
-        "worker_cpu_s_per_1000_users": {
-            "on": on["worker_cpu_s_per_1000_users"],
-            "off": off["worker_cpu_s_per_1000_users"],
-        },
+        **paired_summary(pairs, ("on", "off"), by="cpu"),
         "spans_received": sum(p["on"]["spans_received"] for p in pairs),
-        "pairs": [
-            {
-                "first": next(iter(p)),
-                "partitions": {mode: p[mode]["partitions"] for mode in TRACING},
-                "users_per_s": {mode: p[mode]["users_per_s"] for mode in TRACING},
-                "worker_cpu_s_per_1000_users": {
-                    mode: p[mode]["worker_cpu_s_per_1000_users"] for mode in TRACING
-                },
-                "tracing_extra_worker_cpu_pct": extra,
-                "tracing_cost_pct_of_throughput": percent_less(
-                    p["on"]["users_per_s"], p["off"]["users_per_s"]
-                ),
-            }
-            for p, extra in zip(pairs, extras, strict=True)
-        ],
-        "on": on,
-        "off": off,
     }
 
 
@@ -1427,10 +1458,16 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
             ctx, compared, len(plan.sizes), plan.rounds, guarantees=with_guarantees
         )
         reference = reference_summary(rounds)
-        guarantee_result = guarantee_summary(rounds) if with_guarantees else None
+        guarantee_result = None
+        first = len(plan.sizes) + plan.rounds * len(GUARANTEES)
+        if with_guarantees:
+            guarantee_result = {
+                **guarantee_summary(rounds),
+                "side_by_side": await paired_guarantees(ctx, compared, first, plan.rounds),
+            }
+            first += 2 * plan.rounds
         tracing_result = None
         if plan.tracing_users is not None:
-            first = len(plan.sizes) + plan.rounds * len(GUARANTEES)
             tracing_result = await tracings(ctx, plan.tracing_users, first, plan.tracing_pairs)
         progress(f"baseline: {plan.baseline_users:,} users, one transaction each")
         base_result = await baseline(ctx, plan.baseline_users)
@@ -1672,10 +1709,6 @@ def side_by_side(summary: dict[str, Any], what: str) -> list[str]:
 
 def guarantee_lines(summary: dict[str, Any]) -> list[str]:
     """The table's exactly-once vs at-least-once section."""
-
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:+.1f} %"
-
     rounds = summary["rounds"]
     lines = [
         f"exactly-once vs at-least-once: the flood again on {summary['users']:,} freshly seeded "
@@ -1690,7 +1723,7 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
         f"({summary['exactly_once']['users_per_s']:,.0f} vs "
         f"{summary['at_least_once']['users_per_s']:,.0f} users/s); worker CPU per 1,000 users "
         f"{cpu['exactly_once']:.2f} vs {cpu['at_least_once']:.2f} s "
-        f"({pct(summary['exactly_once_extra_worker_cpu_pct'])}); each round: "
+        f"({_pct(summary['exactly_once_extra_worker_cpu_pct'])}); each round: "
         + ", ".join(
             "n/a"
             if r["exactly_once_cost_pct_of_throughput"] is None
@@ -1698,41 +1731,63 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
             for r in rounds
         )
     )
+    if summary.get("side_by_side"):
+        lines += paired_guarantee_lines(summary["side_by_side"])
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1f} %"
+
+
+def paired_rows(summary: dict[str, Any], what: str, modes: Sequence[str]) -> list[str]:
+    """The median round's two workers side by side: partitions, share, rate, CPU per user."""
+    lines = [
+        f"  {what:<14} {'partitions':<12} {'users':>7} {'users/s':>9} "
+        f"{'worker CPU s per 1,000 users':>29}"
+    ]
+    for mode in modes:
+        run = summary[mode]
+        partitions = ",".join(str(p) for p in run["partitions"])
+        lines.append(
+            f"  {mode:<14} {partitions:<12} {run['users']:>7,} {run['users_per_s']:>9,.0f} "
+            f"{run['worker_cpu_s_per_1000_users']:>29.3f}"
+        )
     return lines
 
 
 def tracing_lines(summary: dict[str, Any]) -> list[str]:
     """The table's tracing section: the median round's two workers, then every round's cost."""
-
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:+.1f} %"
-
     sampler = summary["on"].get("sampler") or {}
     sampled = " ".join(f"{k}={v}" for k, v in sampler.items()) or "every span"
-    pairs = summary.get("pairs") or []
-    lines = [
+    pairs = summary["pairs"]
+    each = ", ".join(_pct(p["extra_cpu_pct"]) for p in pairs)
+    return [
         f"tracing off and on side by side: two fresh workers in one group answering one flood of "
         f"{summary['users']:,} freshly seeded users, each its own partitions, {len(pairs)} "
         f"round(s), alternating which starts first (on: {sampled} exported over OTLP/HTTP to a "
         "receiver in this process); the median round:",
-        f"  {'tracing':<8} {'partitions':<12} {'users':>7} {'users/s':>9} "
-        f"{'worker CPU s per 1,000 users':>29}",
+        *paired_rows(summary, "tracing", ("off", "on")),
+        f"  tracing costs the worker {_pct(summary['extra_cpu_pct'])} CPU per user (each round: "
+        f"{each}); the traced worker's rate {_pct(_negated(summary['rate_cost_pct']))} against "
+        f"the untraced one's; {summary['spans_received']:,} spans received",
     ]
-    for mode in summary["order"]:
-        run = summary[mode]
-        partitions = ",".join(str(p) for p in run["partitions"])
-        lines.append(
-            f"  {mode:<8} {partitions:<12} {run['users']:>7,} {run['users_per_s']:>9,.0f} "
-            f"{run['worker_cpu_s_per_1000_users']:>29.3f}"
-        )
-    each = ", ".join(pct(p["tracing_extra_worker_cpu_pct"]) for p in pairs)
-    lines.append(
-        f"  tracing costs the worker {pct(summary['tracing_extra_worker_cpu_pct'])} CPU per user "
-        f"(each round: {each}); the traced worker's rate "
-        f"{pct(_negated(summary['tracing_cost_pct_of_throughput']))} against the untraced one's; "
-        f"{summary['spans_received']:,} spans received"
-    )
-    return lines
+
+
+def paired_guarantee_lines(summary: dict[str, Any]) -> list[str]:
+    """Exactly-once and at-least-once side by side, under the guarantees' rounds."""
+    pairs = summary["pairs"]
+    each = ", ".join(_pct(_negated(p["rate_cost_pct"])) for p in pairs)
+    return [
+        f"  side by side: two fresh workers in one group, one per guarantee, answering one flood "
+        f"of {summary['users']:,} freshly seeded users, each its own partitions, {len(pairs)} "
+        "round(s), alternating which starts first (they share the broker, whose transaction work "
+        "slows both: the worker's own cost); the median round:",
+        *paired_rows(summary, "guarantee", GUARANTEES),
+        f"  the exactly-once worker's rate {_pct(_negated(summary['rate_cost_pct']))} against the "
+        f"at-least-once one's (each round: {each}); its CPU per user "
+        f"{_pct(summary['extra_cpu_pct'])}",
+    ]
 
 
 def _negated(value: float | None) -> float | None:

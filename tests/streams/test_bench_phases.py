@@ -221,11 +221,11 @@ def test_tracing_cost_is_the_median_round_s_extra_cpu_of_the_traced_worker() -> 
         round_("off", 0.500, 0.490, 23),
     ]
     summary = bench_e2e.tracing_summary(pairs)
-    assert summary["tracing_extra_worker_cpu_pct"] == 5.0
-    assert [p["tracing_extra_worker_cpu_pct"] for p in summary["pairs"]] == [5.0, 20.0, -2.0]
+    assert summary["extra_cpu_pct"] == 5.0 and summary["median_by"] == "cpu"
+    assert [p["extra_cpu_pct"] for p in summary["pairs"]] == [5.0, 20.0, -2.0]
     assert [p["first"] for p in summary["pairs"]] == ["off", "on", "off"]
-    assert summary["tracing_cost_pct_of_throughput"] == 4.0
-    assert summary["worker_cpu_s_per_1000_users"] == {"on": 0.42, "off": 0.4}
+    assert summary["rate_cost_pct"] == 4.0
+    assert summary["on"]["worker_cpu_s_per_1000_users"] == 0.42
     assert summary["users"] == 2_000 and summary["spans_received"] == 16_123
     lines = bench_e2e.tracing_lines(summary)
     assert lines[0].startswith("tracing off and on side by side: two fresh workers in one group")
@@ -237,6 +237,32 @@ def test_tracing_cost_is_the_median_round_s_extra_cpu_of_the_traced_worker() -> 
         "the traced worker's rate -4.0 % against the untraced one's; 16,123 spans received"
     )
     assert "  tracing costs the worker +5.0 % CPU" in bench_e2e.table(_full_report(tracing=summary))
+
+
+def test_exactly_once_side_by_side_is_the_median_round_s_rate_given_up() -> None:
+    def round_(eos: float, alo: float) -> dict[str, dict[str, Any]]:
+        return {
+            "exactly_once": _share([0, 1], eos, 0.30),
+            "at_least_once": _share([2, 3], alo, 0.29),
+        }
+
+    # Rates given up: 2 %, 10 %, -1 %: the median round is the first.
+    summary = bench_e2e.paired_summary(
+        [round_(980.0, 1_000.0), round_(900.0, 1_000.0), round_(1_010.0, 1_000.0)],
+        bench_e2e.GUARANTEES,
+        by="rate",
+    )
+    assert summary["rate_cost_pct"] == 2.0 and summary["extra_cpu_pct"] == 3.4
+    lines = bench_e2e.paired_guarantee_lines(summary)
+    assert lines[0].startswith("  side by side: two fresh workers in one group, one per guarantee")
+    assert lines[2].split() == ["exactly_once", "0,1", "1,000", "980", "0.300"]
+    assert lines[-1] == (
+        "  the exactly-once worker's rate -2.0 % against the at-least-once one's (each round: "
+        "-2.0 %, -10.0 %, +1.0 %); its CPU per user +3.4 %"
+    )
+    guarantees = {**bench_e2e.guarantee_summary([_round(2_400.0, 2_500.0, 2_600.0)] * 3)}
+    report = _full_report(guarantees={**guarantees, "side_by_side": summary})
+    assert "  the exactly-once worker's rate -2.0 %" in bench_e2e.table(report)
 
 
 @pytest.mark.parametrize(
