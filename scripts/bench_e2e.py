@@ -28,11 +28,12 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   compiler threads, measured per thread in /proc: 0.35 cores in the first 20 s of half load,
   0.07 by the fourth), which doubled the half load's p50.
 - rounds (``--rounds``, 3; one in ``--quick``): the service's flood again (exactly-once, a
-  fresh worker), at-least-once (below) and the hand-written pipeline, one after the other on
-  the same number of freshly seeded users (the last flood's, at most 100,000), the order
-  rotated by one each round. Every comparison is taken within a round, minutes apart at most,
-  and the median round reported with each round's figure: two floods of the same code ten
-  minutes apart differed by up to 40 % on this shared machine, more than any effect measured.
+  fresh worker), at-least-once and two workers (below) and the hand-written pipeline, one
+  after the other on the same number of freshly seeded users (the last flood's, at most
+  100,000), the order rotated by one each round. Every comparison is taken within a round,
+  minutes apart at most, and the median round reported with each round's figure: two floods of
+  the same code ten minutes apart differed by up to 40 % on this shared machine, more than any
+  effect measured.
 - hand-written pipeline (a reference line, not the service): ``scripts/bench_reference.py``
   makes the service's writes of a migrate with aiokafka, asyncpg and redis-py directly,
   at-least-once, in a process of its own, on topics of its own (``bench-reference.`` and the
@@ -50,6 +51,10 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   machine's drift taken out; the rounds before carry the broker's too. Off in ``--quick``
   (``--guarantees`` turns it on): more worker starts would lengthen CI's smoke run, and
   2,000-user floods are too short to tell the guarantees apart.
+- two workers: in each round with the guarantees, the flood by two fresh exactly-once workers
+  in one group (``paired_flood``): its users/s against one worker's and the hand-written
+  pipeline's in that round. A worker runs its lanes on one thread; a second worker is how the
+  service uses a second core.
 - tracing off and on side by side (``--tracing-pairs``, 3 rounds; one in ``--quick``): two
   fresh workers in the service's group at once, one with tracing off (no ``OTEL_*`` variables)
   and one with it on, answering one flood, each the partitions it was assigned; which starts
@@ -1052,6 +1057,11 @@ async def idle_cost(ctx: Context, worker: Worker, window: bench_idle.Window) -> 
 
 
 REFERENCE = "reference"
+# The service's flood by two workers in one group (exactly-once): one worker process runs its
+# lanes on one thread, so on a machine with two cores a second worker is how the service uses
+# the second (run in the rounds with ``--guarantees``).
+TWO_WORKERS = "two_workers"
+BOTH = "both"
 
 
 def round_orders(modes: Sequence[str], rounds: int) -> list[list[str]]:
@@ -1064,10 +1074,11 @@ async def comparison_rounds(
     ctx: Context, users: int, first_index: int, rounds: int, *, guarantees: bool
 ) -> list[dict[str, dict[str, Any]]]:
     """``rounds`` rounds of floods on ``users`` freshly seeded users each: the service
-    (exactly-once), at-least-once when ``guarantees``, and the hand-written pipeline, in
-    ``round_orders``. A fresh worker per service flood, on the same stack; the only difference
-    between the service's runs is ``MIGRATOR_PROCESSING_GUARANTEE``."""
-    modes = [GUARANTEES[0], *(GUARANTEES[1:] if guarantees else ()), REFERENCE]
+    (exactly-once), at-least-once and two exactly-once workers in one group when
+    ``guarantees``, and the hand-written pipeline, in ``round_orders``. Fresh workers per
+    service flood, on the same stack; the only differences between the service's runs are
+    ``MIGRATOR_PROCESSING_GUARANTEE`` and the number of workers."""
+    modes = [GUARANTEES[0], *((*GUARANTEES[1:], TWO_WORKERS) if guarantees else ()), REFERENCE]
     done: list[dict[str, dict[str, Any]]] = []
     index = first_index
     for number, order in enumerate(round_orders(modes, rounds)):
@@ -1079,12 +1090,69 @@ async def comparison_rounds(
                 runs[mode] = await hand_written(ctx, users, f"ref{number}")
                 progress(f"  {runs[mode]['users_per_s']:,.0f} users/s")
                 continue
+            if mode == TWO_WORKERS:
+                envs = {name: ctx.env for name in ("worker 1", "worker 2")}
+                paired = await paired_flood(ctx, envs, index, users, f"s{index}", label)
+                runs[mode] = {**paired[BOTH], "workers": [paired[name] for name in envs]}
+                index += 2
+                continue
             env = {**ctx.env, "MIGRATOR_PROCESSING_GUARANTEE": mode}
             runs[mode] = await fresh_flood(ctx, env, index, users, f"g{index}", label)
             runs[mode]["guarantee"] = mode
             index += 1
         done.append(runs)
     return done
+
+
+def scale_out_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Two workers against one, and against the hand-written pipeline, within each round (by
+    users/s); the median round by the first."""
+    one = [
+        percent_more(r[TWO_WORKERS]["users_per_s"], r[GUARANTEES[0]]["users_per_s"]) for r in rounds
+    ]
+    middle = median_index(one)
+    two = rounds[middle][TWO_WORKERS]
+    return {
+        "users": two["users"],
+        "users_per_s": two["users_per_s"],
+        "one_worker_users_per_s": rounds[middle][GUARANTEES[0]]["users_per_s"],
+        "hand_written_users_per_s": rounds[middle][REFERENCE]["users_per_s"],
+        "more_than_one_worker_pct": one[middle],
+        "ratio_to_hand_written": round(
+            two["users_per_s"] / rounds[middle][REFERENCE]["users_per_s"], 3
+        ),
+        "workers": two["workers"],
+        "rounds": [
+            {
+                "users_per_s": r[TWO_WORKERS]["users_per_s"],
+                "more_than_one_worker_pct": pct,
+                "ratio_to_hand_written": round(
+                    r[TWO_WORKERS]["users_per_s"] / r[REFERENCE]["users_per_s"], 3
+                ),
+            }
+            for r, pct in zip(rounds, one, strict=True)
+        ],
+    }
+
+
+def scale_out_lines(summary: dict[str, Any]) -> list[str]:
+    """The table's two-workers section."""
+    each = ", ".join(f"{r['users_per_s']:,.0f}" for r in summary["rounds"])
+    workers = "; ".join(
+        f"worker on partitions {','.join(str(p) for p in w['partitions'])}: "
+        f"{w['users_per_s']:,.0f} users/s, {w['worker_cpu_s_per_1000_users']:.3f} CPU s per "
+        "1,000 of its users"
+        for w in summary["workers"]
+    )
+    return [
+        f"two workers (exactly-once) in one group, the flood again on {summary['users']:,} "
+        f"freshly seeded users, in each round; the median round:",
+        f"  {summary['users_per_s']:,.0f} users/s, {_pct(summary['more_than_one_worker_pct'])} "
+        f"against one worker ({summary['one_worker_users_per_s']:,.0f}); "
+        f"{summary['ratio_to_hand_written']:.2f} of the hand-written pipeline "
+        f"({summary['hand_written_users_per_s']:,.0f}); each round: {each} users/s",
+        f"  {workers}",
+    ]
 
 
 def median_index(values: Sequence[float | None]) -> int:
@@ -1214,7 +1282,7 @@ def paired_summary(
     ]
     middle = median_index([e["rate_cost_pct" if by == "rate" else "extra_cpu_pct"] for e in each])
     return {
-        "users": sum(run["users"] for run in pairs[middle].values()),
+        "users": sum(pairs[middle][mode]["users"] for mode in order),
         "order": list(order),
         "median_by": by,
         "rate_cost_pct": each[middle]["rate_cost_pct"],
@@ -1292,7 +1360,8 @@ async def paired_flood(
     """One flood on ``users`` freshly seeded users, answered by two fresh workers at once (one
     per entry of ``envs``, started in that order) in the service's group: per worker, the
     partitions it was assigned, how many of the flood's users they held, its CPU s per 1,000 of
-    them and its rate (its share over the time to its last outcome)."""
+    them and its rate (its share over the time to its last outcome); under ``BOTH`` the
+    flood's own rate, first publish to last outcome."""
     ids = await seed(ctx.env, users, f"{prefix}-")
     progress(f"{label}: {users:,} users seeded, two workers")
     workers = {
@@ -1340,12 +1409,14 @@ async def paired_flood(
                 (cpu_after[mode] - cpu_before[mode]) * 1000 / share, 3
             ),
         }
+    runs[BOTH] = {"users": users, "users_per_s": round(users / (finished - started), 1)}
     progress(
         f"  {users / (finished - started):,.0f} users/s in all; "
         + ", ".join(
             f"{mode} {run['users_per_s']:,.0f} users/s, "
             f"{run['worker_cpu_s_per_1000_users']:.3f} CPU s per 1,000"
             for mode, run in runs.items()
+            if mode != BOTH
         )
     )
     return runs
@@ -1464,6 +1535,7 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
             guarantee_result = {
                 **guarantee_summary(rounds),
                 "side_by_side": await paired_guarantees(ctx, compared, first, plan.rounds),
+                "two_workers": scale_out_summary(rounds),
             }
             first += 2 * plan.rounds
         tracing_result = None
@@ -1733,6 +1805,8 @@ def guarantee_lines(summary: dict[str, Any]) -> list[str]:
     )
     if summary.get("side_by_side"):
         lines += paired_guarantee_lines(summary["side_by_side"])
+    if summary.get("two_workers"):
+        lines += ["", *scale_out_lines(summary["two_workers"])]
     return lines
 
 

@@ -265,6 +265,36 @@ def test_exactly_once_side_by_side_is_the_median_round_s_rate_given_up() -> None
     assert "  the exactly-once worker's rate -2.0 %" in bench_e2e.table(report)
 
 
+def test_two_workers_are_compared_with_one_and_with_the_hand_written_pipeline() -> None:
+    def round_(one: float, two: float, reference: float) -> dict[str, dict[str, Any]]:
+        workers = [
+            _share([0, 1], two / 2, 0.27),
+            _share([2, 3], two / 2, 0.28),
+        ]
+        return {
+            **_round(one, one, reference),
+            bench_e2e.TWO_WORKERS: {"users": 2_000, "users_per_s": two, "workers": workers},
+        }
+
+    # Two workers +50 %, +40 %, +60 % over one: the median round is the first.
+    summary = bench_e2e.scale_out_summary(
+        [
+            round_(2_000.0, 3_000.0, 3_000.0),
+            round_(2_000.0, 2_800.0, 2_500.0),
+            round_(2_000.0, 3_200.0, 3_100.0),
+        ]
+    )
+    assert summary["more_than_one_worker_pct"] == 50.0
+    assert summary["ratio_to_hand_written"] == 1.0
+    assert [r["ratio_to_hand_written"] for r in summary["rounds"]] == [1.0, 1.12, 1.032]
+    lines = bench_e2e.scale_out_lines(summary)
+    assert lines[1] == (
+        "  3,000 users/s, +50.0 % against one worker (2,000); 1.00 of the hand-written pipeline "
+        "(3,000); each round: 3,000, 2,800, 3,200 users/s"
+    )
+    assert lines[2].startswith("  worker on partitions 0,1: 1,500 users/s, 0.270 CPU s per 1,000")
+
+
 @pytest.mark.parametrize(
     ("given", "pairs"), [({}, 3), ({"quick": True}, 1), ({"tracing_pairs": 5}, 5)]
 )
