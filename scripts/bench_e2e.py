@@ -507,6 +507,17 @@ async def start_producer(bootstrap: list[str], *, linger_ms: int) -> AIOKafkaPro
     return producer
 
 
+def request_records(ids: Sequence[str]) -> list[tuple[bytes, bytes]]:
+    """A request record (key, value) for each of ``ids``: made before a flood's clock starts."""
+    return [(user_id.encode(), request_value(user_id)) for user_id in ids]
+
+
+async def publish_all(producer: AIOKafkaProducer, records: Sequence[tuple[bytes, bytes]]) -> None:
+    """``records`` sent at once (a flood), every send awaited."""
+    futures = [await producer.send(REQUESTED_TOPIC, value, key=key) for key, value in records]
+    await asyncio.gather(*futures)
+
+
 class OutcomeWatcher:
     """A ``read_committed`` consumer of the three outcome topics, positioned at their end.
 
@@ -775,7 +786,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
     """All requests at once; users/s from the first publish to the last outcome read back."""
     users = len(ids)
     await statement_profile(ctx.env, reset=True)
-    records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
+    records = request_records(ids)
     watcher = await OutcomeWatcher(ctx.bootstrap, keyed=False).open()
     producer = await start_producer(ctx.bootstrap, linger_ms=20)
     base = await worker.requested(ctx.http)
@@ -787,8 +798,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         client_before = self_cpu_seconds()
         poller = asyncio.create_task(poll_counter(ctx, worker, base, stop, samples))
         started = time.monotonic()
-        futures = [await producer.send(REQUESTED_TOPIC, value, key=key) for key, value in records]
-        await asyncio.gather(*futures)
+        await publish_all(producer, records)
         published = time.monotonic()
         finished = await watcher.wait_count(users, worker, "flood")
         cpu_after = {name: cpu_seconds(pid) for name, pid in processes.items()}
@@ -867,7 +877,7 @@ async def half_load(
     """Requests paced at half the flood rate: latency under a load the worker can sustain."""
     rate = max(1.0, flood_rate / 2)
     ids = await seed(ctx.env, max(1, round(rate * duration_s)), prefix)
-    records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
+    records = request_records(ids)
     watcher = await OutcomeWatcher(ctx.bootstrap, keyed=True).open()
     producer = await start_producer(ctx.bootstrap, linger_ms=HALF_LOAD_LINGER_MS)
     sent_at: dict[bytes, float] = {}
@@ -989,7 +999,7 @@ async def hand_written(ctx: Context, users: int, prefix: str = "ref") -> dict[st
 
     await reference_topics(ctx)
     ids = await seed(ctx.env, users, f"{prefix}-")
-    records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
+    records = request_records(ids)
     try:
         log = ctx.directory / "reference.log"
         async with running(ctx.env, log, topic_prefix=REFERENCE_TOPICS) as reference:
@@ -1376,16 +1386,13 @@ async def paired_flood(
             await worker.wait_ready(ctx.http)
         owned = await split_assignment(ctx, workers)
         await warm_up(ctx, both, f"{prefix}w-")
-        records = [(user_id.encode(), request_value(user_id)) for user_id in ids]
+        records = request_records(ids)
         watcher = await OutcomeWatcher(ctx.bootstrap, keyed=False).open()
         producer = await start_producer(ctx.bootstrap, linger_ms=20)
         try:
             cpu_before = {mode: cpu_seconds(w.pid) for mode, w in workers.items()}
             started = time.monotonic()
-            futures = [
-                await producer.send(REQUESTED_TOPIC, value, key=key) for key, value in records
-            ]
-            await asyncio.gather(*futures)
+            await publish_all(producer, records)
             finished = await watcher.wait_count(users, both, label)
             cpu_after = {mode: cpu_seconds(w.pid) for mode, w in workers.items()}
         finally:
@@ -1411,7 +1418,7 @@ async def paired_flood(
         }
     runs[BOTH] = {"users": users, "users_per_s": round(users / (finished - started), 1)}
     progress(
-        f"  {users / (finished - started):,.0f} users/s in all; "
+        f"  {runs[BOTH]['users_per_s']:,.0f} users/s in all; "
         + ", ".join(
             f"{mode} {run['users_per_s']:,.0f} users/s, "
             f"{run['worker_cpu_s_per_1000_users']:.3f} CPU s per 1,000"
@@ -1426,6 +1433,7 @@ async def split_assignment(ctx: Context, workers: dict[str, Worker]) -> dict[str
     """Each worker's request partitions once the group has split them between the two (each
     owns some, none owns one twice, every partition owned), from the workers' own status
     reports (``GET …/workers``, the row marked ``this``)."""
+    partitions = topic_partitions(ctx)
     deadline = time.monotonic() + 120
     while True:
         owned: dict[str, list[int]] = {}
@@ -1436,7 +1444,7 @@ async def split_assignment(ctx: Context, workers: dict[str, Worker]) -> dict[str
             rows = body.get("workers", []) if isinstance(body, dict) else []
             owned[mode] = sorted(p for row in rows if row.get("this") for p in row["partitions"])
         every = [p for partitions in owned.values() for p in partitions]
-        if all(owned.values()) and len(every) == len(set(every)) == topic_partitions(ctx):
+        if all(owned.values()) and len(every) == len(set(every)) == partitions:
             return owned
         if time.monotonic() > deadline:
             raise BenchError(f"the two workers did not split the partitions in 120 s: {owned}")
