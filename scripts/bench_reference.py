@@ -251,7 +251,7 @@ class Pipeline:
 
     async def publish(self, batch: Sequence[Consumed], answers: Sequence[Answer]) -> None:
         """One outcome per request on its request's partition; returns once all are acked."""
-        traces = [continued_or_new(record.headers) for record in batch]
+        traces = continued_or_new([record.headers for record in batch])
         sends = batch_records(list(zip(batch, answers, strict=True)), traces)
         futures = [
             await self.producer.send(

@@ -71,14 +71,9 @@ def batches(spans: int) -> list[BatchSpans]:
         requests = []
         for offset in range(first, min(first + BATCH, spans)):
             parent = new_trace()
-            attributes: dict[str, str | int | bool] = {
-                "messaging.kafka.offset": offset,
-                "migrator.request_id": str(uuid.uuid4()),
-                "migrator.answer": "migrated",
-            }
-            requests.append(
-                RequestSpan(int(parent.trace_id, 16), new_span_int(), parent, attributes)
-            )
+            span = RequestSpan(parent.trace_id, new_trace().span_id, parent, offset=offset)
+            span.request_id, span.answer = uuid.uuid4(), "migrated"
+            requests.append(span)
         now = time.time_ns()
         out.append(BatchSpans(now, now + 40_000_000, links, None, requests))
     return out

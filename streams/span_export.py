@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 from streams.trace_context import TraceContext
 
@@ -45,6 +46,15 @@ _SPAN_KIND_CONSUMER = 5
 _STATUS_CODE_ERROR = 2
 _U64 = (1 << 64) - 1
 _FEW_VALUES = 64  # see SpanEncoder._field
+_STRING = 1  # an AnyValue's string_value field, and a kind of attribute head
+_INT = 3  # its int_value field
+
+# A request span's attributes (``RequestSpan.attributes``).
+OFFSET = "messaging.kafka.offset"
+REQUEST_ID = "migrator.request_id"
+ANSWER = "migrator.answer"
+ERROR_CODE = "migrator.error_code"
+PUBLISHED = "migrator.published"
 
 
 # The protobuf wire format, as much of it as OTLP spans need: varints, length-delimited fields,
@@ -54,6 +64,14 @@ _FEW_VALUES = 64  # see SpanEncoder._field
 def _varint(value: int) -> bytes:
     if value < 0x80:
         return _SMALL_VARINTS[value]
+    if value < 0x4000:  # a span's length, mostly
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 0x10000000:  # an offset, mostly
+        if value < 0x200000:
+            return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
+        return bytes(
+            (value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80, value >> 21)
+        )
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -126,13 +144,35 @@ def _attributes(number: int, attributes: Mapping[str, object]) -> bytes:
 
 @dataclass(slots=True)
 class RequestSpan:
-    """One request span as plain values; its ids were planned when its batch began (its answer
-    carries them), and its attributes are filled in as the batch goes."""
+    """One request span as plain values; its ids (lowercase hex) were planned when its batch
+    began (its answer carries them). What it says of its answer is filled in as the batch goes,
+    as the answer itself where the encoder can say it faster than a dict of attributes would
+    (the request id is written out in the export thread, off the worker's event loop)."""
 
-    trace_id: int
-    span_id: int
+    trace_id: str
+    span_id: str
     parent: TraceContext | None  # the record's traceparent: None makes the span a trace's root
-    attributes: dict[str, str | int | bool]
+    offset: int | None = None  # messaging.kafka.offset; None: the batch failed before answering
+    request_id: UUID | None = None
+    answer: str | None = None  # migrated, failed, rolled_back or dead_letter
+    error_code: str | None = None
+    published: bool = True  # False: the batch's answers were never published
+
+    @property
+    def attributes(self) -> dict[str, str | int | bool]:
+        """The span's attributes, as OpenTelemetry names them."""
+        attributes: dict[str, str | int | bool] = {}
+        if self.offset is not None:
+            attributes[OFFSET] = self.offset
+        if self.request_id is not None:
+            attributes[REQUEST_ID] = str(self.request_id)
+        if self.answer is not None:
+            attributes[ANSWER] = self.answer
+        if self.error_code is not None:
+            attributes[ERROR_CODE] = self.error_code
+        if not self.published:
+            attributes[PUBLISHED] = False
+        return attributes
 
 
 @dataclass(slots=True)
@@ -203,10 +243,10 @@ class SpanEncoder:
             _delimited(5, request_span_name.encode()) + b"\x30" + _varint(_SPAN_KIND_CONSUMER)
         )
         self._keys: dict[str, bytes] = {}
-        # Whole attribute fields by (key, value), for keys with few string values (an answer, an
-        # error code): most of a request span's attributes are then one dict lookup each.
-        self._fields: dict[tuple[str, object], bytes] = {}
+        # Whole attribute fields by (key, value), for keys with few string values (see _field).
+        self._fields: dict[tuple[str, str], bytes] = {}
         self._values_seen: dict[str, int] = {}
+        self._heads: dict[tuple[str, int, int], bytes] = {}
 
     def encode(self, batch: BatchSpans) -> bytes:
         parts = []
@@ -240,8 +280,8 @@ class SpanEncoder:
 
     def _span(self, span: RequestSpan, shared: tuple[bytes, bytes]) -> bytes:
         parent = span.parent
-        parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08"]
-        parts.append(span.span_id.to_bytes(8, "big"))
+        parts = [b"\x0a\x10", bytes.fromhex(span.trace_id), b"\x12\x08"]
+        parts.append(bytes.fromhex(span.span_id))
         if parent is None:
             flags = _SAMPLED_LOCAL_PARENT
         else:
@@ -250,25 +290,60 @@ class SpanEncoder:
             parts += (b"\x22\x08", bytes.fromhex(parent.span_id))
             flags = _SAMPLED_REMOTE_PARENT
         parts.append(shared[0])
-        fields, field = self._fields, self._field
-        for item in span.attributes.items():
-            encoded = fields.get(item)
-            parts.append(field(item) if encoded is None else encoded)
+        field = self._field
+        if span.offset is not None:
+            parts.append(field(OFFSET, span.offset))
+        if span.request_id is not None:
+            parts.append(field(REQUEST_ID, str(span.request_id)))
+        if span.answer is not None:
+            parts.append(field(ANSWER, span.answer))
+        if span.error_code is not None:
+            parts.append(field(ERROR_CODE, span.error_code))
+        if not span.published:
+            parts.append(field(PUBLISHED, False))
         parts += (shared[1], flags)
         return b"".join(parts)
 
-    def _field(self, item: tuple[str, object]) -> bytes:
-        """A span's attribute as its field (9); kept for reuse while its key has had at most
-        ``_FEW_VALUES`` values (a request id or an offset never repeats: not kept)."""
-        key, value = item
-        encoded = _delimited(9, self._key(key) + _delimited(2, _any_value(value)))
-        # Strings only: a cached True would also be found for the int 1 (they hash alike).
-        if type(value) is str:
+    def _field(self, key: str, value: object) -> bytes:
+        """An attribute as a span's field (9).
+
+        A string or an int is its value's bytes behind a head that depends only on the key,
+        the type and the bytes' length, made once (``_head``). A string is also kept whole while
+        its key has had at most ``_FEW_VALUES`` values (an answer, an error code: one lookup
+        each; a request id never repeats, and is not kept). An int is one exactly: a bool is an
+        int too, and must be written as a bool.
+        """
+        if isinstance(value, str):
+            encoded = self._fields.get((key, value))
+            if encoded is not None:
+                return encoded
+            data = value.encode()
+            if len(data) >= 0x80:
+                return self._any_field(key, value)
+            encoded = self._head(key, _STRING, len(data)) + data
             seen = self._values_seen.get(key, 0)
             if seen < _FEW_VALUES:
                 self._values_seen[key] = seen + 1
-                self._fields[item] = encoded
-        return encoded
+                self._fields[key, value] = encoded
+            return encoded
+        if type(value) is int:
+            data = _varint(value & _U64)  # int64: negatives as two's complement
+            return self._head(key, _INT, len(data)) + data
+        return self._any_field(key, value)
+
+    def _head(self, key: str, kind: int, size: int) -> bytes:
+        """What comes before a string's or an int's ``size`` bytes in its attribute's field."""
+        head = self._heads.get((key, kind, size))
+        if head is None:
+            value_head = b"\x0a" + _varint(size) if kind == _STRING else b"\x18"
+            value_size = len(value_head) + size
+            key_value = self._key(key) + b"\x12" + _varint(value_size) + value_head
+            head = b"\x4a" + _varint(len(key_value) + size) + key_value
+            self._heads[key, kind, size] = head
+        return head
+
+    def _any_field(self, key: str, value: object) -> bytes:
+        return _delimited(9, self._key(key) + _delimited(2, _any_value(value)))
 
     def _own(self, span: StageSpan, trace_id: bytes) -> bytes:
         parts = [trace_id, b"\x12\x08", span.span_id.to_bytes(8, "big")]
@@ -281,7 +356,7 @@ class SpanEncoder:
             _fixed64(8, span.end_ns),
         )
         for key, value in (span.attributes or {}).items():
-            parts.append(_delimited(9, self._key(key) + _delimited(2, _any_value(value))))
+            parts.append(self._field(key, value))
         # An unset status is written empty, as the SDK's encoder does.
         parts.append(b"\x7a\x00" if span.error is None else _error_status(span.error))
         parts.append(_SAMPLED_LOCAL_PARENT)

@@ -89,9 +89,11 @@ def incoming(headers: Sequence[tuple[str, bytes | str | None]] | None) -> TraceC
     """The trace a record (or an HTTP call) carries: its one valid ``traceparent`` (two are no
     trace: which one would be meant?) with its ``tracestate`` (several are joined, as in HTTP),
     or None."""
+    if not headers:
+        return None
     parents: list[bytes | str | None] = []
     states: list[str] = []
-    for name, value in headers or ():
+    for name, value in headers:
         lowered = name.lower()
         if lowered == TRACEPARENT:
             parents.append(value)
@@ -116,6 +118,21 @@ def new_trace() -> TraceContext:
     return TraceContext(f"{trace_id:032x}", f"{span_id:016x}")
 
 
+def new_traces(count: int) -> list[TraceContext]:
+    """``count`` new traces, as ``new_trace`` makes them, from one draw of random bytes: a
+    batch's worth for the cost of a few of ``new_trace``."""
+    hexed = random.randbytes(24 * count).hex()
+    traces = [
+        TraceContext(hexed[i : i + 32], hexed[i + 32 : i + 48]) for i in range(0, 48 * count, 48)
+    ]
+    if _ZERO_SPAN in hexed:  # maybe an id of zeros, which is invalid (a span id: one in 2^64)
+        traces = [
+            trace if _ZERO_TRACE != trace.trace_id and _ZERO_SPAN != trace.span_id else new_trace()
+            for trace in traces
+        ]
+    return traces
+
+
 def planned_trace(plan_id: uuid.UUID, request_id: uuid.UUID) -> TraceContext:
     """The trace a planned request starts, fixed by its plan like its request id: the plan
     shows the trace ids that ``--execute`` (now, or later from the plan's file) publishes."""
@@ -128,9 +145,13 @@ def planned_trace(plan_id: uuid.UUID, request_id: uuid.UUID) -> TraceContext:
     )
 
 
-def continued_or_new(headers: Sequence[tuple[str, bytes | None]] | None) -> TraceContext:
-    """The record's trace if it carries a valid one, else a new trace."""
-    return incoming(headers) or new_trace()
+def continued_or_new(
+    many: Sequence[Sequence[tuple[str, bytes | None]] | None],
+) -> list[TraceContext]:
+    """For each record's headers, its trace if it carries a valid one, else a new trace."""
+    traces = [incoming(headers) for headers in many]
+    fresh = iter(new_traces(traces.count(None)))
+    return [trace or next(fresh) for trace in traces]
 
 
 def is_trace_header(name: str) -> bool:
@@ -155,6 +176,7 @@ __all__ = [
     "incoming",
     "is_trace_header",
     "new_trace",
+    "new_traces",
     "parse_traceparent",
     "planned_trace",
     "without_trace_headers",

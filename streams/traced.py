@@ -50,7 +50,7 @@ from streams.span_export import (
     StageSpan,
     private_post,
 )
-from streams.trace_context import TraceContext, incoming
+from streams.trace_context import TraceContext, incoming, new_traces
 from streams.tracing import BATCH_SPAN, REQUEST_SPAN, SCOPE, BatchTrace
 
 log = logging.getLogger(__name__)
@@ -98,34 +98,38 @@ class _SpanBatch:
         self._links: list[tuple[int, int, int]] = []
         self._token: Any = None
         self._published = True
-        self._attributes: list[dict[str, str | int | bool]] = []
+        self._requests: list[RequestSpan] = []  # one per record, in the records' order
         self._spans: list[RequestSpan] = []  # of the requests the sampler keeps
         self.contexts = []
         parent_context = traced.parent_context
         by_parent = traced.decisions.by_parent
         root = Context()
         consumer = SpanKind.CONSUMER
-        for record in records:
+        # A new trace per record, used whole for a record without one, and for its span id
+        # by a record that continues its own.
+        for record, new in zip(records, new_traces(len(records)), strict=True):
             parent = incoming(record.headers)
-            trace_id = random.getrandbits(128) or 1 if parent is None else int(parent.trace_id, 16)
-            span_id = random.getrandbits(64) or 1
+            trace_id = new.trace_id if parent is None else parent.trace_id
             sampled = by_parent.get(None if parent is None else parent.flags)
             if sampled is None:
                 context = root if parent is None else parent_context(parent)
-                decision = should_sample(context, trace_id, REQUEST_SPAN, consumer)
+                decision = should_sample(context, int(trace_id, 16), REQUEST_SPAN, consumer)
                 sampled = decision.decision is sample
-            request_attributes: dict[str, str | int | bool] = {}
-            self._attributes.append(request_attributes)
+            span = RequestSpan(trace_id, new.span_id, parent)
+            self._requests.append(span)
             if sampled:
-                self._spans.append(RequestSpan(trace_id, span_id, parent, request_attributes))
-            self.contexts.append(
-                TraceContext(
-                    f"{trace_id:032x}",
-                    f"{span_id:016x}",
-                    "01" if sampled else "00",
-                    None if parent is None else parent.tracestate,
+                self._spans.append(span)
+            if parent is None and sampled:
+                self.contexts.append(new)
+            else:
+                self.contexts.append(
+                    TraceContext(
+                        trace_id,
+                        new.span_id,
+                        "01" if sampled else "00",
+                        None if parent is None else parent.tracestate,
+                    )
                 )
-            )
 
     def __enter__(self) -> _SpanBatch:
         self._token = _CURRENT.set(self)
@@ -139,7 +143,7 @@ class _SpanBatch:
         ended_ns = self._root.end_ns = time.time_ns()
         if not self._published:
             for span in self._spans:
-                span.attributes["migrator.published"] = False
+                span.published = False
         own = self._own if self._flags else ()
         if self._spans or own:
             links = tuple(self._links)
@@ -167,18 +171,18 @@ class _SpanBatch:
             span.end_ns = time.time_ns()
 
     def answered(self, answers: Sequence[tuple[Consumed, Answer]]) -> None:
-        for attributes, (record, answer) in zip(self._attributes, answers, strict=True):
+        for span, (record, answer) in zip(self._requests, answers, strict=True):
             # The partition is the batch span's (every link leads there).
-            attributes["messaging.kafka.offset"] = record.origin.offset
+            span.offset = record.origin.offset
             if isinstance(answer, Rejection):
-                attributes["migrator.answer"] = "dead_letter"
-                attributes["migrator.error_code"] = answer.reason
+                span.answer = "dead_letter"
+                span.error_code = answer.reason.value
                 continue
             outcome = answer[0]
-            attributes["migrator.request_id"] = str(outcome.request_id)
-            attributes["migrator.answer"] = outcome.outcome
+            span.request_id = outcome.request_id
+            span.answer = outcome.outcome
             if outcome.error is not None:
-                attributes["migrator.error_code"] = outcome.error.code.value
+                span.error_code = outcome.error.code.value
 
     def unpublished(self) -> None:
         self._published = False
@@ -299,8 +303,8 @@ class _SdkSpans:
         failed = None if batch.error is None else Status(StatusCode.ERROR, batch.error)
         for request in batch.spans:
             span = self._start(
-                request.trace_id,
-                request.span_id,
+                int(request.trace_id, 16),
+                int(request.span_id, 16),
                 REQUEST_SPAN,
                 context=None if request.parent is None else _remote(request.parent),
                 kind=SpanKind.CONSUMER,

@@ -94,7 +94,7 @@ class _PassThrough:
     """A batch when tracing is off: each answer carries its request's trace, no span is made."""
 
     def __init__(self, records: Sequence[Consumed]) -> None:
-        self.contexts = [continued_or_new(record.headers) for record in records]
+        self.contexts = continued_or_new([record.headers for record in records])
 
     def __enter__(self) -> _PassThrough:
         return self

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -60,6 +61,10 @@ if str(SCRIPTS) not in sys.path:
 from otlp_receiver import OtlpReceiver  # noqa: E402
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+REQUEST_ID = UUID("6f1c3c1e-2b8a-4c4f-9d0e-6a1b2c3d4e5f")
+# A stage span's attributes: every type and size the encoder writes apart (a string that is
+# long, an int that is negative or large, and one that is a single byte).
+STAGE = {"k": 3, "neg": -3, "big": 2**62, "topic": "user-migration-requested", "long": "x" * 300}
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 RESOURCE = Resource(
     {"service.name": "svc", "n": -3, "on": True, "ratio": 0.5, "list": ["a", "b"]},
@@ -108,16 +113,26 @@ def _attributes(pairs: Any) -> dict[str, Any]:
 
 
 def _batch(error: str | None = None, *, own: bool = False) -> BatchSpans:
-    root = RequestSpan(0xA1 << 100, 0xB2, None, {"migrator.answer": "migrated", "n": 7})
+    root = RequestSpan(
+        f"{0xA1 << 100:032x}",
+        f"{0xB2:016x}",
+        None,
+        offset=7,
+        request_id=REQUEST_ID,
+        answer="migrated",
+    )
     continued = RequestSpan(
-        int(TRACE_ID, 16),
-        0xC3,
+        TRACE_ID,
+        f"{0xC3:016x}",
         TraceContext(TRACE_ID, "00f067aa0ba902b7", "01", "v=1"),
-        {"migrator.answer": "dead_letter", "migrator.published": False, "big": 2**62},
+        offset=2**62,
+        answer="dead_letter",
+        error_code="not_json",
+        published=False,
     )
     links = ((0xD4, 0xE5, 1), (0xD4, 0xF6, 1))
     stages = (
-        StageSpan("batch", 0xE4, 0, 1_700_000_000_000_000_001, 1_700_000_000_500_000_002, {"k": 3}),
+        StageSpan("batch", 0xE4, 0, 1_700_000_000_000_000_001, 1_700_000_000_500_000_002, STAGE),
         StageSpan("stage", 0xE5, 0xE4, 1_700_000_000_100_000_000, 1_700_000_000_200_000_000),
         StageSpan("failed", 0xF6, 0xE5, 1_700_000_000_150_000_000, 1_700_000_000_160_000_000),
     )
@@ -156,15 +171,20 @@ def test_a_request_span_decodes_field_by_field() -> None:
     assert root.span_id.hex() == f"{0xB2:016x}"
     assert root.parent_span_id == b"" and root.trace_state == ""
     assert root.flags == 0x101  # sampled; its parent (none) is not remote
-    assert _attributes(root.attributes) == {"migrator.answer": "migrated", "n": 7}
+    assert _attributes(root.attributes) == {
+        "messaging.kafka.offset": 7,
+        "migrator.request_id": str(REQUEST_ID),
+        "migrator.answer": "migrated",
+    }
     assert continued.trace_id.hex() == TRACE_ID and continued.span_id.hex() == f"{0xC3:016x}"
     assert continued.parent_span_id.hex() == "00f067aa0ba902b7"
     assert continued.trace_state == "v=1"
     assert continued.flags == 0x301  # sampled, child of a remote parent
     assert _attributes(continued.attributes) == {
+        "messaging.kafka.offset": 2**62,
         "migrator.answer": "dead_letter",
+        "migrator.error_code": "not_json",
         "migrator.published": False,
-        "big": 2**62,
     }
 
 
@@ -193,20 +213,18 @@ def test_a_batch_s_spans_say_what_the_sdk_would_have_said() -> None:
 
 def test_attributes_encoded_once_and_reused_say_the_same_and_unique_values_are_not_kept() -> None:
     """The encoder keeps the fields of attributes with few string values (an answer, an error
-    code); what it writes from them is what it writes afresh, ids that never repeat are not
-    kept, and an int is never mistaken for the bool it hashes alike."""
+    code) and the heads of the others; what it writes from them is what it writes afresh, ids
+    that never repeat are not kept, and an int is never mistaken for the bool it hashes alike."""
     encoder = SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN)
     spans = [
         RequestSpan(
-            n + 1,
-            n + 1,
+            f"{n + 1:032x}",
+            f"{n + 1:016x}",
             None,
-            {
-                "messaging.kafka.offset": n,
-                "migrator.request_id": f"{n:036d}",
-                "migrator.answer": "failed" if n % 3 else "migrated",
-                "flag": True if n % 2 else 1,
-            },
+            offset=n * 1_000_003,  # varints of one to five bytes
+            request_id=UUID(int=n),
+            answer="failed" if n % 3 else "migrated",
+            published=n % 2 == 0,
         )
         for n in range(300)
     ]
@@ -216,19 +234,24 @@ def test_attributes_encoded_once_and_reused_say_the_same_and_unique_values_are_n
     decoded = ExportTraceServiceRequest.FromString(again).resource_spans[0].scope_spans[0].spans
     for n, span in enumerate(decoded):
         attributes = {pair.key: pair.value for pair in span.attributes}
-        assert attributes["migrator.request_id"].string_value == f"{n:036d}"
+        assert attributes["messaging.kafka.offset"].int_value == n * 1_000_003
+        assert attributes["migrator.request_id"].string_value == str(UUID(int=n))
         assert attributes["migrator.answer"].string_value == ("failed" if n % 3 else "migrated")
-        assert attributes["flag"].WhichOneof("value") == ("bool_value" if n % 2 else "int_value")
+        if n % 2:
+            assert attributes["migrator.published"].WhichOneof("value") == "bool_value"
+            assert attributes["migrator.published"].bool_value is False
+        else:
+            assert "migrator.published" not in attributes
     kept_keys = [key for key, _ in encoder._fields]
     assert kept_keys.count("migrator.answer") == 2
     assert kept_keys.count("migrator.request_id") <= 64  # the first ones, then no more
-    assert "flag" not in kept_keys and "messaging.kafka.offset" not in kept_keys
+    assert "migrator.published" not in kept_keys and "messaging.kafka.offset" not in kept_keys
 
 
 def test_a_batch_larger_than_an_export_is_exported_in_parts() -> None:
     kept = Kept()
     export = SpanExport(kept, _encoder(), ExportLimits(10, 60, 2, 5))
-    spans = [RequestSpan(n + 1, n + 1, None, {}) for n in range(5)]
+    spans = [RequestSpan(f"{n + 1:032x}", f"{n + 1:016x}", None) for n in range(5)]
     export.put(BatchSpans(1, 2, (), None, spans))
     export.shutdown()
     assert [len(_spans_of(body)) for body in kept.bodies] == [2, 2, 1]
@@ -520,7 +543,8 @@ def _encoder() -> SpanEncoder:
 
 
 def _spans(count: int) -> BatchSpans:
-    return BatchSpans(1, 2, (), None, [RequestSpan(n + 1, n + 1, None, {}) for n in range(count)])
+    spans = [RequestSpan(f"{n + 1:032x}", f"{n + 1:016x}", None) for n in range(count)]
+    return BatchSpans(1, 2, (), None, spans)
 
 
 def _spans_of(body: bytes) -> list[PbSpan]:
