@@ -13,13 +13,16 @@ from hypothesis import strategies as st
 from agents.core.decide import Work
 from agents.core.outcomes import failed_outcome
 from schemas.events import DeadLetterReason, ErrorCode, MigrationRequest, Rejection
+from streams import trace_context
 from streams.codecs import Answer, Consumed, Origin, batch_records
 from streams.requests_out import new_request
 from streams.settings import Settings, SettingsError, tracing_from
 from streams.trace_context import (
     TraceContext,
+    continued_or_new,
     incoming,
     new_trace,
+    new_traces,
     parse_traceparent,
     planned_trace,
     without_trace_headers,
@@ -92,6 +95,28 @@ def test_new_and_planned_traces_are_valid_and_planned_ones_are_fixed_by_their_pl
     assert planned == planned_trace(plan, request)
     assert parse_traceparent(planned.traceparent) == planned
     assert planned_trace(uuid.uuid4(), request).trace_id != planned.trace_id
+
+
+def test_a_batch_s_new_traces_are_valid_and_distinct_even_when_the_draw_holds_zeros(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    traces = new_traces(500)
+    assert all(parse_traceparent(trace.traceparent) == trace and trace.sampled for trace in traces)
+    assert len({trace.trace_id for trace in traces}) == len({t.span_id for t in traces}) == 500
+    assert new_traces(0) == []
+    # A draw of zeros (one span id in 2^64): every id of zeros is made again, valid.
+    monkeypatch.setattr(trace_context.random, "randbytes", lambda size: bytes(size))
+    assert all(parse_traceparent(trace.traceparent) == trace for trace in new_traces(3))
+
+
+def test_each_record_keeps_its_own_trace_and_the_others_get_new_ones_in_order() -> None:
+    kept = [("traceparent", PARENT.encode()), ("tracestate", b"v=1")]
+    traces = continued_or_new([[], kept, None, [("other", b"x")], kept])
+    assert traces[1] == traces[4] == TraceContext(TRACE_ID, "00f067aa0ba902b7", "01", "v=1")
+    fresh = [traces[0], traces[2], traces[3]]
+    fresh_ids = {trace.trace_id for trace in fresh}
+    assert len(fresh_ids) == 3 and TRACE_ID not in fresh_ids
+    assert all(parse_traceparent(trace.traceparent) == trace for trace in fresh)
 
 
 def test_without_trace_headers_keeps_the_others_in_order() -> None:
