@@ -247,16 +247,22 @@ class SpanEncoder:
         self._fields: dict[tuple[str, str], bytes] = {}
         self._values_seen: dict[str, int] = {}
         self._heads: dict[tuple[str, int, int], bytes] = {}
+        # A request span's offset and request id (a UUID's 36 characters), ready by length.
+        self._offset_heads = [self._head(OFFSET, _INT, size) for size in range(11)]
+        self._request_id_head = self._head(REQUEST_ID, _STRING, 36)
 
     def encode(self, batch: BatchSpans) -> bytes:
-        parts = []
+        parts: list[bytes] = [self._scope]
         if batch.spans:
             shared = self._shared(batch)
-            parts += [_delimited(2, self._span(span, shared)) for span in batch.spans]
+            span = self._span
+            for request in batch.spans:
+                encoded = span(request, shared)
+                parts += (b"\x12", _varint(len(encoded)), encoded)  # a span: field 2
         if batch.own:
             trace_id = b"\x0a\x10" + batch.trace_id.to_bytes(16, "big")
             parts += [_delimited(2, self._own(span, trace_id)) for span in batch.own]
-        scope_spans = _delimited(2, self._scope + b"".join(parts))
+        scope_spans = _delimited(2, b"".join(parts))
         return _delimited(1, self._resource + scope_spans + self._resource_schema)
 
     def _shared(self, batch: BatchSpans) -> tuple[bytes, bytes]:
@@ -279,22 +285,28 @@ class SpanEncoder:
         return self._name_and_kind + times, links + status
 
     def _span(self, span: RequestSpan, shared: tuple[bytes, bytes]) -> bytes:
+        """A request span's fields: its ids (and its parent's) as one hex string turned to
+        bytes at once, what its batch shares, its attributes."""
         parent = span.parent
-        parts = [b"\x0a\x10", bytes.fromhex(span.trace_id), b"\x12\x08"]
-        parts.append(bytes.fromhex(span.span_id))
         if parent is None:
+            ids = bytes.fromhex("0a10" + span.trace_id + "1208" + span.span_id)
             flags = _SAMPLED_LOCAL_PARENT
-        else:
-            if parent.tracestate:
-                parts.append(_delimited(3, parent.tracestate.encode()))
-            parts += (b"\x22\x08", bytes.fromhex(parent.span_id))
+        elif parent.tracestate:
+            state = _delimited(3, parent.tracestate.encode())
+            ids = bytes.fromhex("0a10" + span.trace_id + "1208" + span.span_id)
+            ids += state + b"\x22\x08" + bytes.fromhex(parent.span_id)
             flags = _SAMPLED_REMOTE_PARENT
-        parts.append(shared[0])
-        field = self._field
+        else:
+            hexed = "0a10" + span.trace_id + "1208" + span.span_id + "2208" + parent.span_id
+            ids = bytes.fromhex(hexed)
+            flags = _SAMPLED_REMOTE_PARENT
+        parts = [ids, shared[0]]
         if span.offset is not None:
-            parts.append(field(OFFSET, span.offset))
+            data = _varint(span.offset & _U64)
+            parts += (self._offset_heads[len(data)], data)
         if span.request_id is not None:
-            parts.append(field(REQUEST_ID, str(span.request_id)))
+            parts += (self._request_id_head, str(span.request_id).encode())
+        field = self._field
         if span.answer is not None:
             parts.append(field(ANSWER, span.answer))
         if span.error_code is not None:
