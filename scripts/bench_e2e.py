@@ -1117,31 +1117,27 @@ async def comparison_rounds(
 def scale_out_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Two workers against one, and against the hand-written pipeline, within each round (by
     users/s); the median round by the first."""
-    one = [
-        percent_more(r[TWO_WORKERS]["users_per_s"], r[GUARANTEES[0]]["users_per_s"]) for r in rounds
+    each = [
+        {
+            "users_per_s": r[TWO_WORKERS]["users_per_s"],
+            "more_than_one_worker_pct": percent_more(
+                r[TWO_WORKERS]["users_per_s"], r[GUARANTEES[0]]["users_per_s"]
+            ),
+            "ratio_to_hand_written": round(
+                r[TWO_WORKERS]["users_per_s"] / r[REFERENCE]["users_per_s"], 3
+            ),
+        }
+        for r in rounds
     ]
-    middle = median_index(one)
+    middle = median_index([e["more_than_one_worker_pct"] for e in each])
     two = rounds[middle][TWO_WORKERS]
     return {
+        **each[middle],
         "users": two["users"],
-        "users_per_s": two["users_per_s"],
         "one_worker_users_per_s": rounds[middle][GUARANTEES[0]]["users_per_s"],
         "hand_written_users_per_s": rounds[middle][REFERENCE]["users_per_s"],
-        "more_than_one_worker_pct": one[middle],
-        "ratio_to_hand_written": round(
-            two["users_per_s"] / rounds[middle][REFERENCE]["users_per_s"], 3
-        ),
         "workers": two["workers"],
-        "rounds": [
-            {
-                "users_per_s": r[TWO_WORKERS]["users_per_s"],
-                "more_than_one_worker_pct": pct,
-                "ratio_to_hand_written": round(
-                    r[TWO_WORKERS]["users_per_s"] / r[REFERENCE]["users_per_s"], 3
-                ),
-            }
-            for r, pct in zip(rounds, one, strict=True)
-        ],
+        "rounds": each,
     }
 
 

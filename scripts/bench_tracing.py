@@ -71,9 +71,16 @@ def batches(spans: int) -> list[BatchSpans]:
         requests = []
         for offset in range(first, min(first + BATCH, spans)):
             parent = new_trace()
-            span = RequestSpan(parent.trace_id, new_trace().span_id, parent, offset=offset)
-            span.request_id, span.answer = uuid.uuid4(), "migrated"
-            requests.append(span)
+            requests.append(
+                RequestSpan(
+                    parent.trace_id,
+                    new_trace().span_id,
+                    parent,
+                    offset=offset,
+                    request_id=uuid.uuid4(),
+                    answer="migrated",
+                )
+            )
         now = time.time_ns()
         out.append(BatchSpans(now, now + 40_000_000, links, None, requests))
     return out

@@ -288,17 +288,15 @@ class SpanEncoder:
         """A request span's fields: its ids (and its parent's) as one hex string turned to
         bytes at once, what its batch shares, its attributes."""
         parent = span.parent
+        hexed = "0a10" + span.trace_id + "1208" + span.span_id
         if parent is None:
-            ids = bytes.fromhex("0a10" + span.trace_id + "1208" + span.span_id)
-            flags = _SAMPLED_LOCAL_PARENT
-        elif parent.tracestate:
-            state = _delimited(3, parent.tracestate.encode())
-            ids = bytes.fromhex("0a10" + span.trace_id + "1208" + span.span_id)
-            ids += state + b"\x22\x08" + bytes.fromhex(parent.span_id)
-            flags = _SAMPLED_REMOTE_PARENT
-        else:
-            hexed = "0a10" + span.trace_id + "1208" + span.span_id + "2208" + parent.span_id
             ids = bytes.fromhex(hexed)
+            flags = _SAMPLED_LOCAL_PARENT
+        else:
+            ids = bytes.fromhex(hexed + "2208" + parent.span_id)
+            if parent.tracestate:
+                # After the parent's id (field 4): a decoder takes fields in any order.
+                ids += _delimited(3, parent.tracestate.encode())
             flags = _SAMPLED_REMOTE_PARENT
         parts = [ids, shared[0]]
         if span.offset is not None:
