@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
+import requests
+
 from streams.trace_context import TraceContext
 
 if TYPE_CHECKING:
@@ -409,6 +411,47 @@ class OtlpHttpSender:
         self._close()
 
 
+# What the OTLP exporter reads to take its HTTP session from a plug-in instead (a credential
+# provider, opentelemetry-sdk's names): such a session is left to the exporter.
+CREDENTIAL_PROVIDER_VARIABLES = (
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
+)
+
+
+class EnvironmentOnce(requests.Session):
+    """An HTTP session that reads its environment settings (proxies, ``NO_PROXY``, a CA
+    bundle) once per URL, for the OTLP exporter.
+
+    Why: ``requests`` reads them from the environment on every request, about a third of an
+    export's 0.6-0.7 ms of CPU here (an export carries up to 512 spans). A worker's environment
+    does not change while it runs, so the settings are the same, read once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._merged: dict[Any, dict[str, Any]] = {}
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        key = (url, stream, verify, cert, frozenset((proxies or {}).items()))
+        merged = self._merged.get(key)
+        if merged is None:
+            given = dict(proxies) if proxies is not None else None
+            merged = super().merge_environment_settings(url, given, stream, verify, cert)
+            self._merged[key] = merged
+        # The caller may change what it is given: each call gets its own proxies.
+        return {**merged, "proxies": dict(merged["proxies"] or {})}
+
+
+def environment_once_session(env: Mapping[str, str] = os.environ) -> EnvironmentOnce | None:
+    """The exporter's session: None when a credential provider supplies it instead."""
+    if any(env.get(name) for name in CREDENTIAL_PROVIDER_VARIABLES):
+        return None
+    return EnvironmentOnce()
+
+
 def private_post(exporter: OTLPSpanExporter) -> Callable[[bytes], Any] | None:
     """The exporter's client's method that POSTs encoded bytes, if this version has it."""
     post = getattr(getattr(exporter, "_client", None), "export", None)
@@ -575,5 +618,7 @@ __all__ = [
     "SpanEncoder",
     "SpanExport",
     "StageSpan",
+    "EnvironmentOnce",
+    "environment_once_session",
     "private_post",
 ]

@@ -48,6 +48,7 @@ from streams.span_export import (
     SpanEncoder,
     SpanExport,
     StageSpan,
+    environment_once_session,
     private_post,
 )
 from streams.trace_context import TraceContext, incoming, new_traces
@@ -376,7 +377,7 @@ class Traced:
 def _otlp_sender(provider: TracerProvider) -> Sender | None:
     """The OTLP/HTTP exporter's client for bytes encoded here; or, if this exporter version has
     no such route, None and the SDK's batch span processor on ``provider`` for every span."""
-    exporter = OTLPSpanExporter()
+    exporter = OTLPSpanExporter(session=environment_once_session())
     post = private_post(exporter)
     if post is None:
         log.warning(

@@ -36,12 +36,15 @@ from streams import traced
 from streams.codecs import Consumed, Origin
 from streams.settings import Settings
 from streams.span_export import (
+    CREDENTIAL_PROVIDER_VARIABLES,
     BatchSpans,
+    EnvironmentOnce,
     ExportLimits,
     RequestSpan,
     SpanEncoder,
     SpanExport,
     StageSpan,
+    environment_once_session,
 )
 from streams.stack.ports import free_port
 from streams.trace_context import TraceContext, new_trace
@@ -536,6 +539,53 @@ def test_spans_reach_an_otlp_http_receiver_by_either_route(
     assert request.parent_span_id == "00f067aa0ba902b7" and request.kind == 5
     assert request.links == ((by_name[KAFKA_SPAN].trace_id, by_name[KAFKA_SPAN].span_id),)
     assert {span.service for span in receiver.spans} == {"onboarding-migrator"}
+
+
+def test_the_exporter_s_session_reads_the_environment_as_requests_does_but_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import requests
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "local.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/collector-ca.pem")
+    once, plain = EnvironmentOnce(), requests.Session()
+    urls = ("http://collector.example:4318/v1/traces", "http://local.example:4318/v1/traces")
+    for url in urls:
+        for verify in (True, "/etc/ssl/otlp.pem"):
+            expected = plain.merge_environment_settings(url, {}, None, verify, None)
+            assert once.merge_environment_settings(url, {}, None, verify, None) == expected
+    first = once.merge_environment_settings(urls[0], {}, None, True, None)
+    assert first["proxies"]["http"] == "http://proxy.example:3128"
+    assert first["verify"] == "/etc/ssl/collector-ca.pem"
+    proxies = dict(first["proxies"])
+    first["proxies"].clear()  # what a caller does with its copy stays there
+    monkeypatch.setenv("HTTP_PROXY", "http://elsewhere.example:3128")
+    again = once.merge_environment_settings(urls[0], {}, None, True, None)
+    assert again == {**first, "proxies": proxies}
+
+
+@pytest.mark.parametrize("variable", CREDENTIAL_PROVIDER_VARIABLES)
+def test_a_credential_provider_s_session_is_left_to_the_exporter(variable: str) -> None:
+    assert isinstance(environment_once_session({}), EnvironmentOnce)
+    assert environment_once_session({variable: "my-provider"}) is None
+
+
+def test_spans_reach_the_collector_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The endpoint's host does not resolve: the spans arrive only by way of ``HTTP_PROXY``
+    (here the receiver itself, which takes the proxied POST as it would a direct one)."""
+    with OtlpReceiver(free_port()) as proxy:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.invalid:4318")
+        monkeypatch.setenv("HTTP_PROXY", proxy.endpoint)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        worker = new_tracing(Settings(tracing="otlp"))
+        with worker.batch([_record(5, [])], 0):
+            pass
+        worker.shutdown()
+        assert {span.name for span in proxy.spans} == {REQUEST_SPAN, BATCH_SPAN}
 
 
 def _encoder() -> SpanEncoder:
