@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from schemas.canonical import sha256_hex
 
@@ -67,3 +68,47 @@ class LegacyRow(BaseModel):
     def snapshot_sha256(self) -> str:
         """SHA-256 of the canonical JSON of the snapshot (``legacy_snapshot_sha256``)."""
         return sha256_hex(self.snapshot())
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableLegacyRow:
+    """A legacy row whose columns' types allow what ``LegacyRow`` does not: ``answers`` JSON
+    that is not an object (jsonb takes any JSON), a NULL among ``completed_steps`` (text[]
+    takes them). That user's ``invalid_legacy_data``; before, the model's error failed the
+    whole batch, which was redone in halves until the row was found and answered
+    ``internal_error``."""
+
+    user_id: str
+    problem: str
+    columns: dict[str, Any]  # every column, as PostgreSQL holds it
+
+    @property
+    def status(self) -> str:
+        return str(self.columns["status"])
+
+    def model_dump(self) -> dict[str, Any]:
+        """The columns, as ``LegacyRow.model_dump`` gives a readable row's (``validate`` holds
+        either against the snapshot taken at migration)."""
+        return dict(self.columns)
+
+    def snapshot_sha256(self) -> str:
+        """Over the snapshot's form of these columns, as ``LegacyRow.snapshot_sha256``."""
+        updated_at = self.columns["updated_at"]
+        return sha256_hex(
+            {
+                **self.columns,
+                "updated_at": updated_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            }
+        )
+
+
+def legacy_row_or_problem(columns: dict[str, Any]) -> LegacyRow | UnreadableLegacyRow:
+    """``columns`` (every column of one row) as a ``LegacyRow``, or what stops it being one."""
+    try:
+        return LegacyRow(**columns)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        return UnreadableLegacyRow(str(columns.get("user_id")), problems, columns)

@@ -14,7 +14,7 @@ from typing import Any
 from agents.core.planner import MigrationPlan, PlanError, plan_migration, session_id_for
 from agents.core.state import LedgerEntry, StoredSession
 from schemas.events import ErrorCode, MigrationRequest
-from schemas.legacy import LegacyRow, LegacyStatus
+from schemas.legacy import LegacyRow, LegacyStatus, UnreadableLegacyRow
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ Decision = Replayed | Duplicate | Migrate | AlreadyMigrated | RollBack | Failed
 def decide(
     work: Work,
     *,
-    legacy: LegacyRow | None,
+    legacy: LegacyRow | UnreadableLegacyRow | None,
     session: StoredSession | None,
     ledger: LedgerEntry | None,
     now: datetime,
@@ -98,6 +98,11 @@ def decide(
         return AlreadyMigrated(session)
     if legacy is None:
         return Failed(ErrorCode.USER_NOT_FOUND, f"no legacy onboarding row for {request.user_id}")
+    if isinstance(legacy, UnreadableLegacyRow):
+        return Failed(
+            ErrorCode.INVALID_LEGACY_DATA,
+            f"legacy row of {request.user_id} cannot be read: {legacy.problem}",
+        )
     if legacy.status == LegacyStatus.MIGRATED:
         return Failed(
             ErrorCode.INVALID_LEGACY_DATA,

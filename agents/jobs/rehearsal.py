@@ -41,7 +41,7 @@ from agents.stores.postgres import Conn
 from agents.stores.postgres_batch import PostgresTransaction
 from agents.stores.postgres_sandbox import SandboxStore
 from schemas.events import MigrationRequest, Outcome
-from schemas.legacy import LegacyRow
+from schemas.legacy import LegacyRow, UnreadableLegacyRow
 
 REQUESTED_BY = "migrator-preflight"
 # Codes of the rehearsal's own findings, beside the contract's error codes.
@@ -191,5 +191,7 @@ async def _validate(conn: Conn, user: str, mirror: RecordingMirror) -> str | Non
     return None
 
 
-def _columns(row: LegacyRow | None) -> dict[str, Any] | None:
+def _columns(row: LegacyRow | UnreadableLegacyRow | None) -> dict[str, Any] | str | None:
+    if isinstance(row, UnreadableLegacyRow):
+        return row.problem  # never restored: a row that cannot be read does not migrate
     return row.model_dump() if row is not None else None

@@ -27,7 +27,7 @@ from agents.stores.errors import (
     describe,
 )
 from schemas.events import FOR_GOOD_CODES
-from schemas.legacy import LegacyRow
+from schemas.legacy import LegacyRow, UnreadableLegacyRow, legacy_row_or_problem
 from schemas.rows import Row
 
 # A connection, whether acquired from a pool (a proxy) or opened alone.
@@ -83,14 +83,25 @@ CATALOG = (
 
 
 def legacy_row_from_record(record: Row) -> LegacyRow:
-    return LegacyRow(
-        user_id=record["user_id"],
-        workspace_id=record["workspace_id"],
-        status=record["status"],
-        current_step=record["current_step"],
-        completed_steps=list(record["completed_steps"]),
-        answers=record["answers"],
-        updated_at=record["updated_at"],
+    """A row known to fit the model (one written back from a snapshot)."""
+    row = read_legacy_row(record)
+    if isinstance(row, UnreadableLegacyRow):
+        raise ValueError(f"legacy row of {row.user_id}: {row.problem}")
+    return row
+
+
+def read_legacy_row(record: Row) -> LegacyRow | UnreadableLegacyRow:
+    """A row as the legacy system left it: any row its columns allow, readable or not."""
+    return legacy_row_or_problem(
+        {
+            "user_id": record["user_id"],
+            "workspace_id": record["workspace_id"],
+            "status": record["status"],
+            "current_step": record["current_step"],
+            "completed_steps": list(record["completed_steps"]),
+            "answers": record["answers"],
+            "updated_at": record["updated_at"],
+        }
     )
 
 
@@ -210,7 +221,7 @@ class ValidationRows(NamedTuple):
 
     session: Row | None  # the session document's columns (``session_documents``)
     snapshot: Row | None  # session id, legacy snapshot and its hash, every manifest version
-    legacy: LegacyRow | None
+    legacy: LegacyRow | UnreadableLegacyRow | None
     latest_effect: Row | None  # ``outcome`` and ``event`` of the latest migrate or rollback
 
 
@@ -251,7 +262,7 @@ async def validation_rows_on(conn: Conn, user_id: str) -> ValidationRows:
     return ValidationRows(
         sessions[0] if sessions else None,
         snapshot,
-        legacy_row_from_record(legacy) if legacy is not None else None,
+        read_legacy_row(legacy) if legacy is not None else None,
         effect,
     )
 

@@ -33,11 +33,12 @@ from agents.stores.postgres import (
     fetch_planned_afresh,
     legacy_row_from_record,
     ping,
+    read_legacy_row,
     session_documents,
     translate_errors,
 )
 from schemas.events import FOR_GOOD_CODES
-from schemas.legacy import LegacyRow
+from schemas.legacy import LegacyRow, UnreadableLegacyRow
 from schemas.rows import Row
 
 
@@ -100,9 +101,11 @@ class PostgresTransaction:
     async def insert_processed_records(self, rows: Sequence[ProcessedRow]) -> None:
         await self._copy("processed_records", rows, ProcessedRow._fields)
 
-    async def lock_legacy_rows(self, user_ids: Sequence[str]) -> dict[str, LegacyRow]:
+    async def lock_legacy_rows(
+        self, user_ids: Sequence[str]
+    ) -> dict[str, LegacyRow | UnreadableLegacyRow]:
         records = await self.conn.fetch(sql.query("lock_legacy_rows"), list(user_ids))
-        return {record["user_id"]: legacy_row_from_record(record) for record in records}
+        return {record["user_id"]: read_legacy_row(record) for record in records}
 
     async def lock_sessions(self, user_ids: Sequence[str]) -> dict[str, StoredSession]:
         records = await self.conn.fetch(sql.query("lock_sessions"), list(user_ids))

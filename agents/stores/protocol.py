@@ -22,7 +22,7 @@ from uuid import UUID
 
 from agents.core.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow, StepsRow
 from agents.core.state import LedgerEntry, StoredSession
-from schemas.legacy import LegacyRow
+from schemas.legacy import LegacyRow, UnreadableLegacyRow
 from schemas.rows import Row
 
 Position = tuple[int, int]  # (partition, offset) of a request record
@@ -41,7 +41,9 @@ class BatchTransaction(Protocol):
 
     async def insert_processed_records(self, rows: Sequence[ProcessedRow]) -> None: ...
 
-    async def lock_legacy_rows(self, user_ids: Sequence[str]) -> dict[str, LegacyRow]: ...
+    async def lock_legacy_rows(
+        self, user_ids: Sequence[str]
+    ) -> dict[str, LegacyRow | UnreadableLegacyRow]: ...
 
     async def lock_sessions(self, user_ids: Sequence[str]) -> dict[str, StoredSession]: ...
 

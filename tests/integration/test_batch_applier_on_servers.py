@@ -488,3 +488,55 @@ async def test_failures_by_code_count_users_failing_now_each_once(
     rows = {r["error_code"]: r for r in await postgres.failure_samples(pool, sample=100_000)}
     sample = list(rows["unknown_legacy_step"]["sample"])
     assert sample.count(bad) == 1 and fixed not in sample
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("answers", """'["grow"]'::jsonb"""),
+        ("answers", """'"grow"'::jsonb"""),
+        ("answers", "'null'::jsonb"),
+        ("completed_steps", "ARRAY['account', NULL]"),
+    ],
+    ids=["answers-an-array", "answers-a-string", "answers-json-null", "a-null-completed-step"],
+)
+async def test_a_legacy_row_the_columns_allow_but_the_model_does_not_fails_alone(
+    core: BatchApplier, pool: asyncpg.Pool, unique: str, column: str, value: str
+) -> None:
+    """jsonb takes any JSON and text[] takes NULL elements: such a row is that user's
+    ``invalid_legacy_data`` (saying what is wrong), never an error of the whole batch."""
+    bad, good = uid(unique, "odd"), uid(unique, "fine")
+    await insert_legacy(pool, bad)
+    await pool.execute(
+        f"UPDATE legacy_onboarding_status SET {column} = {value} WHERE user_id = $1", bad
+    )
+    await insert_legacy(pool, good)
+    applied = await core.apply([work(bad), work(good)])
+    assert applied is not None
+    failed, migrated = applied.outcomes
+    assert failed.outcome == "failed" and failed.error is not None
+    assert failed.error.code == "invalid_legacy_data" and failed.error.retryable is False
+    assert column in failed.error.message
+    assert migrated.outcome == "migrated"
+    assert (await legacy(pool, bad))["status"] == "in_progress"
+
+
+async def test_validate_reads_a_legacy_row_the_model_cannot_and_reports_it_as_drift(
+    core: BatchApplier, pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
+) -> None:
+    """A never-migrated user whose row cannot be read is still never migrated; a migrated
+    user whose row the legacy system later changed into such a shape has drifted."""
+    odd, drifted = uid(unique, "v-odd"), uid(unique, "v-drifted")
+    set_array = "UPDATE legacy_onboarding_status SET answers = '[1]'::jsonb WHERE user_id = $1"
+    await insert_legacy(pool, odd)
+    await pool.execute(set_array, odd)
+    report = await validate_user(pool, redis_client, odd)
+    assert (report.state, report.ok) == ("never_migrated", True), report.as_dict()
+
+    await insert_legacy(pool, drifted)
+    [migrated] = (await core.apply([work(drifted)])).outcomes
+    assert migrated.outcome == "migrated"
+    await pool.execute(set_array, drifted)
+    report = await validate_user(pool, redis_client, drifted)
+    failed = [check.name for check in report.checks if not check.ok]
+    assert (report.state, failed) == ("migrated", ["legacy_row_unchanged_since_migration"])

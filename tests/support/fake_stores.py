@@ -29,7 +29,7 @@ from agents.stores.errors import (
     StoreUnavailable,
 )
 from schemas.events import FOR_GOOD_CODES
-from schemas.legacy import LegacyRow
+from schemas.legacy import LegacyRow, UnreadableLegacyRow
 
 _STATUS = {"c": "completed", "s": "skipped", "p": "pending"}
 
@@ -133,7 +133,9 @@ class FakeTransaction:
                 raise AnsweredElsewhere(f"duplicate processed record {key}")
             self._t.processed[key] = row
 
-    async def lock_legacy_rows(self, user_ids: Sequence[str]) -> dict[str, LegacyRow]:
+    async def lock_legacy_rows(
+        self, user_ids: Sequence[str]
+    ) -> dict[str, LegacyRow | UnreadableLegacyRow]:
         self._server.run("lock_legacy_rows", user_ids=user_ids)
         return {u: self._t.legacy[u] for u in sorted(user_ids) if u in self._t.legacy}
 
