@@ -56,7 +56,7 @@ class LegacyRow(BaseModel):
             "current_step": self.current_step,
             "completed_steps": list(self.completed_steps),
             "answers": self.answers,
-            "updated_at": self.updated_at.isoformat(timespec="microseconds"),
+            "updated_at": snapshot_time(self.updated_at),
         }
 
     @classmethod
@@ -93,13 +93,13 @@ class UnreadableLegacyRow:
 
     def snapshot_sha256(self) -> str:
         """Over the snapshot's form of these columns, as ``LegacyRow.snapshot_sha256``."""
-        updated_at = self.columns["updated_at"]
-        return sha256_hex(
-            {
-                **self.columns,
-                "updated_at": updated_at.astimezone(UTC).isoformat(timespec="microseconds"),
-            }
-        )
+        updated_at = self.columns["updated_at"].astimezone(UTC)
+        return sha256_hex({**self.columns, "updated_at": snapshot_time(updated_at)})
+
+
+def snapshot_time(updated_at: datetime) -> str:
+    """``updated_at`` (in UTC) as a snapshot holds it, microseconds always written."""
+    return updated_at.isoformat(timespec="microseconds")
 
 
 def legacy_row_or_problem(columns: dict[str, Any]) -> LegacyRow | UnreadableLegacyRow:
