@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -40,7 +39,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-KAFKA_REQUEST_LOGGER = "kafka.request.logger"
 CLIENT_LISTENER = "PLAINTEXT"
 _KAFKA_REQUEST = re.compile(r"Completed request:(\{.*\}) \(kafka\.request\.logger\)\s*$")
 # The default log_line_prefix ('%m [%p] '), then what log_statement writes: ``statement: …`` for
@@ -166,43 +164,14 @@ def _admin_dsn(database_url: str) -> str:
     return urlunsplit(parts._replace(path="/postgres"))
 
 
-def _broker_id(stack_dir: Path) -> str:
-    try:
-        for line in (stack_dir / "kafka" / "server.properties").read_text().splitlines():
-            if line.startswith("node.id="):
-                return line.partition("=")[2].strip()
-    except OSError:
-        pass
-    return "1"
-
-
 def _kafka_request_log(stack_dir: Path, bootstrap: str, level: str) -> None:
-    """Set the broker's request logger with Kafka's own ConfigCommand (a broker-logger config)."""
-    from streams.stack.kafka import check_java, classpath
+    from streams.stack.errors import StackError
+    from streams.stack.kafka import set_request_log
 
-    argv = [
-        check_java(),
-        "-cp",
-        classpath(),
-        "-Dlog4j2.level=WARN",
-        "kafka.admin.ConfigCommand",
-        "--bootstrap-server",
-        bootstrap,
-        "--entity-type",
-        "broker-loggers",
-        "--entity-name",
-        _broker_id(stack_dir),
-        "--alter",
-        "--add-config",
-        f"{KAFKA_REQUEST_LOGGER}={level}",
-    ]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except subprocess.TimeoutExpired:
-        raise IdleCostError("Kafka's ConfigCommand did not finish in 60 s") from None
-    if done.returncode != 0:
-        last = ([line for line in done.stderr.splitlines() if line.strip()] or ["?"])[-1]
-        raise IdleCostError(f"setting {KAFKA_REQUEST_LOGGER}={level} failed: {last}")
+        set_request_log(stack_dir, bootstrap, level)
+    except StackError as exc:
+        raise IdleCostError(str(exc)) from None
 
 
 async def _pg_log_statements(conn: Any, on: bool) -> None:

@@ -30,6 +30,7 @@ KAFKA_TOOLS = (
     "console-producer",
     "get-offsets",
     "transactions",
+    "configs",
 )
 
 

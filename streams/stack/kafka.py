@@ -135,12 +135,57 @@ TOOLS = {
     "console-producer": "org.apache.kafka.tools.ConsoleProducer",
     "get-offsets": "org.apache.kafka.tools.GetOffsetShell",
     "transactions": "org.apache.kafka.tools.TransactionsCommand",
+    "configs": "kafka.admin.ConfigCommand",
 }
 
 
 def tool_command(tool: str, args: list[str]) -> list[str]:
     """The java command line of one of Kafka's tools (``TOOLS``), quiet logging."""
     return [check_java(), "-cp", classpath(), "-Dlog4j2.level=WARN", TOOLS[tool], *args]
+
+
+# The broker's logger of every request it completes, with the request and its response: WARN in
+# the stack's logging configuration, switched to DEBUG by ``set_request_log`` while a bench or a
+# test reads what the service asked of the broker.
+REQUEST_LOGGER = "kafka.request.logger"
+
+
+def set_request_log(stack_dir: Path, bootstrap: str, level: str) -> None:
+    """Set the request logger of the stack's broker in ``stack_dir`` to ``level`` (DEBUG: every
+    completed request is written to ``kafka.log``) through Kafka's own ``ConfigCommand`` (a
+    dynamic broker-logger config: no restart). Raises ``StackError`` with the tool's last line."""
+    argv = tool_command(
+        "configs",
+        [
+            "--bootstrap-server",
+            bootstrap,
+            "--entity-type",
+            "broker-loggers",
+            "--entity-name",
+            _node_id(stack_dir),
+            "--alter",
+            "--add-config",
+            f"{REQUEST_LOGGER}={level}",
+        ],
+    )
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        raise StackError("Kafka's ConfigCommand did not finish in 60 s") from None
+    if done.returncode != 0:
+        last = ([line for line in done.stderr.splitlines() if line.strip()] or ["?"])[-1]
+        raise StackError(f"setting {REQUEST_LOGGER}={level} failed: {last}")
+
+
+def _node_id(stack_dir: Path) -> str:
+    """The node id of the stack's (single) broker, from the configuration it was started with."""
+    try:
+        for line in (stack_dir / "kafka" / "server.properties").read_text().splitlines():
+            if line.startswith("node.id="):
+                return line.partition("=")[2].strip()
+    except OSError:
+        pass
+    return "1"
 
 
 @dataclass(frozen=True)
