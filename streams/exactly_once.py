@@ -315,11 +315,11 @@ class PartitionTransactions:
                         headers=list(send.headers),
                     )
                 )
-            # The records acknowledged before the offset is sent, not both in flight at once:
-            # the broker verifies each with the transaction coordinator (KIP-890), and two
-            # verifications of one transactional id at once failed the records' in about one
-            # transaction in six, answered NOT_ENOUGH_REPLICAS and sent again 100 ms later
-            # (aiokafka's retry backoff): every idle request's p99, in its broker's request log.
+            # The records acknowledged first, then the offset sent, never both in flight: the
+            # broker checks each with the transaction coordinator (KIP-890), and with both checks
+            # of one transactional id pending it refused the records (NOT_ENOUGH_REPLICAS) in
+            # about one idle transaction in six; aiokafka sent them again after its 100 ms retry
+            # backoff (README, "How it works"; the broker's request log showed it).
             await asyncio.gather(*futures)
             await producer.send_offsets_to_transaction(
                 {TopicPartition(self.source_topic, partition): last_offset + 1}, self.group_id

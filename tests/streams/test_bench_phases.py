@@ -341,7 +341,7 @@ def test_a_flood_only_report_prints_the_floods_alone() -> None:
 def _full_report(**extra: Any) -> dict[str, Any]:
     """A full run's report: floods, idle, half load, baseline and reference, and ``extra``."""
     return _report(
-        idle={"requests": 5, "gap_s": 0.5, "p50_ms": 20.0, "max_ms": 30.0},
+        idle={"requests": 5, "gap_s": 0.5, "p50_ms": 20.0, "p90_ms": 25.0, "max_ms": 30.0},
         half_load={
             "requests": 100,
             "achieved_rate_per_s": 1000.0,
@@ -394,6 +394,9 @@ def test_the_full_table_has_the_idle_cost_and_guarantee_sections() -> None:
     assert order == sorted(order)
     assert any(line.startswith("  service / hand-written = 0.80") for line in lines)
     assert any(line.startswith("  idle: worker CPU 25.0 ms/s") for line in lines)
+    assert any(
+        "single requests 0.5 s apart: p50 20 ms, p90 25 ms, max 30 ms" in line for line in lines
+    )
     assert any("exactly-once costs 20.0 % of throughput" in line for line in lines)
 
 
