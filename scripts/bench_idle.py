@@ -29,7 +29,6 @@ servers' own CPU in the window is a little above what it would be; it is reporte
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections import Counter
@@ -40,7 +39,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 CLIENT_LISTENER = "PLAINTEXT"
-_KAFKA_REQUEST = re.compile(r"Completed request:(\{.*\}) \(kafka\.request\.logger\)\s*$")
 # The default log_line_prefix ('%m [%p] '), then what log_statement writes: ``statement: …`` for
 # the simple protocol, ``execute <name>: …`` for a prepared statement (asyncpg).
 _PG_STATEMENT = re.compile(r"\] LOG:  (?:statement|execute [^:]*):")
@@ -63,19 +61,16 @@ class Window:
 
 def kafka_requests(lines: Iterable[str]) -> Counter[tuple[str, str]]:
     """Requests completed on the client listener, counted by (API name, client id)."""
+    from streams.stack.kafka import completed_requests
+
     counts: Counter[tuple[str, str]] = Counter()
-    for line in lines:
-        match = _KAFKA_REQUEST.search(line)
-        if match is None:
-            continue
+    for record in completed_requests(lines):
         try:
-            record = json.loads(match.group(1))
             header = record["requestHeader"]
-            listener = record.get("listener")
             api, client = str(header["requestApiKeyName"]), str(header.get("clientId"))
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut at the window's edge
-        if listener == CLIENT_LISTENER:
+        except (KeyError, TypeError):
+            continue
+        if record.get("listener") == CLIENT_LISTENER:
             counts[(api, client)] += 1
     return counts
 
@@ -164,12 +159,12 @@ def _admin_dsn(database_url: str) -> str:
     return urlunsplit(parts._replace(path="/postgres"))
 
 
-def _kafka_request_log(stack_dir: Path, bootstrap: str, level: str) -> None:
+def _kafka_request_log(bootstrap: str, level: str) -> None:
     from streams.stack.errors import StackError
     from streams.stack.kafka import set_request_log
 
     try:
-        set_request_log(stack_dir, bootstrap, level)
+        set_request_log(bootstrap, level)
     except StackError as exc:
         raise IdleCostError(str(exc)) from None
 
@@ -233,7 +228,7 @@ async def measure(
     try:
         await _pg_log_statements(pg, on=True)
         pg_switched = True
-        await asyncio.to_thread(_kafka_request_log, stack_dir, bootstrap, "DEBUG")
+        await asyncio.to_thread(_kafka_request_log, bootstrap, "DEBUG")
         kafka_switched = True
         await asyncio.sleep(window.settle_s)
         worker_alive()
@@ -256,7 +251,7 @@ async def measure(
     finally:
         try:
             if kafka_switched:
-                await asyncio.to_thread(_kafka_request_log, stack_dir, bootstrap, "WARN")
+                await asyncio.to_thread(_kafka_request_log, bootstrap, "WARN")
             if pg_switched:
                 await _pg_log_statements(pg, on=False)
         finally:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from streams.stack.errors import MissingDependency, StackError
 
@@ -146,14 +148,16 @@ def tool_command(tool: str, args: list[str]) -> list[str]:
 
 # The broker's logger of every request it completes, with the request and its response: WARN in
 # the stack's logging configuration, switched to DEBUG by ``set_request_log`` while a bench or a
-# test reads what the service asked of the broker.
+# test reads what the service asked of the broker (``completed_requests``).
 REQUEST_LOGGER = "kafka.request.logger"
+_COMPLETED_REQUEST = re.compile(r"Completed request:(\{.*\}) \(kafka\.request\.logger\)\s*$")
 
 
-def set_request_log(stack_dir: Path, bootstrap: str, level: str) -> None:
-    """Set the request logger of the stack's broker in ``stack_dir`` to ``level`` (DEBUG: every
-    completed request is written to ``kafka.log``) through Kafka's own ``ConfigCommand`` (a
-    dynamic broker-logger config: no restart). Raises ``StackError`` with the tool's last line."""
+def set_request_log(bootstrap: str, level: str, *, node_id: int = 1) -> None:
+    """Set the request logger of broker ``node_id`` (the stack's first, ``broker_name(1)``, by
+    default) to ``level`` (DEBUG: every completed request is written to its log) through Kafka's
+    own ``ConfigCommand`` (a dynamic broker-logger config: no restart). Raises ``StackError``
+    with the tool's last line."""
     argv = tool_command(
         "configs",
         [
@@ -162,7 +166,7 @@ def set_request_log(stack_dir: Path, bootstrap: str, level: str) -> None:
             "--entity-type",
             "broker-loggers",
             "--entity-name",
-            _node_id(stack_dir),
+            str(node_id),
             "--alter",
             "--add-config",
             f"{REQUEST_LOGGER}={level}",
@@ -177,15 +181,19 @@ def set_request_log(stack_dir: Path, bootstrap: str, level: str) -> None:
         raise StackError(f"setting {REQUEST_LOGGER}={level} failed: {last}")
 
 
-def _node_id(stack_dir: Path) -> str:
-    """The node id of the stack's (single) broker, from the configuration it was started with."""
-    try:
-        for line in (stack_dir / "kafka" / "server.properties").read_text().splitlines():
-            if line.startswith("node.id="):
-                return line.partition("=")[2].strip()
-    except OSError:
-        pass
-    return "1"
+def completed_requests(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The requests the request logger wrote among ``lines`` (its JSON: ``requestHeader``,
+    ``request``, ``response``, ``listener``, times); other lines, and a line cut short, skipped."""
+    for line in lines:
+        match = _COMPLETED_REQUEST.search(line)
+        if match is None:
+            continue
+        try:
+            record = json.loads(match.group(1))
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            yield record
 
 
 @dataclass(frozen=True)

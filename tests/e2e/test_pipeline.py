@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams import topics
 from streams.connections import opened
-from streams.stack.kafka import set_request_log
+from streams.stack.kafka import completed_requests, set_request_log
 
 API = "/api/v1/onboarding/migration"
 
@@ -348,7 +348,7 @@ async def test_single_requests_reach_the_broker_without_a_refused_produce(
     users = await seed(stack, 40, prefix="single-")
     bootstrap = stack.settings.kafka_bootstrap_servers
     log = stack.directory / "kafka.log"
-    await asyncio.to_thread(set_request_log, stack.directory, bootstrap[0], "DEBUG")
+    await asyncio.to_thread(set_request_log, bootstrap[0], "DEBUG")
     start = log.stat().st_size
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
@@ -364,16 +364,12 @@ async def test_single_requests_reach_the_broker_without_a_refused_produce(
         outcomes = await wait_for_outcomes(stack, request_ids)
     finally:
         await producer.stop()
-        await asyncio.to_thread(set_request_log, stack.directory, bootstrap[0], "WARN")
+        await asyncio.to_thread(set_request_log, bootstrap[0], "WARN")
     assert all(len(reads) == 1 for reads in outcomes.values())
     with log.open("rb") as handle:
         handle.seek(start)
         lines = handle.read().decode(errors="replace").splitlines()
-    mine = [
-        r
-        for r in map(_completed_request, lines)
-        if r and _transactional_id(r).startswith(worker.app_id)
-    ]
+    mine = [r for r in completed_requests(lines) if _transactional_id(r).startswith(worker.app_id)]
     commits = [r for r in mine if r["requestHeader"]["requestApiKeyName"] == "END_TXN"]
     assert len(commits) >= len(users) // 2, f"{len(commits)} transactions in the request log"
     refused = [
@@ -383,18 +379,6 @@ async def test_single_requests_reach_the_broker_without_a_refused_produce(
         and (errors := sorted(_error_codes(r["response"]) - {0}))
     ]
     assert refused == [], f"{len(refused)} of {len(commits)} transactions: {refused[:5]}"
-
-
-def _completed_request(line: str) -> dict[str, Any] | None:
-    """A line of the broker's request logger, as its JSON; None for any other line."""
-    head, found, rest = line.partition("Completed request:")
-    if not found:
-        return None
-    try:
-        parsed: dict[str, Any] = json.loads(rest.rpartition(" (kafka.request.logger)")[0])
-    except ValueError:
-        return None
-    return parsed
 
 
 def _transactional_id(request: dict[str, Any]) -> str:
