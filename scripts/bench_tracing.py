@@ -11,7 +11,7 @@ the worker runs (``streams.tracing``, ``streams.span_export``), in batches of 50
 - ``sdk + send``: the same, POSTed by the OTLP/HTTP exporter to an in-process receiver.
 - ``encode``: the plain values encoded straight to OTLP protobuf (``SpanEncoder``).
 - ``encode + send``: through ``SpanExport`` (queue, thread, encoding) and the exporter's HTTP
-  client to the receiver.
+  client on the worker's transport (``streams.otlp_transport``) to the receiver.
 - ``worker, all in``: what tracing adds to a batch per record, from the records: parsing each
   ``traceparent``, planning ids, sampling, the batch and stage spans, attributes, encoding and
   sending (``new_tracing`` as the worker runs it, to the receiver).
@@ -37,6 +37,7 @@ from otlp_receiver import OtlpReceiver
 
 from schemas.events import DeadLetterReason, Rejection
 from streams.codecs import Consumed, Origin
+from streams.otlp_transport import new_span_exporter
 from streams.settings import Settings
 from streams.span_export import (
     BatchSpans,
@@ -128,7 +129,13 @@ def encode_path() -> Callable[[list[BatchSpans]], None]:
 
 
 def export_path(endpoint: str, spans: int) -> Callable[[list[BatchSpans]], None]:
-    exporter = OTLPSpanExporter(endpoint=endpoint)
+    """Through the exporter the worker makes (``new_span_exporter``: its http.client
+    transport), given ``endpoint``."""
+    environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = endpoint
+    try:
+        exporter = new_span_exporter()
+    finally:
+        del environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
     post = private_post(exporter)
     assert post is not None, "this exporter has no client.export(bytes)"
     encoder = SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN)

@@ -18,7 +18,7 @@ import random
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -26,7 +26,7 @@ TRACESTATE = "tracestate"
 # Dropped whole here rather than cut, so a carried tracestate is always the one that came.
 _MAX_TRACESTATE = 512
 # version-traceid-parentid-flags, lowercase hex (W3C: uppercase is invalid).
-_FIELDS = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_FIELDS = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 # The sampled flag on the traces the service starts: "the caller may have recorded", so that a
@@ -36,10 +36,14 @@ SAMPLED = "01"
 Headers = list[tuple[str, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
+class TraceContext(NamedTuple):
     """One hop of a trace: its id, the span the next hop is a child of, the flags, and the
-    vendors' trace state if any."""
+    vendors' trace state if any.
+
+    A named tuple rather than a frozen dataclass: the worker makes one or two per request record
+    (the record's, and its answer's when tracing is on), and a tuple is made in half the time
+    (about 0.3 µs against 0.65, whose ``__init__`` sets each field through ``object.__setattr__``).
+    """
 
     trace_id: str
     span_id: str
@@ -72,17 +76,17 @@ def parse_traceparent(value: bytes | str | None) -> TraceContext | None:
         except UnicodeDecodeError:
             return None
     value = value.strip(" \t")
-    if len(value) < 55 or not _FIELDS.match(value):
+    fields = _FIELDS.match(value)
+    if fields is None:
         return None
-    version = value[:2]
+    version, trace_id, span_id, flags = fields.groups()
     if version == "ff" or (version == "00" and len(value) != 55):
         return None  # version 00 has exactly these four fields
     if len(value) > 55 and value[55] != "-":
         return None  # a later version may add fields, each after a dash
-    trace_id, span_id = value[3:35], value[36:52]
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    return TraceContext(trace_id, span_id, value[53:55])
+    return TraceContext(trace_id, span_id, flags)
 
 
 def incoming(headers: Sequence[tuple[str, bytes | str | None]] | None) -> TraceContext | None:
@@ -91,20 +95,22 @@ def incoming(headers: Sequence[tuple[str, bytes | str | None]] | None) -> TraceC
     or None."""
     if not headers:
         return None
-    parents: list[bytes | str | None] = []
+    parent: bytes | str | None = None
+    parents = 0
     states: list[str] = []
     for name, value in headers:
         lowered = name.lower()
         if lowered == TRACEPARENT:
-            parents.append(value)
+            parent = value
+            parents += 1
         elif lowered == TRACESTATE and value:
             text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
             states.append(text.strip())
-    if len(parents) != 1:
+    if parents != 1:
         return None
-    context = parse_traceparent(parents[0])
-    if context is None:
-        return None
+    context = parse_traceparent(parent)
+    if context is None or not states:
+        return context
     state = ",".join(s for s in states if s)
     if state and len(state) <= _MAX_TRACESTATE and state.isascii() and state.isprintable():
         return TraceContext(context.trace_id, context.span_id, context.flags, state)

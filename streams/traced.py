@@ -17,7 +17,6 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -38,6 +37,7 @@ from opentelemetry.trace import (
 
 from schemas.events import Rejection
 from streams.codecs import Answer, Consumed
+from streams.otlp_transport import new_span_exporter
 from streams.settings import Settings
 from streams.span_export import (
     BatchSpans,
@@ -48,7 +48,6 @@ from streams.span_export import (
     SpanEncoder,
     SpanExport,
     StageSpan,
-    environment_once_session,
     private_post,
 )
 from streams.trace_context import TraceContext, incoming, new_traces
@@ -377,7 +376,7 @@ class Traced:
 def _otlp_sender(provider: TracerProvider) -> Sender | None:
     """The OTLP/HTTP exporter's client for bytes encoded here; or, if this exporter version has
     no such route, None and the SDK's batch span processor on ``provider`` for every span."""
-    exporter = OTLPSpanExporter(session=environment_once_session())
+    exporter = new_span_exporter()
     post = private_post(exporter)
     if post is None:
         log.warning(

@@ -34,17 +34,19 @@ from opentelemetry.trace import get_current_span
 
 from streams import traced
 from streams.codecs import Consumed, Origin
+from streams.otlp_transport import (
+    CREDENTIAL_PROVIDER_VARIABLES,
+    EnvironmentOnce,
+    environment_once_session,
+)
 from streams.settings import Settings
 from streams.span_export import (
-    CREDENTIAL_PROVIDER_VARIABLES,
     BatchSpans,
-    EnvironmentOnce,
     ExportLimits,
     RequestSpan,
     SpanEncoder,
     SpanExport,
     StageSpan,
-    environment_once_session,
 )
 from streams.stack.ports import free_port
 from streams.trace_context import TraceContext, new_trace
@@ -259,6 +261,49 @@ def test_a_batch_larger_than_an_export_is_exported_in_parts() -> None:
     export.shutdown()
     assert [len(_spans_of(body)) for body in kept.bodies] == [2, 2, 1]
     assert sorted(span.span_id[-1] for span in kept.spans()) == [1, 2, 3, 4, 5]
+
+
+def test_exports_are_filled_to_their_batch_size_by_splitting_a_batch() -> None:
+    """Three batches of 3 request spans and 2 own spans each, exports of at most 4: every export
+    but the last carries 4, a batch's spans split between two exports where it does not fit,
+    and every span is exported once, the own ones in their batch's trace. (An export is due
+    only once 4 spans wait, or at shutdown: whenever the thread takes, it is the same.)"""
+    kept = Kept()
+    export = SpanExport(kept, _encoder(), ExportLimits(100, 600, 4, 5))
+    for batch in range(3):
+        own = [StageSpan(f"stage {batch}-{n}", 1000 + 10 * batch + n, 0, 1, 2) for n in range(2)]
+        spans = [
+            RequestSpan(f"{10 * batch + n + 1:032x}", f"{10 * batch + n + 1:016x}", None)
+            for n in range(3)
+        ]
+        export.put(BatchSpans(1, 2, (), None, spans, trace_id=batch + 1, own=own))
+    kept.go.set()
+    export.shutdown()
+    assert [len(_spans_of(body)) for body in kept.bodies] == [4, 4, 4, 3]
+    exported = kept.spans()
+    assert len(exported) == 15 and len({span.span_id for span in exported}) == 15
+    for span in exported:
+        if span.name.startswith("stage"):
+            assert int.from_bytes(span.trace_id, "big") == int(span.name[6]) + 1
+
+
+def test_a_batch_splits_anywhere_into_two_that_share_what_it_shares() -> None:
+    own = [StageSpan("batch", 1, 0, 1, 2), StageSpan("stage", 2, 1, 1, 2)]
+    spans = [RequestSpan(f"{n + 1:032x}", f"{n + 1:016x}", None) for n in range(3)]
+    batch = BatchSpans(5, 6, ((7, 8, 1),), "boom", spans, trace_id=9, own=own)
+    for first in range(batch.count + 1):
+        head, rest = batch.split(first)
+        assert head.count == first and rest.count == batch.count - first
+        assert [*head.own, *rest.own] == own and [*head.spans, *rest.spans] == spans
+        for part in (head, rest):
+            assert (part.start_ns, part.end_ns, part.links, part.error, part.trace_id) == (
+                5,
+                6,
+                ((7, 8, 1),),
+                "boom",
+                9,
+            )
+    assert [part.count for part in batch.parts(2)] == [2, 2, 1]
 
 
 def test_a_full_queue_drops_spans_counts_them_and_says_so_once(
