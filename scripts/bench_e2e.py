@@ -55,7 +55,7 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   in one group (``paired_flood``): its users/s against one worker's and the hand-written
   pipeline's in that round. A worker runs its lanes on one thread; a second worker is how the
   service uses a second core.
-- tracing off and on side by side (``--tracing-pairs``, 3 rounds; one in ``--quick``): two
+- tracing off and on side by side (``--tracing-pairs``, 5 rounds; one in ``--quick``): two
   fresh workers in the service's group at once, one with tracing off (no ``OTEL_*`` variables)
   and one with it on, answering one flood, each the partitions it was assigned; which starts
   first alternates by round. Tracing's cost is the traced worker's CPU per user of its share
@@ -1307,10 +1307,12 @@ SAMPLER_VARIABLES = ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG")
 # Rounds of the traced and the untraced worker side by side. Taken one after the other, two
 # floods of the same code differed by up to 40 % in users/s on this machine and by 20 % in the
 # worker's CPU per user, far more than tracing costs. Two workers answering one flood at once
-# share the machine's state: in a trial of four rounds the traced worker's extra CPU per user
-# read +5.6, +4.1, +5.8 and +1.5 % while the CPU per user itself ranged 0.29-0.42 s per 1,000
-# users (two untraced workers side by side: see the README).
-TRACING_PAIRS = 3
+# share the machine's state, yet two untraced workers still read +1.5, +2.0, +1.5 and 0.0 %
+# apart (2026-12-04), and the traced worker's main thread alone moved -1.6 to +10.2 µs a user
+# from its neighbour's (of about 270) while its export thread cost 4-6 µs: five rounds, so that
+# the median is not one disturbed round's (with three, one round of +4.5 or +5.8 % was the
+# median of runs whose other rounds read +0.7 to +2.3 %).
+TRACING_PAIRS = 5
 
 
 async def tracings(ctx: Context, users: int, first_index: int, pairs: int) -> dict[str, Any]:

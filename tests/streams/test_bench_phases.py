@@ -296,9 +296,9 @@ def test_two_workers_are_compared_with_one_and_with_the_hand_written_pipeline() 
 
 
 @pytest.mark.parametrize(
-    ("given", "pairs"), [({}, 3), ({"quick": True}, 1), ({"tracing_pairs": 5}, 5)]
+    ("given", "pairs"), [({}, 5), ({"quick": True}, 1), ({"tracing_pairs": 3}, 3)]
 )
-def test_the_plan_floods_tracing_in_three_pairs_unless_told(
+def test_the_plan_floods_tracing_in_five_pairs_unless_told(
     given: dict[str, Any], pairs: int
 ) -> None:
     assert bench_e2e.build_plan(_args(**given)).tracing_pairs == pairs
