@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 import requests.utils
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -141,9 +142,9 @@ class HttpClientTransport(BaseHTTPTransport):
         )
 
     def is_connection_error(self, exception: Exception | None) -> bool:
-        if isinstance(exception, OSError | http.client.HTTPException):
-            return True
-        return self._fallback.is_connection_error(exception)
+        if isinstance(exception, requests.RequestException):  # an OSError too: theirs to say
+            return self._fallback.is_connection_error(exception)
+        return isinstance(exception, OSError | http.client.HTTPException)
 
     def close(self) -> None:
         for connection in self._connections.values():

@@ -153,6 +153,17 @@ def test_a_refused_connection_is_a_connection_error_and_the_next_try_connects() 
     assert transport.is_connection_error(result.error)
 
 
+def test_what_requests_raised_is_classified_by_the_requests_transport() -> None:
+    """A requests exception is an OSError too; whether it is a connection error is the
+    fallback's to say (here: never), not this transport's."""
+    import requests
+
+    transport = HttpClientTransport(fallback=Recorded())
+    assert not transport.is_connection_error(requests.ConnectionError("through the proxy"))
+    assert transport.is_connection_error(TimeoutError("timed out"))
+    assert not transport.is_connection_error(ValueError("not a transport error"))
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "url"),
     [
