@@ -237,3 +237,19 @@ def test_a_credential_provider_leaves_the_transport_to_the_exporter(
     new_span_exporter()
     assert made[0] == {}
     assert isinstance(made[1]["_transport"], HttpClientTransport)
+
+
+def test_an_exporter_without_a_transport_argument_is_made_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A later exporter version may drop its private ``_transport``: then ``requests`` again,
+    with the session that reads the environment once."""
+    made: list[dict[str, Any]] = []
+
+    class Exporter:
+        def __init__(self, session: Any = None) -> None:
+            made.append({"session": session})
+
+    monkeypatch.setattr("streams.otlp_transport.OTLPSpanExporter", Exporter)
+    new_span_exporter()
+    assert [type(options["session"]).__name__ for options in made] == ["EnvironmentOnce"]
