@@ -1370,10 +1370,10 @@ async def paired_flood(
     label: str,
 ) -> dict[str, dict[str, Any]]:
     """One flood on ``users`` freshly seeded users, answered by two fresh workers at once (one
-    per entry of ``envs``, started in that order) in the service's group: per worker, the
-    partitions it was assigned, how many of the flood's users they held, its CPU s per 1,000 of
-    them and its rate (its share over the time to its last outcome); under ``BOTH`` the
-    flood's own rate, first publish to last outcome."""
+    per entry of ``envs``, started in that order, each ready before the next) in the service's
+    group: per worker, the partitions it was assigned, how many of the flood's users they held,
+    its CPU s per 1,000 of them and its rate (its share over the time to its last outcome);
+    under ``BOTH`` the flood's own rate, first publish to last outcome."""
     ids = await seed(ctx.env, users, f"{prefix}-")
     progress(f"{label}: {users:,} users seeded, two workers")
     workers = {
@@ -1381,10 +1381,13 @@ async def paired_flood(
         for number, (mode, env) in enumerate(envs.items())
     }
     both = _Both(list(workers.values()))
-    for worker in workers.values():
-        worker.start()
     try:
+        # One after the other, the first ready before the second starts: started together, the
+        # one slower to start (the traced worker loads the OpenTelemetry SDK) joined the group
+        # last in 9 rounds of 10 and took the same partitions each time. Staggered, the order
+        # (alternated by the caller) decides which joins first, for either side in turn.
         for worker in workers.values():
+            worker.start()
             await worker.wait_ready(ctx.http)
         owned = await split_assignment(ctx, workers)
         await warm_up(ctx, both, f"{prefix}w-")
