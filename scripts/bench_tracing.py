@@ -131,11 +131,7 @@ def encode_path() -> Callable[[list[BatchSpans]], None]:
 def export_path(endpoint: str, spans: int) -> Callable[[list[BatchSpans]], None]:
     """Through the exporter the worker makes (``new_span_exporter``: its http.client
     transport), given ``endpoint``."""
-    environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = endpoint
-    try:
-        exporter = new_span_exporter()
-    finally:
-        del environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    exporter = new_span_exporter(endpoint)
     post = private_post(exporter)
     assert post is not None, "this exporter has no client.export(bytes)"
     encoder = SpanEncoder(RESOURCE, SCOPE, REQUEST_SPAN)

@@ -248,25 +248,25 @@ def tls_settings(env: Mapping[str, str] = os.environ) -> tuple[Verify, Cert]:
     return verify, cert
 
 
-def new_span_exporter() -> OTLPSpanExporter:
+def new_span_exporter(endpoint: str | None = None) -> OTLPSpanExporter:
     """The OTLP/HTTP span exporter, configured by the ``OTEL_*`` variables as it configures
-    itself, on ``HttpClientTransport`` with ``requests`` (an ``EnvironmentOnce`` session) behind
-    it; as the SDK makes it when a credential provider supplies the session."""
+    itself (``endpoint``: the traces URL instead of theirs), on ``HttpClientTransport`` with
+    ``requests`` (an ``EnvironmentOnce`` session) behind it; as the SDK makes it when a
+    credential provider supplies the session."""
     session = environment_once_session()
     if session is None:
-        return OTLPSpanExporter()
+        return OTLPSpanExporter(endpoint=endpoint)
     try:
         from opentelemetry.exporter.http.transport._requests import RequestsHTTPTransport
     except ImportError:
-        return OTLPSpanExporter(session=session)
+        return OTLPSpanExporter(endpoint=endpoint, session=session)
     verify, cert = tls_settings()
     fallback = RequestsHTTPTransport(verify=verify, cert=cert, session=session)
     transport = HttpClientTransport(verify=verify, cert=cert, fallback=fallback)
-    options: dict[str, Any] = {"_transport": transport}
     try:
-        return OTLPSpanExporter(**options)
+        return OTLPSpanExporter(endpoint=endpoint, _transport=transport)
     except TypeError:  # no ``_transport`` in this version
-        return OTLPSpanExporter(session=session)
+        return OTLPSpanExporter(endpoint=endpoint, session=session)
 
 
 __all__ = [

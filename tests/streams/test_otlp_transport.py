@@ -227,7 +227,7 @@ def test_a_credential_provider_leaves_the_transport_to_the_exporter(
     made: list[dict[str, Any]] = []
 
     class Exporter:
-        def __init__(self, **options: Any) -> None:
+        def __init__(self, endpoint: Any = None, **options: Any) -> None:
             made.append(options)
 
     monkeypatch.setattr("streams.otlp_transport.OTLPSpanExporter", Exporter)
@@ -247,7 +247,7 @@ def test_an_exporter_without_a_transport_argument_is_made_as_before(
     made: list[dict[str, Any]] = []
 
     class Exporter:
-        def __init__(self, session: Any = None) -> None:
+        def __init__(self, endpoint: Any = None, session: Any = None) -> None:
             made.append({"session": session})
 
     monkeypatch.setattr("streams.otlp_transport.OTLPSpanExporter", Exporter)
