@@ -62,7 +62,8 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   over the untraced one's, within each round (their rates are shown too), the median round
   reported: two workers sharing one flood share the machine's state, where two floods minutes
   apart do not. The traced worker exports every span over OTLP/HTTP to a minimal receiver in
-  this process (``scripts/otlp_receiver.py``, which counts them). Off in ``--quick``
+  a process of its own, as a collector is (``scripts/otlp_receiver.py``, which counts them).
+  Off in ``--quick``
   (``--tracing`` turns it on).
 - baseline (a reference line, not the service): the batch applier applying one user per
   PostgreSQL transaction, no Kafka, on a tenth of the users (at most 5,000).
@@ -100,7 +101,7 @@ from typing import Any, Protocol
 import aiohttp
 import bench_idle
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from otlp_receiver import OtlpReceiver
+from otlp_receiver import ReceiverError, ReceiverProcess
 
 from streams.stack.ports import free_port
 
@@ -1320,29 +1321,38 @@ async def tracings(ctx: Context, users: int, first_index: int, pairs: int) -> di
     once, one with tracing off (no ``OTEL_*`` variables) and one with it on, answering one flood
     of ``users``, each the partitions it was assigned; which starts first alternates by round.
     Each round compares the two workers' CPU per 1,000 users of their own share, and their
-    rates. The traced worker exports its spans over OTLP/HTTP to a receiver in this process:
-    every span, unless the bench's own environment names a sampler (``OTEL_TRACES_SAMPLER``,
-    ``…_ARG``: passed on)."""
+    rates. The traced worker exports its spans over OTLP/HTTP to a receiver in a process of its
+    own, as a collector is (see ``otlp_receiver``): every span, unless the bench's own
+    environment names a sampler (``OTEL_TRACES_SAMPLER``, ``…_ARG``: passed on)."""
+    try:
+        with ReceiverProcess() as receiver:
+            return await _traced_pairs(ctx, users, first_index, pairs, receiver)
+    except ReceiverError as exc:
+        raise BenchError(str(exc)) from None
+
+
+async def _traced_pairs(
+    ctx: Context, users: int, first_index: int, pairs: int, receiver: ReceiverProcess
+) -> dict[str, Any]:
     plain = {name: value for name, value in ctx.env.items() if not name.startswith("OTEL_")}
     sampler = {name: ctx.env[name] for name in SAMPLER_VARIABLES if name in ctx.env}
+    traced = {
+        **plain,
+        **sampler,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_SERVICE_NAME": "onboarding-migrator-bench",
+    }
     done: list[dict[str, dict[str, Any]]] = []
-    with OtlpReceiver(free_port(), keep=False) as receiver:
-        traced = {
-            **plain,
-            **sampler,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            "OTEL_SERVICE_NAME": "onboarding-migrator-bench",
-        }
-        for pair in range(pairs):
-            order = TRACING if pair % 2 == 0 else TRACING[::-1]
-            envs = {mode: traced if mode == "on" else plain for mode in order}
-            label = f"tracing off and on side by side ({pair + 1}/{pairs})"
-            before = receiver.count
-            runs = await paired_flood(ctx, envs, first_index + 2 * pair, users, f"t{pair}", label)
-            # Every span the traced worker exported, its warm-up's too.
-            runs["on"]["spans_received"] = receiver.count - before
-            runs["on"]["sampler"] = sampler
-            done.append(runs)
+    for pair in range(pairs):
+        order = TRACING if pair % 2 == 0 else TRACING[::-1]
+        envs = {mode: traced if mode == "on" else plain for mode in order}
+        label = f"tracing off and on side by side ({pair + 1}/{pairs})"
+        before = receiver.count
+        runs = await paired_flood(ctx, envs, first_index + 2 * pair, users, f"t{pair}", label)
+        # Every span the traced worker exported, its warm-up's too.
+        runs["on"]["spans_received"] = receiver.count - before
+        runs["on"]["sampler"] = sampler
+        done.append(runs)
     return tracing_summary(done)
 
 

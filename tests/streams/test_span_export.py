@@ -63,7 +63,7 @@ from streams.tracing import (
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
-from otlp_receiver import OtlpReceiver  # noqa: E402
+from otlp_receiver import OtlpReceiver, ReceiverError, ReceiverProcess  # noqa: E402
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 REQUEST_ID = UUID("6f1c3c1e-2b8a-4c4f-9d0e-6a1b2c3d4e5f")
@@ -584,6 +584,33 @@ def test_spans_reach_an_otlp_http_receiver_by_either_route(
     assert request.parent_span_id == "00f067aa0ba902b7" and request.kind == 5
     assert request.links == ((by_name[KAFKA_SPAN].trace_id, by_name[KAFKA_SPAN].span_id),)
     assert {span.service for span in receiver.spans} == {"onboarding-migrator"}
+
+
+def test_the_bench_s_receiver_process_counts_what_the_worker_s_export_sends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bench's collector stand-in, in a process of its own: the spans of a batch, sent by
+    the worker's own export path, are counted there and read back from here."""
+    with ReceiverProcess() as receiver:
+        assert receiver.port and receiver.count == 0
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        worker = new_tracing(Settings(tracing="otlp"))
+        with worker.batch([_record(n, []) for n in range(3)], 0) as trace:
+            with trace.stage(KAFKA_SPAN):
+                pass
+        worker.shutdown()
+        assert receiver.count == 3 + 2  # three request spans, the batch span and its stage
+
+
+def test_the_bench_s_receiver_process_says_why_it_did_not_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(
+        ReceiverError, match="the OTLP receiver did not start: it exited with code 1"
+    ):
+        with ReceiverProcess():
+            pass
 
 
 def test_the_exporter_s_session_reads_the_environment_as_requests_does_but_once(
