@@ -1864,7 +1864,7 @@ def tracing_lines(summary: dict[str, Any]) -> list[str]:
         f"tracing off and on side by side: two fresh workers in one group answering one flood of "
         f"{summary['users']:,} freshly seeded users, each its own partitions, {len(pairs)} "
         f"round(s), alternating which starts first (on: {sampled} exported over OTLP/HTTP to a "
-        "receiver in this process); the median round:",
+        "receiver in a process of its own); the median round:",
         *paired_rows(summary, "tracing", ("off", "on")),
         f"  tracing costs the worker {_pct(summary['extra_cpu_pct'])} CPU per user (each round: "
         f"{each}); the traced worker's rate {_pct(_negated(summary['rate_cost_pct']))} against "
