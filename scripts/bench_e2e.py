@@ -14,7 +14,9 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   read back; worker peak RSS; CPU seconds per 1,000 users of the worker, Kafka, PostgreSQL
   and Redis; how far ``stats.requested`` strays from the outcome topics meanwhile; where
   PostgreSQL's time went (``pg_stat_statements``, reset before the flood: the top statements by
-  total execution time, with calls and share).
+  total execution time, with calls and share); which resource it exhausted: the machine's busy,
+  idle and stolen cores (``/proc/stat``), how much of the busy time the measured processes
+  account for, and the worker's event-loop thread's share of a core (its lanes all run there).
   ``--users 10000,100000`` floods each size with freshly seeded users and a fresh worker
   process (same app id), so that peak RSS is per size.
   Before the first one, a throwaway flood of half its size (at most 10,000 users; none in
@@ -307,6 +309,44 @@ def cpu_seconds(root: int) -> float:
         if fields is not None:
             ticks += sum(int(value) for value in fields[11:15])
     return ticks / CLOCK_TICKS
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """CPU time of one thread of ``pid`` (the worker's event loop is the thread ``pid`` itself)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+_MACHINE_TICKS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def machine_ticks() -> dict[str, int]:
+    """The machine's CPU time by kind, all CPUs, in ticks (``/proc/stat``'s first line)."""
+    with open("/proc/stat") as handle:
+        fields = handle.readline().split()[1:]
+    return dict(zip(_MACHINE_TICKS, map(int, fields), strict=False))
+
+
+def machine_use(
+    before: dict[str, int], after: dict[str, int], seconds: float, processes_cpu_s: float
+) -> dict[str, Any]:
+    """Which resource a flood exhausted, in cores: the machine's busy time (user, system and
+    interrupts; a guest's time is in user), its time taken by the hypervisor (steal), its idle
+    time, and how much of the busy time the measured processes account for (the rest: the
+    kernel's work for them, loopback networking, and anything else running)."""
+    spent = {kind: (after[kind] - before[kind]) / CLOCK_TICKS / seconds for kind in before}
+    busy = sum(spent[kind] for kind in ("user", "nice", "system", "irq", "softirq"))
+    return {
+        "cores": os.cpu_count(),
+        "busy_cores": round(busy, 2),
+        "steal_cores": round(spent["steal"], 2),
+        "idle_cores": round(spent["idle"] + spent["iowait"], 2),
+        "processes_cores": round(processes_cpu_s / seconds, 2),
+    }
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -800,13 +840,17 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         processes = {"worker": worker.pid, **ctx.servers}
         cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
         client_before = self_cpu_seconds()
+        loop_before = thread_cpu_seconds(worker.pid, worker.pid)
+        machine_before, sampled_before = machine_ticks(), time.monotonic()
         poller = asyncio.create_task(poll_counter(ctx, worker, base, stop, samples))
         started = time.monotonic()
         await publish_all(producer, records)
         published = time.monotonic()
         finished = await watcher.wait_count(users, worker, "flood")
+        machine_after, sampled_after = machine_ticks(), time.monotonic()
         cpu_after = {name: cpu_seconds(pid) for name, pid in processes.items()}
         client_cpu = self_cpu_seconds() - client_before
+        loop_cpu = thread_cpu_seconds(worker.pid, worker.pid) - loop_before
         # Let the counter catch up, so the lag of the last levels is measured too.
         deadline = time.monotonic() + 30
         while (not samples or samples[-1][1] < users) and time.monotonic() < deadline:
@@ -824,6 +868,10 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         name: round((cpu_after[name] - cpu_before[name]) * 1000 / users, 3) for name in processes
     }
     per_1k["bench client"] = round(client_cpu * 1000 / users, 3)
+    window = sampled_after - sampled_before
+    processes_cpu = sum(cpu_after[name] - cpu_before[name] for name in processes) + client_cpu
+    machine = machine_use(machine_before, machine_after, window, processes_cpu)
+    machine["worker_loop_thread_cores"] = round(loop_cpu / window, 2)
     return {
         "users": users,
         "seconds": round(elapsed, 3),
@@ -836,6 +884,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         "outcomes_total": watcher.count,
         "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
         "cpu_s_per_1000_users": per_1k,
+        "machine": machine,
         "counter_lag": counter_lag(samples, watcher),
         "postgres_top_statements": statements,
     }
@@ -1481,6 +1530,16 @@ def tracing_summary(pairs: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any
     }
 
 
+def machine_line(users: int, machine: dict[str, Any]) -> str:
+    """Which resource the flood exhausted: the machine's cores, or the worker's one thread."""
+    return (
+        f"  machine during the {users:,}-user flood: {machine['busy_cores']:.2f} of "
+        f"{machine['cores']} cores busy ({machine['processes_cores']:.2f} in the processes above), "
+        f"{machine['idle_cores']:.2f} idle, {machine['steal_cores']:.2f} taken by the hypervisor; "
+        f"the worker's event-loop thread {machine['worker_loop_thread_cores']:.2f} of a core"
+    )
+
+
 def percent_more(value: float, reference: float) -> float | None:
     """How many % ``value`` is above ``reference`` (negative: below); None without a reference."""
     if not reference or math.isnan(reference) or math.isnan(value):
@@ -1703,6 +1762,9 @@ def table(report: dict[str, Any]) -> str:
             f"{f['worker_peak_rss_mib']:>8.0f} | {'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} "
             f"{cpu['postgres']:>8.2f} {cpu['redis']:>6.2f} {cpu['bench client']:>6.2f}"
         )
+    for f in floods:
+        if "machine" in f:
+            lines.append(machine_line(f["users"], f["machine"]))
     lines += ["", "counter lag: GET stats `requested` vs outcomes on the topics (0.2 s polls)"]
     for f in floods:
         lag = f["counter_lag"]

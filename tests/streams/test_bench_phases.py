@@ -338,6 +338,39 @@ def test_a_flood_only_report_prints_the_floods_alone() -> None:
     assert "idle" not in text and "reference only" not in text
 
 
+def test_the_machine_s_use_is_cores_of_each_kind_over_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flood of 10 s on 2 cores: 1,700 ticks busy (user, nice, system, irq, softirq), 100
+    stolen, 200 idle (idle and iowait), 15 s of it in the measured processes."""
+    monkeypatch.setattr(bench_e2e, "CLOCK_TICKS", 100)
+    monkeypatch.setattr(bench_e2e.os, "cpu_count", lambda: 2)
+    before = dict.fromkeys(bench_e2e._MACHINE_TICKS, 1000)
+    spent = {"user": 1200, "nice": 0, "system": 300, "irq": 50, "softirq": 150, "steal": 100}
+    spent |= {"idle": 150, "iowait": 50}
+    after = {kind: before[kind] + spent[kind] for kind in before}
+    use = bench_e2e.machine_use(before, after, 10.0, 15.0)
+    assert use == {
+        "cores": 2,
+        "busy_cores": 1.7,
+        "steal_cores": 0.1,
+        "idle_cores": 0.2,
+        "processes_cores": 1.5,
+    }
+    line = bench_e2e.machine_line(100_000, {**use, "worker_loop_thread_cores": 0.74})
+    assert line == (
+        "  machine during the 100,000-user flood: 1.70 of 2 cores busy (1.50 in the processes "
+        "above), 0.20 idle, 0.10 taken by the hypervisor; the worker's event-loop thread 0.74 "
+        "of a core"
+    )
+
+
+def test_the_machine_s_ticks_are_read_from_proc_stat() -> None:
+    ticks = bench_e2e.machine_ticks()
+    assert set(ticks) == set(bench_e2e._MACHINE_TICKS)
+    assert ticks["idle"] > 0 and all(value >= 0 for value in ticks.values())
+
+
 def _full_report(**extra: Any) -> dict[str, Any]:
     """A full run's report: floods, idle, half load, baseline and reference, and ``extra``."""
     return _report(
