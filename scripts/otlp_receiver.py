@@ -23,12 +23,13 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -173,6 +174,9 @@ class ReceiverProcess:
         self.port = 0
         self._start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
+        # Its errors go to a file, not a pipe: a pipe nobody reads during a long bench would
+        # fill up and stop the receiver at its next traceback.
+        self._errors: IO[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -190,28 +194,41 @@ class ReceiverProcess:
             raise ReceiverError(f"the OTLP receiver on port {self.port}: {exc}") from None
 
     def __enter__(self) -> ReceiverProcess:
+        self._errors = errors = tempfile.TemporaryFile()
         self._process = process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--port", "0"],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=errors,
         )
-        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout is not None
         ready, _, _ = select.select([process.stdout], [], [], self._start_timeout_s)
         said = process.stdout.readline().decode(errors="replace").split() if ready else []
         if said[:1] == [LISTENING] and len(said) == 2 and said[1].isdigit():
             self.port = int(said[1])
             return self
-        self.__exit__()
+        self._stop(process)
         if not ready:
             why = f"it said nothing within {self._start_timeout_s:.0f} s"
         else:
-            lines = process.stderr.read().decode(errors="replace").strip().splitlines()
+            errors.seek(0)
+            lines = errors.read().decode(errors="replace").strip().splitlines()
             why = lines[-1] if lines else f"it exited with code {process.returncode}"
+        self.__exit__()
         raise ReceiverError(f"the OTLP receiver did not start: {why}")
 
     def __exit__(self, *exc: object) -> None:
-        process = self._process
-        if process is None or process.returncode is not None:
+        process, self._process = self._process, None
+        if process is not None:
+            self._stop(process)
+            if process.stdout is not None:
+                process.stdout.close()
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
+
+    @staticmethod
+    def _stop(process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is not None:
             return
         process.terminate()
         try:

@@ -602,13 +602,18 @@ def test_the_bench_s_receiver_process_counts_what_the_worker_s_export_sends(
         assert receiver.count == 3 + 2  # three request spans, the batch span and its stage
 
 
+@pytest.mark.parametrize(
+    ("program", "why"),
+    [
+        ("/bin/false", "it exited with code 1"),  # silent
+        ("/bin/sh", ".*otlp_receiver.py: .*[Ss]yntax error"),  # the last line sh said of Python
+    ],
+)
 def test_the_bench_s_receiver_process_says_why_it_did_not_start(
-    monkeypatch: pytest.MonkeyPatch,
+    program: str, why: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sys, "executable", "/bin/false")
-    with pytest.raises(
-        ReceiverError, match="the OTLP receiver did not start: it exited with code 1"
-    ):
+    monkeypatch.setattr(sys, "executable", program)
+    with pytest.raises(ReceiverError, match=f"the OTLP receiver did not start: {why}"):
         with ReceiverProcess():
             pass
 
