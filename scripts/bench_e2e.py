@@ -65,8 +65,7 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   reported: two workers sharing one flood share the machine's state, where two floods minutes
   apart do not. The traced worker exports every span over OTLP/HTTP to a minimal receiver in
   a process of its own, as a collector is (``scripts/otlp_receiver.py``, which counts them).
-  Off in ``--quick``
-  (``--tracing`` turns it on).
+  Off in ``--quick`` (``--tracing`` turns it on).
 - baseline (a reference line, not the service): the batch applier applying one user per
   PostgreSQL transaction, no Kafka, on a tenth of the users (at most 5,000).
 
@@ -275,9 +274,11 @@ def request_value(user_id: str) -> bytes:
 # --- processes: CPU and memory from /proc ------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def _stat_fields(pid: int, tid: int | None = None) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (of one thread: ``tid``)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat") as handle:
+        with open(path) as handle:
             return handle.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
@@ -313,10 +314,8 @@ def cpu_seconds(root: int) -> float:
 
 def thread_cpu_seconds(pid: int, tid: int) -> float:
     """CPU time of one thread of ``pid`` (the worker's event loop is the thread ``pid`` itself)."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat_fields(pid, tid)
+    if fields is None:
         return math.nan
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
@@ -864,13 +863,11 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         await producer.stop()
         await watcher.close()
     elapsed = finished - started
-    per_1k = {
-        name: round((cpu_after[name] - cpu_before[name]) * 1000 / users, 3) for name in processes
-    }
-    per_1k["bench client"] = round(client_cpu * 1000 / users, 3)
+    spent = {name: cpu_after[name] - cpu_before[name] for name in processes}
+    spent["bench client"] = client_cpu
+    per_1k = {name: round(seconds * 1000 / users, 3) for name, seconds in spent.items()}
     window = sampled_after - sampled_before
-    processes_cpu = sum(cpu_after[name] - cpu_before[name] for name in processes) + client_cpu
-    machine = machine_use(machine_before, machine_after, window, processes_cpu)
+    machine = machine_use(machine_before, machine_after, window, sum(spent.values()))
     machine["worker_loop_thread_cores"] = round(loop_cpu / window, 2)
     return {
         "users": users,
@@ -1535,8 +1532,9 @@ def machine_line(users: int, machine: dict[str, Any]) -> str:
     return (
         f"  machine during the {users:,}-user flood: {machine['busy_cores']:.2f} of "
         f"{machine['cores']} cores busy ({machine['processes_cores']:.2f} in the processes above), "
-        f"{machine['idle_cores']:.2f} idle, {machine['steal_cores']:.2f} taken by the hypervisor; "
-        f"the worker's event-loop thread {machine['worker_loop_thread_cores']:.2f} of a core"
+        f"{machine['idle_cores']:.2f} unused, {machine['steal_cores']:.2f} taken by the "
+        f"hypervisor; the worker's event-loop thread "
+        f"{machine['worker_loop_thread_cores']:.2f} of a core"
     )
 
 
@@ -1762,9 +1760,7 @@ def table(report: dict[str, Any]) -> str:
             f"{f['worker_peak_rss_mib']:>8.0f} | {'':22}{cpu['worker']:>6.2f} {cpu['kafka']:>6.2f} "
             f"{cpu['postgres']:>8.2f} {cpu['redis']:>6.2f} {cpu['bench client']:>6.2f}"
         )
-    for f in floods:
-        if "machine" in f:
-            lines.append(machine_line(f["users"], f["machine"]))
+    lines += [machine_line(f["users"], f["machine"]) for f in floods]
     lines += ["", "counter lag: GET stats `requested` vs outcomes on the topics (0.2 s polls)"]
     for f in floods:
         lag = f["counter_lag"]

@@ -123,6 +123,14 @@ def _flood(users_per_s: float, worker_cpu: float, users: int = 2_000) -> dict[st
             "bench client": 0.05,
         },
         "outcomes": {"migrated": users, "failed": 0, "rolled-back": 0},
+        "machine": {
+            "cores": 2,
+            "busy_cores": 1.7,
+            "steal_cores": 0.0,
+            "idle_cores": 0.3,
+            "processes_cores": 1.68,
+            "worker_loop_thread_cores": 0.78,
+        },
         "counter_lag": {"behind_records": 0, "behind_s": 0.0, "ahead_records": 10, "polls": 9},
     }
 
@@ -334,6 +342,7 @@ def _report(**extra: Any) -> dict[str, Any]:
 def test_a_flood_only_report_prints_the_floods_alone() -> None:
     text = bench_e2e.table(_report())
     assert "flood: N requests published at once" in text
+    assert "  machine during the 2,000-user flood: 1.70 of 2 cores busy" in text
     assert "counter lag" in text
     assert "idle" not in text and "reference only" not in text
 
@@ -360,7 +369,7 @@ def test_the_machine_s_use_is_cores_of_each_kind_over_the_window(
     line = bench_e2e.machine_line(100_000, {**use, "worker_loop_thread_cores": 0.74})
     assert line == (
         "  machine during the 100,000-user flood: 1.70 of 2 cores busy (1.50 in the processes "
-        "above), 0.20 idle, 0.10 taken by the hypervisor; the worker's event-loop thread 0.74 "
+        "above), 0.20 unused, 0.10 taken by the hypervisor; the worker's event-loop thread 0.74 "
         "of a core"
     )
 
