@@ -59,6 +59,16 @@ version where a name is gone, and ``pyproject.toml`` caps both below their next 
    so the new epoch fences whatever the old one left in flight: aiokafka speaks the oldest
    transaction request versions, whose gaps KIP-890 closes only for newer clients). Proven by
    the fault test and the 3-broker run of ``tests/e2e/test_topology.py``.
+10. ``faust.App._new_transport`` is overridden (``MigratorApp``) to make the app's consumer a
+    ``BatchingConsumer``, which overrides ``Consumer._drain_messages`` (and reads
+    ``_read_offset``, ``_add_gap``, ``_n_acked``, ``_commit_every``, ``suspend_flow`` and
+    ``diag`` as Faust's own loop does). Corrects: Faust hands every record on alone, through
+    four tasks (``wait_first``), the conductor, the topic's channel queue and the stream's
+    iterator, about a quarter of the worker's event-loop thread in a flood. The records of a
+    topic with a batch sink (``MigratorApp.batch_sinks``: the request topic's lanes) go to it
+    a partition's fetch at a time instead; every other topic's records take Faust's path.
+    Proven by every end-to-end test (all requests travel this way), the fault test and
+    ``tests/e2e/test_holes.py`` (records dropped on the way are found by the hole guard).
 """
 
 from __future__ import annotations
@@ -70,9 +80,10 @@ from typing import Any, Generic, Protocol, TypeVar
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.producer.transaction_manager import TransactionState
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.types import TP
+from faust.types import TP, TransportT
 
 # Transaction states ``abort_transaction`` accepts (an open transaction, or one failed abortably).
 _ABORTABLE = (TransactionState.IN_TRANSACTION, TransactionState.ABORTABLE_ERROR)
@@ -89,8 +100,21 @@ class RebalanceListener(Protocol):
 Listener = TypeVar("Listener", bound=RebalanceListener)
 
 
+class BatchSink(Protocol):
+    """Takes a topic's records a partition's fetch at a time (``MigratorApp.batch_sinks``)."""
+
+    def offer(self, partition: int, messages: list[Any]) -> bool:
+        """Take the records now if there is room for them; False when there is none."""
+        ...
+
+    async def put(self, partition: int, messages: list[Any]) -> None:
+        """Take the records once there is room (the fetching waits meanwhile)."""
+        ...
+
+
 class MigratorApp(faust.App, Generic[Listener]):
-    """Faust's app, telling the delivery guarantee about a rebalance before Faust acts.
+    """Faust's app, telling the delivery guarantee about a rebalance before Faust acts, and
+    handing the records of a topic with a batch sink over in batches.
 
     The revocation must be known before Faust waits for in-flight records (a batch that sees it
     stops instead of committing), and the assignment must register the partitions'
@@ -105,6 +129,12 @@ class MigratorApp(faust.App, Generic[Listener]):
         self.rebalance = rebalance(self)
         # Called once Faust has taken an assignment in (run control re-pauses partitions).
         self.assignment_listeners: list[Callable[[], None]] = []
+        # Topic name -> who takes its records in batches, past Faust's streams (register, 10).
+        self.batch_sinks: dict[str, BatchSink] = {}
+
+    def _new_transport(self) -> TransportT:
+        transport: TransportT = _BatchingTransport(self.conf.broker_consumer, self)
+        return transport
 
     async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
         await self.rebalance.on_revoking()
@@ -120,6 +150,86 @@ class MigratorApp(faust.App, Generic[Listener]):
         await super()._on_partitions_assigned(assigned, generation_id)
         for listener in self.assignment_listeners:
             listener()
+
+
+class BatchingConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, whose fetch loop hands the records of a topic with a batch
+    sink to it, a partition's fetch at a time (register, 10).
+
+    Everything else is Faust's loop as it is: records read before a seek back are dropped, the
+    gaps in an acknowledged topic are noted for Faust's commits, and a sink that has no room
+    holds the loop back only until a rebalance suspends the flow (the records are then
+    dropped, as Faust drops the one it was handing on: the hole guard reads them again).
+    """
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        app: Any = self.app
+        sinks: dict[str, BatchSink] = app.batch_sinks
+        read_offset = self._read_offset
+        acks_enabled_for = app.topics.acks_enabled_for
+        try:
+            while not (self.should_stop or fetcher.should_stop):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                fetched = self.getmany(timeout=1.0)
+                await self.sleep(0)  # Faust's loop yields here too: a fetch may be instant
+                if self.should_stop:
+                    break
+                batches: dict[TP, list[Any]] = {}
+                async for tp, message in fetched:
+                    offset, previous = message.offset, read_offset[tp]
+                    if previous is not None and offset < previous:
+                        continue  # read before a seek back to ``previous``
+                    if previous and offset - previous > 1 and acks_enabled_for(tp.topic):
+                        await self._add_gap(tp, previous + 1, offset)
+                    if tp.topic in sinks:
+                        batches.setdefault(tp, []).append(message)
+                    else:
+                        await self._hand_on(message)
+                    read_offset[tp] = offset
+                for tp, messages in batches.items():
+                    await self._hand_over(sinks.get(tp.topic), tp, messages)
+                await self._commit_if_due()
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if not app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not app.should_stop:
+                raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _hand_over(self, sink: BatchSink | None, tp: TP, messages: list[Any]) -> None:
+        """A partition's records of one fetch, to the sink. Those it took are tracked as
+        Faust's stream tracks what it yields, so a rebalance waits for their acks as before."""
+        if sink is None:  # the sink left meanwhile (its agent restarts): Faust's way then
+            for message in messages:
+                await self._hand_on(message)
+            return
+        if not sink.offer(tp.partition, messages):
+            put = sink.put(tp.partition, messages)
+            if put not in (await self.wait_first(put, self.suspend_flow.wait())).done:
+                return
+        if self.app.topics.acks_enabled_for(tp.topic):
+            unacked = self._unacked_messages
+            for message in messages:
+                message.tracked = True
+                unacked.add(message)
+
+    async def _hand_on(self, message: Any) -> None:
+        """One record of a topic without a sink, handed on the way Faust does."""
+        await self._commit_if_due()
+        await self.wait_first(self.callback(message), self.suspend_flow.wait())
+
+    async def _commit_if_due(self) -> None:
+        """Faust's ``broker_commit_every``: commit once that many records were acknowledged."""
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+
+
+class _BatchingTransport(faust_aiokafka.Transport):
+    Consumer = BatchingConsumer
 
 
 async def seek_to_committed(app: faust.App, topic: str) -> dict[int, int | None]:

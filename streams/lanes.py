@@ -8,6 +8,7 @@ the agent's (``streams.migrate_agent.process_batch``), handed in as ``process``.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,37 +28,65 @@ class Lanes:
     instead of taking turns. A user's requests share a partition (the key is the user id), so
     per-user order holds; partitions share nothing a batch locks but by accident (a user's
     requests keyed otherwise), which PostgreSQL settles like any lock wait.
+
+    Records arrive a fetch at a time from the consumer (``offer``/``put``: the app's batch
+    sink for the request topic), or one at a time from the agent's stream (``run``'s
+    ``events``: what is sent to the agent itself, as in Faust's ``test_context``). A lane holds
+    at most twice a batch before it holds the consumer back.
     """
 
     def __init__(
         self,
-        stream: Any,
         *,
         settings: Settings,
         control: ControlWatcher,
         publisher: BatchPublisher,
         process: Callable[[Sequence[Any]], Awaitable[None]],
+        ack: Callable[[Any], object],
     ) -> None:
-        self._stream = stream
         self._size = settings.batch_size
         self._within = settings.batch_within_s
         self._control = control
         self._publisher = publisher
         self._process = process
-        self._queues: dict[int, asyncio.Queue[Any]] = {}
+        self._ack = ack
+        self._lanes: dict[int, Lane] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reader: asyncio.Future[None] | None = None
 
+    def offer(self, partition: int, messages: list[Any]) -> bool:
+        """Take a fetch's records of a partition if its lane has room (a batch sink)."""
+        lane = self._lane(partition)
+        if lane.full() and not self._failed.done():
+            return False
+        lane.put(messages)
+        return True
+
+    async def put(self, partition: int, messages: list[Any]) -> None:
+        """Take them once the lane has room; at once if the lanes failed (nobody takes any
+        more: the agent is failing, and the records are read again by whoever answers next)."""
+        lane = self._lane(partition)
+        while lane.full() and not self._failed.done():
+            room: asyncio.Future[Any] = asyncio.ensure_future(lane.room.wait())
+            try:
+                await asyncio.wait({room, self._failed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                room.cancel()
+        lane.put(messages)
+
+    def _lane(self, partition: int) -> Lane:
+        lane = self._lanes.get(partition)
+        if lane is None:
+            lane = self._lanes[partition] = Lane(2 * self._size)
+            self._tasks.append(asyncio.ensure_future(self._answer(lane)))
+        return lane
+
     async def _read(self, events: Any) -> None:
-        """Hand each record to its partition's lane (a full lane holds the reader back)."""
+        """Hand each record the agent's stream yields to its partition's lane."""
         async for event in events:
-            partition = event.message.partition
-            queue = self._queues.get(partition)
-            if queue is None:
-                queue = self._queues[partition] = asyncio.Queue(maxsize=2 * self._size)
-                self._tasks.append(asyncio.ensure_future(self._lane(queue)))
-            await queue.put(event)
+            message = event.message
+            await self.put(message.partition, [message])
 
     async def run(self, events: Any) -> None:
         """Until the stream ends and every lane has answered what it holds; a lane's error or
@@ -80,35 +109,71 @@ class Lanes:
         if self._failed.done() and not self._failed.cancelled():
             self._failed.exception()  # retrieved: raised by ``run`` already, or moot on stop
 
-    async def _lane(self, queue: asyncio.Queue[Any]) -> None:
+    async def _answer(self, lane: Lane) -> None:
         reader = self._reader
-        assert reader is not None  # lanes are started by the reader
+        assert reader is not None  # records are taken once the agent runs
         pace = _Pace(self._within, self._size)
         control = self._control
         publisher = self._publisher
         try:
-            while events := await take_waiting(
-                queue, reader, control.batch_limit(self._size), pace.linger
+            while messages := await take_waiting(
+                lane, reader, control.batch_limit(self._size), pace.linger
             ):
-                if not await control.admit(len(events), revoking=publisher.revoking):
+                if not await control.admit(len(messages), revoking=publisher.revoking):
                     # Stopping while paused: records that may be left unanswered go to the
                     # partition's next owner; the others are answered (an ack commits them).
                     if publisher.leaves_unanswered:
-                        await _ack(self._stream, events)
+                        self._ack_all(messages)
                         continue
                 try:
-                    await self._process(events)
+                    await self._process(messages)
                 except BaseException:
                     if publisher.leaves_unanswered:
-                        await _ack(self._stream, events)
+                        self._ack_all(messages)
                     raise
-                await _ack(self._stream, events)
-                pace.done(len(events))
+                self._ack_all(messages)
+                pace.done(len(messages))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the agent, which re-raises it
             if not self._failed.done():
                 self._failed.set_exception(exc)
+
+    def _ack_all(self, messages: Sequence[Any]) -> None:
+        ack = self._ack
+        for message in messages:
+            ack(message)
+
+
+class Lane:
+    """One partition's records waiting for its batches, in offset order as they arrived."""
+
+    def __init__(self, most: int) -> None:
+        self.waiting: deque[Any] = deque()
+        self.most = most
+        self.arrived = asyncio.Event()  # set while records wait
+        self.room = asyncio.Event()  # set while fewer than ``most`` wait
+        self.room.set()
+
+    def full(self) -> bool:
+        return len(self.waiting) >= self.most
+
+    def put(self, messages: list[Any]) -> None:
+        if not messages:
+            return
+        self.waiting.extend(messages)
+        self.arrived.set()
+        if self.full():
+            self.room.clear()
+
+    def take(self, most: int) -> list[Any]:
+        waiting = self.waiting
+        taken = [waiting.popleft() for _ in range(min(most, len(waiting)))]
+        if not waiting:
+            self.arrived.clear()
+        if not self.full():
+            self.room.set()
+        return taken
 
 
 # A steady trickle (records arriving while the previous, small batch was written) waits this
@@ -151,7 +216,7 @@ class _Pace:
 
 
 async def take_waiting(
-    waiting: asyncio.Queue[Any],
+    lane: Lane,
     reader: asyncio.Future[None],
     most: int,
     linger: Callable[[], float],
@@ -161,28 +226,27 @@ async def take_waiting(
     the previous one was written (group commit). ``linger()`` seconds are waited for more.
     Empty when the stream has ended (the worker stops); a failed stream raises its error.
     """
-    get = asyncio.ensure_future(waiting.get())
-    done, _ = await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
-    if get not in done:
-        get.cancel()
-        reader.result()
-        return []
-    events = [get.result()]
-    deadline = asyncio.get_running_loop().time() + linger()
-    while len(events) < most:
-        if not waiting.empty():
-            events.append(waiting.get_nowait())
+    while not lane.waiting:
+        arrived: asyncio.Future[Any] = asyncio.ensure_future(lane.arrived.wait())
+        done, _ = await asyncio.wait({arrived, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if arrived not in done:
+            arrived.cancel()
+            reader.result()
+            return []
+    taken = lane.take(most)
+    if len(taken) >= most:
+        return taken
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + linger()
+    while len(taken) < most:
+        if lane.waiting:
+            taken += lane.take(most - len(taken))
             continue
-        remaining = deadline - asyncio.get_running_loop().time()
+        remaining = deadline - loop.time()
         if remaining <= 0:
             break
         try:
-            events.append(await asyncio.wait_for(waiting.get(), timeout=remaining))
+            await asyncio.wait_for(lane.arrived.wait(), timeout=remaining)
         except TimeoutError:
             break
-    return events
-
-
-async def _ack(stream: Any, events: Sequence[Any]) -> None:
-    for event in events:
-        await stream.ack(event)
+    return taken

@@ -1,6 +1,7 @@
 """The Faust agent ``migrate``: one request's walk, one way.
 
-``migrate`` hands each record to its partition's lane (``streams.lanes``). A lane's batch goes
+``migrate``'s lanes (``streams.lanes``) take the request records, a partition's fetch at a time
+from the consumer (the app's batch sink for the topic). A lane's batch goes
 through ``process_batch``: **claim** the records still this worker's to answer (the delivery
 guarantee, ``streams.publishers``), **decode** each at the edge (invalid → a rejection, original
 bytes kept), **apply** the batch (``agents.batch_applier``: one PostgreSQL transaction that
@@ -40,39 +41,46 @@ def register_agents(context: ServiceContext) -> dict[str, Any]:
         # publisher leaves it to the partition's next owner, once it is left; Faust does not
         # commit this topic then, the transactions do).
         manual = stream.noack()
+        app = context.app
 
-        async def process(events: Sequence[Any]) -> None:
-            await process_batch(context, events)
+        async def process(messages: Sequence[Any]) -> None:
+            await process_batch(context, messages)
 
         lanes = Lanes(
-            manual,
             settings=context.settings,
             control=context.control,
             publisher=context.publisher,
             process=process,
+            ack=lambda message: message.ack(app.consumer),
         )
+        # The consumer hands the topic's records to the lanes a fetch at a time; the stream
+        # brings only what is sent to the agent itself. Registered before ``run`` yields.
+        topic = context.requests.get_topic_name()
+        app.batch_sinks[topic] = lanes
         try:
             await lanes.run(manual.events())
         finally:
+            if app.batch_sinks.get(topic) is lanes:
+                del app.batch_sinks[topic]
             await lanes.close()
 
     return {"migrate": migrate}
 
 
-async def process_batch(context: ServiceContext, events: Sequence[Any]) -> None:
+async def process_batch(context: ServiceContext, messages: Sequence[Any]) -> None:
     """Answer one batch of one request partition (its lane's): claim, decode, apply, build,
     publish. All valid requests of the batch go through the applier together (one database
     transaction that keeps each user's order); each answer is published to its request
     record's partition, with the partition's offset."""
-    partition = events[0].message.partition
-    if any(event.message.partition != partition for event in events):
+    partition = messages[0].partition
+    if any(message.partition != partition for message in messages):
         raise ValueError("a batch holds the records of one partition (its lane's)")
     publisher = context.publisher
     epoch = publisher.epoch()
-    claimed = await publisher.claim(partition, events, epoch)
+    claimed = await publisher.claim(partition, messages, epoch)
     if not claimed:
         return
-    records = [Consumed.of(event.message) for event in claimed]
+    records = [Consumed.of(message) for message in claimed]
     with context.tracing.batch(records, partition) as trace:
         await _answer(context, partition, epoch, records, trace)
 

@@ -31,13 +31,13 @@ from streams.partition_reader import PartitionReader
 from streams.settings import Settings
 
 
-class _HasMessage(Protocol):
+class _HasOffset(Protocol):
     @property
-    def message(self) -> Any: ...
+    def offset(self) -> int: ...
 
 
-# A Faust event (in tests, anything with a ``message`` holding an ``offset``).
-Event = TypeVar("Event", bound=_HasMessage)
+# A Faust message (in tests, anything with an ``offset``).
+Message = TypeVar("Message", bound=_HasOffset)
 
 
 class BatchPublisher(Protocol):
@@ -57,8 +57,8 @@ class BatchPublisher(Protocol):
         publish nothing) so that the rebalance is not kept waiting for them."""
         ...
 
-    async def claim(self, partition: int, events: Sequence[Event], epoch: int) -> list[Event]:
-        """The events of one partition's batch this worker is to answer now, in offset order."""
+    async def claim(self, partition: int, messages: Sequence[Message], epoch: int) -> list[Message]:
+        """The records of one partition's batch this worker is to answer now, in offset order."""
         ...
 
     async def publish(
@@ -98,7 +98,7 @@ class TransactionalPublisher:
     def revoking(self) -> bool:
         return not self.transactions.positions.ready
 
-    async def claim(self, partition: int, events: Sequence[Event], epoch: int) -> list[Event]:
+    async def claim(self, partition: int, messages: Sequence[Message], epoch: int) -> list[Message]:
         """None if the partition is no longer ours; not those already covered by a committed
         transaction (stale copies from before a seek); none at or after a record that never
         arrived, before the batch or inside it (the partition is read again from the first
@@ -108,7 +108,7 @@ class TransactionalPublisher:
             return []
         # In offset order, each offset once: after a seek, copies read before it may still be
         # buffered next to the records read again.
-        by_offset = {event.message.offset: event for event in events}
+        by_offset = {message.offset: message for message in messages}
         seek = seeker(self._app, transactions.source_topic, partition)
         wanted = await transactions.claim(partition, list(by_offset), seek)
         return [by_offset[offset] for offset in wanted]
@@ -150,8 +150,8 @@ class PlainPublisher:
     def revoking(self) -> bool:
         return bool(self._app.rebalancing)
 
-    async def claim(self, partition: int, events: Sequence[Event], epoch: int) -> list[Event]:
-        return list(events)
+    async def claim(self, partition: int, messages: Sequence[Message], epoch: int) -> list[Message]:
+        return list(messages)
 
     async def publish(
         self, partition: int, epoch: int, records: Sequence[Send], last_offset: int

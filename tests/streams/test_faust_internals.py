@@ -4,6 +4,8 @@ canary that fails on a release where one is gone, and the worker consumer's sett
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def test_the_internals_we_rely_on_are_there() -> None:
     """A canary: streams/faust_internals.py's register names these; a Faust or aiokafka release
@@ -48,6 +50,29 @@ def test_the_internals_we_rely_on_are_there() -> None:
     revoked = inspect.getsource(faust.App._on_partitions_revoked)
     # The reason for the override: Faust waits for in-flight records before its signal.
     assert revoked.index("_consumer_wait_empty") < revoked.index("on_partitions_revoked.send")
+    # 10: the batching consumer replaces Faust's fetch loop and keeps its bookkeeping.
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    assert callable(getattr(faust.App, "_new_transport", None)), "App._new_transport is gone"
+    assert faust_aiokafka.Transport.Consumer is faust_aiokafka.Consumer
+    drain = inspect.getsource(Consumer._drain_messages)
+    for name in ("getmany(", "_read_offset", "_add_gap", "_commit_every", "suspend_flow"):
+        assert name in drain, f"Consumer._drain_messages no longer uses {name}"
+    for name in ("_n_acked", "_unacked_messages", "diag", "callback"):
+        assert name in inspect.getsource(Consumer), f"Consumer.{name} is gone"
+    assert "tracked" in inspect.getsource(faust.types.tuples.Message.__init__)
+
+
+def test_the_app_consumes_with_the_batching_consumer() -> None:
+    """The worker's app makes its consumer a ``BatchingConsumer`` (register, 10): without it
+    every request would take Faust's per-record path, correct but a quarter slower."""
+    from streams.faust_internals import BatchingConsumer, MigratorApp
+
+    app: MigratorApp[Any] = MigratorApp(
+        "canary", broker="kafka://localhost:1", rebalance=lambda app: None
+    )
+    assert app.transport.Consumer is BatchingConsumer
+    assert app.batch_sinks == {}
 
 
 async def test_fetches_wait_at_most_the_bound() -> None:

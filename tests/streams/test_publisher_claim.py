@@ -37,45 +37,45 @@ def context(committed: dict[int, int | None]) -> tuple[TransactionalPublisher, C
     return TransactionalPublisher(app, transactions), consumer  # type: ignore[arg-type]
 
 
-def events(*offsets: int) -> list[Any]:
-    return [SimpleNamespace(message=SimpleNamespace(offset=o)) for o in offsets]
+def records(*offsets: int) -> list[Any]:
+    return [SimpleNamespace(offset=o) for o in offsets]
 
 
 def offsets(kept: list[Any]) -> list[int]:
-    return [event.message.offset for event in kept]
+    return [record.offset for record in kept]
 
 
 async def test_records_from_the_committed_offset_on_are_claimed_in_offset_order() -> None:
     ctx, consumer = context({0: 10})
-    assert offsets(await ctx.claim(0, events(11, 10, 12, 11), epoch=0)) == [10, 11, 12]
+    assert offsets(await ctx.claim(0, records(11, 10, 12, 11), epoch=0)) == [10, 11, 12]
     assert consumer.seeks == []
 
 
 async def test_stale_copies_below_the_committed_offset_are_dropped() -> None:
     ctx, _ = context({0: 10})
-    assert offsets(await ctx.claim(0, events(8, 9, 10), epoch=0)) == [10]
-    assert await ctx.claim(0, events(8, 9), epoch=0) == []
+    assert offsets(await ctx.claim(0, records(8, 9, 10), epoch=0)) == [10]
+    assert await ctx.claim(0, records(8, 9), epoch=0) == []
 
 
 async def test_a_gap_before_the_batch_seeks_back_and_claims_nothing() -> None:
     ctx, consumer = context({0: 10})
-    assert await ctx.claim(0, events(14, 15), epoch=0) == []
+    assert await ctx.claim(0, records(14, 15), epoch=0) == []
     assert [(tp.topic, tp.partition, offset) for tp, offset in consumer.seeks] == [
         ("requests", 0, 10)
     ]
     # Copies buffered before the seek show the same gap: nothing claimed, no second seek.
-    assert await ctx.claim(0, events(14, 15), epoch=0) == []
+    assert await ctx.claim(0, records(14, 15), epoch=0) == []
     assert len(consumer.seeks) == 1
 
 
 async def test_a_record_missing_inside_the_batch_answers_the_run_before_it_and_seeks() -> None:
     ctx, consumer = context({1: 363})
-    kept = await ctx.claim(1, events(363, *range(365, 376)), epoch=0)
+    kept = await ctx.claim(1, records(363, *range(365, 376)), epoch=0)
     assert offsets(kept) == [363]
     assert [(tp.partition, offset) for tp, offset in consumer.seeks] == [(1, 364)]
 
 
 async def test_nothing_is_claimed_for_a_partition_no_longer_owned_or_from_an_old_epoch() -> None:
     ctx, _ = context({0: 10})
-    assert await ctx.claim(1, events(10), epoch=0) == []
-    assert await ctx.claim(0, events(10), epoch=1) == []
+    assert await ctx.claim(1, records(10), epoch=0) == []
+    assert await ctx.claim(0, records(10), epoch=1) == []

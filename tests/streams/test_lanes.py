@@ -1,0 +1,149 @@
+"""The lanes as the consumer's batch sink (``streams.lanes``): what a lane takes, when it holds
+the consumer back, and that each partition's records are answered in order, a batch at a time.
+
+The control watcher and the publisher are stood in by plain objects: the lanes ask them only
+whether a batch may start and whether records may be left unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from streams.lanes import Lane, Lanes, take_waiting
+
+
+class Control:
+    def batch_limit(self, size: int) -> int:
+        return size
+
+    async def admit(self, n: int, *, revoking: Any) -> bool:
+        return True
+
+
+@dataclass
+class Publisher:
+    leaves_unanswered: bool = True
+
+    def revoking(self) -> bool:
+        return False
+
+
+def records(partition: int, *offsets: int) -> list[Any]:
+    return [SimpleNamespace(partition=partition, offset=o) for o in offsets]
+
+
+async def nothing() -> AsyncIterator[Any]:
+    """A stream that yields nothing until it is closed (the worker stops)."""
+    await asyncio.Event().wait()
+    yield None  # pragma: no cover
+
+
+async def running(lanes: Lanes, events: AsyncIterator[Any] | None = None) -> asyncio.Task[None]:
+    task = asyncio.ensure_future(lanes.run(events or nothing()))
+    await asyncio.sleep(0)
+    return task
+
+
+def lanes_of(batch_size: int, process: Any, acked: list[Any] | None = None) -> Lanes:
+    settings = SimpleNamespace(batch_size=batch_size, batch_within_s=0.0)
+    return Lanes(
+        settings=settings,  # type: ignore[arg-type]
+        control=Control(),  # type: ignore[arg-type]
+        publisher=Publisher(),  # type: ignore[arg-type]
+        process=process,
+        ack=(acked if acked is not None else []).append,
+    )
+
+
+async def test_a_fetch_is_answered_in_batches_in_offset_order_and_acknowledged() -> None:
+    batches: list[list[int]] = []
+    acked: list[Any] = []
+
+    async def process(messages: Sequence[Any]) -> None:
+        batches.append([m.offset for m in messages])
+        await asyncio.sleep(0.01)
+
+    lanes = lanes_of(3, process, acked)
+    task = await running(lanes)
+    assert lanes.offer(0, records(0, 0, 1, 2, 3, 4))
+    assert lanes.offer(1, records(1, 7))
+    while len(acked) < 6:
+        await asyncio.sleep(0.005)
+    assert [b for b in batches if b != [7]] == [[0, 1, 2], [3, 4]]  # at most a batch each
+    assert [7] in batches  # the other partition's lane answered meanwhile
+    assert sorted(m.offset for m in acked) == [0, 1, 2, 3, 4, 7]
+    task.cancel()
+    await lanes.close()
+
+
+async def test_a_full_lane_refuses_an_offer_and_holds_a_put_until_it_has_room() -> None:
+    release = asyncio.Event()
+
+    async def process(messages: Sequence[Any]) -> None:
+        await release.wait()
+
+    lanes = lanes_of(2, process)
+    task = await running(lanes)
+    assert lanes.offer(0, records(0, 0, 1))  # taken by the lane's first batch
+    await asyncio.sleep(0.01)
+    assert lanes.offer(0, records(0, 2, 3, 4, 5))  # waiting: twice a batch
+    assert not lanes.offer(0, records(0, 6))  # full: the consumer must wait
+    assert lanes.offer(1, records(1, 0))  # another partition has its own room
+    put = asyncio.ensure_future(lanes.put(0, records(0, 6)))
+    await asyncio.sleep(0.02)
+    assert not put.done()
+    release.set()
+    await asyncio.wait_for(put, 1)
+    task.cancel()
+    await lanes.close()
+
+
+async def test_a_failed_lane_fails_the_run_and_lets_a_waiting_put_go() -> None:
+    async def process(messages: Sequence[Any]) -> None:
+        raise RuntimeError("PostgreSQL said no")
+
+    lanes = lanes_of(1, process)
+    task = await running(lanes)
+    lanes.offer(0, records(0, 0))
+    with pytest.raises(RuntimeError, match="PostgreSQL said no"):
+        await asyncio.wait_for(task, 1)
+    await asyncio.wait_for(lanes.put(0, records(0, 1, 2, 3)), 1)  # nobody takes: not held
+    await lanes.close()
+
+
+async def test_records_sent_to_the_agent_itself_reach_their_lane() -> None:
+    answered: list[int] = []
+
+    async def process(messages: Sequence[Any]) -> None:
+        answered.extend(m.offset for m in messages)
+
+    async def events() -> AsyncIterator[Any]:
+        for record in records(2, 5, 6):
+            yield SimpleNamespace(message=record)
+
+    lanes = lanes_of(10, process)
+    await asyncio.wait_for(lanes.run(events()), 1)  # the stream ended: every lane drained
+    assert answered == [5, 6]
+    await lanes.close()
+
+
+async def test_take_waiting_takes_what_waits_up_to_the_most_and_lingers_for_more() -> None:
+    lane = Lane(10)
+    reader: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    lane.put(records(0, 0, 1, 2))
+    assert [m.offset for m in await take_waiting(lane, reader, 2, lambda: 0.0)] == [0, 1]
+    assert [m.offset for m in await take_waiting(lane, reader, 5, lambda: 0.0)] == [2]
+    asyncio.get_running_loop().call_later(0.01, lane.put, records(0, 3))
+    asyncio.get_running_loop().call_later(0.02, lane.put, records(0, 4))
+    taken = await take_waiting(lane, reader, 5, lambda: 0.2)  # the first waits, then lingers
+    assert [m.offset for m in taken] == [3, 4]
+    lane.put([])  # nothing: the lane stays empty, not woken for nothing
+    assert not lane.arrived.is_set()
+    reader.set_result(None)
+    assert await take_waiting(lane, reader, 5, lambda: 0.0) == []  # ended and empty
