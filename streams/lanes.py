@@ -68,11 +68,7 @@ class Lanes:
         more: the agent is failing, and the records are read again by whoever answers next)."""
         lane = self._lane(partition)
         while lane.full() and not self._failed.done():
-            room: asyncio.Future[Any] = asyncio.ensure_future(lane.room.wait())
-            try:
-                await asyncio.wait({room, self._failed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                room.cancel()
+            await _until(lane.room, self._failed)
         lane.put(messages)
 
     def _lane(self, partition: int) -> Lane:
@@ -101,11 +97,12 @@ class Lanes:
             self._failed.result()
 
     async def close(self) -> None:
+        tasks: list[asyncio.Future[None]] = [*self._tasks]
         if self._reader is not None:
-            self._reader.cancel()
-        for task in self._tasks:
+            tasks.append(self._reader)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._failed.done() and not self._failed.cancelled():
             self._failed.exception()  # retrieved: raised by ``run`` already, or moot on stop
 
@@ -227,10 +224,7 @@ async def take_waiting(
     Empty when the stream has ended (the worker stops); a failed stream raises its error.
     """
     while not lane.waiting:
-        arrived: asyncio.Future[Any] = asyncio.ensure_future(lane.arrived.wait())
-        done, _ = await asyncio.wait({arrived, reader}, return_when=asyncio.FIRST_COMPLETED)
-        if arrived not in done:
-            arrived.cancel()
+        if not await _until(lane.arrived, reader):
             reader.result()
             return []
     taken = lane.take(most)
@@ -250,3 +244,17 @@ async def take_waiting(
         except TimeoutError:
             break
     return taken
+
+
+async def _until(event: asyncio.Event, ended: asyncio.Future[Any]) -> bool:
+    """Wait for ``event``, or for ``ended`` to be done first (False then)."""
+    if event.is_set():
+        return True
+    waiting: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiting, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+    return event.is_set()

@@ -50,6 +50,12 @@ async def running(lanes: Lanes, events: AsyncIterator[Any] | None = None) -> asy
     return task
 
 
+async def stopped(lanes: Lanes, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await lanes.close()
+
+
 def lanes_of(batch_size: int, process: Any, acked: list[Any] | None = None) -> Lanes:
     settings = SimpleNamespace(batch_size=batch_size, batch_within_s=0.0)
     return Lanes(
@@ -78,8 +84,7 @@ async def test_a_fetch_is_answered_in_batches_in_offset_order_and_acknowledged()
     assert [b for b in batches if b != [7]] == [[0, 1, 2], [3, 4]]  # at most a batch each
     assert [7] in batches  # the other partition's lane answered meanwhile
     assert sorted(m.offset for m in acked) == [0, 1, 2, 3, 4, 7]
-    task.cancel()
-    await lanes.close()
+    await stopped(lanes, task)
 
 
 async def test_a_full_lane_refuses_an_offer_and_holds_a_put_until_it_has_room() -> None:
@@ -100,8 +105,7 @@ async def test_a_full_lane_refuses_an_offer_and_holds_a_put_until_it_has_room() 
     assert not put.done()
     release.set()
     await asyncio.wait_for(put, 1)
-    task.cancel()
-    await lanes.close()
+    await stopped(lanes, task)
 
 
 async def test_a_failed_lane_fails_the_run_and_lets_a_waiting_put_go() -> None:
