@@ -61,19 +61,23 @@ version where a name is gone, and ``pyproject.toml`` caps both below their next 
    the fault test and the 3-broker run of ``tests/e2e/test_topology.py``.
 10. ``faust.App._new_transport`` is overridden (``MigratorApp``) to make the app's consumer a
     ``BatchingConsumer``, which overrides ``Consumer._drain_messages`` (and reads
-    ``_read_offset``, ``_add_gap``, ``_n_acked``, ``_commit_every``, ``suspend_flow`` and
-    ``diag`` as Faust's own loop does). Corrects: Faust hands every record on alone, through
-    four tasks (``wait_first``), the conductor, the topic's channel queue and the stream's
-    iterator, about a quarter of the worker's event-loop thread in a flood. The records of a
-    topic with a batch sink (``MigratorApp.batch_sinks``: the request topic's lanes) go to it
-    a partition's fetch at a time instead; every other topic's records take Faust's path.
-    Proven by every end-to-end test (all requests travel this way), the fault test and
-    ``tests/e2e/test_holes.py`` (records dropped on the way are found by the hole guard).
+    ``_read_offset``, ``_add_gap``, ``_n_acked``, ``_commit_every``, ``_unacked_messages``,
+    ``suspend_flow`` and ``diag`` as Faust's own loop does, and sets the monitor's
+    ``stream_inbound_time`` as Faust's stream does). Corrects: Faust hands every record on
+    alone, through four tasks (``wait_first``), the conductor, the topic's channel queue and the
+    stream's iterator: about a quarter of the worker's event-loop thread in a flood. The records
+    of a topic in ``MigratorApp.batch_sinks`` (the request topic, whose sink is the agent's
+    lanes) go to its sink a partition's fetch at a time instead; every other topic's records
+    take Faust's path. Proven by every end-to-end test (all requests travel this way), the fault
+    test, ``tests/e2e/test_holes.py`` (records lost on the way are found by the hole guard) and
+    ``tests/streams/test_batching_consumer.py`` (what is handed over, tracked, dropped or read
+    again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -103,12 +107,14 @@ Listener = TypeVar("Listener", bound=RebalanceListener)
 class BatchSink(Protocol):
     """Takes a topic's records a partition's fetch at a time (``MigratorApp.batch_sinks``)."""
 
-    def offer(self, partition: int, messages: list[Any]) -> bool:
-        """Take the records now if there is room for them; False when there is none."""
+    def offer(self, partition: int, messages: list[Any]) -> bool | None:
+        """Take the records now if there is room: True if taken, None if there is no room yet,
+        False if this sink takes no more (failed or closed)."""
         ...
 
-    async def put(self, partition: int, messages: list[Any]) -> None:
-        """Take the records once there is room (the fetching waits meanwhile)."""
+    async def put(self, partition: int, messages: list[Any]) -> bool:
+        """Take the records once there is room (the fetching waits meanwhile); False if this
+        sink takes no more."""
         ...
 
 
@@ -129,8 +135,9 @@ class MigratorApp(faust.App, Generic[Listener]):
         self.rebalance = rebalance(self)
         # Called once Faust has taken an assignment in (run control re-pauses partitions).
         self.assignment_listeners: list[Callable[[], None]] = []
-        # Topic name -> who takes its records in batches, past Faust's streams (register, 10).
-        self.batch_sinks: dict[str, BatchSink] = {}
+        # Topic name -> who takes its records in batches, past Faust's streams (register, 10);
+        # None while nobody does (the agent starts or restarts): its records are read again.
+        self.batch_sinks: dict[str, BatchSink | None] = {}
 
     def _new_transport(self) -> TransportT:
         transport: TransportT = _BatchingTransport(self.conf.broker_consumer, self)
@@ -156,15 +163,20 @@ class BatchingConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, whose fetch loop hands the records of a topic with a batch
     sink to it, a partition's fetch at a time (register, 10).
 
-    Everything else is Faust's loop as it is: records read before a seek back are dropped, the
-    gaps in an acknowledged topic are noted for Faust's commits, and a sink that has no room
-    holds the loop back only until a rebalance suspends the flow (the records are then
-    dropped, as Faust drops the one it was handing on: the hole guard reads them again).
+    The rest is Faust's loop as it is: records read before a seek back are dropped, the gaps in
+    an acknowledged topic are noted for Faust's commits. And what Faust's stream skips is
+    skipped: records fetched before a rebalance began (the flow suspended, or a newer
+    generation) are dropped, since every assignment seeks to the committed offsets. Records no
+    sink takes (none registered, or it failed or closed) are read again from the first.
     """
+
+    # How long the loop waits before reading refused records again: a sink is back within
+    # moments (the agent restarting), and a fetch loop must not spin meanwhile.
+    REFUSED_RETRY_S = 0.1
 
     async def _drain_messages(self, fetcher: Any) -> None:
         app: Any = self.app
-        sinks: dict[str, BatchSink] = app.batch_sinks
+        sinks: dict[str, BatchSink | None] = app.batch_sinks
         read_offset = self._read_offset
         acks_enabled_for = app.topics.acks_enabled_for
         try:
@@ -187,7 +199,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         await self._hand_on(message)
                     read_offset[tp] = offset
                 for tp, messages in batches.items():
-                    await self._hand_over(sinks.get(tp.topic), tp, messages)
+                    await self.hand_over(sinks.get(tp.topic), tp, messages)
                 await self._commit_if_due()
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -199,18 +211,26 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _hand_over(self, sink: BatchSink | None, tp: TP, messages: list[Any]) -> None:
-        """A partition's records of one fetch, to the sink. Those it took are tracked as
+    async def hand_over(self, sink: BatchSink | None, tp: TP, messages: list[Any]) -> None:
+        """A partition's records of one fetch, to its sink. Those it takes are tracked as
         Faust's stream tracks what it yields, so a rebalance waits for their acks as before."""
-        if sink is None:  # the sink left meanwhile (its agent restarts): Faust's way then
-            for message in messages:
-                await self._hand_on(message)
-            return
-        if not sink.offer(tp.partition, messages):
+        app: Any = self.app
+        if self.suspend_flow.is_set() or messages[0].generation_id != app.consumer_generation_id:
+            return  # fetched before a rebalance: read again from the committed offsets
+        taken = sink.offer(tp.partition, messages) if sink is not None else False
+        if taken is None:
+            assert sink is not None
             put = sink.put(tp.partition, messages)
-            if put not in (await self.wait_first(put, self.suspend_flow.wait())).done:
-                return
-        if self.app.topics.acks_enabled_for(tp.topic):
+            waited = await self.wait_first(put, self.suspend_flow.wait())
+            if put not in waited.done:
+                return  # a rebalance began while the sink was full: as above
+            taken = bool(waited.results[waited.done.index(put)])
+        if not taken:
+            await self.sleep(self.REFUSED_RETRY_S)
+            await self.seek(tp, messages[0].offset)
+            return
+        app.monitor.stream_inbound_time[tp] = time.monotonic()  # the stream is not idle
+        if app.topics.acks_enabled_for(tp.topic):
             unacked = self._unacked_messages
             for message in messages:
                 message.tracked = True

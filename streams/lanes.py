@@ -52,24 +52,33 @@ class Lanes:
         self._ack = ack
         self._lanes: dict[int, Lane] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._failed: asyncio.Future[None] = loop.create_future()
+        self._ended: asyncio.Future[None] = loop.create_future()  # failed or closed
         self._reader: asyncio.Future[None] | None = None
 
-    def offer(self, partition: int, messages: list[Any]) -> bool:
-        """Take a fetch's records of a partition if its lane has room (a batch sink)."""
-        lane = self._lane(partition)
-        if lane.full() and not self._failed.done():
+    def offer(self, partition: int, messages: list[Any]) -> bool | None:
+        """Take a fetch's records of a partition if its lane has room (a batch sink): True if
+        taken, None if the lane is full, False once the lanes take no more."""
+        if self._ended.done():
             return False
+        lane = self._lane(partition)
+        if lane.full():
+            return None
         lane.put(messages)
         return True
 
-    async def put(self, partition: int, messages: list[Any]) -> None:
-        """Take them once the lane has room; at once if the lanes failed (nobody takes any
-        more: the agent is failing, and the records are read again by whoever answers next)."""
+    async def put(self, partition: int, messages: list[Any]) -> bool:
+        """Take them once the lane has room; False once the lanes take no more (one failed,
+        or they are closed): nobody would answer them here, so they are read again by
+        whoever answers next."""
         lane = self._lane(partition)
-        while lane.full() and not self._failed.done():
-            await _until(lane.room, self._failed)
+        while lane.full() and not self._ended.done():
+            await _until(lane.room, self._ended)
+        if self._ended.done():
+            return False
         lane.put(messages)
+        return True
 
     def _lane(self, partition: int) -> Lane:
         lane = self._lanes.get(partition)
@@ -82,7 +91,8 @@ class Lanes:
         """Hand each record the agent's stream yields to its partition's lane."""
         async for event in events:
             message = event.message
-            await self.put(message.partition, [message])
+            if not await self.put(message.partition, [message]):
+                return
 
     async def run(self, events: Any) -> None:
         """Until the stream ends and every lane has answered what it holds; a lane's error or
@@ -97,6 +107,8 @@ class Lanes:
             self._failed.result()
 
     async def close(self) -> None:
+        if not self._ended.done():
+            self._ended.set_result(None)
         tasks: list[asyncio.Future[None]] = [*self._tasks]
         if self._reader is not None:
             tasks.append(self._reader)
@@ -135,6 +147,8 @@ class Lanes:
         except BaseException as exc:  # noqa: BLE001 - handed to the agent, which re-raises it
             if not self._failed.done():
                 self._failed.set_exception(exc)
+            if not self._ended.done():
+                self._ended.set_result(None)
 
     def _ack_all(self, messages: Sequence[Any]) -> None:
         ack = self._ack

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 def register_agents(context: ServiceContext) -> dict[str, Any]:
     """Create the agents on ``context.app``; returns them by name (tests drive them directly)."""
 
+    # The topic's records always go to the lanes in batches, never through Faust's stream.
+    topic = context.requests.get_topic_name()
+    context.app.batch_sinks[topic] = None
+
     @context.app.agent(context.requests, name="migrate")
     async def migrate(stream: Any) -> None:
         # Acks are ours: a record is acknowledged once its answer is published (or, when the
@@ -55,13 +59,12 @@ def register_agents(context: ServiceContext) -> dict[str, Any]:
         )
         # The consumer hands the topic's records to the lanes a fetch at a time; the stream
         # brings only what is sent to the agent itself. Registered before ``run`` yields.
-        topic = context.requests.get_topic_name()
         app.batch_sinks[topic] = lanes
         try:
             await lanes.run(manual.events())
         finally:
             if app.batch_sinks.get(topic) is lanes:
-                del app.batch_sinks[topic]
+                app.batch_sinks[topic] = None  # read again until the agent is back
             await lanes.close()
 
     return {"migrate": migrate}

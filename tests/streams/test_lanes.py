@@ -50,6 +50,14 @@ async def running(lanes: Lanes, events: AsyncIterator[Any] | None = None) -> asy
     return task
 
 
+async def until(condition: Any, timeout_s: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.005)
+
+
 async def stopped(lanes: Lanes, task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -77,10 +85,9 @@ async def test_a_fetch_is_answered_in_batches_in_offset_order_and_acknowledged()
 
     lanes = lanes_of(3, process, acked)
     task = await running(lanes)
-    assert lanes.offer(0, records(0, 0, 1, 2, 3, 4))
-    assert lanes.offer(1, records(1, 7))
-    while len(acked) < 6:
-        await asyncio.sleep(0.005)
+    assert lanes.offer(0, records(0, 0, 1, 2, 3, 4)) is True
+    assert lanes.offer(1, records(1, 7)) is True
+    await until(lambda: len(acked) == 6)
     assert [b for b in batches if b != [7]] == [[0, 1, 2], [3, 4]]  # at most a batch each
     assert [7] in batches  # the other partition's lane answered meanwhile
     assert sorted(m.offset for m in acked) == [0, 1, 2, 3, 4, 7]
@@ -95,30 +102,51 @@ async def test_a_full_lane_refuses_an_offer_and_holds_a_put_until_it_has_room() 
 
     lanes = lanes_of(2, process)
     task = await running(lanes)
-    assert lanes.offer(0, records(0, 0, 1))  # taken by the lane's first batch
+    assert lanes.offer(0, records(0, 0, 1)) is True  # taken by the lane's first batch
     await asyncio.sleep(0.01)
-    assert lanes.offer(0, records(0, 2, 3, 4, 5))  # waiting: twice a batch
-    assert not lanes.offer(0, records(0, 6))  # full: the consumer must wait
-    assert lanes.offer(1, records(1, 0))  # another partition has its own room
+    assert lanes.offer(0, records(0, 2, 3, 4, 5)) is True  # waiting: twice a batch
+    assert lanes.offer(0, records(0, 6)) is None  # full: the consumer must wait
+    assert lanes.offer(1, records(1, 0)) is True  # another partition has its own room
     put = asyncio.ensure_future(lanes.put(0, records(0, 6)))
     await asyncio.sleep(0.02)
     assert not put.done()
     release.set()
-    await asyncio.wait_for(put, 1)
+    assert await asyncio.wait_for(put, 1) is True
     await stopped(lanes, task)
 
 
-async def test_a_failed_lane_fails_the_run_and_lets_a_waiting_put_go() -> None:
+async def test_once_a_lane_failed_the_run_fails_and_no_record_is_taken() -> None:
     async def process(messages: Sequence[Any]) -> None:
         raise RuntimeError("PostgreSQL said no")
 
     lanes = lanes_of(1, process)
     task = await running(lanes)
-    lanes.offer(0, records(0, 0))
+    assert lanes.offer(0, records(0, 0)) is True
     with pytest.raises(RuntimeError, match="PostgreSQL said no"):
         await asyncio.wait_for(task, 1)
-    await asyncio.wait_for(lanes.put(0, records(0, 1, 2, 3)), 1)  # nobody takes: not held
+    # Nobody would answer them here: refused, so the consumer reads them again for the next.
+    assert lanes.offer(0, records(0, 1)) is False
+    assert await asyncio.wait_for(lanes.put(1, records(1, 0)), 1) is False
     await lanes.close()
+
+
+async def test_a_put_waiting_for_room_is_refused_when_the_lanes_close() -> None:
+    release = asyncio.Event()
+
+    async def process(messages: Sequence[Any]) -> None:
+        await release.wait()
+
+    lanes = lanes_of(1, process)
+    task = await running(lanes)
+    lanes.offer(0, records(0, 0))
+    await asyncio.sleep(0.01)
+    lanes.offer(0, records(0, 1, 2))  # the lane is full behind its first batch
+    put = asyncio.ensure_future(lanes.put(0, records(0, 3)))
+    await asyncio.sleep(0.01)
+    assert not put.done()
+    await stopped(lanes, task)
+    assert await asyncio.wait_for(put, 1) is False  # the fetch loop is not held for good
+    assert lanes.offer(1, records(1, 0)) is False
 
 
 async def test_records_sent_to_the_agent_itself_reach_their_lane() -> None:
