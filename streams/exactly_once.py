@@ -28,11 +28,11 @@ No hole is committed past (``Positions.claim``, ``PartitionTransactions.claim``)
 answers only the run of offsets from the partition's next offset that has no hole. A missing
 offset, at the head of a batch or inside it, is either real (a transaction marker of an upstream
 transactional producer, an aborted or compacted record: a read_committed fetch of our own
-skips it) or a record lost inside the stream: the partition is then read again from it. Faust
-loses one when a rebalance suspends its flow while it is handing the record on (faust-streaming
-0.15.3 ``Consumer._drain_messages``: ``wait_first(callback(message), suspend_flow.wait())``
-cancels the hand-over, then ``set_read_offset`` marks the record read anyway), and the records
-fetched after it arrive as usual.
+skips it) or a record lost on its way to the lanes: the partition is then read again from it.
+The consumer loses records when a rebalance suspends its flow while it is handing a fetch over
+(``streams.faust_internals.BatchingConsumer.hand_over`` drops them, as Faust's own loop drops
+the record it was handing on, with the read offset already past them); when the partition stays
+this worker's, the records fetched after them arrive as usual.
 
 The rest of the house sees this through ``streams.publishers.TransactionalPublisher``; the
 internals of Faust and aiokafka it needs are in ``streams.faust_internals`` (items 3 and 4).
