@@ -215,8 +215,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         """A partition's records of one fetch, to its sink. Those it takes are tracked as
         Faust's stream tracks what it yields, so a rebalance waits for their acks as before."""
         app: Any = self.app
-        if self.suspend_flow.is_set() or messages[0].generation_id != app.consumer_generation_id:
-            return  # fetched before a rebalance: read again from the committed offsets
+        if self._fetched_before_rebalance(messages[0]):
+            return  # read again from the committed offsets once assigned
         taken = sink.offer(tp.partition, messages) if sink is not None else False
         if taken is None:
             assert sink is not None
@@ -227,7 +227,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             taken = bool(waited.results[waited.done.index(put)])
         if not taken:
             await self.sleep(self.REFUSED_RETRY_S)
-            await self.seek(tp, messages[0].offset)
+            # Checked again: a rebalance begun meanwhile may have taken the partition away
+            # (a seek is refused then), and seeks to the committed offsets itself.
+            if not self._fetched_before_rebalance(messages[0]):
+                await self.seek(tp, messages[0].offset)
             return
         app.monitor.stream_inbound_time[tp] = time.monotonic()  # the stream is not idle
         if app.topics.acks_enabled_for(tp.topic):
@@ -235,6 +238,14 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             for message in messages:
                 message.tracked = True
                 unacked.add(message)
+
+    def _fetched_before_rebalance(self, message: Any) -> bool:
+        """A rebalance has begun (the flow is suspended) or ended (a newer generation) since
+        ``message`` was fetched."""
+        app: Any = self.app
+        return bool(
+            self.suspend_flow.is_set() or message.generation_id != app.consumer_generation_id
+        )
 
     async def _hand_on(self, message: Any) -> None:
         """One record of a topic without a sink, handed on the way Faust does."""

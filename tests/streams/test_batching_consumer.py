@@ -130,3 +130,15 @@ async def test_a_rebalance_that_begins_while_the_sink_is_full_drops_the_records(
     made.stop_flow()
     await asyncio.wait_for(handing, 1)  # the fetch loop is free for the rebalance
     assert sink.taken == [] and seeks == [] and not made._unacked_messages
+
+
+async def test_refused_records_are_not_sought_once_a_rebalance_began_meanwhile(
+    consumer: tuple[BatchingConsumer, list[tuple[TP, int]]],
+) -> None:
+    made, seeks = consumer
+    made.REFUSED_RETRY_S = 0.05
+    handing = asyncio.ensure_future(made.hand_over(None, TP0, fetched(made.app, 8)))
+    await asyncio.sleep(0.01)
+    made.stop_flow()  # the partition may be gone: a seek would be refused
+    await asyncio.wait_for(handing, 1)
+    assert seeks == []
