@@ -128,6 +128,7 @@ async def test_once_a_lane_failed_the_run_fails_and_no_record_is_taken() -> None
     assert lanes.offer(0, records(0, 1)) is False
     assert await asyncio.wait_for(lanes.put(1, records(1, 0)), 1) is False
     await lanes.close()
+    assert 1 not in lanes._lanes  # no lane was started for them
 
 
 async def test_a_put_waiting_for_room_is_refused_when_the_lanes_close() -> None:
