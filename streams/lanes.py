@@ -72,15 +72,9 @@ class Lanes:
         """Take them once the lane has room; False once the lanes take no more (one failed,
         or they are closed): nobody would answer them here, so they are read again by
         whoever answers next."""
-        if self._ended.done():
-            return False
-        lane = self._lane(partition)
-        while lane.full() and not self._ended.done():
-            await _until(lane.room, self._ended)
-        if self._ended.done():
-            return False
-        lane.put(messages)
-        return True
+        while (taken := self.offer(partition, messages)) is None:
+            await _until(self._lanes[partition].room, self._ended)
+        return taken
 
     def _lane(self, partition: int) -> Lane:
         lane = self._lanes.get(partition)
