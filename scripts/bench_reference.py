@@ -73,7 +73,7 @@ from agents.core.decide import Failed, Migrate, Work, decide
 from agents.core.effects import Answer, answer, answer_rows, plan_effects, processed_rows
 from agents.core.outcomes import build_outcome
 from agents.core.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow
-from agents.stores.postgres import CATALOG, Conn, legacy_row_from_record
+from agents.stores.postgres import Conn, legacy_row_from_record, steps_arguments
 from agents.stores.redis_mirror import session_key, user_key
 from schemas.events import MigrationRequest, decode_request, parse_outcome_json
 from schemas.rows import JsonText
@@ -195,10 +195,7 @@ class Pipeline:
         effects = plan_effects(works, decisions, now=now)
         await _copy(conn, "onboarding_sessions", effects.sessions, SessionRow._fields)
         if effects.steps:
-            session_ids, codes, completed_at = zip(*effects.steps, strict=True)
-            await conn.execute(
-                sql.query("insert_steps"), session_ids, codes, completed_at, *CATALOG
-            )
+            await conn.execute(sql.query("insert_steps"), *steps_arguments(effects.steps))
         await _copy(conn, "business_context_manifests", effects.manifests, ManifestRow._fields)
         if effects.migrated_users:
             await conn.execute(sql.query("mark_legacy_migrated"), effects.migrated_users, now)

@@ -19,6 +19,7 @@ import asyncpg
 
 import sql
 from agents.core.catalog import STEPS
+from agents.core.rows import StepsRow
 from agents.stores.errors import (
     AnsweredElsewhere,
     StatementRefused,
@@ -75,11 +76,22 @@ def translate_errors() -> Iterator[None]:
         raise StatementRefused(describe(exc)) from exc
 
 
-CATALOG = (
+_CATALOG = (
     [step.number for step in STEPS],
     [step.key for step in STEPS],
     [step.required for step in STEPS],
 )
+
+
+def steps_arguments(rows: Sequence[StepsRow]) -> tuple[Any, ...]:
+    """The arguments of ``insert_steps.sql`` for these sessions (at least one): the query
+    reads each session's step codes as bytes (it says why)."""
+    return (
+        [row.session_id for row in rows],
+        [row.step_codes.encode("ascii") for row in rows],
+        [row.completed_at for row in rows],
+        *_CATALOG,
+    )
 
 
 def legacy_row_from_record(record: Row) -> LegacyRow:

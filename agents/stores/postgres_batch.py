@@ -28,13 +28,13 @@ from agents.core.rows import (
 )
 from agents.core.state import LedgerEntry, StoredSession
 from agents.stores.postgres import (
-    CATALOG,
     Conn,
     fetch_planned_afresh,
     legacy_row_from_record,
     ping,
     read_legacy_row,
     session_documents,
+    steps_arguments,
     translate_errors,
 )
 from schemas.events import FOR_GOOD_CODES
@@ -131,10 +131,7 @@ class PostgresTransaction:
         PostgreSQL from its step codes and the catalog."""
         await self._copy("onboarding_sessions", sessions, SessionRow._fields)
         if steps:
-            session_ids, codes, completed_at = zip(*steps, strict=True)
-            await self.conn.execute(
-                sql.query("insert_steps"), session_ids, codes, completed_at, *CATALOG
-            )
+            await self.conn.execute(sql.query("insert_steps"), *steps_arguments(steps))
         await self._copy("business_context_manifests", manifests, ManifestRow._fields)
 
     async def mark_legacy_migrated(self, user_ids: Sequence[str], now: datetime) -> None:

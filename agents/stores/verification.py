@@ -15,8 +15,9 @@ from typing import Any, NamedTuple
 import sql
 from agents.core.catalog import STEPS
 from agents.core.planner import MigrationPlan
+from agents.core.rows import StepsRow
 from agents.core.verify_rules import Finding
-from agents.stores.postgres import CATALOG, Conn, Pool, Record
+from agents.stores.postgres import Conn, Pool, Record, steps_arguments
 
 _KEYS = [step.key for step in STEPS]
 _REQUIRED = [step.required for step in STEPS]
@@ -163,10 +164,7 @@ async def rebuild_from_plan(
     await conn.execute(sql.query("verify_repair_forget_steps"), plan.session_id)
     await conn.execute(
         sql.query("insert_steps"),
-        [plan.session_id],
-        [plan.step_codes],
-        [plan.completed_at],
-        *CATALOG,
+        *steps_arguments([StepsRow(plan.session_id, plan.step_codes, plan.completed_at)]),
     )
     if plan.manifest is not None:
         await conn.execute(
