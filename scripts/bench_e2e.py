@@ -825,10 +825,60 @@ async def statement_profile(env: dict[str, str], *, reset: bool) -> list[dict[st
     ]
 
 
+_WRITES_SQL = """
+SELECT (SELECT wal_bytes::bigint FROM pg_stat_wal) AS wal_bytes,
+       (SELECT wal_fpi FROM pg_stat_wal) AS full_page_images,
+       (SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints,
+       (SELECT buffers_written FROM pg_stat_checkpointer) AS pages_by_checkpointer,
+       (SELECT buffers_clean FROM pg_stat_bgwriter) AS pages_by_bgwriter,
+       (SELECT coalesce(sum(writes), 0)::bigint FROM pg_stat_io
+        WHERE backend_type = 'client backend' AND object = 'relation') AS pages_by_backends,
+       (SELECT coalesce(sum(reads), 0)::bigint FROM pg_stat_io
+        WHERE backend_type = 'client backend' AND object = 'relation') AS pages_read_by_backends,
+       (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint
+        FROM pg_stat_user_tables) AS autovacuum_runs
+"""
+
+
+async def postgres_writes(env: dict[str, str]) -> dict[str, int]:
+    """PostgreSQL's cumulative write counters: read before and after a flood, they say why its
+    CPU per user grows with its tables (WAL volume, full-page images after each checkpoint,
+    dirty pages written out by whom, pages read back, autovacuum)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(env["DATABASE_URL"], timeout=10)
+    try:
+        row = await conn.fetchrow(_WRITES_SQL)
+    finally:
+        await conn.close()
+    assert row is not None
+    return {name: int(value) for name, value in row.items()}
+
+
+def writes_summary(before: dict[str, int], after: dict[str, int], users: int) -> dict[str, Any]:
+    spent = {name: after[name] - before[name] for name in after}
+    return {
+        "wal_bytes_per_user": round(spent["wal_bytes"] / users),
+        "full_page_images_per_user": round(spent["full_page_images"] / users, 3),
+        "checkpoints": spent["checkpoints"],
+        "autovacuum_runs": spent["autovacuum_runs"],
+        **{
+            f"{name}_per_1000_users": round(spent[name] * 1000 / users, 1)
+            for name in (
+                "pages_by_checkpointer",
+                "pages_by_bgwriter",
+                "pages_by_backends",
+                "pages_read_by_backends",
+            )
+        },
+    }
+
+
 async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
     """All requests at once; users/s from the first publish to the last outcome read back."""
     users = len(ids)
     await statement_profile(ctx.env, reset=True)
+    writes_before = await postgres_writes(ctx.env)
     records = request_records(ids)
     watcher = await OutcomeWatcher(ctx.bootstrap, keyed=False).open()
     producer = await start_producer(ctx.bootstrap, linger_ms=20)
@@ -858,6 +908,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         stop.set()
         await poller
         statements = await statement_profile(ctx.env, reset=False)
+        writes = writes_summary(writes_before, await postgres_writes(ctx.env), users)
     finally:
         stop.set()
         await producer.stop()
@@ -884,6 +935,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         "machine": machine,
         "counter_lag": counter_lag(samples, watcher),
         "postgres_top_statements": statements,
+        "postgres_writes": writes,
     }
 
 
@@ -1771,6 +1823,7 @@ def table(report: dict[str, Any]) -> str:
             f"{lag['ahead_records']:,} (a batch committed in PostgreSQL, its Kafka transaction "
             f"not yet; {lag['polls']} polls); outcomes: {outcomes}"
         )
+    lines += writes_lines(floods)
     lines += statement_lines(floods[-1])
     if "idle_cost" in report:
         lines += ["", *bench_idle.lines(report["idle_cost"])]
@@ -1813,6 +1866,26 @@ def table(report: dict[str, Any]) -> str:
     ]
     lines += reference_lines(report["reference"])
     return "\n".join(lines)
+
+
+def writes_lines(floods: Sequence[dict[str, Any]]) -> list[str]:
+    """What PostgreSQL wrote per flood: why its CPU per user grows with its tables."""
+    lines = ["", "PostgreSQL's writes (pg_stat_wal, pg_stat_checkpointer, pg_stat_io; 8 KiB pages)"]
+    for f in floods:
+        w = f.get("postgres_writes")
+        if not w:
+            continue
+        lines.append(
+            f"  {f['users']:>9,} users: WAL {w['wal_bytes_per_user'] / 1024:.1f} KiB a user "
+            f"({w['full_page_images_per_user']:.2f} full-page images a user, "
+            f"{w['checkpoints']} checkpoints); pages written per 1,000 users by the "
+            f"checkpointer {w['pages_by_checkpointer_per_1000_users']:,.0f}, the background "
+            f"writer {w['pages_by_bgwriter_per_1000_users']:,.0f}, backends "
+            f"{w['pages_by_backends_per_1000_users']:,.0f}; read back by backends "
+            f"{w['pages_read_by_backends_per_1000_users']:,.0f}; autovacuum runs "
+            f"{w['autovacuum_runs']}"
+        )
+    return lines
 
 
 def statement_lines(flood: dict[str, Any]) -> list[str]:

@@ -491,3 +491,39 @@ def test_the_stack_directory_and_its_report_can_live_elsewhere(tmp_path: Path) -
     assert plan.stack_dir == tmp_path / "stack"
     assert plan.json_path.parent == tmp_path / "stack"
     assert bench_e2e.build_plan(_args()).stack_dir == bench_e2e.STACK_DIR
+
+
+def test_postgres_writes_are_taken_per_user_and_printed_per_flood() -> None:
+    before = {
+        "wal_bytes": 1_000,
+        "full_page_images": 10,
+        "checkpoints": 1,
+        "pages_by_checkpointer": 0,
+        "pages_by_bgwriter": 5,
+        "pages_by_backends": 100,
+        "pages_read_by_backends": 7,
+        "autovacuum_runs": 2,
+    }
+    after = {
+        **before,
+        "wal_bytes": 1_000 + 2_000 * 10_240,
+        "full_page_images": 1_510,
+        "checkpoints": 3,
+        "pages_by_backends": 1_700,
+    }
+    summary = bench_e2e.writes_summary(before, after, 2_000)
+    assert summary == {
+        "wal_bytes_per_user": 10_240,
+        "full_page_images_per_user": 0.75,
+        "checkpoints": 2,
+        "autovacuum_runs": 0,
+        "pages_by_checkpointer_per_1000_users": 0.0,
+        "pages_by_bgwriter_per_1000_users": 0.0,
+        "pages_by_backends_per_1000_users": 800.0,
+        "pages_read_by_backends_per_1000_users": 0.0,
+    }
+    lines = bench_e2e.writes_lines([{"users": 2_000, "postgres_writes": summary}, {"users": 5}])
+    assert lines[-1].startswith(
+        "      2,000 users: WAL 10.0 KiB a user (0.75 full-page images a user, 2 checkpoints);"
+    )
+    assert "backends 800; read back by backends 0; autovacuum runs 0" in lines[-1]
