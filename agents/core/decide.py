@@ -45,14 +45,14 @@ class Rejected:
 class Replayed:
     """The very record whose effect was committed is here again: answer as the first time."""
 
-    outcome: dict[str, Any]
+    outcome: bytes  # as first published
 
 
 @dataclass(frozen=True)
 class Duplicate:
     """Another record with a request_id that already succeeded: nothing to do, already done."""
 
-    outcome: dict[str, Any]
+    outcome: bytes  # as first published
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from agents.core.decide import (
 from agents.core.documents import document_from_plan
 from agents.core.manifest import MANIFEST_VERSION
 from agents.core.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow, StepsRow
-from schemas.events import FOR_GOOD_CODES, Outcome
+from schemas.events import FOR_GOOD_CODES, Outcome, parse_outcome_json
 from schemas.legacy import LegacyRow
 from schemas.rows import JsonText
 
@@ -163,9 +163,9 @@ def plan_mirror(wave: Sequence[Work], decisions: Sequence[Decision]) -> MirrorPl
         elif isinstance(decision, AlreadyMigrated | Replayed | Duplicate):
             if isinstance(decision, Replayed | Duplicate):
                 # The request took effect before: a rollback then deleted this session.
-                stored = decision.outcome
-                if stored.get("outcome") == "rolled_back" and stored.get("session_id"):
-                    stale.add(str(UUID(str(stored["session_id"]))))
+                stored = parse_outcome_json(decision.outcome)
+                if stored.outcome == "rolled_back" and stored.session_id is not None:
+                    stale.add(str(stored.session_id))
             if user not in documents:
                 to_repair.add(user)
     return MirrorPlan(documents, frozenset(stale), frozenset(to_repair))

@@ -33,7 +33,7 @@ from schemas.events import (
     OutcomeError,
     RolledBackOutcome,
     is_retryable,
-    parse_outcome,
+    parse_outcome_json,
 )
 from schemas.legacy import LegacyRow
 
@@ -56,10 +56,10 @@ def build_outcome(
 ) -> Outcome:
     """The one outcome event for ``work``. ``restored`` is the legacy row after a rollback."""
     if isinstance(decision, Replayed):
-        return parse_outcome(decision.outcome)
+        return parse_outcome_json(decision.outcome)
     base = _base(work, now=now, duration_ms=duration_ms)
     if isinstance(decision, Duplicate):
-        stored = parse_outcome(decision.outcome)
+        stored = parse_outcome_json(decision.outcome)
         return stored.model_copy(
             update={**base, "already_done": True, "dry_run": work.request.dry_run}
         )

@@ -32,6 +32,6 @@ class LedgerEntry:
     request_id: UUID
     user_id: str
     action: str
-    outcome: dict[str, Any]
+    outcome: bytes  # the outcome the request was first answered with, as published
     source_partition: int | None
     source_offset: int | None

@@ -35,6 +35,7 @@ SESSION = StoredSession(
     bcm_checksum=None,
     bcm_token_estimate=None,
 )
+STORED = b'{"stored": true}'  # the ledger hands the outcome back as the bytes it holds
 
 
 def work(
@@ -51,14 +52,12 @@ def work(
 def ledger_for(
     w: Work, *, offset: int | None = 7, user: str = "user-1", action: str = "migrate"
 ) -> LedgerEntry:
-    return LedgerEntry(w.request.request_id, user, action, {"stored": True}, 0, offset)
+    return LedgerEntry(w.request.request_id, user, action, STORED, 0, offset)
 
 
 def test_the_same_record_again_replays_its_stored_outcome() -> None:
     w = work()
-    assert decide(w, legacy=None, session=None, ledger=ledger_for(w), now=NOW) == Replayed(
-        {"stored": True}
-    )
+    assert decide(w, legacy=None, session=None, ledger=ledger_for(w), now=NOW) == Replayed(STORED)
 
 
 def test_another_record_with_a_done_request_id_is_a_duplicate() -> None:

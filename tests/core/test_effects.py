@@ -94,9 +94,23 @@ def test_a_rollback_deletes_the_session_restores_the_snapshot_and_clears_the_mir
     assert effects.mirror.stale_sessions == {str(SESSION)}
 
 
+def _published(kind: str, session_id: uuid.UUID) -> bytes:
+    """An outcome as the ledger keeps it: the bytes first published."""
+    fields = {"event_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()), "user_id": "u"}
+    return json.dumps(
+        {
+            **fields,
+            "action": "rollback" if kind == "rolled_back" else "migrate",
+            "outcome": kind,
+            "session_id": str(session_id),
+            "processed_at": NOW.isoformat(),
+        }
+    ).encode()
+
+
 def test_the_mirror_plan_is_read_from_the_decisions_not_the_published_event() -> None:
-    rolled_back = {"outcome": "rolled_back", "session_id": str(SESSION)}
-    migrated = {"outcome": "migrated", "session_id": str(OTHER_SESSION)}
+    rolled_back = _published("rolled_back", SESSION)
+    migrated = _published("migrated", OTHER_SESSION)
     plan = plan_mirror(
         [work("u1"), work("u2"), work("u3"), work("u4")],
         [

@@ -405,6 +405,24 @@ async def test_seeding_is_idempotent_and_seeded_users_migrate(
     assert statuses == {"completed", "in_progress", "not_started"}
 
 
+async def test_the_ledger_keeps_the_bytes_published_and_a_duplicate_is_answered_from_them(
+    core: BatchApplier, pool: asyncpg.Pool, unique: str
+) -> None:
+    user = uid(unique, "ledger")
+    await insert_legacy(pool, user)
+    first = work(user)
+    applied = await core.apply([first])
+    stored = await pool.fetchval(
+        "SELECT outcome FROM migration_requests WHERE request_id = $1", first.request.request_id
+    )
+    assert stored == applied.answers[0].json  # byte for byte, not a reformatted document
+    again = work(user, request_id=first.request.request_id)  # the same request, another record
+    [duplicate] = (await core.apply([again])).outcomes
+    [original] = applied.outcomes
+    assert duplicate.already_done and duplicate.outcome == "migrated"
+    assert duplicate.session_id == original.session_id and duplicate.bcm == original.bcm
+
+
 async def test_two_workers_answering_one_record_at_once_agree(
     pool: asyncpg.Pool, redis_client: aioredis.Redis, unique: str
 ) -> None:

@@ -174,7 +174,7 @@ class FakeTransaction:
                 request_id=row.request_id,
                 user_id=row.user_id,
                 action=row.action,
-                outcome=_json(row.outcome),
+                outcome=bytes(row.outcome),
                 source_partition=row.source_partition,
                 source_offset=row.source_offset,
             )
