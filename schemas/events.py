@@ -179,7 +179,7 @@ OUTCOME: TypeAdapter[Outcome] = TypeAdapter(Outcome)
 
 
 def parse_outcome(data: Any) -> Outcome:
-    """An outcome from its JSON-ready form (a dict, as stored in PostgreSQL)."""
+    """An outcome from its JSON-ready form (a dict)."""
     return OUTCOME.validate_python(data)
 
 

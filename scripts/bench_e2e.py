@@ -828,12 +828,12 @@ async def statement_profile(env: dict[str, str], *, reset: bool) -> list[dict[st
 _WRITES_SQL = """
 SELECT (SELECT wal_bytes::bigint FROM pg_stat_wal) AS wal_bytes,
        (SELECT wal_fpi FROM pg_stat_wal) AS full_page_images,
-       (SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints,
+       (SELECT num_done FROM pg_stat_checkpointer) AS checkpoints,
        (SELECT buffers_written FROM pg_stat_checkpointer) AS pages_by_checkpointer,
        (SELECT buffers_clean FROM pg_stat_bgwriter) AS pages_by_bgwriter,
-       (SELECT coalesce(sum(writes), 0)::bigint FROM pg_stat_io
+       (SELECT coalesce(sum(write_bytes), 0)::bigint / 8192 FROM pg_stat_io
         WHERE backend_type = 'client backend' AND object = 'relation') AS pages_by_backends,
-       (SELECT coalesce(sum(reads), 0)::bigint FROM pg_stat_io
+       (SELECT coalesce(sum(read_bytes), 0)::bigint / 8192 FROM pg_stat_io
         WHERE backend_type = 'client backend' AND object = 'relation') AS pages_read_by_backends,
        (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint
         FROM pg_stat_user_tables) AS autovacuum_runs
@@ -843,7 +843,9 @@ SELECT (SELECT wal_bytes::bigint FROM pg_stat_wal) AS wal_bytes,
 async def postgres_writes(env: dict[str, str]) -> dict[str, int]:
     """PostgreSQL's cumulative write counters: read before and after a flood, they say why its
     CPU per user grows with its tables (WAL volume, full-page images after each checkpoint,
-    dirty pages written out by whom, pages read back, autovacuum)."""
+    dirty pages written out by whom, pages read back, autovacuum and autoanalyze runs).
+    PostgreSQL 18's views: ``num_done`` counts the checkpoints performed, and ``pg_stat_io``
+    counts read and write operations (one may cover several pages), so pages are its bytes."""
     import asyncpg
 
     conn = await asyncpg.connect(env["DATABASE_URL"], timeout=10)
@@ -1882,7 +1884,7 @@ def writes_lines(floods: Sequence[dict[str, Any]]) -> list[str]:
             f"checkpointer {w['pages_by_checkpointer_per_1000_users']:,.0f}, the background "
             f"writer {w['pages_by_bgwriter_per_1000_users']:,.0f}, backends "
             f"{w['pages_by_backends_per_1000_users']:,.0f}; read back by backends "
-            f"{w['pages_read_by_backends_per_1000_users']:,.0f}; autovacuum runs "
+            f"{w['pages_read_by_backends_per_1000_users']:,.0f}; autovacuum and autoanalyze runs "
             f"{w['autovacuum_runs']}"
         )
     return lines

@@ -107,7 +107,7 @@ def postgres_safe_json(text: bytes) -> bytes:
 
 def _encode_jsonb(value: object) -> bytes:
     # pydantic-core's JSON encoder (Rust) is several times faster than json.dumps here, and
-    # jsonb values are written for every migrated user (snapshot, manifest, audit, ledger).
+    # jsonb values are written for every migrated user (snapshot, manifest, audit detail).
     text = value if isinstance(value, JsonText) else to_json(value)
     return b"\x01" + postgres_safe_json(text)
 

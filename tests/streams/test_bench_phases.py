@@ -526,4 +526,4 @@ def test_postgres_writes_are_taken_per_user_and_printed_per_flood() -> None:
     assert lines[-1].startswith(
         "      2,000 users: WAL 10.0 KiB a user (0.75 full-page images a user, 2 checkpoints);"
     )
-    assert "backends 800; read back by backends 0; autovacuum runs 0" in lines[-1]
+    assert "backends 800; read back by backends 0; autovacuum and autoanalyze runs 0" in lines[-1]
