@@ -13,7 +13,7 @@ from typing import Any
 
 from agents.core.planner import MigrationPlan, PlanError, plan_migration, session_id_for
 from agents.core.state import LedgerEntry, StoredSession
-from schemas.events import ErrorCode, MigrationRequest
+from schemas.events import ErrorCode, MigrationRequest, Outcome, parse_outcome_json
 from schemas.legacy import LegacyRow, LegacyStatus, UnreadableLegacyRow
 
 
@@ -45,14 +45,14 @@ class Rejected:
 class Replayed:
     """The very record whose effect was committed is here again: answer as the first time."""
 
-    outcome: bytes  # as first published
+    outcome: Outcome  # as first published, read from the ledger once
 
 
 @dataclass(frozen=True)
 class Duplicate:
     """Another record with a request_id that already succeeded: nothing to do, already done."""
 
-    outcome: bytes  # as first published
+    outcome: Outcome  # as first published, read from the ledger once
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ def _from_ledger(work: Work, ledger: LedgerEntry) -> Decision:
         and work.offset is not None
         and (ledger.source_partition, ledger.source_offset) == (work.partition, work.offset)
     )
-    return Replayed(ledger.outcome) if same_record else Duplicate(ledger.outcome)
+    stored = parse_outcome_json(ledger.outcome)
+    return Replayed(stored) if same_record else Duplicate(stored)
 
 
 def waves(batch: Sequence[Work]) -> list[list[Work]]:

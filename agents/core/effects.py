@@ -30,7 +30,7 @@ from agents.core.decide import (
 from agents.core.documents import document_from_plan
 from agents.core.manifest import MANIFEST_VERSION
 from agents.core.rows import AuditRow, LedgerRow, ManifestRow, ProcessedRow, SessionRow, StepsRow
-from schemas.events import FOR_GOOD_CODES, Outcome, parse_outcome_json
+from schemas.events import FOR_GOOD_CODES, Outcome
 from schemas.legacy import LegacyRow
 from schemas.rows import JsonText
 
@@ -163,7 +163,7 @@ def plan_mirror(wave: Sequence[Work], decisions: Sequence[Decision]) -> MirrorPl
         elif isinstance(decision, AlreadyMigrated | Replayed | Duplicate):
             if isinstance(decision, Replayed | Duplicate):
                 # The request took effect before: a rollback then deleted this session.
-                stored = parse_outcome_json(decision.outcome)
+                stored = decision.outcome
                 if stored.outcome == "rolled_back" and stored.session_id is not None:
                     stale.add(str(stored.session_id))
             if user not in documents:

@@ -33,7 +33,6 @@ from schemas.events import (
     OutcomeError,
     RolledBackOutcome,
     is_retryable,
-    parse_outcome_json,
 )
 from schemas.legacy import LegacyRow
 
@@ -56,11 +55,10 @@ def build_outcome(
 ) -> Outcome:
     """The one outcome event for ``work``. ``restored`` is the legacy row after a rollback."""
     if isinstance(decision, Replayed):
-        return parse_outcome_json(decision.outcome)
+        return decision.outcome
     base = _base(work, now=now, duration_ms=duration_ms)
     if isinstance(decision, Duplicate):
-        stored = parse_outcome_json(decision.outcome)
-        return stored.model_copy(
+        return decision.outcome.model_copy(
             update={**base, "already_done": True, "dry_run": work.request.dry_run}
         )
     if isinstance(decision, Migrate):

@@ -19,7 +19,7 @@ from agents.core.decide import (
     waves,
 )
 from agents.core.state import LedgerEntry, StoredSession
-from schemas.events import ErrorCode, MigrationRequest
+from schemas.events import ErrorCode, MigrationRequest, parse_outcome_json
 
 SESSION = StoredSession(
     session_id=uuid.uuid4(),
@@ -35,7 +35,12 @@ SESSION = StoredSession(
     bcm_checksum=None,
     bcm_token_estimate=None,
 )
-STORED = b'{"stored": true}'  # the ledger hands the outcome back as the bytes it holds
+# The ledger hands the outcome back as the bytes it holds: the outcome first published.
+STORED = (
+    b'{"event_id": "00000000-0000-0000-0000-000000000001", "request_id":'
+    b' "00000000-0000-0000-0000-000000000002", "user_id": "user-1", "action": "migrate",'
+    b' "outcome": "migrated", "processed_at": "2026-12-05T04:00:00Z"}'
+)
 
 
 def work(
@@ -57,7 +62,9 @@ def ledger_for(
 
 def test_the_same_record_again_replays_its_stored_outcome() -> None:
     w = work()
-    assert decide(w, legacy=None, session=None, ledger=ledger_for(w), now=NOW) == Replayed(STORED)
+    assert decide(w, legacy=None, session=None, ledger=ledger_for(w), now=NOW) == Replayed(
+        parse_outcome_json(STORED)
+    )
 
 
 def test_another_record_with_a_done_request_id_is_a_duplicate() -> None:

@@ -29,7 +29,7 @@ from agents.core.effects import (
 from agents.core.outcomes import build_outcome
 from agents.core.planner import plan_migration
 from agents.core.state import StoredSession
-from schemas.events import ErrorCode, MigrationRequest
+from schemas.events import ErrorCode, MigrationRequest, Outcome, parse_outcome_json
 
 LEGACY = row(user_id="u1", completed_steps=["account", "profile"])
 OTHER_SESSION = uuid.UUID("99999999-2222-3333-4444-555555555555")
@@ -94,18 +94,17 @@ def test_a_rollback_deletes_the_session_restores_the_snapshot_and_clears_the_mir
     assert effects.mirror.stale_sessions == {str(SESSION)}
 
 
-def _published(kind: str, session_id: uuid.UUID) -> bytes:
-    """An outcome as the ledger keeps it: the bytes first published."""
+def _published(kind: str, session_id: uuid.UUID) -> Outcome:
+    """An outcome as the ledger keeps it (the bytes first published), read back."""
     fields = {"event_id": str(uuid.uuid4()), "request_id": str(uuid.uuid4()), "user_id": "u"}
-    return json.dumps(
-        {
-            **fields,
-            "action": "rollback" if kind == "rolled_back" else "migrate",
-            "outcome": kind,
-            "session_id": str(session_id),
-            "processed_at": NOW.isoformat(),
-        }
-    ).encode()
+    published = {
+        **fields,
+        "action": "rollback" if kind == "rolled_back" else "migrate",
+        "outcome": kind,
+        "session_id": str(session_id),
+        "processed_at": NOW.isoformat(),
+    }
+    return parse_outcome_json(json.dumps(published).encode())
 
 
 def test_the_mirror_plan_is_read_from_the_decisions_not_the_published_event() -> None:
