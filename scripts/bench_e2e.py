@@ -14,7 +14,9 @@ One run, on a fresh stack under ``.stack/bench`` that it starts and stops:
   read back; worker peak RSS; CPU seconds per 1,000 users of the worker, Kafka, PostgreSQL
   and Redis; how far ``stats.requested`` strays from the outcome topics meanwhile; where
   PostgreSQL's time went (``pg_stat_statements``, reset before the flood: the top statements by
-  total execution time, with calls and share); which resource it exhausted: the machine's busy,
+  total execution time, with calls and share); what PostgreSQL wrote (WAL, full-page images,
+  pages written out, by whom) and its CPU by kind of process and by fifth of the flood
+  (``bench_pgcpu``); which resource it exhausted: the machine's busy,
   idle and stolen cores (``/proc/stat``), how much of the busy time the measured processes
   account for, and the worker's event-loop thread's share of a core (its lanes all run there).
   ``--users 10000,100000`` floods each size with freshly seeded users and a fresh worker
@@ -101,6 +103,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import bench_idle
+import bench_pgcpu
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from otlp_receiver import ReceiverError, ReceiverProcess
 
@@ -296,6 +299,47 @@ def process_tree(root: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, ()))
     return tree
+
+
+def process_title(pid: int) -> str | None:
+    """A process's title, as PostgreSQL sets it for each of its processes; None once gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def postgres_reading(root: int) -> tuple[bench_pgcpu.Reading, float]:
+    """Each live PostgreSQL process's kind and own CPU, and the tree's total (``cpu_seconds``)."""
+    reading: bench_pgcpu.Reading = {}
+    ticks = 0
+    for pid in process_tree(root):
+        fields, title = _stat_fields(pid), process_title(pid)
+        if fields is None or title is None:
+            continue
+        own = int(fields[11]) + int(fields[12])
+        ticks += own + int(fields[13]) + int(fields[14])
+        reading[pid] = (bench_pgcpu.kind_of(title, root=pid == root), own / CLOCK_TICKS)
+    return reading, ticks / CLOCK_TICKS
+
+
+async def poll_postgres(
+    root: int,
+    watcher: OutcomeWatcher,
+    split: bench_pgcpu.Split,
+    along: list[tuple[int, float]],
+    stop: asyncio.Event,
+) -> None:
+    """PostgreSQL's processes every half second, for its CPU by kind and by fifth of the flood."""
+    while not stop.is_set():
+        reading, total = postgres_reading(root)
+        split.see(reading)
+        along.append((watcher.count, total))
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except TimeoutError:
+            pass
 
 
 def cpu_seconds(root: int) -> float:
@@ -885,7 +929,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
     watcher = await OutcomeWatcher(ctx.bootstrap, keyed=False).open()
     producer = await start_producer(ctx.bootstrap, linger_ms=20)
     base = await worker.requested(ctx.http)
-    stop = asyncio.Event()
+    stop, pg_stop = asyncio.Event(), asyncio.Event()
     samples: list[tuple[float, int]] = []
     try:
         processes = {"worker": worker.pid, **ctx.servers}
@@ -894,12 +938,22 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         loop_before = thread_cpu_seconds(worker.pid, worker.pid)
         machine_before, sampled_before = machine_ticks(), time.monotonic()
         poller = asyncio.create_task(poll_counter(ctx, worker, base, stop, samples))
+        postgres = ctx.servers["postgres"]
+        first, _ = postgres_reading(postgres)
+        split = bench_pgcpu.Split(first)
+        along: list[tuple[int, float]] = [(0, cpu_before["postgres"])]
+        pg_poller = asyncio.create_task(poll_postgres(postgres, watcher, split, along, pg_stop))
         started = time.monotonic()
         await publish_all(producer, records)
         published = time.monotonic()
         finished = await watcher.wait_count(users, worker, "flood")
         machine_after, sampled_after = machine_ticks(), time.monotonic()
         cpu_after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        last, total = postgres_reading(postgres)
+        split.see(last)
+        along.append((watcher.count, total))
+        pg_stop.set()
+        await pg_poller
         client_cpu = self_cpu_seconds() - client_before
         loop_cpu = thread_cpu_seconds(worker.pid, worker.pid) - loop_before
         # Let the counter catch up, so the lag of the last levels is measured too.
@@ -913,6 +967,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         writes = writes_summary(writes_before, await postgres_writes(ctx.env), users)
     finally:
         stop.set()
+        pg_stop.set()
         await producer.stop()
         await watcher.close()
     elapsed = finished - started
@@ -938,6 +993,13 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         "counter_lag": counter_lag(samples, watcher),
         "postgres_top_statements": statements,
         "postgres_writes": writes,
+        "postgres_cpu": {
+            "by_kind_per_1000_users": {
+                kind: round(seconds * 1000 / users, 3)
+                for kind, seconds in split.seconds(spent["postgres"]).items()
+            },
+            "by_fifth_per_1000_users": bench_pgcpu.by_fifths(along, users),
+        },
     }
 
 
@@ -1826,6 +1888,7 @@ def table(report: dict[str, Any]) -> str:
             f"not yet; {lag['polls']} polls); outcomes: {outcomes}"
         )
     lines += writes_lines(floods)
+    lines += postgres_cpu_lines(floods)
     lines += statement_lines(floods[-1])
     if "idle_cost" in report:
         lines += ["", *bench_idle.lines(report["idle_cost"])]
@@ -1887,6 +1950,26 @@ def writes_lines(floods: Sequence[dict[str, Any]]) -> list[str]:
             f"{w['pages_read_by_backends_per_1000_users']:,.0f}; autovacuum and autoanalyze runs "
             f"{w['autovacuum_runs']}"
         )
+    return lines
+
+
+def postgres_cpu_lines(floods: Sequence[dict[str, Any]]) -> list[str]:
+    """PostgreSQL's CPU per flood by kind of process and by fifth: which part grows with its
+    tables (see ``bench_pgcpu``)."""
+    lines = [
+        "",
+        "PostgreSQL's CPU s per 1,000 users by process (backends run the statements; "
+        "background: checkpointer, writers, I/O workers) and by fifth of the flood",
+    ]
+    for f in floods:
+        cpu = f.get("postgres_cpu")
+        if not cpu:
+            continue
+        kinds = ", ".join(
+            f"{kind} {value:.3f}" for kind, value in cpu["by_kind_per_1000_users"].items()
+        )
+        fifths = " ".join("–" if v is None else f"{v:.3f}" for v in cpu["by_fifth_per_1000_users"])
+        lines.append(f"  {f['users']:>9,} users: {kinds}; fifths {fifths}")
     return lines
 
 
