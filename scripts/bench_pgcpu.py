@@ -4,9 +4,10 @@ moves from the flood's first fifth to its last.
 Why split it: one figure per 1,000 users hides two costs that grow differently. Client backends
 run the service's statements, about the same work for every user. Autovacuum and the processes
 that write dirty pages out (checkpointer, background writer, WAL writer, I/O workers) keep up
-with tables that grow with every user: none of them runs in the first 100,000 users of an empty
-database, and at a million they are a fifth of PostgreSQL's CPU. A flood that grows dearer as it
-goes shows it in its fifths.
+with tables that grow with every user. Autovacuum looks at a database once a minute, so it does
+not run at all in a 20-second flood of 100,000 users (their upkeep comes after it); in a
+million-user flood it and the writers are a fifth of PostgreSQL's CPU. A flood that grows dearer
+as it goes shows it in its fifths.
 
 Read from ``/proc`` every half second: each process's own CPU, named by the title PostgreSQL
 gives it. A process that exits between two readings takes its last half second with it (its
@@ -56,6 +57,8 @@ class Split:
         spent = dict.fromkeys(KINDS, 0.0)
         for pid, (kind, cpu) in self.last.items():
             before = self.first.get(pid)
+            if before is not None and (before[0] != kind or before[1] > cpu):
+                before = None  # the pid of a process that exited, taken by a new one
             spent[kind] += cpu - (before[1] if before is not None else 0.0)
         spent["unseen"] = max(0.0, total - sum(spent.values()))
         return spent

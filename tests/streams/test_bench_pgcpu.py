@@ -52,6 +52,14 @@ def test_each_kind_is_its_processes_cpu_since_the_first_reading_and_the_rest_is_
     assert sum(spent.values()) == pytest.approx(total)
 
 
+def test_a_pid_taken_by_a_new_process_counts_the_new_process_from_zero() -> None:
+    split = bench_pgcpu.Split({10: ("backends", 5.0), 11: ("autovacuum", 3.0)})
+    split.see({10: ("backends", 0.4), 11: ("backends", 3.5)})
+    spent = split.seconds(0.4 + 3.5)
+    assert spent["backends"] == pytest.approx(3.9)
+    assert spent["autovacuum"] == 0.0
+
+
 def test_a_total_read_a_little_before_the_last_reading_leaves_nothing_negative() -> None:
     split = bench_pgcpu.Split({10: ("backends", 0.0)})
     split.see({10: ("backends", 2.01)})
