@@ -178,11 +178,6 @@ Outcome = Annotated[
 OUTCOME: TypeAdapter[Outcome] = TypeAdapter(Outcome)
 
 
-def parse_outcome(data: Any) -> Outcome:
-    """An outcome from its JSON-ready form (a dict)."""
-    return OUTCOME.validate_python(data)
-
-
 def parse_outcome_json(data: bytes | str) -> Outcome:
     """An outcome from its JSON text, as published."""
     return OUTCOME.validate_json(data)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.core import counters
-from schemas.events import Outcome, OutcomeError, parse_outcome
+from schemas.events import OUTCOME, Outcome, OutcomeError
 
 
 def outcome(
@@ -22,7 +22,7 @@ def outcome(
     code: str | None = None,
 ) -> Outcome:
     error = OutcomeError(code=code, retryable=False, message="m") if code else None
-    return parse_outcome(
+    return OUTCOME.validate_python(
         {
             "event_id": uuid.uuid4(),
             "request_id": uuid.uuid4(),

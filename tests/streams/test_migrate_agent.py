@@ -21,7 +21,7 @@ from agents.batch_transaction import Applied
 from agents.core import control_state
 from agents.core.decide import Rejected, Work
 from agents.core.outcomes import failed_outcome
-from schemas.events import ErrorCode, parse_outcome
+from schemas.events import OUTCOME, ErrorCode
 from streams import topics
 from streams.app import create_app
 from streams.codecs import Send
@@ -53,7 +53,7 @@ class StandInApplier:
                 )
                 continue
             result.append(
-                parse_outcome(
+                OUTCOME.validate_python(
                     {
                         "event_id": uuid.uuid4(),
                         "request_id": request.request_id,
