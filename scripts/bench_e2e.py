@@ -103,6 +103,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import bench_idle
+import bench_memory
 import bench_pgcpu
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from otlp_receiver import ReceiverError, ReceiverProcess
@@ -329,13 +330,16 @@ async def poll_postgres(
     watcher: OutcomeWatcher,
     split: bench_pgcpu.Split,
     along: list[tuple[int, float]],
+    free_kib: list[int],
     stop: asyncio.Event,
 ) -> None:
-    """PostgreSQL's processes every half second, for its CPU by kind and by fifth of the flood."""
+    """PostgreSQL's processes every half second, for its CPU by kind and by fifth of the flood,
+    and the machine's free memory (``bench_memory``)."""
     while not stop.is_set():
         reading, total = postgres_reading(root)
         split.see(reading)
         along.append((watcher.count, total))
+        free_kib.append(bench_memory.reading()["free_kib"])
         try:
             await asyncio.wait_for(stop.wait(), 0.5)
         except TimeoutError:
@@ -942,13 +946,18 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
         first, _ = postgres_reading(postgres)
         split = bench_pgcpu.Split(first)
         along: list[tuple[int, float]] = [(0, cpu_before["postgres"])]
-        pg_poller = asyncio.create_task(poll_postgres(postgres, watcher, split, along, pg_stop))
+        memory_before = bench_memory.reading()
+        free_kib: list[int] = []
+        pg_poller = asyncio.create_task(
+            poll_postgres(postgres, watcher, split, along, free_kib, pg_stop)
+        )
         started = time.monotonic()
         await publish_all(producer, records)
         published = time.monotonic()
         finished = await watcher.wait_count(users, worker, "flood")
         machine_after, sampled_after = machine_ticks(), time.monotonic()
         cpu_after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        memory_after = bench_memory.reading()
         last, total = postgres_reading(postgres)
         split.see(last)
         along.append((watcher.count, total))
@@ -1000,6 +1009,9 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
             },
             "by_fifth_per_1000_users": bench_pgcpu.by_fifths(along, users),
         },
+        "memory": bench_memory.flood_memory(
+            memory_before, memory_after, min(free_kib, default=memory_after["free_kib"]), users
+        ),
     }
 
 
@@ -1699,8 +1711,9 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
                 floods.append(result)
                 progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
             assert worker is not None
+            fresh_memory = bench_memory.price(directory)
             if plan.flood_only:
-                return {"floods": floods}
+                return {"floods": floods, "fresh_memory": fresh_memory}
             idle_cost_result = None
             if plan.idle_window is not None:
                 progress(f"idle cost: {plan.idle_window.seconds:.0f} s with nothing published")
@@ -1747,6 +1760,7 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
     }
     return {
         "floods": floods,
+        "fresh_memory": fresh_memory,
         "idle": idle_result,
         "half_load": half_result,
         "baseline": base_result,
@@ -1889,6 +1903,7 @@ def table(report: dict[str, Any]) -> str:
         )
     lines += writes_lines(floods)
     lines += postgres_cpu_lines(floods)
+    lines += bench_memory.lines(floods, report.get("fresh_memory"))
     lines += statement_lines(floods[-1])
     if "idle_cost" in report:
         lines += ["", *bench_idle.lines(report["idle_cost"])]
