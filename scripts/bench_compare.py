@@ -297,7 +297,12 @@ class Side:
     def env(self) -> dict[str, str]:
         # No warm-up flood on either side: a bench that has one (HEAD's, from 2026-12-02) would
         # otherwise measure a warm broker against an older bench's cold one.
-        return {**os.environ, "PYTHONPATH": str(self.worktree), "BENCH_WARM_USERS": "0"}
+        return {
+            **os.environ,
+            "PYTHONPATH": str(self.worktree),
+            "BENCH_WARM_USERS": "0",
+            "BENCH_MEMORY_PRICE": "0",
+        }
 
     @property
     def bench(self) -> Path:

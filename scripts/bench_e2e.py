@@ -179,6 +179,7 @@ class Plan:
     idle_window: bench_idle.Window | None = None  # None: no idle-cost window
     warm_users: int = 0  # a throwaway flood before the first measured one (0: none)
     half_load_warm: bool = False  # a throwaway half load before the measured one
+    memory_price: bool = False  # measure what fresh memory costs here (bench_memory.price)
 
 
 def positive(text: str) -> int:
@@ -214,6 +215,13 @@ def warm_users(quick: bool, first_size: int) -> int:
     return 0 if quick else min(WARM_MOST, max(first_size // 2, 1))
 
 
+def memory_price(quick: bool) -> bool:
+    """Whether to measure fresh memory's price (2 GiB written, a few seconds): not in
+    ``--quick``, nor where ``BENCH_MEMORY_PRICE=0`` (``--compare`` sets it: its runs compare
+    sides, not machines)."""
+    return not quick and os.environ.get("BENCH_MEMORY_PRICE", "1") != "0"
+
+
 def build_plan(args: argparse.Namespace) -> Plan:
     sizes: tuple[int, ...] = args.users or ((QUICK_USERS,) if args.quick else (DEFAULT_USERS,))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -241,6 +249,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         idle_window=(None if args.flood_only else QUICK_IDLE_WINDOW if args.quick else IDLE_WINDOW),
         warm_users=warm_users(args.quick, sizes[0]),
         half_load_warm=not args.quick,
+        memory_price=memory_price(args.quick),
     )
 
 
@@ -1692,6 +1701,10 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
         ctx = Context(env, settings.kafka_bootstrap_servers, directory, servers, http)
         floods: list[dict[str, Any]] = []
         worker: Worker | None = None
+        fresh_memory = None
+        if plan.memory_price:
+            progress("what fresh memory costs on this machine (2 GiB written)")
+            fresh_memory = await asyncio.to_thread(bench_memory.price, directory)
         try:
             for index, size in enumerate(plan.sizes):
                 if worker is not None:
@@ -1711,7 +1724,6 @@ async def measure(plan: Plan, env: dict[str, str], directory: Path) -> dict[str,
                 floods.append(result)
                 progress(f"  {result['users_per_s']:,.0f} users/s in {result['seconds']:.1f}s")
             assert worker is not None
-            fresh_memory = bench_memory.price(directory)
             if plan.flood_only:
                 return {"floods": floods, "fresh_memory": fresh_memory}
             idle_cost_result = None
@@ -1834,6 +1846,7 @@ def run(plan: Plan) -> dict[str, Any]:
             "idle_gap_s": plan.idle_gap_s,
             "half_load_s": plan.half_load_s,
             "half_load_warm": plan.half_load_warm,
+            "memory_price": plan.memory_price,
             "baseline_users": plan.baseline_users,
             "flood_only": plan.flood_only,
             "guarantee_users": plan.guarantee_users,

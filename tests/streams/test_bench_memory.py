@@ -68,9 +68,10 @@ def test_the_bound_is_the_memory_taken_at_the_extra_price() -> None:
 
 
 def test_the_price_probe_writes_twice_and_leaves_nothing(tmp_path: Path) -> None:
-    cost = bench_memory.price(tmp_path, mib=8)
+    cost = bench_memory.price(tmp_path, mib=8, reused_mib=4, chunk_mib=1)
     assert cost["probe_mib"] == 8
     assert cost["first_touch_cpu_s_per_gib"] >= 0
+    assert cost["first_write_mean_cpu_s_per_gib"] >= 0
     assert cost["reused_cpu_s_per_gib"] >= 0
     assert list(tmp_path.iterdir()) == []
 
@@ -89,7 +90,11 @@ def test_the_printed_lines_name_each_flood_and_the_price() -> None:
         },
         {"users": 10_000},  # a report from before the memory figures: skipped
     ]
-    cost = {"probe_mib": 256, "first_touch_cpu_s_per_gib": 3.98, "reused_cpu_s_per_gib": 0.21}
+    cost = {
+        "probe_mib": 2048,
+        "first_touch_cpu_s_per_gib": 3.98,
+        "reused_cpu_s_per_gib": 0.21,
+    }
     text = "\n".join(bench_memory.lines(floods, cost))
     assert "50,000 users: took 2,176 MiB of free memory (43.5 MiB per 1,000 users" in text
     assert "free 14,046 MiB at the start, 11,870 at the lowest" in text
