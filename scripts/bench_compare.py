@@ -19,9 +19,10 @@ can be trusted.
   every run starts from the same machine: the previous run's files just freed, no other stack's
   files cached. Without it, one side met the other's stack still in the page cache and paid for
   the memory it took: on this VM the hypervisor takes free guest memory back and first touches
-  of it cost about 4 CPU s per GiB against 0.2 for memory just freed. An A/A run (one commit on
-  both sides) read HEAD 12 % slower and its PostgreSQL 30 % dearer in every pair, 10 % of the
-  machine in the kernel's copy into fresh page-cache pages on HEAD's side against 0.7 % on REF's;
+  of it cost 3 to 9 CPU s per GiB against 0.2-0.3 for memory just freed (``bench_memory``). An
+  A/A run (one commit on both sides) read HEAD 11-12 % slower and its PostgreSQL 25-32 % dearer
+  in every pair, 10 % of the machine in the kernel's copy into fresh page-cache pages on HEAD's
+  side against 0.7 % on REF's;
   with the stacks deleted before each run the same A/A read users/s +2.2 % and PostgreSQL -1.7 %.
 - The order alternates: REF then HEAD in odd pairs, HEAD then REF in even ones, so that a drift
   during the session falls on both sides alike.

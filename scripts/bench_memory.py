@@ -3,12 +3,13 @@ costs on this machine.
 
 Why: on a VM whose hypervisor takes free guest memory back (this project's development machine
 does: virtio-balloon free page reporting), the first touch of a page the host took back costs a
-fault in the host, and it is charged as CPU to whichever process touches the page first. Measured
-there: about 4 CPU s per GiB, against 0.2 for memory just freed by the guest. PostgreSQL and Kafka
-touch fresh memory for every new page of their files (the page cache grows by about 30 MiB per
-1,000 users), so their CPU per user moves with the machine's memory history, not only with the
-service: an A/A ``--compare`` whose sides met different histories read one commit 25 % dearer in
-PostgreSQL. These figures let a reader see that share rather than take it for the service's.
+fault in the host, and it is charged as CPU to whichever process touches the page first.
+Measured there: 3 to 9 CPU s per GiB, against 0.2-0.3 for memory just freed by the guest.
+PostgreSQL, Kafka and Redis touch fresh memory for every new page of their files (the page cache
+grows by about 20 MiB per 1,000 users in a flood of 100,000), so their CPU per user moves with the
+machine's memory history, not only with the service: an A/A ``--compare`` whose sides met
+different histories read one commit 25-32 % dearer in PostgreSQL. These figures let a reader
+see that share rather than take it for the service's.
 
 - Per flood, from ``/proc/meminfo``: free memory at the start, its lowest point during the flood
   (sampled every half second), what the flood took from it, and how much the page cache grew.
