@@ -527,3 +527,14 @@ def test_postgres_writes_are_taken_per_user_and_printed_per_flood() -> None:
         "      2,000 users: WAL 10.0 KiB a user (0.75 full-page images a user, 2 checkpoints);"
     )
     assert "backends 800; read back by backends 0; autovacuum and autoanalyze runs 0" in lines[-1]
+
+
+def test_a_finished_run_keeps_its_logs_and_reports_and_drops_the_data(tmp_path: Path) -> None:
+    for name in ("kafka", "postgres", "redis", "worker-data-0"):
+        (tmp_path / name / "inner").mkdir(parents=True)
+        (tmp_path / name / "inner" / "segment").write_bytes(b"x" * 1024)
+    kept = ["kafka.log", "worker-0.log", "stack.json", "bench-20261205-101010.json"]
+    for name in kept:
+        (tmp_path / name).write_text("{}")
+    bench_e2e.drop_data(tmp_path)
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == sorted(kept)
