@@ -17,8 +17,8 @@ can be trusted.
   run inherits another's Kafka log, tables or caches, and each side runs its own stack code.
 - Before every run the stacks of all earlier runs are deleted, whichever side left them, so that
   every run starts from the same machine: the previous run's files just freed, no other stack's
-  files cached. Without it, one side met the other's stack still in the page cache and paid for
-  the memory it took: on this VM the hypervisor takes free guest memory back and first touches
+  files cached. Without it the sides met different memory histories and one of them paid for
+  fresh memory: on this VM the hypervisor takes free guest memory back and first touches
   of it cost 3 to 9 CPU s per GiB against 0.2-0.3 for memory just freed (``bench_memory``). An
   A/A run (one commit on both sides) read HEAD 11-12 % slower and its PostgreSQL 25-32 % dearer
   in every pair, 10 % of the machine in the kernel's copy into fresh page-cache pages on HEAD's
