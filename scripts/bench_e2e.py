@@ -1027,9 +1027,7 @@ async def flood(ctx: Context, worker: Worker, ids: list[str]) -> dict[str, Any]:
             },
             "by_fifth_per_1000_users": bench_pgcpu.by_fifths(along, users),
         },
-        "memory": bench_memory.flood_memory(
-            memory_before, memory_after, min(free_kib, default=memory_after["free_kib"]), users
-        ),
+        "memory": bench_memory.flood_memory(memory_before, memory_after, free_kib, users),
     }
 
 

@@ -57,10 +57,11 @@ def reading() -> dict[str, int]:
 
 
 def flood_memory(
-    before: dict[str, int], after: dict[str, int], lowest_free_kib: int, users: int
+    before: dict[str, int], after: dict[str, int], free_kib: Sequence[int], users: int
 ) -> dict[str, Any]:
-    """A flood's use of the free memory, in MiB (a flood that freed more than it took: 0)."""
-    lowest = min(lowest_free_kib, before["free_kib"], after["free_kib"])
+    """A flood's use of the free memory, in MiB, from the readings at its ends and the free
+    memory sampled along the way (a flood that freed more than it took: 0)."""
+    lowest = min(before["free_kib"], after["free_kib"], *free_kib)
     taken = max(0, before["free_kib"] - lowest) / 1024
     grown = max(0, after["cached_kib"] - before["cached_kib"]) / 1024
     return {

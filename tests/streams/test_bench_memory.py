@@ -40,7 +40,7 @@ def test_the_machine_reading_has_free_memory_and_page_cache() -> None:
 def test_a_flood_took_what_free_memory_lost_at_its_lowest() -> None:
     before = {"free_kib": 10_000 * 1024, "cached_kib": 2_000 * 1024}
     after = {"free_kib": 9_500 * 1024, "cached_kib": 3_000 * 1024}
-    m = bench_memory.flood_memory(before, after, 8_000 * 1024, users=50_000)
+    m = bench_memory.flood_memory(before, after, [9_000 * 1024, 8_000 * 1024], users=50_000)
     assert m == {
         "free_mib_at_start": 10_000,
         "free_mib_lowest": 8_000,
@@ -53,7 +53,7 @@ def test_a_flood_took_what_free_memory_lost_at_its_lowest() -> None:
 def test_a_flood_that_freed_memory_took_none() -> None:
     before = {"free_kib": 5_000 * 1024, "cached_kib": 3_000 * 1024}
     after = {"free_kib": 6_000 * 1024, "cached_kib": 2_000 * 1024}
-    m = bench_memory.flood_memory(before, after, 7_000 * 1024, users=1_000)
+    m = bench_memory.flood_memory(before, after, [7_000 * 1024], users=1_000)
     assert m["taken_mib"] == 0
     assert m["free_mib_lowest"] == 5_000  # never above where it started
     assert m["page_cache_growth_mib_per_1000_users"] == 0.0
